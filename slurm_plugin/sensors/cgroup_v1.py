@@ -1,0 +1,50 @@
+"""Slurm job cgroups on cgroup v1: `<ctrl>/<prepend>[_<node>]/uid_<U>/job_<J>` per controller.
+
+Layout from src/plugins/cgroup/v1/xcgroup.c; Debian's build prefixes the node name (seen on the test
+bed as `slurm_<host>`). Counters from Documentation/admin-guide/cgroup-v1/cpuacct.rst.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slurm_plugin.sensors.cgroup import JobRef, JobUsage, inactive_file_bytes, parse_cpulist
+
+CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+
+
+@dataclass(frozen=True)
+class V1JobCgroup:
+    path: Path  # the cpuacct directory; memory and cpuset are its siblings under other controllers
+    memory: Path
+    cpuset: Path
+
+    def read(self) -> JobUsage:
+        cpu_ns = int((self.path / "cpuacct.usage").read_text())
+        usage = int((self.memory / "memory.usage_in_bytes").read_text())
+        cache = inactive_file_bytes((self.memory / "memory.stat").read_text(), "total_inactive_file")
+        return JobUsage(cpu_ns / 1e9, max(usage - cache, 0), _cpus(self.cpuset))
+
+
+def _cpus(directory: Path) -> frozenset[int]:
+    for name in ("cpuset.effective_cpus", "cpuset.cpus"):
+        try:
+            return parse_cpulist((directory / name).read_text())
+        except FileNotFoundError:
+            continue
+    return frozenset()
+
+
+def find(cgroupfs: Path, prepend: str, job: JobRef) -> V1JobCgroup | None:
+    """The job's directories if the cpuacct one exists; both Slurm top-level names are tried."""
+    relative = [
+        Path(f"{prepend}_{job.node}", f"uid_{job.uid}", f"job_{job.job_id}"),
+        Path(prepend, f"uid_{job.uid}", f"job_{job.job_id}"),
+    ]
+    for rel in relative:
+        for mount in CPUACCT_MOUNTS:
+            cpuacct = cgroupfs / mount / rel
+            if cpuacct.is_dir():
+                return V1JobCgroup(cpuacct, cgroupfs / "memory" / rel, cgroupfs / "cpuset" / rel)
+    return None

@@ -1,0 +1,56 @@
+"""Node-wide CPU time and memory size from procfs: the denominators of the CPU and DRAM shares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# proc(5): /proc/stat times are in USER_HZ units, reported by sysconf(_SC_CLK_TCK).
+USER_HZ = os.sysconf("SC_CLK_TCK")
+BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is inside user)
+IDLE_FIELDS = (3, 4)  # idle iowait
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCpu:
+    busy_s: float
+    total_s: float
+    ncpus: int
+
+
+def parse_stat(text: str) -> NodeCpu:
+    """Aggregate CPU times from /proc/stat text; raises ValueError on a malformed file."""
+    busy = total = 0.0
+    ncpus = 0
+    found = False
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            fields = [int(x) for x in line.split()[1:]]
+            if len(fields) < 8:
+                raise ValueError("/proc/stat: cpu line has fewer than 8 fields")
+            busy = sum(fields[i] for i in BUSY_FIELDS) / USER_HZ
+            total = busy + sum(fields[i] for i in IDLE_FIELDS) / USER_HZ
+            found = True
+        elif line.startswith("cpu") and line[3:4].isdigit():
+            ncpus += 1
+    if not found or ncpus == 0:
+        raise ValueError("/proc/stat: no aggregate cpu line or no per-cpu lines")
+    return NodeCpu(busy, total, ncpus)
+
+
+def read_node_cpu(procfs: Path) -> NodeCpu:
+    return parse_stat((procfs / "stat").read_text())
+
+
+def parse_meminfo_total(text: str) -> int:
+    """MemTotal in bytes; raises ValueError when absent."""
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            parts = line.split()
+            return int(parts[1]) * 1024
+    raise ValueError("/proc/meminfo: no MemTotal line")
+
+
+def read_mem_total_bytes(procfs: Path) -> int:
+    return parse_meminfo_total((procfs / "meminfo").read_text())
