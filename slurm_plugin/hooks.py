@@ -1,0 +1,102 @@
+"""Slurm Prolog and Epilog entry points: start and stop this job's sampler, and always exit 0.
+
+A non-zero exit or a hang drains the node (slurm.conf.5, "PROLOG AND EPILOG SCRIPTS"), so this is
+an error boundary: every failure becomes one log line. The prolog only writes the job's spool entry
+and wakes the agent; the epilog asks the agent for the record and, if the agent is gone, builds the
+record from the journal itself and marks it partial.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from slurm_plugin import config as config_module
+from slurm_plugin import control, jobenv
+from slurm_plugin.eventlog import EventLog
+from slurm_plugin.spool import Spool, finalize
+
+HARD_LIMIT_S = 30  # well under any sane PrologEpilogTimeout; the epilog's own waits are shorter
+NOTIFY_TIMEOUT_S = 1.0
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def prolog(config: config_module.Config, log: EventLog) -> None:
+    info = jobenv.from_env(os.environ, config.cluster or "", config.node or "")
+    spool = Spool(config.paths.spool, config.sampler.journal_fsync)
+    spool.prepare()
+    spool.create_job(info, time.time())
+    try:
+        control.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
+    except OSError:
+        control.spawn_agent(config.source)
+        log("info", f"job {info.job_id}: started the node agent")
+
+
+def epilog(config: config_module.Config, log: EventLog) -> None:
+    info = jobenv.from_env(os.environ, config.cluster or "", config.node or "")
+    spool = Spool(config.paths.spool, config.sampler.journal_fsync)
+    if not spool.request_stop(info.key, time.time()):
+        return  # no sampler ever started for this job on this node: normal for some allocations
+    wait_s = config.sampler.stop_timeout_s
+    try:
+        reply = control.request(spool.socket, {"op": "stop", "key": info.key}, wait_s)
+        if reply.get("ok"):
+            return
+        problem = f"agent could not finalise: {reply.get('error', 'no record')}"
+    except OSError as exc:
+        problem = f"agent unreachable ({exc.__class__.__name__})"
+    _finalize_without_agent(spool, config, log, info.key, problem)
+
+
+def _finalize_without_agent(
+    spool: Spool, config: config_module.Config, log: EventLog, key: str, problem: str
+) -> None:
+    """Build the record from the journal when the agent is dead; leave it to a live but slow one."""
+    fd = spool.lock_job(key, wait_s=0.5)
+    if fd is None:
+        log("warning", f"job {key}: {problem}; the agent still holds the job and will finalise it")
+        return
+    try:
+        end_s = spool.stop_time(key) or time.time()
+        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], config.paths.outbox)
+    finally:
+        os.close(fd)
+    log("warning", f"job {key}: {problem}; partial record written to {path}")
+    if spool.keys():
+        control.spawn_agent(config.source)  # other jobs on this node still need a sampler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the hook named by argv[0] ("prolog" or "epilog"); whatever happens, return 0."""
+    name = (argv if argv is not None else sys.argv[1:2] or ["?"])[0]
+    log = EventLog(name, None)
+    try:
+        signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.signal(signal.SIGTERM, _raise_timeout)
+        signal.alarm(HARD_LIMIT_S)
+        config = config_module.load()
+        log = EventLog(name, config.paths.log_file)
+        {"prolog": prolog, "epilog": epilog}[name](config, log)
+    except config_module.ConfigError as exc:
+        log("error", f"jobcarbon {name} skipped: {exc}")
+    except jobenv.JobEnvError as exc:
+        log("error", f"jobcarbon {name} skipped: bad Slurm environment: {exc}")
+    except _Timeout:
+        log("error", f"jobcarbon {name} stopped: took longer than {HARD_LIMIT_S} s or was signalled")
+    except BaseException as exc:
+        log("error", f"jobcarbon {name} failed: {type(exc).__name__}: {exc}")
+    return 0
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise _Timeout
+
+
+if __name__ == "__main__":
+    os._exit(main())

@@ -1,0 +1,119 @@
+"""The node spool: one private directory per running job, shared by the prolog, agent and epilog.
+
+`<spool>/jobs/<jobid>.<restart>/` holds `job.json` (written by the prolog), `journal.jsonl` (the
+sampler's samples), `stop` (the epilog's end time) and `lock` (held by whoever samples or finalises
+the job). The directory is the job's state: whoever finds it can resume or finalise the job, so a
+dead agent or a missed socket message loses samples at most, never the job.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from slurm_plugin.jobenv import JobInfo
+from slurm_plugin.spoolfs import atomic_write, ensure_dir
+
+KEY = re.compile(r"\d{1,10}\.\d{1,10}")
+
+
+class Spool:
+    def __init__(self, root: Path, fsync: bool = True):
+        self.root = root
+        self.fsync = fsync
+        self.jobs = root / "jobs"
+        self.socket = root / "agent.sock"
+        self.agent_lock = root / "agent.lock"
+
+    def prepare(self) -> None:
+        ensure_dir(self.root)
+        ensure_dir(self.jobs)
+
+    def job_dir(self, key: str) -> Path:
+        if not KEY.fullmatch(key):
+            raise ValueError(f"invalid job key {key[:40]!r}")
+        return self.jobs / key
+
+    def create_job(self, info: JobInfo, start_s: float) -> Path:
+        """Record a starting job; a repeated prolog for the same run keeps the first start time."""
+        directory = ensure_dir(self.job_dir(info.key))
+        target = directory / "job.json"
+        if not target.exists():
+            payload = {"job": info.to_dict(), "start": start_s}
+            atomic_write(target, json.dumps(payload).encode(), fsync=self.fsync)
+        return directory
+
+    def request_stop(self, key: str, end_s: float) -> bool:
+        """Leave the job's end time for whoever finalises it; False when no sampler ever ran here."""
+        directory = self.job_dir(key)
+        if not directory.is_dir():
+            return False
+        stop = directory / "stop"
+        if not stop.exists():
+            atomic_write(stop, json.dumps({"end": end_s}).encode(), fsync=self.fsync)
+        return True
+
+    def keys(self) -> list[str]:
+        try:
+            return sorted(entry.name for entry in os.scandir(self.jobs) if KEY.fullmatch(entry.name))
+        except FileNotFoundError:
+            return []
+
+    def load_job(self, key: str) -> tuple[JobInfo, float]:
+        data = json.loads((self.job_dir(key) / "job.json").read_bytes())
+        return JobInfo.from_dict(data["job"]), float(data["start"])
+
+    def stop_time(self, key: str) -> float | None:
+        try:
+            return float(json.loads((self.job_dir(key) / "stop").read_bytes())["end"])
+        except FileNotFoundError:
+            return None
+
+    def lock_job(self, key: str, wait_s: float = 0.0) -> int | None:
+        """An exclusive lock on the job directory, or None if another process holds it."""
+        return lock_file(self.job_dir(key) / "lock", wait_s)
+
+    def set_aside(self, key: str) -> None:
+        """Move a job directory out of the scan (its name no longer matches KEY) without losing it."""
+        self.job_dir(key).rename(self.jobs / f"failed-{key}-{int(time.time())}")
+
+    def remove_job(self, key: str) -> None:
+        shutil.rmtree(self.job_dir(key), ignore_errors=True)
+
+
+def lock_file(path: Path, wait_s: float) -> int | None:
+    """flock(LOCK_EX) on `path`, retrying for up to `wait_s`; the fd is the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
+    """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
+    from slurm_plugin import journal, record
+
+    journal_path = spool.job_dir(key) / "journal.jsonl"
+    if journal_path.exists():
+        samples = journal.read(journal_path)
+    else:
+        info, start_s = spool.load_job(key)
+        samples = journal.Journal({"job": info.to_dict(), "start": start_s})
+        partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
+    document: dict[str, Any] = record.build(samples, end_s, partial_reasons)
+    path = record.write(outbox, document, fsync=spool.fsync)
+    spool.remove_job(key)
+    return path
