@@ -15,7 +15,6 @@ import selectors
 import signal
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from slurm_plugin import config as config_module
@@ -75,7 +74,7 @@ class Agent:
         """Stop listening, then look once more: a prolog that raced us either is seen now or starts a
         new agent (which waits for our lock)."""
         self._unlisten()
-        if self.spool.keys():
+        if self.spool.job_keys():
             self._listen()
             self._scan()
             return False
@@ -107,7 +106,7 @@ class Agent:
 
     def _scan(self) -> None:
         """Adopt job directories we do not sample yet and finalise jobs whose stop was requested."""
-        for key in self.spool.keys():
+        for key in self.spool.job_keys():
             if key not in self.sampler.jobs:
                 self._start(key)
             if key in self.sampler.jobs and self.spool.stop_time(key) is not None:
@@ -151,7 +150,8 @@ class Agent:
     # -- requests -----------------------------------------------------------------------------
 
     def _serve_one(self) -> None:
-        assert self.server is not None
+        if self.server is None:
+            return
         try:
             connection, _ = self.server.accept()
         except BlockingIOError:

@@ -64,11 +64,13 @@ def _finalize_without_agent(
         return
     try:
         end_s = spool.stop_time(key) or time.time()
-        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], config.paths.outbox)
+        path = finalize(
+            spool, key, end_s, [f"sampler not running at job end: {problem}"], config.paths.outbox
+        )
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")
-    if spool.keys():
+    if spool.job_keys():
         control.spawn_agent(config.source)  # other jobs on this node still need a sampler
 
 

@@ -62,7 +62,9 @@ def read(path: Path) -> Journal:
             kind = entry.get("type") if isinstance(entry, dict) else None
             if kind == "header":
                 if entry.get("version") != VERSION:
-                    raise JournalError(f"{path}:{number}: unsupported journal version {entry.get('version')!r}")
+                    raise JournalError(
+                        f"{path}:{number}: unsupported journal version {entry.get('version')!r}"
+                    )
                 journal = journal or Journal(entry)
             elif journal is None:
                 raise JournalError(f"{path}:{number}: entry before the header")

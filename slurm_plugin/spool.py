@@ -59,7 +59,7 @@ class Spool:
             atomic_write(stop, json.dumps({"end": end_s}).encode(), fsync=self.fsync)
         return True
 
-    def keys(self) -> list[str]:
+    def job_keys(self) -> list[str]:
         try:
             return sorted(entry.name for entry in os.scandir(self.jobs) if KEY.fullmatch(entry.name))
         except FileNotFoundError:
