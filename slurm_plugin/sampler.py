@@ -71,7 +71,7 @@ class NodeSampler:
         """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
         cpu = self.config.cpu
         packages = [z for z in self.rapl.zones if z.kind == "package"]
-        count = max(len(packages), 1)
+        count = max(len({z.package for z in packages}), 1)  # sockets, not dies
         if cpu.tdp_w is not None:
             tdp = cpu.tdp_w * count
         elif packages and all(z.tdp_w for z in packages):
@@ -85,7 +85,7 @@ class NodeSampler:
         return {
             "ncpus": self.ncpus,
             "mem_total_bytes": self.mem_total,
-            "rapl_zones": [z.name for z in self.rapl.zones],
+            "rapl_zones": [z.channel for z in self.rapl.zones],
             "cpu_tdp_w": self.max_power_w,
             "cpu_idle_power_w": self.idle_power_w,
         }
