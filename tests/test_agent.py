@@ -1,0 +1,101 @@
+"""The node agent with several jobs: shared ticks, attribution, restart and adoption."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.simnode import SimNode, wait_for
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    sim = SimNode(tmp_path, interval_s=0.1)
+    yield sim
+    sim.stop_agent()
+
+
+def _run_two_jobs(node: SimNode) -> tuple[dict, dict, float, float]:
+    node.set_rapl(1000.0, 100.0)
+    node.job_cgroup(21, uid=1000, cpus="0", mem=4 * 2**30)
+    node.job_cgroup(22, uid=1001, cpus="1", mem=1 * 2**30)
+    node.hook("prolog", 21)
+    node.hook("prolog", 22, SLURM_JOB_UID="1001")
+    wait_for(lambda: node.intervals(22) >= 1, what="second job sampled")
+    package, dram, burner_cpu = 1000.0, 100.0, 0.0
+    for _ in range(10):
+        seen = node.intervals(22)
+        package, dram, burner_cpu = package + 50.0, dram + 5.0, burner_cpu + 0.09
+        node.set_rapl(package, dram)
+        node.job_cgroup(21, uid=1000, cpus="0", cpu_s=burner_cpu, mem=4 * 2**30)
+        wait_for(lambda s=seen: node.intervals(22) > s, what="next interval")
+    node.hook("epilog", 21)
+    node.hook("epilog", 22, SLURM_JOB_UID="1001")
+    burner, sleeper = node.record(21), node.record(22)
+    assert burner is not None
+    assert sleeper is not None
+    return burner, sleeper, package - 1000.0, dram - 100.0
+
+
+def test_burner_gets_more_cpu_energy_and_jobs_never_exceed_the_node(node: SimNode) -> None:
+    burner, sleeper, package_j, dram_j = _run_two_jobs(node)
+    burner_cpu, sleeper_cpu = burner["energy"]["cpu"]["joules"], sleeper["energy"]["cpu"]["joules"]
+    assert burner_cpu > 2 * sleeper_cpu
+    assert burner_cpu + sleeper_cpu <= package_j + 1e-6
+    burner_dram, sleeper_dram = burner["energy"]["dram"]["joules"], sleeper["energy"]["dram"]["joules"]
+    assert burner_dram + sleeper_dram <= dram_j + 1e-6
+    assert burner_dram == pytest.approx(4 * sleeper_dram, rel=0.05)
+    assert burner["energy"]["cpu"]["method"] == "apportioned"
+    assert burner["status"] == sleeper["status"] == "complete"
+
+
+def test_records_validate_against_the_schema(node: SimNode) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    schema = json.loads((Path(__file__).parent.parent / "slurm_plugin" / "record_schema.json").read_text())
+    for record in _run_two_jobs(node)[:2]:
+        jsonschema.Draft202012Validator(schema).validate(record)
+
+
+def test_killed_agent_is_restarted_by_the_next_prolog_and_resumes_jobs(node: SimNode) -> None:
+    node.job_cgroup(31)
+    node.hook("prolog", 31)
+    wait_for(lambda: node.intervals(31) >= 1, what="first job sampled")
+    first = node.agent_pid()
+    assert first is not None
+    os.kill(first, 9)
+    wait_for(lambda: node.agent_pid() is None, what="agent gone")
+    node.hook("prolog", 32)
+    wait_for(lambda: node.agent_pid() not in (None, first), what="new agent")
+    seen = node.intervals(31)
+    wait_for(lambda: node.intervals(31) > seen, what="job 31 resumed")
+    node.hook("epilog", 31)
+    node.hook("epilog", 32)
+    resumed, fresh = node.record(31), node.record(32)
+    assert resumed is not None
+    assert fresh is not None
+    assert resumed["status"] == "partial"
+    assert any("sampler restarted" in reason for reason in resumed["partial_reasons"])
+    assert fresh["status"] == "complete"
+
+
+def test_concurrent_prologs_share_one_agent(node: SimNode) -> None:
+    threads = [threading.Thread(target=node.hook, args=("prolog", 40 + i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: all(node.intervals(40 + i) >= 1 for i in range(8)), what="all jobs sampled")
+    from slurm_plugin.control import request
+
+    status = request(node.spool / "agent.sock", {"op": "status"}, 2.0)
+    assert status["jobs"] == sorted(f"{40 + i}.0" for i in range(8))
+    for i in range(8):
+        node.hook("epilog", 40 + i)
+    assert all(node.record(40 + i) for i in range(8))
+    wait_for(lambda: node.agent_pid() is None, what="agent exits when no job is left")
+    assert not list((node.spool / "jobs").iterdir())
