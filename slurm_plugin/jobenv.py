@@ -76,7 +76,7 @@ def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
         if default is not None:
             return default
         raise JobEnvError(f"{name} is not set")
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise JobEnvError(f"{name}={raw[:40]!r} is not a non-negative integer")
     return int(raw)
 

@@ -116,7 +116,9 @@ class NodeSampler:
             )
         for problem in problems:
             tracker.note(problem, now)
+        untracked = {c.parent_uuid for c in tracker.claims} - self._tracked_gpus()
         self.jobs[info.key] = tracker
+        self._read_gpus(now, untracked)  # baseline at the job's start, not one interval later
 
     def remove(self, key: str) -> JobTracker | None:
         tracker = self.jobs.pop(key, None)
@@ -162,7 +164,7 @@ class NodeSampler:
         now = time.time() if now is None else now
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
-        gpu_energy = self._read_gpus(now)
+        gpu_energy = self._read_gpus(now, self._tracked_gpus())
         jobs = [self._job_interval(tracker, now) for tracker in self.jobs.values()]
         if node is None or previous is None:
             return now
@@ -220,8 +222,11 @@ class NodeSampler:
             (packages if zone.kind == "package" else drams).append(delta.joules if delta else None)
         return packages, drams, unreadable
 
-    def _read_gpus(self, now: float) -> dict[str, Part]:
-        parents = {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
+    def _tracked_gpus(self) -> set[str]:
+        return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
+
+    def _read_gpus(self, now: float, parents: set[str]) -> dict[str, Part]:
+        """Energy of `parents` since their last reading; the first reading is a baseline."""
         if not parents or self._nvml is None:
             return {}
         energy: dict[str, Part] = {}

@@ -1,0 +1,101 @@
+"""Simulated node hardware for the Slurm test bed: RAPL driven by real CPU load, four fake GPUs.
+
+The powercap tree is updated by the power-model daemon (`testbed.powermodel run`), which also
+writes the ground truth; the GPUs are the NVML stand-in, whose minor numbers match the
+`/dev/fakegpuN` devices in gres.conf (minor 100+N), each drawing a different programmed power.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
+from testbed.slurm import poll
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GPU_POWER_W = (100, 200, 300, 400)
+MAX_ENERGY_RANGE_UJ = 5_000_000_000  # 5 kJ: the counters wrap every ~30 s at full load
+
+
+def fake_gpus() -> list[FakeGpu]:
+    """GPU i sits on /dev/fakegpu<i> (minor 100+i) and draws GPU_POWER_W[i] watts."""
+    return [
+        FakeGpu(
+            uuid=f"GPU-00000000-0000-4000-8000-00000000000{i}",
+            minor=100 + i,
+            pci_bus_id=f"00000000:{0x17 + 0x20 * i:02X}:00.0",
+            power_mw=watts * 1000,
+        )
+        for i, watts in enumerate(GPU_POWER_W)
+    ]
+
+
+@dataclass
+class SimulatedHardware:
+    scratch: Path
+
+    @property
+    def sysfs(self) -> Path:
+        return self.scratch / "sys"
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.scratch / "power-truth.json"
+
+    @property
+    def nvml_library(self) -> Path:
+        return self.scratch / "nvml" / "libnvidia-ml.so.1"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.scratch / "powermodel.pid"
+
+    def start(self) -> None:
+        """(Re)build the powercap tree and GPUs and start the power-model daemon."""
+        self.stop()
+        build(self.nvml_library.parent)
+        write_config(self.nvml_library.parent / CONFIG_NAME, fake_gpus())
+        command = [sys.executable, "-m", "testbed.powermodel", "run", "--build", "--sysfs", str(self.sysfs)]
+        command += ["--ground-truth", str(self.ground_truth), "--period", "0.1"]
+        command += ["--max-energy-range-uj", str(MAX_ENERGY_RANGE_UJ)]
+        self.ground_truth.unlink(missing_ok=True)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid_file.write_text(str(process.pid))
+        poll(lambda: self.ground_truth.exists() or None, 20, "the power model's first step")
+
+    def stop(self) -> None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pass
+        self.pid_file.unlink(missing_ok=True)
+
+    def truth(self) -> dict[str, Any]:
+        """The simulator's cumulative true energy per channel (joules) and its timestamp."""
+        return json.loads(self.ground_truth.read_text())
+
+    def write_jobcarbon_config(self, path: Path, interval_s: float = 1.0) -> Path:
+        """jobcarbon's config for the test bed: simulated sysfs, real /proc and cgroups."""
+        path.write_text(
+            "cluster: testbed\n"
+            f"paths:\n  sysfs: {self.sysfs}\n  spool: {self.scratch / 'spool'}\n"
+            f"  outbox: {self.scratch / 'outbox'}\n  log_file: {self.scratch / 'jobcarbon.log'}\n"
+            f"sampler:\n  interval_s: {interval_s}\n"
+            f"nvml:\n  library: {self.nvml_library}\n  slurm_index_order: minor_number\n"
+        )
+        return path

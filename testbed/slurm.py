@@ -1,0 +1,512 @@
+"""A real single-node Slurm 22.05 cluster under one scratch directory, for demos and e2e tests.
+
+Built from shared/research/slurm-testbed-notes.md: Debian's packages, munge, cgroup v1, four fake
+GPUs as character devices, the prolog/epilog paths chosen by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_SCRATCH = Path("/tmp/jobcarbon-testbed")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+BINARIES = ("slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "munged")
+SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+DAEMONS = frozenset({"slurmctld", "slurmd", "slurmstepd"})
+GPU_COUNT = 4
+NVIDIA_MAJOR = 195  # the NVIDIA driver's character major; minors from 100 up are not real GPUs
+# Base job states (slurm.h); scontrol prints "COMPLETING" instead while the epilog still runs.
+FINISHED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
+)
+CGROUP_CONF = "CgroupPlugin=cgroup/v1\nConstrainCores=yes\nConstrainRAMSpace=yes\nConstrainDevices=no\n"
+SHELL_UNSAFE = re.compile(r'["$`\\}\n]')
+
+
+class ClusterError(Exception):
+    """The test bed could not do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended, read once its epilog had finished."""
+
+    job_id: int
+    state: str
+    exit_code: int
+    signal: int
+
+
+def find_binary(name: str) -> str | None:
+    """Path of a Slurm/munge binary; sbin is searched too because it is often off PATH."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+    return shutil.which(name, path=path)
+
+
+def missing_binaries() -> list[str]:
+    """Slurm and munge programs the test bed needs that are not installed."""
+    return [name for name in BINARIES if find_binary(name) is None]
+
+
+def short_hostname() -> str:
+    """What `hostname -s` prints; Slurm's NodeName and SlurmctldHost must equal it."""
+    return socket.gethostname().split(".")[0]
+
+
+def poll(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
+    """Call `check` until it returns something other than None, or raise after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise ClusterError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it is true, or raise after `timeout_s`."""
+    poll(lambda: True if condition() else None, timeout_s, what)
+
+
+def _run(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command with text output captured and a bound on how long it may take."""
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run(list(args), capture_output=True, text=True, check=False, **kwargs)
+
+
+def ensure_packages() -> None:
+    """Install Debian's Slurm and munge packages when slurmd is missing (root, apt)."""
+    if not missing_binaries():
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+    if _run(install, env=env, timeout=600).returncode != 0:
+        _run(["apt-get", "update"], env=env, timeout=600)
+        result = _run(install, env=env, timeout=600)
+        if result.returncode != 0:
+            raise ClusterError(f"apt-get install failed: {result.stderr.strip()[-500:]}")
+
+
+def ensure_user(name: str) -> int:
+    """Uid of a local user, created with a home directory (`useradd -m`) if it does not exist."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        result = _run(["useradd", "-m", name])
+        if result.returncode != 0:
+            raise ClusterError(f"useradd {name}: {result.stderr.strip()}") from None
+        return pwd.getpwnam(name).pw_uid
+
+
+def make_fake_gpus(count: int = GPU_COUNT) -> list[Path]:
+    """Create /dev/fakegpuN (char 195, 100+N) for gres.conf's File= lines."""
+    paths = []
+    for index in range(count):
+        path = Path(f"/dev/fakegpu{index}")
+        device = os.makedev(NVIDIA_MAJOR, 100 + index)
+        if path.is_char_device() and path.stat().st_rdev == device:
+            paths.append(path)
+            continue
+        path.unlink(missing_ok=True)
+        os.mknod(path, 0o666 | stat.S_IFCHR, device)
+        paths.append(path)
+    return paths
+
+
+def _munge_works() -> bool:
+    """Whether a credential from `munge -n` is accepted by `unmunge`."""
+    munge, unmunge = find_binary("munge"), find_binary("unmunge")
+    if munge is None or unmunge is None:
+        raise ClusterError("munge is not installed")
+    credential = _run([munge, "-n"], timeout=10)
+    if credential.returncode != 0:
+        return False
+    return _run([unmunge], input=credential.stdout, timeout=10).returncode == 0
+
+
+def start_munge(timeout_s: float = 15) -> None:
+    """Start munged as user munge unless a working one is already running."""
+    if _munge_works():
+        return
+    munge_user = pwd.getpwnam("munge")
+    for directory in (Path("/run/munge"), Path("/var/log/munge"), Path("/var/lib/munge")):
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(directory, munge_user.pw_uid, munge_user.pw_gid)
+    result = _run(["runuser", "-u", "munge", "--", str(find_binary("munged")), "--force"])
+    if result.returncode != 0:
+        raise ClusterError(f"munged failed to start: {result.stderr.strip()}")
+    wait_until(_munge_works, timeout_s, "munged")
+
+
+def rewrite_hook_defaults(text: str, defaults: dict[str, str]) -> str:
+    """Replace each `: "${NAME:=...}"` line of a hook script with the given default value."""
+    for name, value in defaults.items():
+        if SHELL_UNSAFE.search(value):
+            raise ClusterError(f"{name} default {value!r} cannot go inside a shell string")
+        line = re.compile(rf'^(?P<indent>[ \t]*): "\$\{{{name}:=.*\}}"[ \t]*$', re.MULTILINE)
+        # SHELL_UNSAFE also rules out backslashes, so `value` is literal in the template.
+        text, count = line.subn(rf'\g<indent>: "${{{name}:={value}}}"', text)
+        if count != 1:
+            raise ClusterError(f'expected one line `: "${{{name}:=...}}"`, found {count}')
+    return text
+
+
+def install_hooks(
+    scratch: Path, python: str, config_path: Path, pythonpath: str | None = None
+) -> tuple[Path, Path]:
+    """Copy the repo's prolog and epilog into `scratch`/hooks with the test bed's defaults.
+
+    slurmd scrubs the hooks' environment, so the variables they honour are baked in instead;
+    `pythonpath` (JOBCARBON_PYTHONPATH) is needed when jobcarbon is an editable install.
+    """
+    defaults = {"JOBCARBON_PYTHON": python, "JOBCARBON_CONFIG": str(config_path)}
+    if pythonpath is not None:
+        defaults["JOBCARBON_PYTHONPATH"] = pythonpath
+    hooks = scratch / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for source in (REPO_ROOT / "prolog/jobcarbon-prolog", REPO_ROOT / "epilog/jobcarbon-epilog"):
+        try:
+            text = rewrite_hook_defaults(source.read_text(), defaults)
+        except (OSError, ClusterError) as error:
+            raise ClusterError(f"{source}: {error}") from error
+        target = hooks / source.name
+        target.write_text(text)
+        target.chmod(0o755)
+        installed.append(target)
+    return installed[0], installed[1]
+
+
+def node_hardware() -> dict[str, str]:
+    """The node's topology as `slurmd -C` reports it: CPUs, Boards, SocketsPerBoard..."""
+    result = _run([str(find_binary("slurmd")), "-C"], timeout=30)
+    keys = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
+    found = dict(re.findall(r"(\w+)=(\S+)", result.stdout))
+    if result.returncode != 0 or not all(key in found for key in keys):
+        raise ClusterError(f"slurmd -C gave no node topology: {result.stderr.strip()}")
+    return {key: found[key] for key in keys}
+
+
+def real_memory_mb() -> int:
+    """RealMemory to declare: 80% of MemTotal, so slurmd never finds less than configured."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 8 // 10 // 1024
+    raise ClusterError("/proc/meminfo has no MemTotal")
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a process that may already have gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def clear_job_cgroups(node: str, root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Kill processes left in Slurm's cgroups for `node` and remove those cgroups.
+
+    Job ids restart at 1 with fresh state, so a stale `job_1` cgroup would be reused by a new job.
+    Debian's 22.05 names the top cgroup `slurm_<node>` (see the test-bed notes).
+    """
+    tops = [top for top in root.glob(f"*/slurm_{node}") if top.is_dir()]
+    procs_files = [procs for top in tops for procs in top.glob("*/**/cgroup.procs")]
+    for procs in procs_files:
+        for pid in procs.read_text().split():
+            _kill(int(pid))
+    wait_until(lambda: not any(p.read_text().strip() for p in procs_files), 10, "job cleanup")
+    children = [path for top in tops for path in top.glob("*/**/") if path != top]
+    for directory in sorted(children, key=lambda path: len(path.parts), reverse=True):
+        wait_until(functools.partial(_remove_cgroup, directory), 10, f"removal of {directory}")
+
+
+def _remove_cgroup(directory: Path) -> bool:
+    """rmdir a cgroup; False while it is still busy (a killed task not yet released)."""
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        if error.errno == errno.EBUSY:
+            return False
+        raise
+    return True
+
+
+@dataclass
+class Cluster:
+    """One controller and one compute node on this host, all state under `scratch`."""
+
+    scratch: Path = DEFAULT_SCRATCH
+    prolog: Path | None = None
+    epilog: Path | None = None
+    node: str = field(default_factory=short_hostname)
+    ctld_port: int = 16817
+    slurmd_port: int = 16818
+
+    @property
+    def conf(self) -> Path:
+        """slurm.conf; Slurm reads cgroup.conf and gres.conf from the same directory."""
+        return self.scratch / "etc" / "slurm.conf"
+
+    @property
+    def jobcomp(self) -> Path:
+        """The jobcomp/filetxt file: one line per finished job."""
+        return self.scratch / "jobcomp.txt"
+
+    @property
+    def jobcarbon_config(self) -> Path:
+        """Where the test bed's jobcarbon config lives (baked into installed hooks)."""
+        return self.scratch / "jobcarbon.yaml"
+
+    def client_env(self) -> dict[str, str]:
+        """The caller's environment plus SLURM_CONF, for Slurm client commands."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def slurm(
+        self, *args: str, user: str | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm client command, as `user` via runuser if given; the caller checks returncode."""
+        command = [find_binary(args[0]) or args[0], *args[1:]]
+        if user is not None:
+            command = ["runuser", "-u", user, "--", *command]
+        return _run(command, env=self.client_env(), input=stdin, timeout=60)
+
+    def write_config(self) -> None:
+        """Write slurm.conf, cgroup.conf, gres.conf and an empty plugstack.conf."""
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(self._slurm_conf())
+        (self.conf.parent / "cgroup.conf").write_text(CGROUP_CONF)
+        gpus = f"/dev/fakegpu[0-{GPU_COUNT - 1}]"
+        gres = f"AutoDetect=off\nNodeName={self.node} Name=gpu Type=h100 File={gpus}\n"
+        (self.conf.parent / "gres.conf").write_text(gres)
+        (self.conf.parent / "plugstack.conf").write_text("")
+
+    def _slurm_conf(self) -> str:
+        """slurm.conf text: the settings from the test-bed notes, paths under scratch."""
+        run, memory_mb, hardware = self.scratch, real_memory_mb(), node_hardware()
+        topology = " ".join(f"{key}={value}" for key, value in hardware.items())
+        lines = [
+            "# Written by jobcarbon's test bed (testbed/slurm.py).",
+            "ClusterName=jobcarbon",
+            f"SlurmctldHost={self.node}(127.0.0.1)",
+            f"SlurmctldPort={self.ctld_port}",
+            f"SlurmdPort={self.slurmd_port}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "MpiDefault=none",
+            "ProctrackType=proctrack/cgroup",
+            "TaskPlugin=task/cgroup",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            # Without a default, each job is given the whole node's memory and jobs never overlap.
+            f"DefMemPerCPU={min(1024, memory_mb // int(hardware['CPUs']))}",
+            "JobAcctGatherType=jobacct_gather/cgroup",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/filetxt",
+            f"JobCompLoc={self.jobcomp}",
+            "GresTypes=gpu",
+            "PrologFlags=Contain",
+            "PrologEpilogTimeout=60",
+            "ReturnToService=2",
+            "MinJobAge=3600",
+            "KillWait=5",
+            "MailProg=/bin/true",
+            f"PlugStackConfig={self.conf.parent / 'plugstack.conf'}",
+            f"StateSaveLocation={run / 'state'}",
+            f"SlurmdSpoolDir={run / 'spool'}",
+            f"SlurmctldPidFile={run / 'slurmctld.pid'}",
+            f"SlurmdPidFile={run / 'slurmd.pid'}",
+            f"SlurmctldLogFile={run / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={run / 'log' / 'slurmd.log'}",
+        ]
+        lines += [f"Prolog={self.prolog}"] if self.prolog else []
+        lines += [f"Epilog={self.epilog}"] if self.epilog else []
+        lines += [
+            f"NodeName={self.node} NodeAddr=127.0.0.1 {topology} RealMemory={memory_mb}"
+            f" Gres=gpu:h100:{GPU_COUNT} State=UNKNOWN",
+            "PartitionName=batch Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def up(self, timeout_s: float = 60) -> None:
+        """Start munged, slurmctld and slurmd from clean state; return once the node is idle."""
+        for hook in (self.prolog, self.epilog):
+            if hook is not None and not os.access(hook, os.X_OK):
+                raise ClusterError(f"hook {hook} is not an executable file")
+        self.down()
+        for stale in ("state", "spool"):
+            shutil.rmtree(self.scratch / stale, ignore_errors=True)
+        for directory in ("state", "spool", "log", "jobs"):
+            (self.scratch / directory).mkdir(parents=True, exist_ok=True)
+        for directory in (self.scratch, self.scratch / "jobs"):
+            directory.chmod(0o755)
+        self.write_config()
+        make_fake_gpus()
+        start_munge()
+        daemon_env = {"PATH": ":".join(SBIN_DIRS), "SLURM_CONF": str(self.conf)}
+        for daemon in ("slurmctld", "slurmd"):
+            result = _run([str(find_binary(daemon)), "-f", str(self.conf)], env=daemon_env)
+            if result.returncode != 0:
+                raise ClusterError(f"{daemon} failed: {result.stderr.strip()}{self._log_tails()}")
+        try:
+            wait_until(lambda: self.node_state() == "idle", timeout_s, "node idle")
+        except ClusterError as error:
+            state = self.node_state()
+            raise ClusterError(f"{error}; node state {state!r}{self._log_tails()}") from None
+
+    def node_state(self) -> str:
+        """The node's state as sinfo prints it (`idle`, `mixed`, `completing`...), or ''."""
+        result = self.slurm("sinfo", "-h", "-N", "-n", self.node, "-o", "%T")
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The last lines of both daemon logs, to append to an error message."""
+        tails = []
+        for log in sorted((self.scratch / "log").glob("*.log")):
+            tails.append(f"\n--- {log} ---\n" + "\n".join(log.read_text().splitlines()[-lines:]))
+        return "".join(tails)
+
+    def daemons(self) -> dict[int, str]:
+        """Live slurmctld/slurmd/slurmstepd processes started with this cluster's SLURM_CONF."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        found = {}
+        for proc in Path("/proc").iterdir():
+            try:
+                comm = (proc / "comm").read_text().strip() if proc.name.isdigit() else ""
+                # Zombies have an empty environ, so they never match.
+                if comm in DAEMONS and marker in (proc / "environ").read_bytes().split(b"\0"):
+                    found[int(proc.name)] = comm
+            except OSError:
+                continue  # the process ended while we looked
+        return found
+
+    def down(self, timeout_s: float = 30) -> None:
+        """Cancel jobs, stop the daemons, kill what an unclean run left; safe to repeat."""
+        controllers = {"slurmctld", "slurmd"}
+        with contextlib.suppress(ClusterError):  # whatever does not stop in time is killed below
+            if "slurmctld" in self.daemons().values():
+                self._cancel_all_jobs(timeout_s)
+                self.slurm("scontrol", "shutdown")
+            wait_until(lambda: not controllers & set(self.daemons().values()), timeout_s, "stop")
+        # slurmstepd outlives slurmd by design; after a crash it is left to us.
+        for pid in self.daemons():
+            _kill(pid)
+        clear_job_cgroups(self.node)
+        for pid_file in ("slurmctld.pid", "slurmd.pid"):
+            (self.scratch / pid_file).unlink(missing_ok=True)
+
+    def _cancel_all_jobs(self, timeout_s: float) -> None:
+        """scancel every job and wait until squeue is empty, so their epilogs run."""
+        job_ids = self.slurm("squeue", "-h", "-o", "%i").stdout.split()
+        if job_ids:
+            self.slurm("scancel", *job_ids)
+            wait_until(lambda: not self.slurm("squeue", "-h").stdout.strip(), timeout_s, "scancel")
+
+    def workdir(self, user: str) -> Path:
+        """A job working directory under scratch that `user` owns."""
+        account = pwd.getpwnam(user)
+        path = self.scratch / "jobs" / user
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, account.pw_uid, account.pw_gid)
+        return path
+
+    def submit(
+        self,
+        script_text: str,
+        user: str = "root",
+        account: str | None = None,
+        gres: str | None = None,
+        cpus: int = 1,
+        extra_args: Sequence[str] = (),
+    ) -> int:
+        """Submit a batch script as `user` with sbatch; returns the job id."""
+        if not script_text.startswith("#!"):
+            script_text = "#!/bin/sh\n" + script_text
+        workdir = self.workdir(user)
+        args = ["sbatch", "--parsable", f"--chdir={workdir}", f"--cpus-per-task={cpus}"]
+        args += [f"--output={workdir}/slurm-%j.out"]
+        args += [f"--account={account}"] if account else []
+        args += [f"--gres={gres}"] if gres else []
+        result = self.slurm(*args, *extra_args, user=user, stdin=script_text)
+        if result.returncode != 0:
+            raise ClusterError(f"sbatch as {user}: {result.stderr.strip()}")
+        return int(result.stdout.strip().split(";")[0])
+
+    def job_result(self, job_id: int) -> JobResult | None:
+        """How the job ended, or None while it is pending, running or its epilog still runs.
+
+        scontrol prints JobState=COMPLETING while the JOB_COMPLETING flag is set (job_state_string()
+        in src/common/slurm_protocol_defs.c); slurmctld clears it once slurmd reports the epilog done.
+        """
+        result = self.slurm("scontrol", "-o", "show", "job", str(job_id))
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return self._jobcomp_result(job_id)  # purged after MinJobAge
+            raise ClusterError(f"scontrol show job {job_id}: {result.stderr.strip()}")
+        return _parse_job(job_id, result.stdout)
+
+    def _jobcomp_result(self, job_id: int) -> JobResult | None:
+        """The jobcomp line of a job slurmctld no longer remembers.
+
+        Only for purged jobs: slurmctld writes this line before the epilog has run.
+        """
+        text = self.jobcomp.read_text() if self.jobcomp.exists() else ""
+        lines = [line for line in text.splitlines() if line.startswith(f"JobId={job_id} ")]
+        if not lines:
+            raise ClusterError(f"job {job_id} is unknown to slurmctld and not in {self.jobcomp}")
+        return _parse_job(job_id, lines[-1])
+
+    def wait_finished(self, job_id: int, timeout_s: float = 120) -> JobResult:
+        """Wait until the job has ended and its epilog has finished."""
+        return poll(lambda: self.job_result(job_id), timeout_s, f"job {job_id} to finish")
+
+    def status(self) -> str:
+        """A human-readable summary: daemons, sinfo and squeue."""
+        pids = sorted(self.daemons())
+        if not pids:
+            return f"test bed at {self.scratch}: not running"
+        sinfo = self.slurm("sinfo", "-N", "-o", "%N %P %T %c %m %G").stdout
+        squeue = self.slurm("squeue", "-o", "%i %u %a %T %M %b").stdout
+        return f"test bed at {self.scratch}: daemon pids {pids}\n{sinfo}\n{squeue}".rstrip()
+
+
+def _parse_job(job_id: int, record: str) -> JobResult | None:
+    """A JobResult from `scontrol -o show job` or jobcomp text, None if not finished."""
+    state = re.search(r"\bJobState=(\S+)", record)
+    if state is None or state[1] not in FINISHED_STATES:
+        return None
+    exit_code = re.search(r"\bExitCode=(\d+):(\d+)", record)
+    code, sig = (int(exit_code[1]), int(exit_code[2])) if exit_code else (0, 0)
+    return JobResult(job_id=job_id, state=state[1], exit_code=code, signal=sig)

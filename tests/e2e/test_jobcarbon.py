@@ -1,0 +1,135 @@
+"""jobcarbon end to end on a real single-node Slurm: real sbatch jobs, real prolog and epilog.
+
+Two users' jobs run side by side on the 2-CPU node, one burning a core and one sleeping, each with
+a fake GPU of a different programmed power; RAPL follows the real CPU load (testbed.hardware).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_plugin.control import request
+from testbed.hardware import SimulatedHardware, fake_gpus
+from testbed.slurm import Cluster, ensure_user, poll
+
+pytestmark = pytest.mark.slurm
+
+BURN = "end=$(( $(date +%s) + {s} )); while [ $(date +%s) -lt $end ]; do :; done"
+SLEEP = "sleep {s}"
+GPU_POWER_W = {gpu.uuid: gpu.power_mw / 1000 for gpu in fake_gpus()}
+
+
+def _record(cluster: Cluster, job_id: int) -> dict[str, Any]:
+    path = cluster.scratch / "outbox" / f"testbed_{job_id}_0_{cluster.node}.json"
+    return poll(lambda: json.loads(path.read_text()) if path.exists() else None, 10, f"record of {job_id}")
+
+
+def _run_together(cluster: Cluster, jobs: list[tuple[str, str]]) -> list[int]:
+    """Submit (user, script) pairs, each with one GPU, and wait until all have finished."""
+    ids = [cluster.submit(script, user=user, account="physics", gres="gpu:1") for user, script in jobs]
+    for job_id in ids:
+        assert cluster.wait_finished(job_id, timeout_s=120).state == "COMPLETED"
+    return ids
+
+
+@pytest.fixture(scope="module")
+def burner_and_sleeper(slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str):
+    ensure_user("jcbob")
+    before = simulated_hardware.truth()
+    ids = _run_together(slurm_cluster, [(slurm_user, BURN.format(s=8)), ("jcbob", SLEEP.format(s=8))])
+    after = simulated_hardware.truth()
+    truth = {ch: after["joules"][ch] - before["joules"][ch] for ch in after["joules"]}
+    return [_record(slurm_cluster, job_id) for job_id in ids], truth
+
+
+def test_burner_gets_clearly_more_cpu_energy_than_the_sleeper(burner_and_sleeper) -> None:
+    (burner, sleeper), _ = burner_and_sleeper
+    assert burner["user"] == "jcalice"
+    assert sleeper["user"] == "jcbob"
+    assert burner["energy"]["cpu"]["joules"] > 1.5 * sleeper["energy"]["cpu"]["joules"] > 0
+    for record in (burner, sleeper):
+        assert record["status"] == "complete"
+        assert record["account"] == "physics"
+        assert record["allocated_cpus"]["count"] == 1
+        assert record["coverage"]["fraction"] > 0.8
+
+
+def test_gpu_energy_matches_programmed_power_times_time(burner_and_sleeper) -> None:
+    records, _ = burner_and_sleeper
+    assert {r["gpus"][0]["uuid"] for r in records} == set(list(GPU_POWER_W)[:2])
+    for record in records:
+        uuid = record["gpus"][0]["uuid"]
+        rows = record["timeline"]["rows"]
+        sampled_s = rows[-1][1] - rows[0][0]
+        measured = record["energy"]["gpu"]["devices"][uuid]
+        assert measured["method"] == "measured"
+        assert measured["joules"] == pytest.approx(GPU_POWER_W[uuid] * sampled_s, rel=0.02)
+
+
+def test_jobs_never_get_more_than_the_node_used(burner_and_sleeper) -> None:
+    records, truth = burner_and_sleeper
+    assert sum(r["energy"]["cpu"]["joules"] for r in records) <= truth["package-0"]
+    assert sum(r["energy"]["dram"]["joules"] for r in records) <= truth["dram-0"]
+
+
+def test_records_validate_against_the_schema(burner_and_sleeper) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_path = Path(__file__).parents[2] / "slurm_plugin" / "record_schema.json"
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    for record in burner_and_sleeper[0]:
+        validator.validate(record)
+
+
+def test_sampler_killed_mid_job_still_yields_a_partial_record(
+    slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str
+) -> None:
+    socket_path = slurm_cluster.scratch / "spool" / "agent.sock"
+    job_id = slurm_cluster.submit(SLEEP.format(s=6), user=slurm_user, account="physics")
+    status = poll(lambda: _status_with(socket_path, f"{job_id}.0"), 30, f"agent sampling job {job_id}")
+    os.kill(status["pid"], 9)
+    assert slurm_cluster.wait_finished(job_id, timeout_s=60).state == "COMPLETED"
+    record = _record(slurm_cluster, job_id)
+    assert record["status"] == "partial"
+    assert any("sampler not running at job end" in reason for reason in record["partial_reasons"])
+    assert slurm_cluster.node_state() in ("idle", "mixed")
+
+
+def _status_with(socket_path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        status = request(socket_path, {"op": "status"}, 1.0)
+    except OSError:
+        return None
+    return status if key in status.get("jobs", []) else None
+
+
+def test_broken_config_never_drains_the_node(slurm_cluster: Cluster, slurm_user: str) -> None:
+    config = slurm_cluster.jobcarbon_config
+    good = config.read_text()
+    config.write_text("sampler:\n  interval_s: [not a number\n")
+    try:
+        job_id = slurm_cluster.submit("true", user=slurm_user)
+        assert slurm_cluster.wait_finished(job_id, timeout_s=60).state == "COMPLETED"
+    finally:
+        config.write_text(good)
+    assert slurm_cluster.node_state() in ("idle", "mixed")
+    prolog_env = slurm_cluster.scratch / "hook-env" / f"prolog_slurmd-{job_id}.env"
+    assert prolog_env.exists()  # the wrapper ran after our prolog, which returned 0
+
+
+def test_many_concurrent_jobs_each_get_one_record(slurm_cluster: Cluster, slurm_user: str) -> None:
+    threads, ids = [], []
+    for _ in range(6):
+        thread = threading.Thread(target=lambda: ids.append(slurm_cluster.submit("sleep 1", user=slurm_user)))
+        threads.append(thread)
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for job_id in ids:
+        slurm_cluster.wait_finished(job_id, timeout_s=120)
+        assert _record(slurm_cluster, job_id)["job_id"] == job_id
