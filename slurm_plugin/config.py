@@ -117,7 +117,7 @@ def parse(text: str, source: Path) -> Config:
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
         return Config(source=source)
     built = _build(Config, node, "", source)
     return dataclasses.replace(built, source=source)
@@ -149,7 +149,7 @@ def _convert(hint: Any, node: yaml.Node, key: str, source: Path) -> Any:
         return _build(hint, node, key, source)
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     scalar = _SCALARS.construct_object(node) if isinstance(node, yaml.ScalarNode) else None
-    if scalar is None and type(None) in options:
+    if isinstance(node, yaml.ScalarNode) and scalar is None and type(None) in options:
         return None
     for option in options:
         value = _coerce(option, scalar, node)
@@ -178,7 +178,7 @@ def _coerce(option: Any, scalar: Any, node: yaml.Node) -> Any:
 
 def _check_range(value: Any, node: yaml.Node, key: str, source: Path) -> Any:
     leaf = key.rsplit(".", 1)[-1]
-    if leaf in POSITIVE and value <= 0:
+    if leaf in POSITIVE and not value > 0:
         raise _fail(source, node, key, f"must be greater than 0, got {value}")
     if leaf in FRACTIONS and not 0 <= value <= 1:
         raise _fail(source, node, key, f"must be between 0 and 1, got {value}")

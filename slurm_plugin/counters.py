@@ -63,6 +63,9 @@ class EnergyCounter:
                 self.resets += 1
                 return None
             units += self.wrap
+            if units < 0:  # the previous reading was above the declared wrap: not a wrap
+                self.resets += 1
+                return None
         joules = units * self.joules_per_unit
         if self.max_power_w is not None and joules > self.max_power_w * elapsed:
             # More than the hardware can draw: a reset or a read glitch, not energy.

@@ -31,10 +31,10 @@ class _Component:
     def __init__(self) -> None:
         self.by_method: dict[str, float] = {}
 
-    def add(self, part: list[Any] | None) -> float | None:
+    def add(self, part: list[Any] | None, fraction: float = 1.0) -> float | None:
         if not part:
             return None
-        joules, method = float(part[0]), str(part[1])
+        joules, method = float(part[0]) * fraction, str(part[1])
         self.by_method[method] = self.by_method.get(method, 0.0) + joules
         return joules
 
@@ -60,13 +60,16 @@ def build(journal: Journal, end_s: float, partial_reasons: list[str]) -> dict[st
     cpus: list[int] = []
     for entry in journal.intervals:
         cpus = entry.get("cpuset", cpus)
-        t0, t1 = max(float(entry["t0"]), start_s), min(float(entry["t1"]), end_s)
+        raw0, raw1 = float(entry["t0"]), float(entry["t1"])
+        t0, t1 = max(raw0, start_s), min(raw1, end_s)
         if t1 <= t0:
             continue
-        cpu_j, dram_j = cpu.add(entry.get("cpu")), dram.add(entry.get("dram"))
+        # An interval reaching past the job's end keeps only the share of its energy inside the job.
+        inside = (t1 - t0) / (raw1 - raw0)
+        cpu_j, dram_j = cpu.add(entry.get("cpu"), inside), dram.add(entry.get("dram"), inside)
         gpu_j = None
         for uuid, part in (entry.get("gpu") or {}).items():
-            joules = gpus.setdefault(uuid, _Component()).add(part)
+            joules = gpus.setdefault(uuid, _Component()).add(part, inside)
             gpu_j = (gpu_j or 0.0) + (joules or 0.0)
         if entry.get("cpu") is not None:
             covered += t1 - t0

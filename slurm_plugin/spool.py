@@ -20,7 +20,7 @@ from typing import Any
 from slurm_plugin.jobenv import JobInfo
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
-KEY = re.compile(r"\d{1,10}\.\d{1,10}")
+KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
 
 
 class Spool:

@@ -46,12 +46,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True)
             view = view[os.write(fd, view) :]
         if fsync:
             os.fsync(fd)
-    except BaseException:
         os.close(fd)
+        fd = -1
+        os.replace(temporary, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
         os.unlink(temporary)
         raise
-    os.close(fd)
-    os.replace(temporary, path)
     if fsync:
         sync_dir(path.parent)
 

@@ -22,9 +22,17 @@ class V1JobCgroup:
 
     def read(self) -> JobUsage:
         cpu_ns = int((self.path / "cpuacct.usage").read_text())
-        usage = int((self.memory / "memory.usage_in_bytes").read_text())
-        cache = inactive_file_bytes((self.memory / "memory.stat").read_text(), "total_inactive_file")
-        return JobUsage(cpu_ns / 1e9, max(usage - cache, 0), _cpus(self.cpuset))
+        return JobUsage(cpu_ns / 1e9, _memory(self.memory), _cpus(self.cpuset))
+
+
+def _memory(directory: Path) -> int:
+    """Memory in use without reclaimable cache; 0 when Slurm made no memory cgroup for the job."""
+    try:
+        usage = int((directory / "memory.usage_in_bytes").read_text())
+        cache = inactive_file_bytes((directory / "memory.stat").read_text(), "total_inactive_file")
+    except FileNotFoundError:
+        return 0
+    return max(usage - cache, 0)
 
 
 def _cpus(directory: Path) -> frozenset[int]:

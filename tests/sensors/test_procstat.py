@@ -1,0 +1,74 @@
+"""Node CPU time and memory size from procfs, read from a Linux 6.x-shaped fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slurm_plugin.sensors import procstat
+from slurm_plugin.sensors.procstat import NodeCpu
+
+PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
+
+
+@pytest.fixture(autouse=True)
+def user_hz(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procstat, "USER_HZ", 100)
+
+
+def test_reads_the_fixture_node() -> None:
+    # busy = user 1132428 + nice 4734 + system 244469 + irq 0 + softirq 15464 + steal 0 ticks
+    # idle = idle 23513232 + iowait 16325 ticks; guest columns are already inside user and nice
+    cpu = procstat.read_node_cpu(PROC)
+    assert cpu == NodeCpu(busy_s=pytest.approx(13970.95), total_s=pytest.approx(249266.52), ncpus=4)
+
+
+def test_mem_total_is_in_bytes() -> None:
+    assert procstat.read_mem_total_bytes(PROC) == 16315152 * 1024
+
+
+def test_guest_time_is_not_counted_twice() -> None:
+    text = "cpu  100 0 0 900 0 0 0 0 60 0\ncpu0 100 0 0 900 0 0 0 0 60 0\n"
+    assert procstat.parse_stat(text) == NodeCpu(1.0, 10.0, 1)
+
+
+def test_steal_irq_and_softirq_are_busy() -> None:
+    text = "cpu  0 0 0 700 100 50 25 125 0 0\ncpu0 0 0 0 700 100 50 25 125 0 0\n"
+    assert procstat.parse_stat(text) == NodeCpu(2.0, 10.0, 1)
+
+
+def test_an_eight_column_kernel_is_enough() -> None:
+    assert procstat.parse_stat("cpu  1 2 3 4 5 6 7 8\ncpu0 1 2 3 4 5 6 7 8\n").ncpus == 1
+
+
+def test_offline_cpus_have_no_line() -> None:
+    lines = "cpu  4 0 0 4 0 0 0 0 0 0\ncpu0 2 0 0 2 0 0 0 0 0 0\ncpu2 2 0 0 2 0 0 0 0 0 0\n"
+    assert procstat.parse_stat(lines).ncpus == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "cpu  1 2 3 4 5 6 7\ncpu0 1 2 3 4 5 6 7\n",
+        "cpu0 1 2 3 4 5 6 7 8 0 0\n",
+        "cpu  1 2 3 4 5 6 7 8 0 0\nintr 1\n",
+        "cpu  1 2 x 4 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n",
+    ],
+)
+def test_malformed_stat_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"/proc/stat|invalid literal"):
+        procstat.parse_stat(text)
+
+
+def test_meminfo_without_mem_total() -> None:
+    with pytest.raises(ValueError, match="no MemTotal"):
+        procstat.parse_meminfo_total("MemFree:  1024 kB\n")
+
+
+def test_missing_procfs_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        procstat.read_node_cpu(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        procstat.read_mem_total_bytes(tmp_path)

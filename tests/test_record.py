@@ -1,0 +1,220 @@
+"""The finished-job record, built from a hand-written journal and checked against record_schema.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_plugin import __version__, record
+from slurm_plugin.journal import Journal
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "slurm_plugin" / "record_schema.json"
+START = 1767225600.0  # 2026-01-01T00:00:00Z
+END = START + 40.0
+JOB = {
+    "cluster": "hpc",
+    "job_id": 4242,
+    "restart_count": 0,
+    "node": "node001",
+    "user": "alice",
+    "uid": 1000,
+    "gid": 1000,
+    "account": "physics",
+    "partition": "gpu",
+    "sluid": None,
+    "cpus_per_node": 5,
+    "job_gpus": "0",
+    "cuda_visible_devices": "0",
+}
+GPU = {
+    "uuid": "GPU-5a3e1c2d-8f4b-4e6a-9d7c-1b2a3c4d5e6f",
+    "model": "NVIDIA A100-SXM4-40GB",
+    "pci_bus_id": "00000000:07:00.0",
+    "minor": 0,
+    "parent_uuid": None,
+    "share": 1.0,
+}
+UUID = GPU["uuid"]
+
+
+def interval(
+    t0: float, t1: float, cpu: list | None, dram: list | None, gpu: list | None, **extra: Any
+) -> dict:
+    return {
+        "type": "interval",
+        "t0": START + t0,
+        "t1": START + t1,
+        "cpu_s": 9.5,
+        "cpus": 5,
+        "mem_b": 8589934592,
+        "cpu": cpu,
+        "dram": dram,
+        "gpu": {UUID: gpu} if gpu else {},
+        **extra,
+    }
+
+
+def journal(**changes: Any) -> Journal:
+    """Four samples of a 40 s job, with the edge cases a real run produces."""
+    header = {
+        "type": "header",
+        "version": 1,
+        "job": JOB,
+        "start": START,
+        "first_sample": START + 0.4,
+        "gpus": [GPU],
+        "node_info": {"ncpus": 16, "mem_total_bytes": 68719476736, "rapl_zones": ["package-0", "dram-0"]},
+    }
+    intervals = [
+        interval(-10, -2, [50.0, "measured"], None, None),  # wholly before the prolog: dropped
+        interval(0, 10, [100.0, "measured"], [10.0, "measured"], [500.0, "measured"], cpuset=[0, 1, 2, 3, 8]),
+        interval(10, 20, [120.0, "apportioned"], [12.0, "estimated"], [600.0, "integrated"]),
+        interval(20, 30, None, None, None),  # RAPL unreadable: a gap, not a zero
+        # past the end: only the 10 of 15 s inside the job keep their energy
+        interval(30, 45, [80.0, "measured"], [8.0, "measured"], [400.0, "measured"]),
+        interval(45, 50, [9.0, "measured"], None, None),  # wholly after the epilog: dropped
+    ]
+    return Journal(header, intervals, **changes)
+
+
+def test_totals_and_weakest_method() -> None:
+    energy = record.build(journal(), END, [])["energy"]
+    assert energy["cpu"] == {
+        "joules": 273.333,
+        "method": "apportioned",
+        "by_method": {"apportioned": 120.0, "measured": 153.333},
+    }
+    assert energy["dram"] == {
+        "joules": 27.333,
+        "method": "estimated",
+        "by_method": {"estimated": 12.0, "measured": 15.333},
+    }
+    device = {
+        "joules": 1366.667,
+        "method": "integrated",
+        "by_method": {"integrated": 600.0, "measured": 766.667},
+    }
+    assert energy["gpu"] == {**device, "devices": {UUID: device}}
+    assert energy["total_joules"] == 1667.333
+
+
+def test_timeline_is_clipped_to_the_job_and_keeps_gaps() -> None:
+    document = record.build(journal(), END, [])
+    assert document["timeline"] == {
+        "origin": "2026-01-01T00:00:00.000Z",
+        "columns": ["start_s", "end_s", "cpu_j", "dram_j", "gpu_j"],
+        "rows": [
+            [0.0, 10.0, 100.0, 10.0, 500.0],
+            [10.0, 20.0, 120.0, 12.0, 600.0],
+            [20.0, 30.0, None, None, None],
+            [30.0, 40.0, 53.333, 5.333, 266.667],
+        ],
+    }
+
+
+def test_coverage_counts_only_measured_time_inside_the_job() -> None:
+    # 0-10, 10-20 and 30-40 have CPU energy; 20-30 is a gap: 30 of 40 s
+    assert record.build(journal(), END, [])["coverage"] == {"fraction": 0.75, "covered_s": 30.0, "samples": 4}
+
+
+def test_identity_times_and_allocation() -> None:
+    document = record.build(journal(), END, [])
+    assert document["schema"] == "jobcarbon/job-node-record/1"
+    assert (document["cluster"], document["job_id"], document["restart_count"], document["node"]) == (
+        "hpc",
+        4242,
+        0,
+        "node001",
+    )
+    assert (document["user"], document["uid"], document["account"], document["partition"]) == (
+        "alice",
+        1000,
+        "physics",
+        "gpu",
+    )
+    assert document["start"] == "2026-01-01T00:00:00.000Z"
+    assert document["end"] == "2026-01-01T00:00:40.000Z"
+    assert document["elapsed_s"] == 40.0
+    assert document["allocated_cpus"] == {"count": 5, "list": "0-3,8"}
+    assert document["gpus"] == [GPU]
+    assert document["node_info"]["ncpus"] == 16
+    assert document["software"] == {"name": "jobcarbon", "version": __version__}
+    assert document["status"] == "complete"
+    assert document["partial_reasons"] == []
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"),
+    [
+        ([0, 1, 2, 3, 8], "0-3,8"),
+        ([5], "5"),
+        ([0, 2, 4], "0,2,4"),
+        ([1, 2, 3, 10, 11, 20], "1-3,10-11,20"),
+        ([], ""),
+    ],
+)
+def test_cpulist(cpus: list[int], expected: str) -> None:
+    assert record._cpulist(cpus) == expected
+
+
+def test_partial_reasons_collect_every_loss() -> None:
+    resume = {"type": "resume", "t": START + 25, "reason": "agent restarted"}
+    read = journal(torn=True, resumes=[resume], notes=["GPU 1 is not visible to NVML"])
+    document = record.build(read, END, ["epilog ran without a stop from the agent"])
+    assert document["status"] == "partial"
+    assert document["partial_reasons"] == [
+        "epilog ran without a stop from the agent",
+        "journal has a torn or corrupt line",
+        "sampler restarted at 2026-01-01T00:00:25.000Z: agent restarted",
+    ]
+    assert document["notes"] == ["GPU 1 is not visible to NVML"]
+
+
+def test_a_journal_without_samples() -> None:
+    document = record.build(Journal({"job": JOB, "start": START}), END, ["the sampler never took a sample"])
+    assert document["energy"] == {"cpu": None, "dram": None, "gpu": None, "total_joules": 0}
+    assert document["coverage"] == {"fraction": 0.0, "covered_s": 0.0, "samples": 0}
+    assert document["allocated_cpus"] == {"count": 0, "list": ""}
+    assert document["gpus"] == []
+    assert document["status"] == "partial"
+
+
+def test_end_before_start_has_no_elapsed_time() -> None:
+    document = record.build(journal(), START - 5, [])
+    assert document["elapsed_s"] == 0.0
+    assert document["coverage"]["fraction"] == 0.0
+    assert document["timeline"]["rows"] == []
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: record.build(journal(), END, []),
+        lambda: record.build(journal(torn=True), END, ["epilog timed out"]),
+        lambda: record.build(Journal({"job": JOB, "start": START}), END, ["no sample"]),
+    ],
+)
+def test_record_validates_against_the_schema(build: Any) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    if not SCHEMA_PATH.exists():
+        pytest.skip(f"{SCHEMA_PATH} is not written yet")
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(build())
+
+
+@pytest.mark.usefixtures("slurmd_umask")
+def test_write_is_atomic_and_named_after_the_run(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    document = record.build(journal(), END, [])
+    path = record.write(outbox, document, fsync=False)
+    assert path == outbox / "hpc_4242_0_node001.json"
+    assert json.loads(path.read_text()) == document
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert outbox.stat().st_mode & 0o777 == 0o755
+    rewritten = record.write(outbox, {**document, "status": "partial"}, fsync=True)
+    assert rewritten == path
+    assert json.loads(path.read_text())["status"] == "partial"
+    assert sorted(p.name for p in outbox.iterdir()) == ["hpc_4242_0_node001.json"]
