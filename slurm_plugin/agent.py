@@ -45,6 +45,7 @@ class Agent:
         self._listen()
         interval = self.config.sampler.interval_s
         next_tick = self._tick() + interval
+        self._scan()  # the prolog that started us could not notify us: its job is in the spool
         while not self.stopping:
             for _key, _events in self.selector.select(max(next_tick - time.time(), 0.0)):
                 self._serve_one()
