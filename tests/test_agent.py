@@ -99,3 +99,14 @@ def test_concurrent_prologs_share_one_agent(node: SimNode) -> None:
     assert all(node.record(40 + i) for i in range(8))
     wait_for(lambda: node.agent_pid() is None, what="agent exits when no job is left")
     assert not list((node.spool / "jobs").iterdir())
+
+
+def test_spawned_agent_starts_sampling_without_waiting_an_interval(tmp_path: Path) -> None:
+    node = SimNode(tmp_path, interval_s=300)
+    try:
+        node.hook("prolog", 50)
+        header = wait_for(lambda: node.journal(50), timeout_s=10, what="journal header")[0]
+        assert header["type"] == "header"
+        assert header["first_sample"] >= header["start"]
+    finally:
+        node.stop_agent()
