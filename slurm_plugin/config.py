@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
+
+from slurm_plugin import yamlschema
+from slurm_plugin.yamlschema import FRACTION, POSITIVE
 
 DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
 ENV_VAR = "JOBCARBON_CONFIG"
@@ -38,8 +39,8 @@ class Paths:
 
 @dataclass(frozen=True)
 class Sampler:
-    interval_s: float = 10.0
-    stop_timeout_s: float = 5.0
+    interval_s: float = field(default=10.0, metadata=POSITIVE)
+    stop_timeout_s: float = field(default=5.0, metadata=POSITIVE)
     journal_fsync: bool = True
 
 
@@ -52,14 +53,14 @@ class Cgroup:
 
 @dataclass(frozen=True)
 class Cpu:
-    tdp_w: float | None = None
-    idle_power_w: float | None = None
-    idle_fraction_of_tdp: float = 0.3
+    tdp_w: float | None = field(default=None, metadata=POSITIVE)
+    idle_power_w: float | None = field(default=None, metadata=POSITIVE)
+    idle_fraction_of_tdp: float = field(default=0.3, metadata=FRACTION)
 
 
 @dataclass(frozen=True)
 class Dram:
-    w_per_gb: float = 0.3725
+    w_per_gb: float = field(default=0.3725, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,6 @@ class Config:
     dram: Dram = field(default_factory=Dram)
     nvml: Nvml = field(default_factory=Nvml)
     source: Path | None = field(default=None, compare=False)
-
-
-POSITIVE = {"interval_s", "stop_timeout_s", "tdp_w", "idle_power_w", "w_per_gb"}
-FRACTIONS = {"idle_fraction_of_tdp"}
-_SCALARS = yaml.constructor.SafeConstructor()
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -117,83 +113,10 @@ def parse(text: str, source: Path) -> Config:
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+    if yamlschema.is_null(node):
         return Config(source=source)
-    built = _build(Config, node, "", source)
+    try:
+        built = yamlschema.build(Config, node, "", source)
+    except yamlschema.SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     return dataclasses.replace(built, source=source)
-
-
-def _fail(source: Path, node: yaml.Node, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}:{node.start_mark.line + 1}: {key or '<top>'}: {message}")
-
-
-def _build(cls: type, node: yaml.Node, prefix: str, source: Path) -> Any:
-    if not isinstance(node, yaml.MappingNode):
-        raise _fail(source, node, prefix, "expected a mapping of keys")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    values: dict[str, Any] = {}
-    for key_node, value_node in node.value:
-        key = key_node.value
-        dotted = f"{prefix}.{key}" if prefix else key
-        if key not in known:
-            raise _fail(
-                source, key_node, dotted, f"unknown key (expected one of: {', '.join(sorted(known))})"
-            )
-        values[key] = _convert(hints[key], value_node, dotted, source)
-    return cls(**values)
-
-
-def _convert(hint: Any, node: yaml.Node, key: str, source: Path) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, node, key, source)
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    scalar = _SCALARS.construct_object(node) if isinstance(node, yaml.ScalarNode) else None
-    if isinstance(node, yaml.ScalarNode) and scalar is None and type(None) in options:
-        return None
-    for option in options:
-        value = _coerce(option, scalar, node)
-        if value is not None:
-            return _check_range(value, node, key, source)
-    raise _fail(source, node, key, f"expected {_describe(hint)}, got {scalar!r}")
-
-
-def _coerce(option: Any, scalar: Any, node: yaml.Node) -> Any:
-    """The scalar as `option`, or None when it does not fit."""
-    if not isinstance(node, yaml.ScalarNode):
-        return None
-    if typing.get_origin(option) is Literal:
-        return scalar if scalar in typing.get_args(option) else None
-    if option is bool:
-        return scalar if isinstance(scalar, bool) else None
-    if option is float:
-        ok = isinstance(scalar, int | float) and not isinstance(scalar, bool)
-        return float(scalar) if ok else None
-    if option is str:
-        return scalar if isinstance(scalar, str) and scalar else None
-    if option is Path:
-        return Path(scalar) if isinstance(scalar, str) and scalar.startswith("/") else None
-    return None
-
-
-def _check_range(value: Any, node: yaml.Node, key: str, source: Path) -> Any:
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf in POSITIVE and not value > 0:
-        raise _fail(source, node, key, f"must be greater than 0, got {value}")
-    if leaf in FRACTIONS and not 0 <= value <= 1:
-        raise _fail(source, node, key, f"must be between 0 and 1, got {value}")
-    return value
-
-
-def _describe(hint: Any) -> str:
-    names = []
-    for option in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
-        if typing.get_origin(option) is Literal:
-            names.append("one of " + ", ".join(map(str, typing.get_args(option))))
-        elif option is Path:
-            names.append("an absolute path")
-        elif option is type(None):
-            names.append("null")
-        else:
-            names.append({bool: "true/false", float: "a number", str: "a non-empty string"}[option])
-    return " or ".join(names)

@@ -140,7 +140,7 @@ def test_unknown_nested_key_is_dotted() -> None:
         ("sampler: 10\n", ":1: sampler: expected a mapping of keys"),
         ("sampler:\n", ":1: sampler: expected a mapping of keys"),
         ("- cluster: hpc\n", ":1: <top>: expected a mapping of keys"),
-        ("sampler:\n  interval_s: [5]\n", ":2: sampler.interval_s: expected a number, got None"),
+        ("sampler:\n  interval_s: [5]\n", ":2: sampler.interval_s: expected a number, got 'a sequence'"),
     ],
 )
 def test_wrong_types_name_file_line_and_key(text: str, expected: str) -> None:
