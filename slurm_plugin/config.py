@@ -7,6 +7,7 @@ on hundreds of nodes and the only feedback an admin gets is one log line.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Paths:
     spool: Path = Path("/var/spool/jobcarbon")
     outbox: Path = Path("/var/spool/jobcarbon/outbox")
     log_file: Path | None = Path("/var/log/jobcarbon/jobcarbon.log")
+    quarantine: Path = Path("/var/spool/jobcarbon/quarantine")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,55 @@ class Nvml:
 
 
 @dataclass(frozen=True)
+class Database:
+    url: str = "sqlite:////var/lib/jobcarbon/jobcarbon.db"
+    busy_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class PueRule:
+    """A PUE for a partition and/or a period [start, end) of UTC dates; the most specific rule wins."""
+
+    pue: float = field(metadata=POSITIVE)
+    partition: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Accounting:
+    zone: str | None = None  # grid zone of the site, Electricity Maps codes: "DE", "DK-DK1", "GB"
+    country: str | None = None  # ISO 3166 alpha-3 for the country yearly average: "DEU"
+    constant_g_per_kwh: float | None = field(default=None, metadata=POSITIVE)
+    pue: float = field(default=1.0, metadata=POSITIVE)
+    pue_rules: tuple[PueRule, ...] = ()
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One intensity series to fetch; `zone` is the name it is stored and looked up under."""
+
+    name: Literal["electricitymaps", "gb", "energidataservice"]
+    zone: str
+    base_url: str | None = None
+    api_version: str = "v3"
+    token_file: Path | None = None
+    emission_factor_type: Literal["lifecycle", "direct"] = "lifecycle"
+    region_id: int | None = None
+    postcode: str | None = None
+    area: Literal["DK1", "DK2"] | None = None
+
+
+@dataclass(frozen=True)
+class Intensity:
+    providers: tuple[Provider, ...] = ()
+    timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    max_retries: int = 3
+    backfill_days: float = field(default=7.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -80,6 +131,9 @@ class Config:
     cpu: Cpu = field(default_factory=Cpu)
     dram: Dram = field(default_factory=Dram)
     nvml: Nvml = field(default_factory=Nvml)
+    database: Database = field(default_factory=Database)
+    accounting: Accounting = field(default_factory=Accounting)
+    intensity: Intensity = field(default_factory=Intensity)
     source: Path | None = field(default=None, compare=False)
 
 
