@@ -1,0 +1,48 @@
+"""Which PUE applies to a job part at a given time: the site default, refined per partition and period.
+
+Rules are matched on the part's partition and on UTC dates; the most specific matching rule wins
+(partition and period, then partition, then period), and among equals the later one in the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from slurm_plugin.config import PueRule
+
+DAY_S = 86400.0
+
+
+def _epoch(day: dt.date) -> float:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+def _specificity(rule: PueRule) -> int:
+    return (2 if rule.partition is not None else 0) + (1 if rule.start or rule.end else 0)
+
+
+def pue_at(rules: Sequence[PueRule], default: float, partition: str | None, when_s: float) -> float:
+    """The PUE in force for `partition` at UTC epoch `when_s`."""
+    best, best_rank = default, -1
+    for rule in rules:
+        if rule.partition is not None and rule.partition != partition:
+            continue
+        if rule.start is not None and when_s < _epoch(rule.start):
+            continue
+        if rule.end is not None and when_s >= _epoch(rule.end):
+            continue
+        rank = _specificity(rule)
+        if rank >= best_rank:
+            best, best_rank = rule.pue, rank
+    return best
+
+
+def change_points(rules: Sequence[PueRule], start_s: float, end_s: float) -> list[float]:
+    """Times inside (start_s, end_s) where a period rule begins or ends: the PUE may change there."""
+    points = set()
+    for rule in rules:
+        for day in (rule.start, rule.end):
+            if day is not None and start_s < _epoch(day) < end_s:
+                points.add(_epoch(day))
+    return sorted(points)
