@@ -9,6 +9,7 @@ an interval crossing two intensity slots is charged at both, in proportion to th
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from slurm_plugin.intensity import IntensityPoint
 METHODOLOGY_VERSION = "1"
 J_PER_KWH = 3.6e6
 # Best first: the rung recorded for a footprint is the worst one that carried any energy.
+# A stored timeline row: (start_s, end_s, cpu_j, dram_j, gpu_j), None where not measured.
+TimelineRow = tuple[float, float, float | None, float | None, float | None]
 RUNGS = ("measured_series", "forecast_series", "zone_yearly", "country_yearly", "constant", "world")
 
 
@@ -115,7 +118,7 @@ def compute(
     bounds = sorted(cuts)
     slot_starts = [s.start_s for s in slots]
     used: dict[str, set[str]] = {"sources": set(), "scopes": set()}
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         joules = curve.at(b) - curve.at(a)
         if joules <= 0:
             continue
@@ -153,6 +156,6 @@ def _finish(result: Footprint, used: dict[str, set[str]]) -> Footprint:
     return result
 
 
-def it_rows(timeline: Sequence[tuple[float, float, float | None, float | None, float | None]]) -> list:
+def it_rows(timeline: Sequence[TimelineRow]) -> list[tuple[float, float, float]]:
     """(start, end, IT joules) from stored timeline rows of (t0, t1, cpu_j, dram_j, gpu_j)."""
     return [(t0, t1, sum(j for j in parts if j is not None)) for t0, t1, *parts in timeline]

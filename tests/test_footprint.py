@@ -51,7 +51,9 @@ def test_pue_per_partition_and_period() -> None:
     rules = [PueRule(1.5, partition="gpu"), PueRule(1.1, start=dt.date(2026, 3, 2) + dt.timedelta(days=1))]
     midnight = dt.datetime(2026, 3, 3, tzinfo=dt.UTC).timestamp()
     rows = [(midnight - H, midnight, KWH), (midnight, midnight + H, KWH)]
-    cpu = compute(rows, [], WORLD, lambda t: pue.pue_at(rules, 1.3, "cpu", t), pue.change_points(rules, *_span(rows)))
+    cpu = compute(
+        rows, [], WORLD, lambda t: pue.pue_at(rules, 1.3, "cpu", t), pue.change_points(rules, *_span(rows))
+    )
     assert cpu.facility_energy_j == pytest.approx((1.3 + 1.1) * KWH)
     gpu = compute(rows, [], WORLD, lambda t: pue.pue_at(rules, 1.3, "gpu", t))
     assert gpu.facility_energy_j == pytest.approx(3.0 * KWH)
@@ -78,7 +80,9 @@ def test_overlapping_series_prefer_actuals() -> None:
     points = [
         IntensityPoint("DE", start, start + dt.timedelta(hours=1), 300, "em", "lifecycle", forecast=True),
         IntensityPoint("DE", start, start + dt.timedelta(hours=1), 250, "em2", "lifecycle"),
-        IntensityPoint("DE", start + dt.timedelta(minutes=30), start + dt.timedelta(hours=2), 999, "x", "direct"),
+        IntensityPoint(
+            "DE", start + dt.timedelta(minutes=30), start + dt.timedelta(hours=2), 999, "x", "direct"
+        ),
     ]
     slots = footprint.slots_from_points(points)
     assert [(s.g_per_kwh, s.rung) for s in slots] == [(250, "measured_series")]
@@ -90,12 +94,17 @@ def test_empty_timeline_is_zero() -> None:
 
 
 def test_it_rows_sum_components_and_skip_unmeasured() -> None:
-    assert footprint.it_rows([(0, 10, 5.0, None, 2.0), (10, 20, None, None, None)]) == [(0, 10, 7.0), (10, 20, 0)]
+    assert footprint.it_rows([(0, 10, 5.0, None, 2.0), (10, 20, None, None, None)]) == [
+        (0, 10, 7.0),
+        (10, 20, 0),
+    ]
 
 
 def test_week_long_job_conserves_energy() -> None:
     rows = [(T0 + i * 10, T0 + (i + 1) * 10, 30.0) for i in range(60480)]
-    slots = [Slot(T0 + h * H, T0 + (h + 1) * H, 100 + h, "measured_series", "em", "lifecycle") for h in range(168)]
+    slots = [
+        Slot(T0 + h * H, T0 + (h + 1) * H, 100 + h, "measured_series", "em", "lifecycle") for h in range(168)
+    ]
     result = compute(rows, slots, WORLD, flat(1.0))
     assert result.it_energy_j == pytest.approx(30.0 * 60480)
     expected = sum(30.0 * 360 / KWH * (100 + h) for h in range(168))
