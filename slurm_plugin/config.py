@@ -16,14 +16,14 @@ from typing import Literal
 import yaml
 
 from slurm_plugin import yamlschema
+from slurm_plugin.errors import ConfigError
 from slurm_plugin.yamlschema import FRACTION, POSITIVE
 
 DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
 ENV_VAR = "JOBCARBON_CONFIG"
 
 
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid."""
+__all__ = ["Config", "ConfigError", "load", "parse"]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ import signal
 import sys
 import time
 
-from slurm_plugin import config as config_module
-from slurm_plugin import control, jobenv
+from slurm_plugin import control, hookconfig, jobenv
+from slurm_plugin.errors import ConfigError
 from slurm_plugin.eventlog import EventLog
+from slurm_plugin.hookconfig import HookSettings
 from slurm_plugin.spool import Spool, finalize
 
 HARD_LIMIT_S = 30  # well under any sane PrologEpilogTimeout; the epilog's own waits are shorter
@@ -26,24 +27,24 @@ class _Timeout(BaseException):
     pass
 
 
-def prolog(config: config_module.Config, log: EventLog) -> None:
-    info = jobenv.from_env(os.environ, config.cluster or "", config.node or "")
-    spool = Spool(config.paths.spool, config.sampler.journal_fsync)
+def prolog(settings: HookSettings, log: EventLog) -> None:
+    info = jobenv.from_env(os.environ, settings.cluster, settings.node)
+    spool = Spool(settings.spool, settings.journal_fsync)
     spool.prepare()
     spool.create_job(info, time.time())
     try:
         control.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
     except OSError:
-        control.spawn_agent(config.source)
+        control.spawn_agent(settings.source)
         log("info", f"job {info.job_id}: started the node agent")
 
 
-def epilog(config: config_module.Config, log: EventLog) -> None:
-    info = jobenv.from_env(os.environ, config.cluster or "", config.node or "")
-    spool = Spool(config.paths.spool, config.sampler.journal_fsync)
+def epilog(settings: HookSettings, log: EventLog) -> None:
+    info = jobenv.from_env(os.environ, settings.cluster, settings.node)
+    spool = Spool(settings.spool, settings.journal_fsync)
     if not spool.request_stop(info.key, time.time()):
         return  # no sampler ever started for this job on this node: normal for some allocations
-    wait_s = config.sampler.stop_timeout_s
+    wait_s = settings.stop_timeout_s
     try:
         reply = control.request(spool.socket, {"op": "stop", "key": info.key}, wait_s)
         if reply.get("ok"):
@@ -51,11 +52,11 @@ def epilog(config: config_module.Config, log: EventLog) -> None:
         problem = f"agent could not finalise: {reply.get('error', 'no record')}"
     except OSError as exc:
         problem = f"agent unreachable ({exc.__class__.__name__})"
-    _finalize_without_agent(spool, config, log, info.key, problem)
+    _finalize_without_agent(spool, settings, log, info.key, problem)
 
 
 def _finalize_without_agent(
-    spool: Spool, config: config_module.Config, log: EventLog, key: str, problem: str
+    spool: Spool, settings: HookSettings, log: EventLog, key: str, problem: str
 ) -> None:
     """Build the record from the journal when the agent is dead; leave it to a live but slow one."""
     fd = spool.lock_job(key, wait_s=0.5)
@@ -64,14 +65,12 @@ def _finalize_without_agent(
         return
     try:
         end_s = spool.stop_time(key) or time.time()
-        path = finalize(
-            spool, key, end_s, [f"sampler not running at job end: {problem}"], config.paths.outbox
-        )
+        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], settings.outbox)
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")
     if spool.job_keys():
-        control.spawn_agent(config.source)  # other jobs on this node still need a sampler
+        control.spawn_agent(settings.source)  # other jobs on this node still need a sampler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGALRM, _raise_timeout)
         signal.signal(signal.SIGTERM, _raise_timeout)
         signal.alarm(HARD_LIMIT_S)
-        config = config_module.load()
-        log = EventLog(name, config.paths.log_file)
-        {"prolog": prolog, "epilog": epilog}[name](config, log)
-    except config_module.ConfigError as exc:
+        settings = hookconfig.load()
+        log = EventLog(name, settings.log_file)
+        {"prolog": prolog, "epilog": epilog}[name](settings, log)
+    except ConfigError as exc:
         log("error", f"jobcarbon {name} skipped: {exc}")
     except jobenv.JobEnvError as exc:
         log("error", f"jobcarbon {name} skipped: bad Slurm environment: {exc}")

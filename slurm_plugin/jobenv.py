@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 SLUID = re.compile(r"s[0-9A-Z]{13}")
@@ -22,21 +22,15 @@ class JobEnvError(ValueError):
     """A required variable is missing or holds something Slurm would never put there."""
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    cluster: str
-    job_id: int
-    restart_count: int
-    node: str
-    user: str
-    uid: int
-    gid: int
-    account: str | None = None
-    partition: str | None = None
-    sluid: str | None = None
-    cpus_per_node: int | None = None
-    job_gpus: str | None = None
-    cuda_visible_devices: str | None = None
+FIELDS = (
+    "cluster job_id restart_count node user uid gid "
+    "account partition sluid cpus_per_node job_gpus cuda_visible_devices"
+)
+
+
+# A named tuple rather than a dataclass: the prolog imports this, and dataclasses costs milliseconds.
+class JobInfo(namedtuple("JobInfo", FIELDS, defaults=(None,) * 6)):
+    __slots__ = ()
 
     @property
     def key(self) -> str:
@@ -44,7 +38,7 @@ class JobInfo:
         return f"{self.job_id}.{self.restart_count}"
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> JobInfo:

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +83,8 @@ class Spool:
         self.job_dir(key).rename(self.jobs / f"failed-{key}-{int(time.time())}")
 
     def remove_job(self, key: str) -> None:
+        import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
+
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
 
 

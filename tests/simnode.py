@@ -65,6 +65,7 @@ class SimNode:
             "JOBCARBON_PYTHON": sys.executable,
             "JOBCARBON_CONFIG": str(self.config),
             "JOBCARBON_PYTHONPATH": str(REPO),
+            "JOBCARBON_RUNDIR": str(self.root / "run"),
             **extra,
         }
 

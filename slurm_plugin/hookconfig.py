@@ -1,0 +1,96 @@
+"""The few settings the prolog and epilog need, cached as JSON so they skip YAML validation.
+
+The prolog must return in a few tens of milliseconds; importing PyYAML and validating the schema
+costs more than the rest of it. The cache is keyed by the config file's path and stamped with its
+inode, size and mtime, so any edit of the file invalidates it. It lives in a root-owned runtime
+directory (`$JOBCARBON_RUNDIR`, default /run/jobcarbon).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import namedtuple
+from pathlib import Path
+
+RUNDIR_ENV = "JOBCARBON_RUNDIR"
+DEFAULT_RUNDIR = "/run/jobcarbon"
+
+
+PATHS = ("source", "spool", "outbox", "log_file")
+
+
+class HookSettings(
+    namedtuple("HookSettings", "source cluster node spool outbox log_file journal_fsync stop_timeout_s")
+):
+    __slots__ = ()
+
+    def to_json(self, stamp: list[int]) -> bytes:
+        fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self._asdict().items()}
+        return json.dumps({"stamp": stamp, **fields}).encode()
+
+    @classmethod
+    def from_json(cls, data: dict) -> HookSettings:
+        return cls(**{k: (Path(data[k]) if k in PATHS and data[k] else data[k]) for k in cls._fields})
+
+
+def load() -> HookSettings:
+    """Settings from the cache when it matches the config file, else from a full load (then cached)."""
+    from slurm_plugin.config import config_path
+
+    path = config_path()
+    try:
+        info = os.stat(path)
+    except OSError:
+        return _full_load()  # raises the config module's one-line error, or gives the defaults
+    stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
+    cache = _cache_file(path)
+    try:
+        data = json.loads(_read_nofollow(cache))
+        if data.get("stamp") == stamp:
+            return HookSettings.from_json(data)
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    settings = _full_load()
+    _store(cache, settings.to_json(stamp))
+    return settings
+
+
+def _full_load() -> HookSettings:
+    from slurm_plugin import config
+
+    full = config.load()
+    return HookSettings(
+        source=full.source,
+        cluster=full.cluster or "",
+        node=full.node or "",
+        spool=full.paths.spool,
+        outbox=full.paths.outbox,
+        log_file=full.paths.log_file,
+        journal_fsync=full.sampler.journal_fsync,
+        stop_timeout_s=full.sampler.stop_timeout_s,
+    )
+
+
+def _cache_file(config_file: Path) -> Path:
+    name = str(Path(config_file).absolute()).replace("/", "_")[-200:]
+    return Path(os.environ.get(RUNDIR_ENV) or DEFAULT_RUNDIR) / f"hooks{name}.json"
+
+
+def _read_nofollow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def _store(cache: Path, data: bytes) -> None:
+    """Best effort: a cache that cannot be written only costs the next hook a full load."""
+    from slurm_plugin.spoolfs import SpoolError, atomic_write, ensure_dir
+
+    try:
+        ensure_dir(cache.parent)
+        atomic_write(cache, data, fsync=False)
+    except (OSError, SpoolError):
+        pass

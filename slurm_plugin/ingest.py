@@ -1,0 +1,281 @@
+"""Move finished-job records from a node's outbox into the accounting database, each exactly once.
+
+A record leaves the outbox only after its transaction committed (or the database already had it);
+a malformed one goes to quarantine with a `.reason` file beside it; while the database is
+unavailable every record stays where it is for the next run. Several ingesters may share an outbox:
+a file that vanishes under one was taken by another.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from slurm_plugin.config import Config
+from slurm_plugin.record import SCHEMA
+from slurm_plugin.spoolfs import atomic_write, ensure_dir
+from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
+
+Log = Callable[[str, str], None]
+DELIVER_TIMEOUT_S = 2.0  # the epilog's wait for a busy database; the next ingest catches up later
+NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
+METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
+MAX_INT = 2**63 - 1  # SQL BIGINT
+NUMBERS = frozenset({int, float})  # JSON numbers; bool is an int subclass but not a number here
+
+
+class RecordError(ValueError):
+    """A file is not a valid finished-job record; the message names the field."""
+
+
+class Outcome(Enum):
+    """What happened to one outbox file; the value names the IngestResult counter."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicates"
+    QUARANTINED = "quarantined"
+    KEPT = "kept"
+    GONE = ""  # another ingester took it first
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    kept: int = 0
+
+
+def _silent(level: str, message: str) -> None:
+    """The default log: ingest used as a library reports through its result only."""
+
+
+def pending(outbox: Path) -> list[Path]:
+    """The record files in the outbox, by name; temporaries (dotfiles) are not records yet."""
+    try:
+        return sorted(p for p in outbox.glob("*.json") if not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def ingest_outbox(
+    store: Store,
+    outbox: Path,
+    quarantine: Path,
+    on_stored: Callable[[int], None] | None = None,
+    log: Log = _silent,
+) -> IngestResult:
+    """Ingest every record in the outbox; stop, keeping the rest, when the database is unavailable."""
+    result = IngestResult()
+    files = pending(outbox)
+    for index, path in enumerate(files):
+        try:
+            outcome = ingest_file(store, path, quarantine, on_stored, log)
+        except StoreUnavailable as exc:
+            result.kept += len(files) - index
+            log("warning", f"ingest of {outbox} paused, {len(files) - index} records kept: {exc}")
+            break
+        if outcome.value:
+            setattr(result, outcome.value, getattr(result, outcome.value) + 1)
+    return result
+
+
+def ingest_file(
+    store: Store,
+    path: Path,
+    quarantine: Path,
+    on_stored: Callable[[int], None] | None = None,
+    log: Log = _silent,
+) -> Outcome:
+    """Store one record file and remove it; StoreUnavailable leaves it in place."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Outcome.GONE
+    except OSError as exc:
+        log("warning", f"{path}: kept, cannot read it: {exc.strerror}")
+        return Outcome.KEPT
+    try:
+        part_id = store.add_part(parse(data), raw=data)
+    except RecordError as exc:
+        return _quarantine(path, data, quarantine, f"{path.name}: {exc}", log)
+    except RecordRejected as exc:
+        return _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log)
+    if part_id is not None and on_stored is not None:
+        _notify(on_stored, part_id, path, log)
+    path.unlink(missing_ok=True)
+    return Outcome.STORED if part_id is not None else Outcome.DUPLICATE
+
+
+def _notify(on_stored: Callable[[int], None], part_id: int, path: Path, log: Log) -> None:
+    """Run the after-commit hook; the part is stored whatever it does, so a failure is only logged."""
+    try:
+        on_stored(part_id)
+    except Exception as exc:
+        log("warning", f"{path.name}: stored as part {part_id}, but its follow-up failed: {exc}")
+
+
+def deliver(
+    record_path: Path, config: Config, log: Log, on_stored: Callable[[int], None] | None = None
+) -> bool:
+    """Store one record right away (the epilog); False, with the file kept, on any failure. Never raises."""
+    timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
+    try:
+        store = Store.open(config.database.url, timeout_s)
+    except Exception as exc:
+        log("warning", f"{record_path.name}: kept in the outbox, database unavailable: {exc}")
+        return False
+    try:
+        outcome = ingest_file(store, record_path, config.paths.quarantine, on_stored, log)
+    except Exception as exc:
+        log("warning", f"{record_path.name}: kept in the outbox, not stored: {exc}")
+        return False
+    finally:
+        store.close()
+    return outcome in (Outcome.STORED, Outcome.DUPLICATE)
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+
+
+def _quarantine(path: Path, data: bytes, quarantine: Path, reason: str, log: Log) -> Outcome:
+    """Move a malformed record aside with `<name>.reason`; an unusable quarantine keeps it."""
+    try:
+        ensure_dir(quarantine, 0o750)
+        target = _free_name(quarantine, path.name)
+        _move(path, target, data)
+        atomic_write(target.with_name(target.name + ".reason"), f"{reason}\n".encode(), mode=0o640)
+    except FileNotFoundError:
+        return Outcome.GONE
+    except OSError as exc:
+        log("error", f"{path}: malformed ({reason}), kept: cannot quarantine it: {exc}")
+        return Outcome.KEPT
+    log("warning", f"quarantined as {target}: {reason}")
+    return Outcome.QUARANTINED
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    """`name` in `directory`, or a timestamped variant if an earlier file took it."""
+    target = directory / name
+    if not target.exists():
+        return target
+    return directory / f"{Path(name).stem}.{time.time_ns()}{Path(name).suffix}"
+
+
+def _move(source: Path, target: Path, data: bytes) -> None:
+    """Rename, or copy then unlink when the quarantine is on another filesystem."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        atomic_write(target, data, mode=0o640)
+        source.unlink(missing_ok=True)
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    """The record in `data`, checked for every field the store reads; RecordError names the first bad one."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise RecordError("record: must be a JSON object")
+    for field, (valid, expected) in FIELDS.items():
+        _check(record, field, valid, expected)
+    for component in ("cpu", "dram", "gpu"):
+        if record["energy"][component] is not None:
+            _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
+            _check(record, f"energy.{component}.method", METHODS.__contains__, f"one of {sorted(METHODS)}")
+    _check_rows(record["timeline"]["rows"])
+    return record
+
+
+def _check(record: dict[str, Any], field: str, valid: Callable[[Any], bool], expected: str) -> None:
+    value: Any = record
+    for key in field.split("."):
+        if not isinstance(value, dict):
+            raise RecordError(f"{field}: missing (its parent is not an object)")
+        if key not in value:
+            raise RecordError(f"{field}: missing")
+        value = value[key]
+    if not _safe(valid, value):
+        raise RecordError(f"{field}: must be {expected}, not {json.dumps(value)[:60]}")
+
+
+def _check_rows(rows: list[Any]) -> None:
+    """Every row is [start_s, end_s, cpu_j, dram_j, gpu_j]; written for speed, rows are most of a record."""
+    for index, row in enumerate(rows):
+        if type(row) is not list or len(row) != 5:
+            raise RecordError(f"timeline.rows[{index}]: must be [start_s, end_s, cpu_j, dram_j, gpu_j]")
+        t0, t1, *energies = row
+        if not (type(t0) in NUMBERS and type(t1) in NUMBERS and 0 <= t0 <= t1 <= MAX_INT):
+            raise RecordError(f"timeline.rows[{index}]: start_s and end_s must be numbers >= 0, start first")
+        for value in energies:
+            if value is not None and not (type(value) in NUMBERS and 0 <= value <= MAX_INT):
+                raise RecordError(f"timeline.rows[{index}]: energies must be numbers >= 0 or null")
+
+
+def _safe(valid: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(valid(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+def _amount(value: Any) -> bool:
+    return type(value) in NUMBERS and 0 <= value <= MAX_INT  # NaN and infinity fail the comparisons
+
+
+def _stamp(value: Any) -> bool:
+    return isinstance(value, str) and value.endswith("Z") and datetime.fromisoformat(value) is not None
+
+
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "schema": (lambda v: v == SCHEMA, repr(SCHEMA)),
+    "cluster": (lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "job_id": (_count, "an integer >= 0"),
+    "restart_count": (_count, "an integer >= 0"),
+    "node": (lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "user": (lambda v: isinstance(v, str), "a string"),
+    "uid": (_count, "an integer >= 0"),
+    "gid": (_count, "an integer >= 0"),
+    "account": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "partition": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "start": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "end": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "elapsed_s": (_amount, "a number >= 0"),
+    "allocated_cpus.count": (_count, "an integer >= 0"),
+    "allocated_cpus.list": (lambda v: isinstance(v, str), "a string"),
+    "gpus": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v), "a list of objects"),
+    "energy.cpu": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.dram": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.gpu": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.total_joules": (_amount, "a number >= 0"),
+    "timeline.origin": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "timeline.rows": (lambda v: isinstance(v, list), "a list"),
+    "coverage.fraction": (lambda v: _amount(v) and v <= 1, "a number from 0 to 1"),
+    "status": (("complete", "partial").__contains__, "'complete' or 'partial'"),
+    "partial_reasons": (
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "a string list",
+    ),
+    "notes": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a string list"),
+    "software.version": (lambda v: isinstance(v, str), "a string"),
+}

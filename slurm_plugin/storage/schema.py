@@ -1,0 +1,258 @@
+"""All of jobcarbon's SQL: the tables as numbered migrations, and the statements the store runs.
+
+Times are UTC epoch seconds in DOUBLE PRECISION columns named `*_s`: they sort and compare as numbers,
+join directly with timeline rows, and mean the same in SQLite and PostgreSQL. The text keeps to what
+both accept (ON CONFLICT, RETURNING, CASE rather than MIN/MAX of two values); the SQLite-only parts a
+PostgreSQL dialect will translate are `INTEGER PRIMARY KEY` (rowid), `BLOB`, `BEGIN IMMEDIATE` and
+the `:name` placeholders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlite_utils
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at_s DOUBLE PRECISION NOT NULL
+)"""
+
+# "user", "end" and "current" are reserved words somewhere: hence user_name, end_s, is_current.
+JOBS = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    restart_count INTEGER NOT NULL,
+    user_name TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    account TEXT,
+    partition TEXT,
+    start_s DOUBLE PRECISION NOT NULL,
+    end_s DOUBLE PRECISION NOT NULL,
+    UNIQUE (cluster, job_id, restart_count)
+)"""
+
+# A part's key is (cluster, job_id, restart_count, node) through its job row: UNIQUE (job, node).
+JOB_PARTS = """
+CREATE TABLE job_parts (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    start_s DOUBLE PRECISION NOT NULL,
+    end_s DOUBLE PRECISION NOT NULL,
+    elapsed_s DOUBLE PRECISION NOT NULL CHECK (elapsed_s >= 0),
+    cpu_count INTEGER NOT NULL CHECK (cpu_count >= 0),
+    cpu_list TEXT NOT NULL,
+    gpus_json TEXT NOT NULL,
+    cpu_j DOUBLE PRECISION CHECK (cpu_j >= 0),
+    cpu_method TEXT,
+    dram_j DOUBLE PRECISION CHECK (dram_j >= 0),
+    dram_method TEXT,
+    gpu_j DOUBLE PRECISION CHECK (gpu_j >= 0),
+    gpu_method TEXT,
+    total_j DOUBLE PRECISION NOT NULL CHECK (total_j >= 0),
+    coverage_fraction DOUBLE PRECISION NOT NULL CHECK (coverage_fraction BETWEEN 0 AND 1),
+    status TEXT NOT NULL CHECK (status IN ('complete', 'partial')),
+    partial_reasons_json TEXT NOT NULL,
+    notes_json TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    record_zlib BLOB NOT NULL,
+    received_at_s DOUBLE PRECISION NOT NULL,
+    UNIQUE (job, node)
+)"""
+
+# Absolute interval bounds: a record's rows are seconds from its timeline origin.
+TIMELINE = """
+CREATE TABLE timeline (
+    id INTEGER PRIMARY KEY,
+    part_id INTEGER NOT NULL REFERENCES job_parts (id) ON DELETE CASCADE,
+    t0_s DOUBLE PRECISION NOT NULL,
+    t1_s DOUBLE PRECISION NOT NULL,
+    cpu_j DOUBLE PRECISION,
+    dram_j DOUBLE PRECISION,
+    gpu_j DOUBLE PRECISION
+)"""
+
+INTENSITY = """
+CREATE TABLE intensity (
+    zone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    start_s DOUBLE PRECISION NOT NULL,
+    end_s DOUBLE PRECISION NOT NULL,
+    g_per_kwh DOUBLE PRECISION NOT NULL,
+    scope TEXT NOT NULL CHECK (scope IN ('lifecycle', 'direct')),
+    estimated INTEGER NOT NULL CHECK (estimated IN (0, 1)),
+    forecast INTEGER NOT NULL CHECK (forecast IN (0, 1)),
+    fetched_at_s DOUBLE PRECISION,
+    PRIMARY KEY (zone, source, start_s)
+)"""
+
+# A footprint's fields that are also columns, to query without parsing its JSON.
+FOOTPRINT_HEADLINE = (
+    "it_energy_j",
+    "facility_energy_j",
+    "co2e_g",
+    "effective_g_per_kwh",
+    "rung",
+    "measured_intensity_fraction",
+)
+
+# Each recompute adds a version; exactly one per part is current, older ones stay for provenance.
+FOOTPRINTS = """
+CREATE TABLE footprints (
+    id INTEGER PRIMARY KEY,
+    part_id INTEGER NOT NULL REFERENCES job_parts (id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    is_current INTEGER NOT NULL CHECK (is_current IN (0, 1)),
+    computed_at_s DOUBLE PRECISION NOT NULL,
+    it_energy_j DOUBLE PRECISION,
+    facility_energy_j DOUBLE PRECISION,
+    co2e_g DOUBLE PRECISION,
+    effective_g_per_kwh DOUBLE PRECISION,
+    rung TEXT,
+    measured_intensity_fraction DOUBLE PRECISION,
+    fields_json TEXT NOT NULL,
+    UNIQUE (part_id, version)
+)"""
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "jobs, job parts, timelines, intensity, footprints",
+        (
+            JOBS,
+            JOB_PARTS,
+            TIMELINE,
+            "CREATE INDEX timeline_part ON timeline (part_id, t0_s)",
+            "CREATE INDEX job_parts_end ON job_parts (end_s)",
+            INTENSITY,
+            "CREATE INDEX intensity_zone_start ON intensity (zone, start_s, end_s)",
+            FOOTPRINTS,
+            "CREATE UNIQUE INDEX footprints_current ON footprints (part_id) WHERE is_current = 1",
+        ),
+    ),
+]
+
+# --- statements -------------------------------------------------------------------------------------
+
+# IMMEDIATE takes the write lock up front, so a writer waits on the busy timeout instead of failing
+# when it upgrades a read transaction.
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+
+FIND_PART = """
+SELECT p.id FROM job_parts p JOIN jobs j ON j.id = p.job
+WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count AND p.node = :node"""
+
+UPSERT_JOB = """
+INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s)
+VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s)
+ON CONFLICT (cluster, job_id, restart_count) DO UPDATE SET
+    start_s = CASE WHEN excluded.start_s < jobs.start_s THEN excluded.start_s ELSE jobs.start_s END,
+    end_s = CASE WHEN excluded.end_s > jobs.end_s THEN excluded.end_s ELSE jobs.end_s END
+RETURNING id"""
+
+INSERT_PART = """
+INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
+    cpu_j, cpu_method, dram_j, dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status,
+    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s)
+VALUES (:job, :node, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
+    :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
+    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s)
+RETURNING id"""
+
+SELECT_PART = """
+SELECT p.id, j.cluster, j.job_id, j.restart_count, p.node, j.user_name AS user, j.uid, j.gid, j.account,
+    j.partition, p.start_s, p.end_s, p.elapsed_s, p.cpu_j, p.dram_j, p.gpu_j, p.total_j,
+    p.coverage_fraction, p.status
+FROM job_parts p JOIN jobs j ON j.id = p.job WHERE p.id = :id"""
+
+SELECT_PARTS = "SELECT id FROM job_parts WHERE end_s >= :since ORDER BY id"
+
+SELECT_RECORD = "SELECT record_zlib FROM job_parts WHERE id = :id"
+
+INSERT_TIMELINE = "INSERT INTO timeline (part_id, t0_s, t1_s, cpu_j, dram_j, gpu_j) VALUES (?, ?, ?, ?, ?, ?)"
+
+SELECT_TIMELINE = (
+    "SELECT t0_s, t1_s, cpu_j, dram_j, gpu_j FROM timeline WHERE part_id = :part_id ORDER BY t0_s, id"
+)
+
+UPSERT_INTENSITY = """
+INSERT INTO intensity (zone, source, start_s, end_s, g_per_kwh, scope, estimated, forecast, fetched_at_s)
+VALUES (:zone, :source, :start_s, :end_s, :g_per_kwh, :scope, :estimated, :forecast, :fetched_at_s)
+ON CONFLICT (zone, source, start_s) DO UPDATE SET end_s = excluded.end_s, g_per_kwh = excluded.g_per_kwh,
+    scope = excluded.scope, estimated = excluded.estimated, forecast = excluded.forecast,
+    fetched_at_s = excluded.fetched_at_s"""
+
+SELECT_INTENSITY = """
+SELECT zone, source, start_s, end_s, g_per_kwh, scope, estimated, forecast, fetched_at_s FROM intensity
+WHERE zone = :zone AND start_s < :end AND end_s > :start ORDER BY start_s, source"""
+
+NEXT_VERSION = "SELECT COALESCE(MAX(version), 0) + 1 FROM footprints WHERE part_id = :part_id"
+
+INSERT_FOOTPRINT = """
+INSERT INTO footprints (part_id, version, is_current, computed_at_s, it_energy_j, facility_energy_j, co2e_g,
+    effective_g_per_kwh, rung, measured_intensity_fraction, fields_json)
+VALUES (:part_id, :version, 1, :computed_at_s, :it_energy_j, :facility_energy_j, :co2e_g,
+    :effective_g_per_kwh, :rung, :measured_intensity_fraction, :fields_json)"""
+
+RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_id AND is_current = 1"
+
+_FOOTPRINT_COLUMNS = "SELECT id, part_id, version, is_current, computed_at_s, fields_json FROM footprints"
+SELECT_FOOTPRINTS = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id ORDER BY version"
+SELECT_CURRENT_FOOTPRINT = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id AND is_current = 1"
+
+
+def latest() -> int:
+    """The version this code writes: the last migration's number."""
+    return MIGRATIONS[-1].version
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    """The version the database is at; 0 for an empty database."""
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def upgrade(db: sqlite_utils.Database) -> int:
+    """Apply the migrations the database lacks, in one transaction; return its version. Idempotent."""
+    version = current_version(db)
+    if version >= latest():
+        return version
+    db.execute(BEGIN_WRITE)  # concurrent openers of a fresh database queue here, not race the DDL
+    try:
+        db.execute(VERSION_TABLE)
+        version = current_version(db)
+        for migration in MIGRATIONS:
+            if migration.version > version:
+                _apply(db, migration)
+                version = migration.version
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+    return version
+
+
+def _apply(db: sqlite_utils.Database, migration: Migration) -> None:
+    for statement in migration.statements:
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO schema_version (version, description, applied_at_s) VALUES (?, ?, ?)",
+        (migration.version, migration.description, time.time()),
+    )
