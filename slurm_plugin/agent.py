@@ -25,6 +25,7 @@ from slurm_plugin.spoolfs import ensure_dir
 
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0
+SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
 
 
 class Agent:
@@ -46,10 +47,14 @@ class Agent:
         interval = self.config.sampler.interval_s
         next_tick = self._tick() + interval
         self._scan()  # the prolog that started us could not notify us: its job is in the spool
+        next_scan = time.monotonic() + SCAN_INTERVAL_S
         while not self.stopping:
-            for _key, _events in self.selector.select(max(next_tick - time.time(), 0.0)):
+            events = self.selector.select(max(next_tick - time.time(), 0.0))
+            for _key, _events in events:
                 self._serve_one()
-            self._scan()
+            if events or time.monotonic() >= next_scan:
+                self._scan()
+                next_scan = time.monotonic() + SCAN_INTERVAL_S
             if time.time() >= next_tick:
                 next_tick = max(next_tick + interval, self._tick() + interval / 2)
             if not self.sampler.jobs and not self.persistent and self._idle_exit():

@@ -44,6 +44,7 @@ class Sampler:
     interval_s: float = field(default=10.0, metadata=POSITIVE)
     stop_timeout_s: float = field(default=5.0, metadata=POSITIVE)
     journal_fsync: bool = True
+    journal_sync_interval_s: float = 30.0
 
 
 @dataclass(frozen=True)

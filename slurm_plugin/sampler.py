@@ -94,7 +94,8 @@ class NodeSampler:
 
     def add(self, info: JobInfo, start_s: float, journal_path: Path, resumed: str | None, now: float) -> None:
         """Start sampling a job from this moment; call right after a tick so its baseline is `now`."""
-        journal = JournalWriter(journal_path, self.config.sampler.journal_fsync)
+        sampler = self.config.sampler
+        journal = JournalWriter(journal_path, sampler.journal_fsync, sampler.journal_sync_interval_s)
         tracker = JobTracker(info, start_s, journal, baseline_cpu_s=None if resumed else 0.0)
         gpus, problems = self._resolve_gpus(info)
         tracker.claims = [
@@ -164,7 +165,7 @@ class NodeSampler:
         now = time.time() if now is None else now
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
-        gpu_energy = self._read_gpus(now, self._tracked_gpus())
+        gpu_energy = self._read_gpus(now, self._tracked_gpus(), previous)
         jobs = [self._job_interval(tracker, now) for tracker in self.jobs.values()]
         if node is None or previous is None:
             return now
@@ -175,12 +176,12 @@ class NodeSampler:
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
         try:
-            cpu = procstat.read_node_cpu(self.procfs)
+            busy_s = procstat.read_busy_s(self.procfs)
         except (OSError, ValueError) as exc:
             self.log("error", f"cannot read {self.procfs}/stat: {exc}")
             return None
-        busy = max(cpu.busy_s - self._busy, 0.0) if self._busy is not None else 0.0
-        self._busy = cpu.busy_s
+        busy = max(busy_s - self._busy, 0.0) if self._busy is not None else 0.0
+        self._busy = busy_s
         packages, drams, unreadable = self._read_rapl(now)
         if duration is None:
             return None
@@ -225,7 +226,7 @@ class NodeSampler:
     def _tracked_gpus(self) -> set[str]:
         return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
 
-    def _read_gpus(self, now: float, parents: set[str]) -> dict[str, Part]:
+    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Part]:
         """Energy of `parents` since their last reading; the first reading is a baseline."""
         if not parents or self._nvml is None:
             return {}
@@ -233,10 +234,23 @@ class NodeSampler:
         for uuid, reading in self._nvml.read(parents).items():
             counter = self._counters.setdefault(f"gpu:{uuid}", EnergyCounter(1e-3, None, MAX_GPU_W))
             power_w = reading.power_mw / 1000 if reading.power_mw is not None else None
+            resets = counter.resets
             delta = counter.update(now, reading.energy_mj, power_w)
             if delta is not None:
                 energy[uuid] = Part(delta.joules, delta.method)
+            elif counter.resets > resets and previous is not None:
+                bridged = self._nvml.power_mw(uuid)  # counter reset (driver reload): integrate power
+                if bridged is not None:
+                    energy[uuid] = Part(bridged / 1000 * (now - previous), Method.INTEGRATED)
+                self._note_gpu(
+                    uuid, f"GPU {uuid}: energy counter reset; one interval integrated from power", now
+                )
         return energy
+
+    def _note_gpu(self, uuid: str, text: str, now: float) -> None:
+        for tracker in self.jobs.values():
+            if any(claim.parent_uuid == uuid for claim in tracker.claims):
+                tracker.note(text, now)
 
     def _job_interval(self, tracker: JobTracker, now: float) -> JobInterval:
         info = tracker.info

@@ -6,7 +6,6 @@ bed as `slurm_<host>`). Counters from Documentation/admin-guide/cgroup-v1/cpuacc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from slurm_plugin.sensors.cgroup import JobRef, JobUsage, inactive_file_bytes, parse_cpulist
@@ -14,15 +13,26 @@ from slurm_plugin.sensors.cgroup import JobRef, JobUsage, inactive_file_bytes, p
 CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 
 
-@dataclass(frozen=True)
 class V1JobCgroup:
-    path: Path  # the cpuacct directory; memory and cpuset are its siblings under other controllers
-    memory: Path
-    cpuset: Path
+    """A job's directories under the cpuacct, memory and cpuset controllers, read once per tick."""
+
+    CPUSET_EVERY = 30  # the cpuset of a running job does not change: re-read it now and then
+
+    def __init__(self, cpuacct: Path, memory: Path, cpuset: Path):
+        self.path = cpuacct
+        self.memory = memory
+        self.cpuset = cpuset
+        self._usage = str(cpuacct / "cpuacct.usage")
+        self._cpus: frozenset[int] = frozenset()
+        self._reads = 0
 
     def read(self) -> JobUsage:
-        cpu_ns = int((self.path / "cpuacct.usage").read_text())
-        return JobUsage(cpu_ns / 1e9, _memory(self.memory), _cpus(self.cpuset))
+        with open(self._usage, "rb") as handle:
+            cpu_ns = int(handle.read())
+        if self._reads % self.CPUSET_EVERY == 0 or not self._cpus:
+            self._cpus = _cpus(self.cpuset)
+        self._reads += 1
+        return JobUsage(cpu_ns / 1e9, _memory(self.memory), self._cpus)
 
 
 def _memory(directory: Path) -> int:

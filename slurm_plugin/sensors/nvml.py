@@ -242,7 +242,9 @@ class NvmlSensor:
         except nvml.NVMLError as exc:
             return GpuReading(uuid, None, None, Status.ERROR, f"no handle: {exc}")
         energy_mj, energy_problem = self._energy(uuid, handle)
-        power_mw, power_problem = self._call(nvml.nvmlDeviceGetPowerUsage, handle)
+        power_mw, power_problem = None, ""
+        if energy_mj is None:  # power is only needed to integrate where the counter fails
+            power_mw, power_problem = self._call(nvml.nvmlDeviceGetPowerUsage, handle)
         problems = (("energy", energy_problem), ("power", power_problem))
         reason = "; ".join(f"{what}: {problem}" for what, problem in problems if problem)
         if energy_mj is not None:
@@ -253,6 +255,14 @@ class NvmlSensor:
             status = Status.ERROR
             self._handles.pop(uuid, None)  # maybe stale (GPU lost, driver reloaded): look up again
         return GpuReading(uuid, energy_mj, power_mw, status, reason)
+
+    def power_mw(self, uuid: str) -> int | None:
+        """Current power of a physical GPU, or None; used to bridge an interval the counter lost."""
+        try:
+            value, _problem = self._call(self._nvml.nvmlDeviceGetPowerUsage, self._handle(uuid))
+        except self._nvml.NVMLError:
+            return None
+        return value
 
     def _handle(self, uuid: str) -> Any:
         if uuid not in self._handles:

@@ -43,6 +43,16 @@ def read_node_cpu(procfs: Path) -> NodeCpu:
     return parse_stat((procfs / "stat").read_text())
 
 
+def read_busy_s(procfs: Path) -> float:
+    """Node busy CPU seconds from the aggregate line alone (the file has a line per CPU)."""
+    with (procfs / "stat").open("rb") as handle:
+        line = handle.readline()
+    fields = line.split()
+    if fields[:1] != [b"cpu"] or len(fields) < 9:
+        raise ValueError("/proc/stat: first line is not the aggregate cpu line")
+    return sum(int(fields[i + 1]) for i in BUSY_FIELDS) / USER_HZ
+
+
 def parse_meminfo_total(text: str) -> int:
     """MemTotal in bytes; raises ValueError when absent."""
     for line in text.splitlines():

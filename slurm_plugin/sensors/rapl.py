@@ -7,6 +7,7 @@ Layout and names: Documentation/power/powercap/powercap.rst, drivers/powercap/in
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,8 +198,11 @@ def _read_zone(zone: RaplZone) -> Reading:
 
 
 def _read_int(path: Path) -> int:
-    with open(path, "rb", buffering=0) as handle:
-        return int(handle.read(64))
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(os.read(fd, 64))
+    finally:
+        os.close(fd)
 
 
 def _read_optional_int(path: Path) -> int | None:
