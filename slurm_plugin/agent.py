@@ -126,8 +126,7 @@ class Agent:
             info, start_s = self.spool.load_job(key)
             journal = self.spool.job_dir(key) / "journal.jsonl"
             resumed = "sampler was not running" if journal.exists() else None
-            now = self._tick()
-            self.sampler.add(info, start_s, journal, resumed, now)
+            self.sampler.add(info, start_s, journal, resumed)
         except Exception as exc:
             os.close(fd)
             self.log("error", f"job {key}: cannot start sampling: {type(exc).__name__}: {exc}")

@@ -92,15 +92,20 @@ class NodeSampler:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def add(self, info: JobInfo, start_s: float, journal_path: Path, resumed: str | None, now: float) -> None:
-        """Start sampling a job from this moment; call right after a tick so its baseline is `now`."""
-        sampler = self.config.sampler
-        journal = JournalWriter(journal_path, sampler.journal_fsync, sampler.journal_sync_interval_s)
-        tracker = JobTracker(info, start_s, journal, baseline_cpu_s=None if resumed else 0.0)
+    def add(self, info: JobInfo, start_s: float, journal_path: Path, resumed: str | None) -> float:
+        """Start sampling a job: a tick closes the other jobs' interval and is the job's baseline.
+
+        The job's GPUs are resolved first (opening NVML can take a while) and read in that same tick,
+        so the baseline of every counter is taken at the same moment.
+        """
         gpus, problems = self._resolve_gpus(info)
-        tracker.claims = [
+        claims = [
             GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus
         ]
+        now = self.tick(baseline_gpus={c.parent_uuid for c in claims})
+        sampler = self.config.sampler
+        journal = JournalWriter(journal_path, sampler.journal_fsync, sampler.journal_sync_interval_s)
+        tracker = JobTracker(info, start_s, journal, claims, baseline_cpu_s=None if resumed else 0.0)
         if resumed:
             journal.append({"type": "resume", "t": now, "reason": resumed})
         else:
@@ -117,9 +122,8 @@ class NodeSampler:
             )
         for problem in problems:
             tracker.note(problem, now)
-        untracked = {c.parent_uuid for c in tracker.claims} - self._tracked_gpus()
         self.jobs[info.key] = tracker
-        self._read_gpus(now, untracked)  # baseline at the job's start, not one interval later
+        return now
 
     def remove(self, key: str) -> JobTracker | None:
         tracker = self.jobs.pop(key, None)
@@ -160,12 +164,12 @@ class NodeSampler:
 
     # -- ticks --------------------------------------------------------------------------------
 
-    def tick(self, now: float | None = None) -> float:
+    def tick(self, now: float | None = None, baseline_gpus: set[str] | frozenset[str] = frozenset()) -> float:
         """Read all counters, close the current interval for every job and journal it."""
         now = time.time() if now is None else now
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
-        gpu_energy = self._read_gpus(now, self._tracked_gpus(), previous)
+        gpu_energy = self._read_gpus(now, self._tracked_gpus() | baseline_gpus, previous)
         jobs = [self._job_interval(tracker, now) for tracker in self.jobs.values()]
         if node is None or previous is None:
             return now

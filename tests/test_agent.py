@@ -110,3 +110,31 @@ def test_spawned_agent_starts_sampling_without_waiting_an_interval(tmp_path: Pat
         assert header["first_sample"] >= header["start"]
     finally:
         node.stop_agent()
+
+
+def test_gpu_job_energy_follows_programmed_power_across_a_counter_reset(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
+
+    library = build(tmp_path / "nvml")
+    gpu = FakeGpu("GPU-00000000-0000-4000-8000-0000000000aa", minor=0, pci_bus_id="00000000:17:00.0")
+    write_config(library.parent / CONFIG_NAME, [replace(gpu, power_mw=250_000)])
+    node = SimNode(tmp_path / "node", interval_s=0.1, extra_config=f"nvml:\n  library: {library}\n")
+    try:
+        node.hook("prolog", 60, SLURM_JOB_GPUS="0")
+        wait_for(lambda: node.intervals(60) >= 3, what="GPU samples")
+        write_config(library.parent / CONFIG_NAME, [replace(gpu, power_mw=250_000)])  # driver reload
+        seen = node.intervals(60)
+        wait_for(lambda: node.intervals(60) >= seen + 3, what="samples after the reset")
+        node.hook("epilog", 60, SLURM_JOB_GPUS="0")
+    finally:
+        node.stop_agent()
+    record = node.record(60)
+    assert record is not None
+    assert record["gpus"][0]["uuid"] == gpu.uuid
+    rows = record["timeline"]["rows"]
+    device = record["energy"]["gpu"]["devices"][gpu.uuid]
+    assert device["joules"] == pytest.approx(250 * (rows[-1][1] - rows[0][0]), rel=0.02)
+    assert "integrated" in device["by_method"]
+    assert any("energy counter reset" in note for note in record["notes"])
