@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from slurm_plugin import config as config_module
+from slurm_plugin import control
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.sampler import NodeSampler
 from slurm_plugin.spool import KEY, Spool, finalize, lock_file
@@ -39,6 +40,8 @@ class Agent:
         self.server: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        self._delivery_pid: int | None = None
+        self._delivery_due = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -57,6 +60,7 @@ class Agent:
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
             if time.time() >= next_tick:
                 next_tick = max(next_tick + interval, self._tick() + interval / 2)
+            self._deliver()
             if not self.sampler.jobs and not self.persistent and self._idle_exit():
                 break
         self._close()
@@ -93,7 +97,19 @@ class Agent:
             self.server = None
             self.spool.socket.unlink(missing_ok=True)
 
+    def _deliver(self) -> None:
+        """Start one detached deliverer for records written since the last one started; reap it."""
+        if self._delivery_pid is not None:
+            if os.waitpid(self._delivery_pid, os.WNOHANG)[0] == 0:
+                return  # still running; a new one starts when it is done
+            self._delivery_pid = None
+        if self._delivery_due and self.config.database.deliver_from_nodes:
+            self._delivery_due = False
+            self._delivery_pid = control.spawn_delivery(self.config.source)
+
     def _close(self) -> None:
+        if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
+            control.spawn_delivery(self.config.source)
         self._unlisten()
         for key in list(self.sampler.jobs):
             self.sampler.remove(key)
@@ -150,6 +166,7 @@ class Agent:
             if fd is not None:
                 os.close(fd)
         self.log("info", f"job {key}: record written to {path}")
+        self._delivery_due = True
         return str(path)
 
     # -- requests -----------------------------------------------------------------------------
@@ -167,6 +184,8 @@ class Agent:
                 message = self._receive(connection)
                 reply = self._handle(message)
                 connection.sendall(json.dumps(reply).encode() + b"\n")
+            except BrokenPipeError:
+                pass  # a prolog's notification does not wait for the reply
             except (OSError, ValueError) as exc:
                 self.log("warning", f"bad request: {exc}")
 

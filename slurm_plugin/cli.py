@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from slurm_plugin import __version__
+from slurm_plugin import __version__, accounting_cli
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     records.add_argument("job", nargs="?", type=_job_id, help="a job id (default: all)")
     records.add_argument("--json", action="store_true", help="print the records as JSON")
     records.set_defaults(run=_records)
+
+    accounting_cli.add_commands(commands)
     return parser
 
 
@@ -92,3 +94,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jobcarbon: {exc}", file=sys.stderr)
         return 2
+    except accounting_cli.CommandError as exc:
+        return accounting_cli.report_error(exc)

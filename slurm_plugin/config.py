@@ -77,6 +77,7 @@ class Nvml:
 class Database:
     url: str = "sqlite:////var/lib/jobcarbon/jobcarbon.db"
     busy_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    deliver_from_nodes: bool = True
 
 
 @dataclass(frozen=True)

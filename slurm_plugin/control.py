@@ -44,7 +44,15 @@ def notify(socket_path: Path, message: dict[str, Any], timeout_s: float) -> None
 
 
 def spawn_agent(config_file: Path | None) -> int:
-    """Start a fully detached agent: own session, stdio on /dev/null, no inherited descriptors.
+    return spawn("slurm_plugin.agent", config_file)
+
+
+def spawn_delivery(config_file: Path | None) -> int:
+    return spawn("slurm_plugin.delivery", config_file)
+
+
+def spawn(module: str, config_file: Path | None) -> int:
+    """Start `python -m module` fully detached: own session, stdio on /dev/null, no inherited fds.
 
     slurmd waits for EOF on the prolog's stdout pipe and kills the prolog's process group on timeout
     (src/common/run_command.c), so the agent must hold neither.
@@ -59,5 +67,5 @@ def spawn_agent(config_file: Path | None) -> int:
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
     ]
-    argv = [sys.executable, "-S", "-m", "slurm_plugin.agent"]
+    argv = [sys.executable, "-S", "-m", module]
     return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)

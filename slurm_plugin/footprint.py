@@ -51,7 +51,7 @@ class Footprint:
     co2e_g: float = 0.0
     effective_g_per_kwh: float = 0.0
     measured_intensity_fraction: float = 0.0
-    rung: str = RUNGS[0]
+    rung: str = "none"  # no energy to account: no intensity was needed
     energy_by_rung_j: dict[str, float] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     scopes: list[str] = field(default_factory=list)

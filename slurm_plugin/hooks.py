@@ -71,6 +71,7 @@ def _finalize_without_agent(
     log("warning", f"job {key}: {problem}; partial record written to {path}")
     if spool.job_keys():
         control.spawn_agent(settings.source)  # other jobs on this node still need a sampler
+    control.spawn_delivery(settings.source)
 
 
 def main(argv: list[str] | None = None) -> int:

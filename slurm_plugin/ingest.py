@@ -112,12 +112,16 @@ def ingest_file(
         return _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log)
     if part_id is not None and on_stored is not None:
         _notify(on_stored, part_id, path, log)
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # stored all the same: the next run finds a duplicate and tries again
+        log("warning", f"{path}: stored, but cannot remove it: {exc.strerror}")
     return Outcome.STORED if part_id is not None else Outcome.DUPLICATE
 
 
 def _notify(on_stored: Callable[[int], None], part_id: int, path: Path, log: Log) -> None:
-    """Run the after-commit hook; the part is stored whatever it does, so a failure is only logged."""
+    """Run the after-commit hook; a failure is only logged, since the part is stored: a part left
+    without a footprint (hook failed, or a crash before it) is the recompute's to find."""
     try:
         on_stored(part_id)
     except Exception as exc:

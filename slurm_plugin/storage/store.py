@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -96,12 +97,15 @@ class Store:
         self.db = db
 
     @classmethod
-    def open(cls, url: str, busy_timeout_s: float) -> Store:
+    def open(cls, url: str, busy_timeout_s: float, create: bool = True) -> Store:
         """Connect (WAL, busy timeout, foreign keys) and bring the schema up to date.
 
         A missing directory is not created: an unmounted shared filesystem must not get a local copy.
+        With `create=False` (delivery from compute nodes) a missing database file is not created either.
         """
         path = sqlite_path(url)
+        if not create and not Path(path).exists():
+            raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)")
         with _driver_errors():
             conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
             try:
@@ -136,13 +140,13 @@ class Store:
         """Store a validated record (`raw`: its file, kept for audit); the new part id, None if stored."""
         job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
         origin = _iso_epoch(record["timeline"]["origin"])
+        rows = [(origin + r[0], origin + r[1], r[2], r[3], r[4]) for r in record["timeline"]["rows"]]
         with self._transaction():
             if self.db.execute(schema.FIND_PART, {**job, "node": part["node"]}).fetchone():
                 return None  # already stored: checked under the write lock, so exactly once
             part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
             part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
-            rows = [(part_id, origin + r[0], origin + r[1], *r[2:]) for r in record["timeline"]["rows"]]
-            self.db.conn.executemany(schema.INSERT_TIMELINE, rows)
+            self.db.conn.executemany(schema.INSERT_TIMELINE, ((part_id, *r) for r in rows))
         return part_id
 
     def timeline(self, part_id: int) -> list[Row]:
