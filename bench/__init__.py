@@ -1,0 +1,1 @@
+"""Benchmarks of jobcarbon's node footprint: hook latency, sampler cost, density (`python3 -m bench.run`)."""

@@ -1,0 +1,133 @@
+"""Ingest throughput: 16 epilogs delivering records at once into one SQLite database.
+
+`python3 -m bench.ingest [--processes 16] [--records 100] [--rows 360] [--fsync]`. Each process
+writes its own records (an hour of 10 s intervals on one node, the shape `record.build` gives a real
+journal) to its own outbox, waits for the others, then calls `ingest.deliver` on each in turn, as an
+epilog would. Prints records/s over the wall time from the common start to the last commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from slurm_plugin import record
+from slurm_plugin.config import Config, Database, Paths
+from slurm_plugin.ingest import deliver
+from slurm_plugin.journal import Journal
+from slurm_plugin.storage import Store
+
+START = 1767225600.0  # 2026-01-01T00:00:00Z
+GPU_UUID = "GPU-5a3e1c2d-8f4b-4e6a-9d7c-1b2a3c4d5e6f"
+TARGET_PER_S = 500
+
+
+def synthetic_record(job_id: int, node: str, rows: int, rng: random.Random) -> dict[str, Any]:
+    """A finished-job record of `rows` 10 s intervals with noisy CPU, DRAM and GPU energy."""
+    job = {
+        "cluster": "bench",
+        "job_id": job_id,
+        "restart_count": 0,
+        "node": node,
+        "user": "bench",
+        "uid": 1000,
+        "gid": 1000,
+        "account": "bench",
+        "partition": "gpu",
+    }
+    gpu = {"uuid": GPU_UUID, "model": "NVIDIA H100", "pci_bus_id": "00000000:07:00.0"}
+    gpu |= {"minor": 0, "parent_uuid": None, "share": 1.0}
+    header = {"type": "header", "version": 1, "job": job, "start": START, "gpus": [gpu], "node_info": {}}
+    intervals = [
+        {
+            "type": "interval",
+            "t0": START + 10 * i,
+            "t1": START + 10 * (i + 1),
+            "cpu": [rng.uniform(500, 1500), "apportioned"],
+            "dram": [rng.uniform(20, 60), "apportioned"],
+            "gpu": {GPU_UUID: [rng.uniform(2000, 7000), "measured"]},
+            "cpuset": list(range(16)),
+        }
+        for i in range(rows)
+    ]
+    return record.build(Journal(header, intervals), START + 10 * rows, [])
+
+
+def _silent(level: str, message: str) -> None:
+    """Failures are counted, not printed, so the timing is not a terminal benchmark."""
+
+
+def _deliverer(index: int, args: argparse.Namespace, scratch: str, start: Any, results: Any) -> None:
+    """One epilog stream: write its records, wait for the common start, deliver them all."""
+    rng = random.Random(index)
+    outbox = Path(scratch) / f"outbox-{index:02d}"
+    paths = Paths(outbox=outbox, quarantine=Path(scratch) / "quarantine")
+    config = Config(paths=paths, database=Database(url=f"sqlite:///{scratch}/bench.db", busy_timeout_s=10.0))
+    files = [
+        record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
+        for n in range(args.records)
+    ]
+    start.wait(timeout=300)
+    began = time.time()
+    delivered = sum(deliver(path, config, _silent) for path in files)
+    results.put((began, time.time(), delivered))
+
+
+def run(args: argparse.Namespace, scratch: str) -> dict[str, Any]:
+    """Start the deliverers together and measure records/s from the common start to the last commit."""
+    Store.open(f"sqlite:///{scratch}/bench.db", 10.0).close()  # the schema, as a deployed site has it
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(args.processes), context.Queue()
+    workers = [
+        context.Process(target=_deliverer, args=(i, args, scratch, start, results))
+        for i in range(args.processes)
+    ]
+    for worker in workers:
+        worker.start()
+    reports = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    began, ended = min(r[0] for r in reports), max(r[1] for r in reports)
+    delivered = sum(r[2] for r in reports)
+    total = args.processes * args.records
+    return {
+        "processes": args.processes,
+        "records": total,
+        "timeline_rows": args.rows,
+        "delivered": delivered,
+        "kept": total - delivered,
+        "wall_s": round(ended - began, 3),
+        "records_per_s": round(delivered / (ended - began), 1),
+        "target_per_s": TARGET_PER_S,
+        "meets_target": delivered / (ended - began) >= TARGET_PER_S and delivered == total,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=16)
+    parser.add_argument("--records", type=int, default=100, help="records per process")
+    parser.add_argument("--rows", type=int, default=360, help="timeline rows per record")
+    parser.add_argument("--fsync", action="store_true", help="fsync record files as the epilog does")
+    parser.add_argument(
+        "--scratch", help="directory for the database and outboxes (default: a temporary one)"
+    )
+    args = parser.parse_args(argv)
+    if args.scratch:
+        result = run(args, args.scratch)
+    else:
+        with tempfile.TemporaryDirectory(prefix="jobcarbon-ingest-") as scratch:
+            result = run(args, scratch)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

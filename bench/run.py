@@ -1,0 +1,84 @@
+"""Measure jobcarbon's footprint on this machine: `python3 -m bench.run [--quick]`.
+
+Runs the real prolog, epilog and agent against a simulated node in a scratch directory, prints a
+table, and writes bench/results/latest.json and the results block of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import calibration, density, latency, report, sampler_cost, startup
+from bench.hooks import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Plan:
+    warm_runs: int
+    cold_runs: int
+    sampler_s: float
+    density_s: float
+    startup_runs: int
+
+
+FULL = Plan(warm_runs=100, cold_runs=5, sampler_s=60, density_s=60, startup_runs=50)
+QUICK = Plan(warm_runs=50, cold_runs=3, sampler_s=15, density_s=30, startup_runs=20)
+
+
+def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any]]]:
+    return {
+        "calibration": calibration.measure,
+        "startup": lambda: startup.measure(plan.startup_runs),
+        "latency_warm": lambda: latency.measure_warm(scratch, plan.warm_runs),
+        "latency_cold": lambda: latency.measure_cold(scratch, plan.cold_runs),
+        "sampler": lambda: sampler_cost.measure(scratch, plan.sampler_s),
+        "sampler_no_fsync": lambda: sampler_cost.measure(scratch, plan.sampler_s, fsync=False),
+        "density": lambda: density.measure(scratch, plan.density_s),
+    }
+
+
+def run_all(plan: Plan, scratch: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, scenario in scenarios(plan, scratch).items():
+        started = time.monotonic()
+        print(f"== {name} ...", flush=True)
+        results[name] = scenario()
+        print(json.dumps(results[name], indent=1), f"({time.monotonic() - started:.0f} s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter windows (about 2 minutes)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="jobcarbon-bench-"))
+    try:
+        results = run_all(QUICK if args.quick else FULL, scratch)
+        rows = report.metrics(results)
+        facts = report.machine(scratch)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(report.table(rows))
+    report.write(
+        results,
+        rows,
+        facts,
+        args.quick,
+        REPO_ROOT / "bench/results/latest.json",
+        REPO_ROOT / "docs/benchmarks.md",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

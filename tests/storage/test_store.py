@@ -1,0 +1,234 @@
+"""The accounting store on SQLite: migrations, exactly-once parts, intensity revisions, footprint history."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from slurm_plugin.intensity import IntensityPoint
+from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, schema
+from tests.storage.conftest import START, count, db_url, make_record
+
+T0 = datetime.fromtimestamp(START, UTC)
+HOUR = timedelta(hours=1)
+FOOTPRINT = {
+    "it_energy_j": 3600.0,
+    "facility_energy_j": 4320.0,
+    "co2e_g": 0.3,
+    "effective_g_per_kwh": 250.0,
+    "rung": "measured_series",
+    "measured_intensity_fraction": 1.0,
+}
+
+
+def versions(store: Store) -> list[int]:
+    return [row[0] for row in store.db.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+def test_open_creates_every_table_in_wal_mode(store: Store) -> None:
+    tables = {"schema_version", "jobs", "job_parts", "timeline", "intensity", "footprints"}
+    assert tables <= set(store.db.table_names())
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    for _ in range(3):
+        opened = Store.open(db_url(tmp_path), 5.0)
+        assert schema.upgrade(opened.db) == schema.latest()
+        assert versions(opened) == [m.version for m in schema.MIGRATIONS]
+        opened.close()
+
+
+def test_a_new_migration_applies_only_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store.open(db_url(tmp_path), 5.0).close()
+    extra = schema.Migration(2, "an extra table", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
+    opened = Store.open(db_url(tmp_path), 5.0)
+    assert versions(opened) == [1, 2]
+    assert "extra" in opened.db.table_names()
+    assert schema.upgrade(opened.db) == 2
+    opened.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(store: Store, tmp_path: Path) -> None:
+    store.db.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(db_url(tmp_path), 5.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://db/jobcarbon", "only sqlite"),
+        ("sqlite:///relative.db", "absolute path"),
+        ("sqlite:///:memory:", "absolute path"),
+        ("/var/lib/jobcarbon.db", "only sqlite"),
+    ],
+)
+def test_unsupported_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        Store.open(url, 1.0)
+
+
+def test_a_missing_directory_is_unavailable_and_not_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        Store.open(f"sqlite:///{tmp_path}/absent/jobcarbon.db", 0.1)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_a_part_is_stored_exactly_once(store: Store) -> None:
+    document = make_record()
+    part_id = store.add_part(document)
+    assert isinstance(part_id, int)
+    assert store.add_part(document) is None
+    assert store.add_part(make_record(rows=2)) is None  # a rewritten record of the same run: still once
+    assert (count(store, "jobs"), count(store, "job_parts"), count(store, "timeline")) == (1, 1, 4)
+
+
+def test_part_and_record_read_back(store: Store) -> None:
+    document = make_record()
+    part_id = store.add_part(document)
+    part = store.part(part_id)
+    assert (part["cluster"], part["job_id"], part["restart_count"], part["node"]) == (
+        "hpc",
+        4242,
+        0,
+        "node001",
+    )
+    assert (part["user"], part["account"], part["partition"]) == ("alice", "physics", "gpu")
+    assert part["start"] == T0
+    assert part["end"] == T0 + timedelta(seconds=40)
+    assert part["cpu_j"] == document["energy"]["cpu"]["joules"]
+    assert part["total_j"] == document["energy"]["total_joules"]
+    assert store.record(part_id) == document
+    with pytest.raises(KeyError):
+        store.part(part_id + 1)
+
+
+def test_timeline_rows_are_absolute_utc_seconds(store: Store) -> None:
+    part_id = store.add_part(make_record(rows=3))
+    assert store.timeline(part_id) == [
+        (START, START + 10, 100.0, 10.0, 500.0),
+        (START + 10, START + 20, 101.0, 10.0, 500.0),
+        (START + 20, START + 30, 102.0, 10.0, 500.0),
+    ]
+
+
+def test_a_gap_in_the_timeline_stays_null(store: Store) -> None:
+    document = make_record(rows=2)
+    document["timeline"]["rows"][1][2:] = [None, None, None]
+    part_id = store.add_part(document)
+    assert store.timeline(part_id)[1] == (START + 10, START + 20, None, None, None)
+
+
+def test_a_multi_node_job_is_one_job_spanning_its_parts(store: Store) -> None:
+    for index, node in enumerate(["node001", "node002", "node003"]):
+        store.add_part(make_record(node=node, start=START + index, rows=4 + index))
+    assert (count(store, "jobs"), count(store, "job_parts")) == (1, 3)
+    start_s, end_s = store.db.execute("SELECT start_s, end_s FROM jobs").fetchone()
+    assert (start_s, end_s) == (START, START + 2 + 60)
+
+
+def test_a_requeued_run_is_its_own_job(store: Store) -> None:
+    store.add_part(make_record(restart_count=0))
+    store.add_part(make_record(restart_count=1, start=START + 3600))
+    assert (count(store, "jobs"), count(store, "job_parts")) == (2, 2)
+
+
+def test_parts_since_selects_by_end_time(store: Store) -> None:
+    early = store.add_part(make_record(job_id=1))
+    late = store.add_part(make_record(job_id=2, start=START + 3600))
+    assert store.parts() == [early, late]
+    assert store.parts(since=T0 + HOUR) == [late]
+    assert store.parts(since=T0 + 3 * HOUR) == []
+
+
+def test_a_refused_part_leaves_nothing_behind(store: Store) -> None:
+    with pytest.raises(RecordRejected):
+        store.add_part(make_record(status="running"))  # the CHECK constraint, past a skipped validation
+    assert (count(store, "jobs"), count(store, "job_parts"), count(store, "timeline")) == (0, 0, 0)
+
+
+def test_a_locked_database_is_unavailable_and_rolls_back(tmp_path: Path) -> None:
+    Store.open(db_url(tmp_path), 5.0).close()
+    holder = sqlite3.connect(tmp_path / "jobcarbon.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    waiting = Store.open(db_url(tmp_path), 0.05)
+    with pytest.raises(StoreUnavailable, match="locked"):
+        waiting.add_part(make_record())
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert waiting.add_part(make_record()) is not None
+    waiting.close()
+
+
+def point(start: datetime, value: float, source: str = "electricitymaps", **flags: bool) -> IntensityPoint:
+    return IntensityPoint("DE", start, start + HOUR, value, source, "lifecycle", **flags)
+
+
+def test_an_actual_replaces_its_forecast(store: Store) -> None:
+    fetched = T0 - HOUR
+    assert (
+        store.upsert_intensity([point(T0, 300.0, forecast=True), point(T0 + HOUR, 310.0, forecast=True)]) == 2
+    )
+    actual = IntensityPoint("DE", T0, T0 + HOUR, 280.0, "electricitymaps", "lifecycle", fetched_at=fetched)
+    store.upsert_intensity([actual])
+    assert store.intensity("DE", T0, T0 + 2 * HOUR) == [actual, point(T0 + HOUR, 310.0, forecast=True)]
+
+
+def test_intensity_overlap_is_half_open_and_per_zone(store: Store) -> None:
+    store.upsert_intensity([point(T0 + i * HOUR, 100.0 + i) for i in range(4)])
+    store.upsert_intensity([IntensityPoint("FR", T0, T0 + HOUR, 50.0, "electricitymaps", "lifecycle")])
+    found = store.intensity("DE", T0 + HOUR, T0 + 2 * HOUR + timedelta(minutes=1))
+    assert [p.g_per_kwh for p in found] == [101.0, 102.0]
+    assert all(p.start.tzinfo is not None for p in found)
+    assert store.intensity("DE", T0 + 4 * HOUR, T0 + 5 * HOUR) == []
+
+
+def test_points_of_several_sources_come_sorted(store: Store) -> None:
+    store.upsert_intensity([point(T0 + HOUR, 1.0, "gb"), point(T0, 2.0, "gb"), point(T0, 3.0, "ember")])
+    found = store.intensity("DE", T0, T0 + 2 * HOUR)
+    assert [(p.start, p.source) for p in found] == [(T0, "ember"), (T0, "gb"), (T0 + HOUR, "gb")]
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        store.intensity("DE", datetime(2026, 1, 1), datetime(2026, 1, 2))
+
+
+def test_a_recompute_keeps_the_previous_footprint(store: Store) -> None:
+    part_id = store.add_part(make_record())
+    assert store.footprint(part_id) is None
+    assert store.save_footprint(part_id, {**FOOTPRINT, "sources": ["forecast"]}) == 1
+    assert store.save_footprint(part_id, {**FOOTPRINT, "co2e_g": 0.28, "computed_from": T0}) == 2
+    current = store.footprint(part_id)
+    assert (current["version"], current["current"], current["co2e_g"]) == (2, True, 0.28)
+    assert current["computed_from"] == "2026-01-01T00:00:00Z"
+    assert current["computed_at"].tzinfo is not None
+    history = store.footprint_history(part_id)
+    assert [(f["version"], f["current"]) for f in history] == [(1, False), (2, True)]
+    assert history[0] == {
+        **FOOTPRINT,
+        "sources": ["forecast"],
+        "footprint_id": history[0]["footprint_id"],
+        "part_id": part_id,
+        "version": 1,
+        "current": False,
+        "computed_at": history[0]["computed_at"],
+    }
+    assert store.db.execute("SELECT co2e_g FROM footprints WHERE is_current = 1").fetchall() == [(0.28,)]
+
+
+def test_a_footprint_needs_its_headline_and_its_part(store: Store) -> None:
+    part_id = store.add_part(make_record())
+    with pytest.raises(ValueError, match="co2e_g"):
+        store.save_footprint(part_id, {k: v for k, v in FOOTPRINT.items() if k != "co2e_g"})
+    with pytest.raises(ValueError, match="version"):
+        store.save_footprint(part_id, {**FOOTPRINT, "version": 3})
+    with pytest.raises(RecordRejected):
+        store.save_footprint(part_id + 1, FOOTPRINT)
+    assert store.footprint_history(part_id) == []

@@ -1,0 +1,274 @@
+"""Ingest from the outbox: exactly once, quarantine with a reason, kept while the database is away."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_plugin import ingest, record
+from slurm_plugin.config import Config, Database, Paths
+from slurm_plugin.ingest import IngestResult, deliver, ingest_outbox
+from slurm_plugin.storage import Store
+from tests.storage.conftest import count, db_url, make_record
+
+INGESTERS = 6
+
+
+class Lines(list):
+    """A log that remembers its lines."""
+
+    def __call__(self, level: str, message: str) -> None:
+        self.append(f"{level}: {message}")
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    return tmp_path / "outbox"
+
+
+@pytest.fixture
+def quarantine(tmp_path: Path) -> Path:
+    return tmp_path / "quarantine"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    opened = Store.open(db_url(tmp_path), 5.0)
+    yield opened
+    opened.close()
+
+
+def write(outbox: Path, document: dict[str, Any]) -> Path:
+    return record.write(outbox, document, fsync=False)
+
+
+def write_raw(outbox: Path, name: str, data: bytes) -> Path:
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / name).write_bytes(data)
+    return outbox / name
+
+
+def config_for(tmp_path: Path, url: str | None = None) -> Config:
+    paths = Paths(outbox=tmp_path / "outbox", quarantine=tmp_path / "quarantine")
+    return Config(paths=paths, database=Database(url=url or db_url(tmp_path), busy_timeout_s=5.0))
+
+
+def test_records_are_stored_then_removed(store: Store, outbox: Path, quarantine: Path) -> None:
+    for node in ("node001", "node002"):
+        write(outbox, make_record(node=node))
+    stored: list[int] = []
+    result = ingest_outbox(store, outbox, quarantine, on_stored=stored.append)
+    assert result == IngestResult(stored=2)
+    assert sorted(stored) == store.parts()
+    assert list(outbox.iterdir()) == []
+
+
+def test_redelivery_is_a_duplicate(store: Store, outbox: Path, quarantine: Path) -> None:
+    document = make_record()
+    write(outbox, document)
+    assert ingest_outbox(store, outbox, quarantine) == IngestResult(stored=1)
+    copy = write(outbox, document).read_bytes()
+    write_raw(outbox, "copied-by-hand.json", copy)
+    stored: list[int] = []
+    assert ingest_outbox(store, outbox, quarantine, stored.append) == IngestResult(duplicates=2)
+    assert stored == []
+    assert list(outbox.iterdir()) == []
+    assert count(store, "job_parts") == 1
+
+
+def test_temporaries_are_left_alone(store: Store, outbox: Path, quarantine: Path) -> None:
+    temporary = write_raw(outbox, ".hpc_1_0_node001.json.4711.tmp", b'{"half": ')
+    hidden = write_raw(outbox, ".hidden.json", b"{")
+    assert ingest_outbox(store, outbox, quarantine) == IngestResult()
+    assert temporary.exists()
+    assert hidden.exists()
+
+
+def test_a_missing_outbox_is_empty(store: Store, tmp_path: Path, quarantine: Path) -> None:
+    assert ingest_outbox(store, tmp_path / "absent", quarantine) == IngestResult()
+
+
+def spoil(field: str, value: Any) -> bytes:
+    document = make_record()
+    target = document
+    *parents, last = field.split(".")
+    for key in parents:
+        target = target[key]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"schema": "jobcarbon/job-node-record/1", ', "not JSON"),
+        (b"[1, 2]", "record: must be a JSON object"),
+        (spoil("node", KeyError), "node: missing"),
+        (spoil("job_id", "4242"), "job_id: must be an integer >= 0"),
+        (spoil("uid", True), "uid: must be an integer >= 0"),
+        (spoil("energy.cpu.joules", -1.0), "energy.cpu.joules: must be a number >= 0"),
+        (spoil("energy.gpu.method", "guessed"), "energy.gpu.method: must be one of"),
+        (spoil("start", "2026-01-01T00:00:00"), "start: must be a UTC ISO 8601 time"),
+        (spoil("end", "yesterday Z"), "end: must be a UTC ISO 8601 time"),
+        (spoil("coverage.fraction", 1.5), "coverage.fraction: must be a number from 0 to 1"),
+        (spoil("timeline.rows", [[0, 10, -5, None, None]]), "timeline.rows[0]: energies"),
+        (spoil("timeline.rows", [[10, 0, 1, 1, 1]]), "timeline.rows[0]: start_s and end_s"),
+        (spoil("schema", "jobcarbon/job-node-record/2"), "schema: must be"),
+        (spoil("cluster", "a b"), "cluster: must be a name"),
+        (spoil("allocated_cpus", None), "allocated_cpus.count: missing"),
+    ],
+)
+def test_a_malformed_record_is_quarantined_with_its_reason(
+    store: Store, outbox: Path, quarantine: Path, data: bytes, reason: str
+) -> None:
+    write(outbox, make_record(node="node001"))
+    write_raw(outbox, "hpc_1_0_bad.json", data)
+    write(outbox, make_record(node="node003"))
+    log = Lines()
+    assert ingest_outbox(store, outbox, quarantine, log=log) == IngestResult(stored=2, quarantined=1)
+    assert (quarantine / "hpc_1_0_bad.json").read_bytes() == data
+    written = (quarantine / "hpc_1_0_bad.json.reason").read_text()
+    assert written.startswith(f"hpc_1_0_bad.json: {reason}")
+    assert written.count("\n") == 1
+    assert any(reason in line for line in log)
+    assert list(outbox.iterdir()) == []
+
+
+def test_quarantine_keeps_an_earlier_file_of_the_same_name(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    write_raw(outbox, "hpc_1_0_bad.json", b"first")
+    ingest_outbox(store, outbox, quarantine)
+    write_raw(outbox, "hpc_1_0_bad.json", b"second")
+    ingest_outbox(store, outbox, quarantine)
+    kept = sorted(p.read_bytes() for p in quarantine.glob("*.json"))
+    assert kept == [b"first", b"second"]
+    assert len(list(quarantine.glob("*.reason"))) == 2
+
+
+def test_quarantine_on_another_filesystem_copies(
+    store: Store, outbox: Path, quarantine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cross_device(source: Any, target: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    write_raw(outbox, "hpc_1_0_bad.json", b"{")
+    monkeypatch.setattr(ingest.os, "rename", cross_device)
+    assert ingest_outbox(store, outbox, quarantine).quarantined == 1
+    assert (quarantine / "hpc_1_0_bad.json").read_bytes() == b"{"
+    assert not (outbox / "hpc_1_0_bad.json").exists()
+
+
+def test_a_failing_follow_up_does_not_unstore(store: Store, outbox: Path, quarantine: Path) -> None:
+    def broken(part_id: int) -> None:
+        raise RuntimeError("no intensity yet")
+
+    write(outbox, make_record())
+    log = Lines()
+    assert ingest_outbox(store, outbox, quarantine, broken, log) == IngestResult(stored=1)
+    assert any("no intensity yet" in line for line in log)
+    assert list(outbox.iterdir()) == []
+
+
+def test_a_locked_database_keeps_records_for_a_later_ingest(
+    tmp_path: Path, outbox: Path, quarantine: Path
+) -> None:
+    Store.open(db_url(tmp_path), 5.0).close()
+    for node in ("node001", "node002", "node003"):
+        write(outbox, make_record(node=node))
+    holder = sqlite3.connect(tmp_path / "jobcarbon.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    waiting = Store.open(db_url(tmp_path), 0.05)
+    log = Lines()
+    assert ingest_outbox(waiting, outbox, quarantine, log=log) == IngestResult(kept=3)
+    assert len(log) == 1
+    assert "locked" in log[0]
+    assert len(list(outbox.iterdir())) == 3
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert ingest_outbox(waiting, outbox, quarantine) == IngestResult(stored=3)
+    waiting.close()
+
+
+def test_deliver_keeps_the_record_while_the_database_is_unreachable(tmp_path: Path, outbox: Path) -> None:
+    path = write(outbox, make_record())
+    log = Lines()
+    unreachable = config_for(tmp_path, f"sqlite:///{tmp_path}/not-mounted/jobcarbon.db")
+    assert deliver(path, unreachable, log) is False
+    assert path.exists()
+    assert len(log) == 1
+    assert "kept in the outbox" in log[0]
+    stored: list[int] = []
+    assert deliver(path, config_for(tmp_path), log, on_stored=stored.append) is True
+    assert not path.exists()
+    assert len(stored) == 1
+
+
+def test_deliver_refuses_a_bad_url_without_raising(tmp_path: Path, outbox: Path) -> None:
+    path = write(outbox, make_record())
+    assert deliver(path, config_for(tmp_path, "postgresql://db/jobcarbon"), Lines()) is False
+    assert path.exists()
+
+
+def test_deliver_quarantines_a_malformed_record(tmp_path: Path, outbox: Path) -> None:
+    path = write_raw(outbox, "hpc_1_0_node001.json", b"{}")
+    assert deliver(path, config_for(tmp_path), Lines()) is False
+    assert (tmp_path / "quarantine" / "hpc_1_0_node001.json.reason").exists()
+
+
+def _ingest_worker(start: Any, results: Any, url: str, outbox: str, quarantine: str) -> None:
+    """One ingester process: open the store, wait for the others, ingest the shared outbox."""
+    store = Store.open(url, 30.0)
+    start.wait(timeout=60)
+    try:
+        result = ingest_outbox(store, Path(outbox), Path(quarantine))
+    finally:
+        store.close()
+    results.put((result.stored, result.duplicates, result.quarantined, result.kept))
+
+
+def test_concurrent_ingesters_store_every_part_exactly_once(
+    tmp_path: Path, outbox: Path, quarantine: Path
+) -> None:
+    # 50 jobs on 3 nodes each and 50 single-node jobs: 200 records, 100 jobs
+    for job_id in range(1, 51):
+        for node in ("node001", "node002", "node003"):
+            write(outbox, make_record(job_id=job_id, node=node, rows=30))
+    for job_id in range(51, 101):
+        write(outbox, make_record(job_id=job_id, rows=30))
+    context = multiprocessing.get_context("spawn")
+    start, queue = context.Barrier(INGESTERS), context.Queue()
+    arguments = (start, queue, db_url(tmp_path), str(outbox), str(quarantine))
+    workers = [context.Process(target=_ingest_worker, args=arguments) for _ in range(INGESTERS)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    stored, _, quarantined, kept = map(sum, zip(*results, strict=True))
+    assert (stored, quarantined, kept) == (200, 0, 0)
+    assert list(outbox.iterdir()) == []
+    check = Store.open(db_url(tmp_path), 5.0)
+    assert (count(check, "jobs"), count(check, "job_parts"), count(check, "timeline")) == (100, 200, 6000)
+    per_job = check.db.execute(
+        "SELECT job_id, COUNT(*) FROM jobs j JOIN job_parts p ON p.job = j.id GROUP BY job_id"
+    )
+    assert dict(per_job) == {j: 3 if j <= 50 else 1 for j in range(1, 101)}
+    check.close()
+
+
+def test_a_vanished_file_is_not_an_error(store: Store, outbox: Path, quarantine: Path) -> None:
+    path = write(outbox, make_record())
+    os.unlink(path)
+    assert ingest.ingest_file(store, path, quarantine) is ingest.Outcome.GONE
