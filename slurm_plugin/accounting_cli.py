@@ -129,7 +129,11 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def utc_datetime(text: str) -> dt.datetime:
-    """An argparse type: ISO date or date-time, taken as UTC unless it names an offset."""
+    """An argparse type: ISO date or date-time (UTC unless it names an offset), "today" or "yesterday"."""
+    days_back = {"today": 0, "yesterday": 1}.get(text)
+    if days_back is not None:
+        midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - dt.timedelta(days=days_back)
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
