@@ -124,6 +124,22 @@ class Intensity:
 
 
 @dataclass(frozen=True)
+class Coordinator:
+    """Users who may see every job of a Slurm account (like a Slurm account coordinator)."""
+
+    account: str
+    users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Visibility:
+    mode: Literal["all", "own"] = "own"
+    admins: tuple[str, ...] = ()  # user names that see everything; uid 0 always does
+    coordinators: tuple[Coordinator, ...] = ()
+    socket: Path | None = None  # the query service's Unix socket; when set, the CLI asks it
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -136,6 +152,7 @@ class Config:
     database: Database = field(default_factory=Database)
     accounting: Accounting = field(default_factory=Accounting)
     intensity: Intensity = field(default_factory=Intensity)
+    visibility: Visibility = field(default_factory=Visibility)
     source: Path | None = field(default=None, compare=False)
 
 
