@@ -1,12 +1,13 @@
 """Join stored job parts with stored intensity series into footprints, at ingest and on recompute.
 
-The numbers come from `footprint.compute`; this module only gathers its inputs from the store and
+The numbers come from `footprint.compute_columns`; this module only gathers its inputs from the store and
 the configuration, picks the fallback rung, and saves the result with its provenance.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ SLOT_MARGIN = dt.timedelta(hours=2)  # fetch slots that started before the part 
 
 class FootprintStore(Protocol):
     def part(self, part_id: int) -> dict[str, Any]: ...
-    def timeline(self, part_id: int) -> list[footprint.TimelineRow]: ...
+    def timeline_columns(self, part_id: int) -> list[Sequence[float]]: ...
     def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
     def save_footprint(self, part_id: int, fields: dict[str, Any]) -> int: ...
     def footprint(self, part_id: int) -> dict[str, Any] | None: ...
@@ -49,12 +50,14 @@ def fallback(settings: Accounting) -> footprint.Fallback:
 
 def compute_part(store: FootprintStore, part_id: int, settings: Accounting) -> footprint.Footprint:
     part = store.part(part_id)
-    rows = footprint.it_rows(store.timeline(part_id))
+    starts, ends, joules = footprint.it_columns(*store.timeline_columns(part_id))
     start, end = _utc(part["start"]), _utc(part["end"])
     points = store.intensity(settings.zone, start - SLOT_MARGIN, end) if settings.zone else []
-    first, last = (rows[0][0], rows[-1][1]) if rows else (start.timestamp(), end.timestamp())
-    return footprint.compute(
-        rows,
+    first, last = (starts[0], ends[-1]) if starts else (start.timestamp(), end.timestamp())
+    return footprint.compute_columns(
+        starts,
+        ends,
+        joules,
         footprint.slots_from_points(points),
         fallback(settings),
         lambda t: pue.pue_at(settings.pue_rules, settings.pue, part.get("partition"), t),

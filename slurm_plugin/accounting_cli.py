@@ -100,8 +100,9 @@ def intensity_show(args: argparse.Namespace) -> int:
         return 0
     if not points:
         raise CommandError(f"no intensity stored for zone {args.zone} between {_iso(start)} and {_iso(end)}")
-    rows = [(_iso(p.start), _iso(p.end), f"{p.g_per_kwh:.1f}", p.source, p.scope, _flags(p)) for p in points]
-    print(tabulate(rows, headers=["start (UTC)", "end (UTC)", "gCO2e/kWh", "source", "scope", "flags"]))
+    rows = [(_iso(p.start), _iso(p.end), p.g_per_kwh, p.source, p.scope, _flags(p)) for p in points]
+    headers = ["start (UTC)", "end (UTC)", "gCO2e/kWh", "source", "scope", "flags"]
+    print(tabulate(rows, headers=headers, floatfmt=".1f"))  # tabulate re-parses pre-formatted numbers
     return 0
 
 

@@ -51,6 +51,8 @@ class Agent:
         next_tick = self._tick() + interval
         self._scan()  # the prolog that started us could not notify us: its job is in the spool
         next_scan = time.monotonic() + SCAN_INTERVAL_S
+        snapshots = self.config.sampler.snapshot_interval_s
+        next_snapshot = time.monotonic() + snapshots
         while not self.stopping:
             events = self.selector.select(max(next_tick - time.time(), 0.0))
             for _key, _events in events:
@@ -60,6 +62,9 @@ class Agent:
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
             if time.time() >= next_tick:
                 next_tick = max(next_tick + interval, self._tick() + interval / 2)
+            if snapshots and time.monotonic() >= next_snapshot:
+                self._snapshot()
+                next_snapshot = time.monotonic() + snapshots
             self._deliver()
             if not self.sampler.jobs and not self.persistent and self._idle_exit():
                 break
@@ -96,6 +101,21 @@ class Agent:
             self.server.close()
             self.server = None
             self.spool.socket.unlink(missing_ok=True)
+
+    def _snapshot(self) -> None:
+        """Publish every running job's figures so far (`jobcarbon <jobid>` on a running job)."""
+        from slurm_plugin import journal, record
+
+        now = time.time()
+        for key, tracker in list(self.sampler.jobs.items()):
+            try:
+                samples = journal.read(tracker.journal.path)
+                document = record.build(samples, now, [], running=True)
+                record.write(self.config.paths.outbox, document, fsync=False)
+            except Exception as exc:  # a snapshot is a convenience: never stop sampling for it
+                self.log("warning", f"job {key}: no running snapshot: {type(exc).__name__}: {exc}")
+                continue
+            self._delivery_due = True
 
     def _deliver(self) -> None:
         """Start one detached deliverer for records written since the last one started; reap it."""

@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from slurm_plugin import __version__, accounting_cli
+from slurm_plugin import __version__, accounting_cli, query_cli
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     records.set_defaults(run=_records)
 
     accounting_cli.add_commands(commands)
+    query_cli.add_commands(commands)
+    parser.set_defaults(commands=frozenset(commands.choices))
     return parser
 
 
@@ -81,10 +83,26 @@ def _job_id(text: str) -> int:
     return int(text)
 
 
+GLOBAL_FLAGS = ("-h", "--help", "--version")
+
+
+def with_default_command(argv: list[str], commands: frozenset[str]) -> list[str]:
+    """`jobcarbon 123 [...]` means `jobcarbon show 123 [...]`: insert `show` where the command belongs."""
+    i = 0
+    while i < len(argv) and (argv[i] == "--config" or argv[i].startswith("--config=")):
+        i += 1 if "=" in argv[i] else 2
+    if i >= len(argv) or argv[i] in commands or argv[i] in GLOBAL_FLAGS:
+        return argv
+    # "--" keeps a dash-led argument ("-1") a job id for show to refuse in one line, not an option.
+    return [*argv[:i], "show", *(["--"] if argv[i].startswith("-") else []), *argv[i:]]
+
+
 def main(argv: list[str] | None = None) -> int:
     from slurm_plugin.config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(with_default_command(argv, parser.get_default("commands")))
     if args.config:
         import os
 
@@ -96,3 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except accounting_cli.CommandError as exc:
         return accounting_cli.report_error(exc)
+    except BrokenPipeError:
+        # The reader went away (`jobcarbon jobs | head`): stop quietly, as other tools do; output
+        # still buffered goes to /dev/null so the interpreter's exit does not fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

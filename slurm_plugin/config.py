@@ -45,6 +45,7 @@ class Sampler:
     stop_timeout_s: float = field(default=5.0, metadata=POSITIVE)
     journal_fsync: bool = True
     journal_sync_interval_s: float = 30.0
+    snapshot_interval_s: float = 300.0  # a running job's figures so far reach the database this often
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import add
 from typing import Any
 
 from slurm_plugin.intensity import IntensityPoint
@@ -63,31 +65,32 @@ class Footprint:
 
 
 def slots_from_points(points: Sequence[IntensityPoint]) -> list[Slot]:
-    """Non-overlapping slots, sorted; where series overlap, actuals win over forecasts, then earlier."""
-    ranked = sorted(points, key=lambda p: (p.start, p.forecast, p.estimated))
+    """Non-overlapping slots, sorted; where points overlap, actuals win over forecasts (then measured
+    over estimated, then the earlier point), whatever their slot lengths."""
+    ranked = sorted(points, key=lambda p: (p.forecast, p.estimated, p.start))
+    starts: list[float] = []
     slots: list[Slot] = []
     for point in ranked:
         start, end = point.start.timestamp(), point.end.timestamp()
-        if end <= start or (slots and start < slots[-1].end_s):
+        i = bisect.bisect_left(starts, start)
+        overlaps_before = i > 0 and slots[i - 1].end_s > start
+        overlaps_after = i < len(slots) and slots[i].start_s < end
+        if end <= start or overlaps_before or overlaps_after:
             continue
         rung = "forecast_series" if point.forecast else "measured_series"
-        slots.append(Slot(start, end, point.g_per_kwh, rung, point.source, point.scope))
+        starts.insert(i, start)
+        slots.insert(i, Slot(start, end, point.g_per_kwh, rung, point.source, point.scope))
     return slots
 
 
 class _EnergyCurve:
     """Cumulative IT energy of a timeline as a function of time (linear inside each interval)."""
 
-    def __init__(self, rows: Sequence[tuple[float, float, float]]):
-        self.starts = [r[0] for r in rows]
-        self.ends = [r[1] for r in rows]
-        self.energy = [max(r[2], 0.0) for r in rows]
-        self.before: list[float] = []
-        total = 0.0
-        for joules in self.energy:
-            self.before.append(total)
-            total += joules
-        self.total = total
+    def __init__(self, starts: Sequence[float], ends: Sequence[float], joules: Sequence[float]):
+        self.starts, self.ends = starts, ends
+        self.energy = joules if min(joules) >= 0 else [max(j, 0.0) for j in joules]
+        self.before = list(itertools.accumulate(self.energy, initial=0.0))
+        self.total = self.before.pop()
 
     def at(self, t: float) -> float:
         i = bisect.bisect_left(self.ends, t)
@@ -107,11 +110,28 @@ def compute(
     zone: str | None = None,
 ) -> Footprint:
     """Footprint of a timeline of (start_s, end_s, it_joules) rows, sorted and non-overlapping."""
-    result = Footprint(zone=zone)
     if not rows:
+        return Footprint(zone=zone)
+    starts, ends, joules = ([row[k] for row in rows] for k in range(3))
+    return compute_columns(starts, ends, joules, slots, fallback, pue_at, pue_changes, zone)
+
+
+def compute_columns(
+    starts: Sequence[float],
+    ends: Sequence[float],
+    joules: Sequence[float],
+    slots: Sequence[Slot],
+    fallback: Fallback,
+    pue_at: Callable[[float], float],
+    pue_changes: Sequence[float] = (),
+    zone: str | None = None,
+) -> Footprint:
+    """`compute` on the timeline as three columns: no tuple per interval (a week at 10 s has 60,480)."""
+    result = Footprint(zone=zone)
+    if not starts:
         return result
-    curve = _EnergyCurve(rows)
-    first, last = rows[0][0], rows[-1][1]
+    curve = _EnergyCurve(starts, ends, joules)
+    first, last = starts[0], ends[-1]
     cuts = {first, last, *(t for t in pue_changes if first < t < last)}
     for slot in slots:
         cuts.update(t for t in (slot.start_s, slot.end_s) if first < t < last)
@@ -159,3 +179,18 @@ def _finish(result: Footprint, used: dict[str, set[str]]) -> Footprint:
 def it_rows(timeline: Sequence[TimelineRow]) -> list[tuple[float, float, float]]:
     """(start, end, IT joules) from stored timeline rows of (t0, t1, cpu_j, dram_j, gpu_j)."""
     return [(t0, t1, sum(j for j in parts if j is not None)) for t0, t1, *parts in timeline]
+
+
+def it_columns(
+    starts: Sequence[float],
+    ends: Sequence[float],
+    cpu_j: Sequence[float],
+    dram_j: Sequence[float],
+    gpu_j: Sequence[float],
+) -> tuple[Sequence[float], Sequence[float], list[float]]:
+    """`it_rows` on timeline columns, where NaN is "not measured" (the store's packed form)."""
+    joules = list(map(add, map(add, cpu_j, dram_j), gpu_j))
+    if any(map(math.isnan, joules)):
+        measured = zip(cpu_j, dram_j, gpu_j, strict=True)
+        joules = [sum(j for j in parts if not math.isnan(j)) for parts in measured]
+    return starts, ends, joules

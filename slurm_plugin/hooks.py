@@ -59,7 +59,10 @@ def _finalize_without_agent(
     spool: Spool, settings: HookSettings, log: EventLog, key: str, problem: str
 ) -> None:
     """Build the record from the journal when the agent is dead; leave it to a live but slow one."""
-    fd = spool.lock_job(key, wait_s=0.5)
+    try:
+        fd = spool.lock_job(key, wait_s=0.5)
+    except FileNotFoundError:
+        return  # the agent finalised the job between our request and now: nothing left to do
     if fd is None:
         log("warning", f"job {key}: {problem}; the agent still holds the job and will finalise it")
         return

@@ -9,7 +9,9 @@ a file that vanishes under one was taken by another.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
+import operator
 import os
 import re
 import time
@@ -31,6 +33,7 @@ NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
 NUMBERS = frozenset({int, float})  # JSON numbers; bool is an int subclass but not a number here
+ROW_TYPES = NUMBERS | {type(None)}
 
 
 class RecordError(ValueError):
@@ -220,7 +223,39 @@ def _check(record: dict[str, Any], field: str, valid: Callable[[Any], bool], exp
 
 
 def _check_rows(rows: list[Any]) -> None:
-    """Every row is [start_s, end_s, cpu_j, dram_j, gpu_j]; written for speed, rows are most of a record."""
+    """Every row is [start_s, end_s, cpu_j, dram_j, gpu_j]; rows are most of a record, so a valid one
+    passes in a few C-level sweeps, and only a failing one is walked row by row to name the first bad one."""
+    if not _rows_pass(rows):
+        _find_bad_row(rows)
+
+
+def _rows_pass(rows: list[Any]) -> bool:
+    """True if every row is valid; False if one may not be (the row-by-row check then decides)."""
+    if not rows:
+        return True
+    try:
+        columns = list(zip(*rows, strict=True))
+    except (TypeError, ValueError):  # a row that is not a list, or rows of different lengths
+        return False
+    if len(columns) != 5:
+        return False
+    starts, ends, *energies = columns
+    if (set(map(type, starts)) | set(map(type, ends))) - NUMBERS:
+        return False  # None, bool, str (a string or an object as a row iterates as strings)
+    if not (min(starts) >= 0 and all(map(operator.le, starts, ends)) and max(ends) <= MAX_INT):
+        return False  # NaN fails `le`, an infinite end the maximum
+    joules = list(itertools.chain(*energies))
+    if set(map(type, joules)) - ROW_TYPES:
+        return False
+    measured = list(filter(None, joules))  # without nulls; zeros pass anyway
+    try:
+        # all >= 0, so a sum <= MAX_INT bounds each; NaN and infinity fail the comparison
+        return min(measured, default=0) >= 0 and sum(measured) <= MAX_INT
+    except OverflowError:  # an integer beyond float range beside a float
+        return False
+
+
+def _find_bad_row(rows: list[Any]) -> None:
     for index, row in enumerate(rows):
         if type(row) is not list or len(row) != 5:
             raise RecordError(f"timeline.rows[{index}]: must be [start_s, end_s, cpu_j, dram_j, gpu_j]")

@@ -17,6 +17,7 @@ from slurm_plugin.journal import Journal
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
 SCHEMA = "jobcarbon/job-node-record/1"
+RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives
 # Least direct last: a component's overall method is the least direct one among its intervals.
 METHOD_ORDER = [Method.MEASURED, Method.INTEGRATED, Method.APPORTIONED, Method.ESTIMATED]
 
@@ -49,8 +50,11 @@ class _Component:
         }
 
 
-def build(journal: Journal, end_s: float, partial_reasons: list[str]) -> dict[str, Any]:
-    """The record for a journal whose job ended at `end_s`; `partial_reasons` mark lost sampling."""
+def build(
+    journal: Journal, end_s: float, partial_reasons: list[str], running: bool = False
+) -> dict[str, Any]:
+    """The record for a journal whose job ended at `end_s` (or, `running`, a snapshot up to then);
+    `partial_reasons` mark lost sampling."""
     header = journal.header
     start_s = float(header["start"])
     cpu, dram = _Component(), _Component()
@@ -77,6 +81,8 @@ def build(journal: Journal, end_s: float, partial_reasons: list[str]) -> dict[st
     reasons = list(partial_reasons) + (["journal has a torn or corrupt line"] if journal.torn else [])
     reasons += [f"sampler restarted at {_iso(float(r['t']))}: {r.get('reason', '')}" for r in journal.resumes]
     document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons)
+    if running:
+        document["status"] = "running"
     document["allocated_cpus"] = {"count": len(cpus), "list": _cpulist(cpus)}
     return document
 
@@ -163,8 +169,11 @@ def filename(record: dict[str, Any]) -> str:
 
 
 def write(outbox: Path, record: dict[str, Any], fsync: bool = True) -> Path:
-    """Write the record atomically into the outbox; a rewrite of the same job run replaces it."""
+    """Write the record atomically into the outbox (a running job's snapshot into outbox/running/);
+    a rewrite of the same job run replaces it."""
     ensure_dir(outbox, 0o755)
+    if record["status"] == "running":
+        outbox = ensure_dir(outbox / RUNNING_DIR, 0o755)
     path = outbox / filename(record)
     atomic_write(path, json.dumps(record, indent=1).encode() + b"\n", mode=0o640, fsync=fsync)
     return path

@@ -116,5 +116,6 @@ def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], o
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
     document: dict[str, Any] = record.build(samples, end_s, partial_reasons)
     path = record.write(outbox, document, fsync=spool.fsync)
+    (outbox / record.RUNNING_DIR / path.name).unlink(missing_ok=True)  # superseded snapshot
     spool.remove_job(key)
     return path

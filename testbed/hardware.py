@@ -57,9 +57,23 @@ class SimulatedHardware:
     def pid_file(self) -> Path:
         return self.scratch / "powermodel.pid"
 
+    @property
+    def database(self) -> Path:
+        return self.scratch / "jobcarbon.db"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database}"
+
     def start(self) -> None:
-        """(Re)build the powercap tree and GPUs and start the power-model daemon."""
+        """(Re)build the powercap tree and GPUs and start the power-model daemon.
+
+        A database left by an earlier bring-up is removed: job ids restart at 1, so its parts would
+        make the new jobs' records duplicates. Without a database the nodes leave records in the
+        outbox (the demo shows them there); `create_database` turns delivery on.
+        """
         self.stop()
+        self.remove_database()
         build(self.nvml_library.parent)
         write_config(self.nvml_library.parent / CONFIG_NAME, fake_gpus())
         command = [sys.executable, "-m", "testbed.powermodel", "run", "--build", "--sysfs", str(self.sysfs)]
@@ -85,17 +99,32 @@ class SimulatedHardware:
             pass
         self.pid_file.unlink(missing_ok=True)
 
+    def create_database(self) -> None:
+        """An empty accounting database: the agent delivers each record into it after the job."""
+        from slurm_plugin.storage import Store
+
+        self.remove_database()
+        Store.open(self.database_url, 10.0, create=True).close()
+
+    def remove_database(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            self.database.with_name(self.database.name + suffix).unlink(missing_ok=True)
+
     def truth(self) -> dict[str, Any]:
         """The simulator's cumulative true energy per channel (joules) and its timestamp."""
         return json.loads(self.ground_truth.read_text())
 
     def write_jobcarbon_config(self, path: Path, interval_s: float = 1.0) -> Path:
-        """jobcarbon's config for the test bed: simulated sysfs, real /proc and cgroups."""
+        """jobcarbon's config for the test bed: simulated sysfs, real /proc and cgroups, a SQLite
+        database in the scratch directory (used once `create_database` made it), grid zone DE."""
         path.write_text(
             "cluster: testbed\n"
             f"paths:\n  sysfs: {self.sysfs}\n  spool: {self.scratch / 'spool'}\n"
             f"  outbox: {self.scratch / 'outbox'}\n  log_file: {self.scratch / 'jobcarbon.log'}\n"
+            f"  quarantine: {self.scratch / 'quarantine'}\n"
             f"sampler:\n  interval_s: {interval_s}\n"
             f"nvml:\n  library: {self.nvml_library}\n  slurm_index_order: minor_number\n"
+            f"database:\n  url: {self.database_url}\n"
+            "accounting:\n  zone: DE\n  pue: 1.2\n"
         )
         return path

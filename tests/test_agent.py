@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simnode import SimNode, wait_for
+from tests.simnode import NODE, SimNode, wait_for
 
 
 @pytest.fixture
@@ -138,3 +138,24 @@ def test_gpu_job_energy_follows_programmed_power_across_a_counter_reset(tmp_path
     assert device["joules"] == pytest.approx(250 * (rows[-1][1] - rows[0][0]), rel=0.02)
     assert "integrated" in device["by_method"]
     assert any("energy counter reset" in note for note in record["notes"])
+
+
+def test_running_jobs_publish_snapshots_that_the_final_record_replaces(tmp_path: Path) -> None:
+    import json
+
+    node = SimNode(tmp_path, interval_s=0.1)
+    text = node.config.read_text()
+    node.config.write_text(text.replace("sampler:\n", "sampler:\n  snapshot_interval_s: 0.3\n"))
+    running = node.outbox / "running" / f"sim_70_0_{NODE}.json"
+    try:
+        node.job_cgroup(70)
+        node.hook("prolog", 70)
+        wait_for(running.exists, what="a running snapshot")
+        snapshot = json.loads(running.read_text())
+        assert snapshot["status"] == "running"
+        assert snapshot["coverage"]["samples"] >= 1
+        node.hook("epilog", 70)
+    finally:
+        node.stop_agent()
+    assert node.record(70)["status"] == "complete"
+    assert not running.exists()

@@ -120,7 +120,8 @@ def test_unknown_nested_key_is_dotted() -> None:
     message = error("sampler:\n  interval_s: 5\n  intervall_s: 5\n")
     assert message == (
         f"{SOURCE}:3: sampler.intervall_s: unknown key "
-        "(expected one of: interval_s, journal_fsync, journal_sync_interval_s, stop_timeout_s)"
+        "(expected one of: interval_s, journal_fsync, journal_sync_interval_s, "
+        "snapshot_interval_s, stop_timeout_s)"
     )
 
 

@@ -109,3 +109,15 @@ def test_week_long_job_conserves_energy() -> None:
     assert result.it_energy_j == pytest.approx(30.0 * 60480)
     expected = sum(30.0 * 360 / KWH * (100 + h) for h in range(168))
     assert result.co2e_g == pytest.approx(expected)
+
+
+def test_an_actual_beats_an_earlier_starting_overlapping_forecast() -> None:
+    start = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    points = [
+        IntensityPoint("GB", start, start + hour, 300, "gb", "direct", forecast=True),
+        IntensityPoint("GB", start + hour / 2, start + hour, 200, "gb", "direct"),
+        IntensityPoint("GB", start + hour, start + 2 * hour, 250, "gb", "direct", forecast=True),
+    ]
+    slots = footprint.slots_from_points(points)
+    assert [(s.start_s - start.timestamp(), s.g_per_kwh) for s in slots] == [(1800.0, 200), (3600.0, 250)]

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slurm_plugin import ingest, record
 from slurm_plugin.config import Config, Database, Paths
 from slurm_plugin.ingest import IngestResult, deliver, ingest_outbox
 from slurm_plugin.storage import Store
-from tests.storage.conftest import count, db_url, make_record
+from tests.storage.conftest import count, db_url, intervals, make_record
 
 INGESTERS = 6
 
@@ -106,6 +108,30 @@ def spoil(field: str, value: Any) -> bytes:
     else:
         target[last] = value
     return json.dumps(document).encode()
+
+
+GOOD_NUMBER = st.one_of(st.integers(0, 2**63 - 1), st.floats(0, 1e6))
+GOOD_ROW = st.builds(
+    lambda times, energies: [*sorted(times), *energies],
+    st.lists(GOOD_NUMBER, min_size=2, max_size=2),
+    st.lists(st.none() | GOOD_NUMBER, min_size=3, max_size=3),
+)
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-5, max_value=2**64), st.floats(), st.just("1.0")
+)
+ANY_ROW = st.none() | st.lists(ANY_VALUE, min_size=4, max_size=6)
+
+
+@given(st.lists(st.one_of(GOOD_ROW, GOOD_ROW, GOOD_ROW, ANY_ROW), max_size=6))
+def test_the_fast_row_check_agrees_with_the_row_by_row_one(rows: list[Any]) -> None:
+    try:
+        ingest._find_bad_row(rows)
+    except ingest.RecordError:
+        assert not ingest._rows_pass(rows)
+        with pytest.raises(ingest.RecordError):
+            ingest._check_rows(rows)
+    else:
+        ingest._check_rows(rows)
 
 
 @pytest.mark.parametrize(
@@ -260,7 +286,7 @@ def test_concurrent_ingesters_store_every_part_exactly_once(
     assert (stored, quarantined, kept) == (200, 0, 0)
     assert list(outbox.iterdir()) == []
     check = Store.open(db_url(tmp_path), 5.0)
-    assert (count(check, "jobs"), count(check, "job_parts"), count(check, "timeline")) == (100, 200, 6000)
+    assert (count(check, "jobs"), count(check, "job_parts"), intervals(check)) == (100, 200, 6000)
     per_job = check.db.execute(
         "SELECT job_id, COUNT(*) FROM jobs j JOIN job_parts p ON p.job = j.id GROUP BY job_id"
     )

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
+from slurm_plugin import packed_timeline
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import schema
 
@@ -109,7 +111,7 @@ class Store:
         with _driver_errors():
             conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
             try:
-                db = _prepare(conn, busy_timeout_s)
+                db = _prepare(conn)
                 version = schema.upgrade(db)
                 if version > schema.latest():
                     raise StoreError(f"{path}: schema version {version} is newer than this jobcarbon's")
@@ -139,21 +141,31 @@ class Store:
     def add_part(self, record: dict[str, Any], raw: bytes | None = None) -> int | None:
         """Store a validated record (`raw`: its file, kept for audit); the new part id, None if stored."""
         job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
-        origin = _iso_epoch(record["timeline"]["origin"])
-        rows = [(origin + r[0], origin + r[1], r[2], r[3], r[4]) for r in record["timeline"]["rows"]]
+        timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
+        key = {**job, "node": part["node"]}
+        with _driver_errors():  # a redelivery needs no write lock; the check also prepares FIND_PART
+            if self.db.execute(schema.FIND_PART, key).fetchone():
+                return None
         with self._transaction():
-            if self.db.execute(schema.FIND_PART, {**job, "node": part["node"]}).fetchone():
-                return None  # already stored: checked under the write lock, so exactly once
+            if self.db.execute(schema.FIND_PART, key).fetchone():
+                return None  # already stored: checked again under the write lock, so exactly once
             part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
-            part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
-            self.db.conn.executemany(schema.INSERT_TIMELINE, ((part_id, *r) for r in rows))
+            timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
+            self.db.execute(schema.INSERT_TIMELINE, timeline)
         return part_id
 
     def timeline(self, part_id: int) -> list[Row]:
-        """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds."""
+        """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds, by start."""
+        return packed_timeline.decode(self._timeline_blob(part_id))
+
+    def timeline_columns(self, part_id: int) -> list[array]:
+        """The part's intervals as five float64 columns (t0, t1, cpu_j, dram_j, gpu_j), NaN for null."""
+        return packed_timeline.columns(self._timeline_blob(part_id))
+
+    def _timeline_blob(self, part_id: int) -> bytes:
         with _driver_errors():
-            cursor = self.db.execute(schema.SELECT_TIMELINE, {"part_id": part_id})
-            return [tuple(row) for row in cursor.fetchall()]
+            found = self.db.execute(schema.SELECT_TIMELINE, {"part_id": part_id}).fetchone()
+        return found[0] if found else b""
 
     def part(self, part_id: int) -> dict[str, Any]:
         """Identity, partition, times (UTC datetimes) and energy of one part; KeyError if unknown."""
@@ -214,9 +226,13 @@ class Store:
         return [_footprint(row) for row in rows]
 
 
-def _prepare(conn: sqlite3.Connection, busy_timeout_s: float) -> sqlite_utils.Database:
-    conn.execute(f"PRAGMA busy_timeout = {max(int(busy_timeout_s * 1000), 0)}")
+def _prepare(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """Per-connection settings (the busy timeout is `connect`'s); WAL is set once and stays in the file,
+    but asking costs nothing extra: it is the connection's first read of the database anyway."""
     conn.execute("PRAGMA foreign_keys = ON")
+    # The default, stated: ingest unlinks a record's file once its commit returns, so the commit must
+    # survive a power cut; NORMAL in WAL mode may roll the last commits back.
+    conn.execute("PRAGMA synchronous = FULL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (still {mode})")
@@ -262,6 +278,12 @@ def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
         params[f"{component}_j"] = summary.get("joules")
         params[f"{component}_method"] = summary.get("method")
     return params
+
+
+def _timeline_params(timeline: dict[str, Any]) -> dict[str, Any]:
+    rows = timeline["rows"]
+    blob = packed_timeline.encode(rows, _iso_epoch(timeline["origin"]))
+    return {"intervals": len(rows), "columns_f64": blob}
 
 
 def _intensity_params(point: IntensityPoint) -> dict[str, Any]:

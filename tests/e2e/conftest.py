@@ -71,10 +71,14 @@ def testbed_scratch() -> Path:
 
 @pytest.fixture(scope="session")
 def simulated_hardware(testbed_scratch: Path) -> Iterator[SimulatedHardware]:
-    """RAPL following real CPU load and four fake GPUs, with jobcarbon configured to read them."""
+    """RAPL following real CPU load and four fake GPUs, with jobcarbon configured to read them and
+    to deliver records into a fresh database."""
     hardware = SimulatedHardware(testbed_scratch)
     hardware.start()
     hardware.write_jobcarbon_config(Cluster(scratch=testbed_scratch).jobcarbon_config)
+    for leftover in ("outbox", "quarantine"):  # job ids restart at 1: old records would collide
+        shutil.rmtree(testbed_scratch / leftover, ignore_errors=True)
+    hardware.create_database()
     try:
         yield hardware
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from slurm_plugin.control import request
+from slurm_plugin.storage import Store
 from testbed.hardware import SimulatedHardware, fake_gpus
 from testbed.slurm import Cluster, ensure_user, poll
 
@@ -26,8 +27,30 @@ GPU_POWER_W = {gpu.uuid: gpu.power_mw / 1000 for gpu in fake_gpus()}
 
 
 def _record(cluster: Cluster, job_id: int) -> dict[str, Any]:
+    """The job's record: in the outbox, or in the database once delivery has taken it from there."""
     path = cluster.scratch / "outbox" / f"testbed_{job_id}_0_{cluster.node}.json"
-    return poll(lambda: json.loads(path.read_text()) if path.exists() else None, 10, f"record of {job_id}")
+
+    def find() -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            stored = _stored(cluster, job_id)
+            return stored[0] if stored else None
+
+    return poll(find, 10, f"record of {job_id}")
+
+
+def _stored(cluster: Cluster, job_id: int) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The job's record and current footprint as stored in the test bed's database, or None."""
+    store = Store.open(SimulatedHardware(cluster.scratch).database_url, 5.0, create=False)
+    try:
+        for part_id in store.parts():
+            part = store.part(part_id)
+            if (part["cluster"], part["job_id"], part["node"]) == ("testbed", job_id, cluster.node):
+                return store.record(part_id), store.footprint(part_id)
+    finally:
+        store.close()
+    return None
 
 
 def _run_together(cluster: Cluster, jobs: list[tuple[str, str]]) -> list[int]:
@@ -84,6 +107,31 @@ def test_records_validate_against_the_schema(burner_and_sleeper) -> None:
     validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
     for record in burner_and_sleeper[0]:
         validator.validate(record)
+
+
+def test_each_job_is_delivered_to_the_database_with_its_footprint(
+    burner_and_sleeper, slurm_cluster: Cluster
+) -> None:
+    for record in burner_and_sleeper[0]:
+        job_id = record["job_id"]
+        stored, found = poll(lambda j=job_id: _delivered(slurm_cluster, j), 30, f"delivery of job {job_id}")
+        assert stored == record
+        assert (found["version"], found["current"], found["zone"]) == (1, True, "DE")
+        total_j = record["energy"]["total_joules"]
+        assert total_j > 0
+        rounding_j = 0.0005 * (3 * len(record["timeline"]["rows"]) + 1)  # each energy in mJ (record.py)
+        assert found["it_energy_j"] == pytest.approx(total_j, abs=rounding_j)
+        assert found["facility_energy_j"] == pytest.approx(1.2 * found["it_energy_j"])
+        assert found["rung"] == "zone_yearly"  # no series stored: Electricity Maps' 2025 DE average
+        assert found["co2e_g"] == pytest.approx(found["facility_energy_j"] / 3.6e6 * 342.0, rel=1e-3)
+
+
+def _delivered(cluster: Cluster, job_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The stored record and footprint, once the record has also left the outbox."""
+    if (cluster.scratch / "outbox" / f"testbed_{job_id}_0_{cluster.node}.json").exists():
+        return None
+    stored = _stored(cluster, job_id)
+    return (stored[0], stored[1]) if stored and stored[1] else None
 
 
 def test_sampler_killed_mid_job_still_yields_a_partial_record(

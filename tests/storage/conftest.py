@@ -71,6 +71,11 @@ def count(store: Store, table: str) -> int:
     return store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
 
 
+def intervals(store: Store) -> int:
+    """Timeline intervals stored, over all parts (each part's timeline is one packed row)."""
+    return store.db.execute("SELECT COALESCE(SUM(intervals), 0) FROM timeline").fetchone()[0]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store.open(db_url(tmp_path), busy_timeout_s=5.0)

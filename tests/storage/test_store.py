@@ -10,7 +10,7 @@ import pytest
 
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, schema
-from tests.storage.conftest import START, count, db_url, make_record
+from tests.storage.conftest import START, count, db_url, intervals, make_record
 
 T0 = datetime.fromtimestamp(START, UTC)
 HOUR = timedelta(hours=1)
@@ -45,13 +45,45 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
 def test_a_new_migration_applies_only_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store.open(db_url(tmp_path), 5.0).close()
-    extra = schema.Migration(2, "an extra table", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
+    known = [m.version for m in schema.MIGRATIONS]
+    extra = schema.Migration(known[-1] + 1, "an extra", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
     opened = Store.open(db_url(tmp_path), 5.0)
-    assert versions(opened) == [1, 2]
+    assert versions(opened) == [*known, extra.version]
     assert "extra" in opened.db.table_names()
-    assert schema.upgrade(opened.db) == 2
+    assert schema.upgrade(opened.db) == extra.version
     opened.close()
+
+
+def test_version_1_timelines_are_packed_on_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        old = Store.open(db_url(tmp_path), 5.0)
+    old.db.execute(
+        "INSERT INTO jobs (id, cluster, job_id, restart_count, user_name, uid, gid, start_s, end_s)"
+        " VALUES (1, 'hpc', 1, 0, 'alice', 1000, 1000, ?, ?)",
+        [START, START + 30],
+    )
+    for part_id, node in ((1, "node001"), (2, "node002")):
+        old.db.execute(
+            "INSERT INTO job_parts (id, job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,"
+            " total_j, coverage_fraction, status, partial_reasons_json, notes_json, software_version,"
+            " record_zlib, received_at_s) VALUES (?, 1, ?, ?, ?, 30, 4, '0-3', '[]', 0, 1, 'complete',"
+            " '[]', '[]', '0.1.0', x'', 0)",
+            [part_id, node, START, START + 30],
+        )
+    rows = [(START + 10, START + 20, None, None, None), (START, START + 10, 1.5, 0.25, None)]
+    old.db.conn.executemany(
+        "INSERT INTO timeline (part_id, t0_s, t1_s, cpu_j, dram_j, gpu_j) VALUES (1, ?, ?, ?, ?, ?)", rows
+    )
+    old.close()
+    upgraded = Store.open(db_url(tmp_path), 5.0)
+    assert versions(upgraded) == [m.version for m in schema.MIGRATIONS]
+    assert upgraded.timeline(1) == sorted(rows, key=lambda row: row[0])
+    assert upgraded.timeline(2) == []  # a part without intervals
+    assert intervals(upgraded) == 2
+    assert "timeline_rows" not in upgraded.db.table_names()
+    upgraded.close()
 
 
 def test_a_database_from_a_newer_version_is_refused(store: Store, tmp_path: Path) -> None:
@@ -86,7 +118,7 @@ def test_a_part_is_stored_exactly_once(store: Store) -> None:
     assert isinstance(part_id, int)
     assert store.add_part(document) is None
     assert store.add_part(make_record(rows=2)) is None  # a rewritten record of the same run: still once
-    assert (count(store, "jobs"), count(store, "job_parts"), count(store, "timeline")) == (1, 1, 4)
+    assert (count(store, "jobs"), count(store, "job_parts"), intervals(store)) == (1, 1, 4)
 
 
 def test_part_and_record_read_back(store: Store) -> None:

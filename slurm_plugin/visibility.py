@@ -1,0 +1,67 @@
+"""Who may see which job's footprint: Slurm's PrivateData=jobs, applied to jobcarbon's database.
+
+`all`: everyone sees every job. `own`: a user sees the jobs that ran under their uid, coordinators of
+an account see that account's jobs, and root and the configured admins see everything. The viewer is
+always a real uid (the caller's, or the peer's from SO_PEERCRED in the query service) and the name
+the password database gives for it; never a name or variable the caller can set.
+"""
+
+from __future__ import annotations
+
+import pwd
+from dataclasses import dataclass
+from typing import Any
+
+from slurm_plugin.config import Visibility
+
+
+@dataclass(frozen=True)
+class Viewer:
+    uid: int
+    name: str | None  # None when the uid has no passwd entry: such a viewer sees only its uid's jobs
+
+    @classmethod
+    def from_uid(cls, uid: int) -> Viewer:
+        """The viewer for a kernel-verified uid, named by the password database."""
+        try:
+            return cls(uid, pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            return cls(uid, None)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one viewer may see: everything, or the jobs of its uid and of some accounts."""
+
+    everything: bool
+    uid: int
+    accounts: frozenset[str] = frozenset()
+
+
+def scope_for(viewer: Viewer, settings: Visibility) -> Scope:
+    if (
+        settings.mode == "all"
+        or viewer.uid == 0
+        or (viewer.name is not None and viewer.name in settings.admins)
+    ):
+        return Scope(True, viewer.uid)
+    accounts = frozenset(
+        c.account for c in settings.coordinators if viewer.name is not None and viewer.name in c.users
+    )
+    return Scope(False, viewer.uid, accounts)
+
+
+def may_see(scope: Scope, job_uid: int, account: str | None) -> bool:
+    return scope.everything or job_uid == scope.uid or (account is not None and account in scope.accounts)
+
+
+def sql_filter(scope: Scope, alias: str = "j") -> tuple[str, dict[str, Any]]:
+    """A WHERE condition on the jobs table (as `alias`) with the same meaning as `may_see`."""
+    if scope.everything:
+        return "1 = 1", {}
+    params: dict[str, Any] = {"vis_uid": scope.uid}
+    names = [f":vis_acct{i}" for i in range(len(scope.accounts))]
+    params.update({name[1:]: account for name, account in zip(names, sorted(scope.accounts), strict=True)})
+    if not names:
+        return f"{alias}.uid = :vis_uid", params
+    return f"({alias}.uid = :vis_uid OR {alias}.account IN ({', '.join(names)}))", params
