@@ -7,15 +7,17 @@ the configuration, picks the fallback rung, and saves the result with its proven
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from slurm_plugin import footprint, pue
+from slurm_plugin import footprint, months, pue
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint, static
 
 SLOT_MARGIN = dt.timedelta(hours=2)  # fetch slots that started before the part but still cover it
+COMPONENTS = ("cpu", "dram", "gpu")
+ESTIMATED = "estimated"
 
 
 class FootprintStore(Protocol):
@@ -23,6 +25,9 @@ class FootprintStore(Protocol):
     def timeline_columns(self, part_id: int) -> list[Sequence[float]]: ...
     def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
     def save_footprint(self, part_id: int, fields: dict[str, Any]) -> int: ...
+    def footprint_months(self, footprint_id: int) -> list[dict[str, Any]]: ...
+    def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None: ...
+    def record(self, part_id: int) -> dict[str, Any]: ...
     def footprint(self, part_id: int) -> dict[str, Any] | None: ...
     def parts(self, since: dt.datetime | None = None) -> list[int]: ...
 
@@ -48,27 +53,93 @@ def fallback(settings: Accounting) -> footprint.Fallback:
     raise AssertionError("the world average is always available")
 
 
-def compute_part(store: FootprintStore, part_id: int, settings: Accounting) -> footprint.Footprint:
-    part = store.part(part_id)
-    starts, ends, joules = footprint.it_columns(*store.timeline_columns(part_id))
+Run = Callable[[Sequence[float], Sequence[float], Sequence[float]], footprint.Footprint]
+
+
+def _runner(
+    part: dict[str, Any], store: FootprintStore, settings: Accounting, first: float, last: float
+) -> Run:
+    """`compute_columns` bound to the part's intensity, fallback and PUE: a timeline in, a footprint out."""
     start, end = _utc(part["start"]), _utc(part["end"])
     points = store.intensity(settings.zone, start - SLOT_MARGIN, end) if settings.zone else []
-    first, last = (starts[0], ends[-1]) if starts else (start.timestamp(), end.timestamp())
-    return footprint.compute_columns(
-        starts,
-        ends,
-        joules,
-        footprint.slots_from_points(points),
-        fallback(settings),
-        lambda t: pue.pue_at(settings.pue_rules, settings.pue, part.get("partition"), t),
-        pue.change_points(settings.pue_rules, first, last),
-        zone=settings.zone,
-    )
+    slots, rung = footprint.slots_from_points(points), fallback(settings)
+    changes = pue.change_points(settings.pue_rules, first, last)
+
+    def run(starts: Sequence[float], ends: Sequence[float], joules: Sequence[float]) -> footprint.Footprint:
+        return footprint.compute_columns(
+            starts,
+            ends,
+            joules,
+            slots,
+            rung,
+            lambda t: pue.pue_at(settings.pue_rules, settings.pue, part.get("partition"), t),
+            changes,
+            zone=settings.zone,
+        )
+
+    return run
+
+
+def compute_part(store: FootprintStore, part_id: int, settings: Accounting) -> footprint.Footprint:
+    return compute_part_fields(store, part_id, settings, with_months=False)[0]
+
+
+def compute_part_fields(
+    store: FootprintStore, part_id: int, settings: Accounting, with_months: bool = True
+) -> tuple[footprint.Footprint, dict[str, Any]]:
+    """The part's footprint, and its fields to store: with `months`, its figures per calendar month."""
+    part = store.part(part_id)
+    columns = store.timeline_columns(part_id)
+    starts, ends, joules = footprint.it_columns(*columns)
+    start_s, end_s = _utc(part["start"]).timestamp(), _utc(part["end"]).timestamp()
+    first, last = (starts[0], ends[-1]) if starts else (start_s, end_s)
+    run = _runner(part, store, settings, first, last)
+    whole = run(starts, ends, joules)
+    fields = whole.to_dict()
+    if with_months:
+        estimated = _estimated_shares(store, part_id, part)
+        fields["months"] = months.split(part, columns, joules, whole, run, settings.timezone, estimated)
+    return whole, fields
+
+
+def compute_record(
+    store: FootprintStore, record: dict[str, Any], settings: Accounting
+) -> footprint.Footprint:
+    """The footprint of a record not stored as a part: a running job's snapshot."""
+    origin = _utc(record["timeline"]["origin"]).timestamp()
+    nan = float("nan")  # "not measured" in timeline columns, as the store packs them
+    rows = [
+        (origin + r[0], origin + r[1], *(nan if j is None else j for j in r[2:]))
+        for r in record["timeline"]["rows"]
+    ]
+    if not rows:
+        return footprint.Footprint(zone=settings.zone)
+    starts, ends, joules = footprint.it_columns(*(list(c) for c in zip(*rows, strict=True)))
+    part = {"start": record["start"], "end": record["end"], "partition": record.get("partition")}
+    return _runner(part, store, settings, starts[0], ends[-1])(starts, ends, joules)
+
+
+def _estimated_shares(store: FootprintStore, part_id: int, part: dict[str, Any]) -> dict[str, float]:
+    """Per component, the share of its energy that was estimated (the record's `by_method` split).
+
+    A component's stored method is its least direct one, so only where that is "estimated" is there
+    an estimated share to find, and only then is the stored record read.
+    """
+    shares = dict.fromkeys(COMPONENTS, 0.0)
+    if not any(part.get(f"{c}_method") == ESTIMATED for c in COMPONENTS):
+        return shares
+    energy = store.record(part_id).get("energy") or {}
+    for component in COMPONENTS:
+        summary = energy.get(component) or {}
+        total = sum((summary.get("by_method") or {}).values())
+        if total > 0:
+            shares[component] = (summary.get("by_method") or {}).get(ESTIMATED, 0.0) / total
+    return shares
 
 
 def account_part(store: FootprintStore, part_id: int, settings: Accounting) -> dict[str, Any]:
-    """Compute and save the footprint of a newly stored part."""
-    fields = compute_part(store, part_id, settings).to_dict()
+    """Compute and save the footprint of a newly stored part, with its monthly figures."""
+    fields = compute_part_fields(store, part_id, settings)[1]
     store.save_footprint(part_id, fields)
     return fields
 
@@ -77,6 +148,7 @@ def account_part(store: FootprintStore, part_id: int, settings: Accounting) -> d
 class RecomputeResult:
     checked: int = 0
     changed: int = 0
+    months_filled: int = 0  # footprints unchanged whose monthly figures were missing or cut differently
 
 
 def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | None) -> RecomputeResult:
@@ -84,11 +156,14 @@ def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | 
     result = RecomputeResult()
     for part_id in store.parts(since):
         result.checked += 1
-        fresh = compute_part(store, part_id, settings).to_dict()
+        fresh = compute_part_fields(store, part_id, settings)[1]
         current = store.footprint(part_id)
         if current is None or _differs(current, fresh):
             store.save_footprint(part_id, fresh)
             result.changed += 1
+        elif _months_differ(store, current, fresh):
+            store.replace_footprint_months(current["footprint_id"], fresh["months"])
+            result.months_filled += 1
     return result
 
 
@@ -97,11 +172,19 @@ def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(_rounded(old.get(k)) != _rounded(new.get(k)) for k in keys)
 
 
+def _months_differ(store: FootprintStore, current: dict[str, Any], fresh: dict[str, Any]) -> bool:
+    """Months missing (a database from before monthly figures) or cut differently (time zone changed)."""
+    stored = store.footprint_months(current["footprint_id"])
+    return _rounded(stored) != _rounded(fresh["months"])
+
+
 def _rounded(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return value
 
 

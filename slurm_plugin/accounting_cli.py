@@ -48,7 +48,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 
 def ingest(args: argparse.Namespace) -> int:
-    from slurm_plugin import accounting
+    from slurm_plugin import accounting, snapshots
     from slurm_plugin.ingest import ingest_outbox
 
     settings = config_module.load()
@@ -62,9 +62,13 @@ def ingest(args: argparse.Namespace) -> int:
             lambda part_id: accounting.account_part(store, part_id, settings.accounting),
             log,
         )
+        running = (
+            snapshots.ingest_snapshots(store, outbox, settings.accounting, log) if not result.kept else 0
+        )
     print(
         f"{outbox}: {result.stored} stored, {result.duplicates} duplicates, "
         f"{result.quarantined} quarantined, {result.kept} kept"
+        + (f", {running} running-job snapshots" if running else "")
     )
     return 1 if result.kept else 0
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from slurm_plugin import __version__, accounting_cli, query_cli
+from slurm_plugin import __version__, accounting_cli, query_cli, report_cli
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     accounting_cli.add_commands(commands)
     query_cli.add_commands(commands)
+    report_cli.add_commands(commands)
     parser.set_defaults(commands=frozenset(commands.choices))
     return parser
 

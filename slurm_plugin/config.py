@@ -102,6 +102,16 @@ class Accounting:
 
 
 @dataclass(frozen=True)
+class Embodied:
+    """Manufacturing emissions (scope 3) per device, spread over its lifetime; null leaves them out."""
+
+    gpu_kg_co2e: float | None = field(default=None, metadata=POSITIVE)
+    gpu_lifetime_years: float = field(default=5.0, metadata=POSITIVE)
+    node_kg_co2e: float | None = field(default=None, metadata=POSITIVE)
+    node_lifetime_years: float = field(default=5.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class Provider:
     """One intensity series to fetch; `zone` is the name it is stored and looked up under."""
 
@@ -152,6 +162,7 @@ class Config:
     nvml: Nvml = field(default_factory=Nvml)
     database: Database = field(default_factory=Database)
     accounting: Accounting = field(default_factory=Accounting)
+    embodied: Embodied = field(default_factory=Embodied)
     intensity: Intensity = field(default_factory=Intensity)
     visibility: Visibility = field(default_factory=Visibility)
     source: Path | None = field(default=None, compare=False)

@@ -18,7 +18,7 @@ ROUNDS = 5  # records finalised while we ran are picked up by another pass, not 
 
 def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
     """Ingest the outbox until it is empty or the database is unavailable; returns parts stored."""
-    from slurm_plugin import accounting  # the database stack is imported only once we hold the lock
+    from slurm_plugin import accounting, snapshots  # the database stack: imported once we hold the lock
     from slurm_plugin.ingest import DELIVER_TIMEOUT_S, ingest_outbox, pending
     from slurm_plugin.storage.store import Store, StoreError
 
@@ -43,6 +43,10 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
             stored += result.stored
             if result.kept:
                 break
+        try:
+            snapshots.ingest_snapshots(store, config.paths.outbox, config.accounting, log)
+        except StoreError as exc:
+            log("info", f"running snapshots stay in the outbox: {exc}")
     finally:
         store.close()
     return stored

@@ -55,6 +55,7 @@ class Footprint:
     measured_intensity_fraction: float = 0.0
     rung: str = "none"  # no energy to account: no intensity was needed
     energy_by_rung_j: dict[str, float] = field(default_factory=dict)
+    co2e_by_rung_g: dict[str, float] = field(default_factory=dict)  # for reports' data quality
     sources: list[str] = field(default_factory=list)
     scopes: list[str] = field(default_factory=list)
     zone: str | None = None
@@ -147,8 +148,10 @@ def compute_columns(
         pue = pue_at(middle)
         result.it_energy_j += joules
         result.facility_energy_j += joules * pue
-        result.co2e_g += joules * pue / J_PER_KWH * g
+        co2e_g = joules * pue / J_PER_KWH * g
+        result.co2e_g += co2e_g
         result.energy_by_rung_j[rung] = result.energy_by_rung_j.get(rung, 0.0) + joules
+        result.co2e_by_rung_g[rung] = result.co2e_by_rung_g.get(rung, 0.0) + co2e_g
         used["sources"].add(source)
         used["scopes"].add(scope)
     return _finish(result, used)

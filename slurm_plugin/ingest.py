@@ -192,8 +192,9 @@ def _move(source: Path, target: Path, data: bytes) -> None:
 # --- validation ---------------------------------------------------------------------------------
 
 
-def parse(data: bytes) -> dict[str, Any]:
-    """The record in `data`, checked for every field the store reads; RecordError names the first bad one."""
+def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> dict[str, Any]:
+    """The record in `data`, checked for every field the store reads; RecordError names the first bad one.
+    A finished record is complete or partial; `statuses=("running",)` reads a running job's snapshot."""
     try:
         record = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -202,6 +203,7 @@ def parse(data: bytes) -> dict[str, Any]:
         raise RecordError("record: must be a JSON object")
     for field, (valid, expected) in FIELDS.items():
         _check(record, field, valid, expected)
+    _check(record, "status", statuses.__contains__, " or ".join(map(repr, statuses)))
     for component in ("cpu", "dram", "gpu"):
         if record["energy"][component] is not None:
             _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
@@ -310,7 +312,6 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "timeline.origin": (_stamp, "a UTC ISO 8601 time ending in Z"),
     "timeline.rows": (lambda v: isinstance(v, list), "a list"),
     "coverage.fraction": (lambda v: _amount(v) and v <= 1, "a number from 0 to 1"),
-    "status": (("complete", "partial").__contains__, "'complete' or 'partial'"),
     "partial_reasons": (
         lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
         "a string list",

@@ -66,6 +66,7 @@ class SlurmJob:
 
     raw_id: int
     state: str
+    time_limit_s: float | None = None
 
     @property
     def phase(self) -> str:
@@ -86,7 +87,7 @@ def lookup(ref: JobRef, timeout_s: float = SACCT_TIMEOUT_S) -> SlurmJob | None:
     sacct = sacct_path()
     if sacct is None:
         raise JobIdError(f"cannot resolve job {ref.text}: sacct is not installed or not on PATH")
-    argv = [sacct, "-n", "-X", "-P", "-j", ref.text, "-o", "JobIDRaw,State"]
+    argv = [sacct, "-n", "-X", "-P", "-j", ref.text, "-o", "JobIDRaw,State,TimelimitRaw"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -101,8 +102,10 @@ def lookup(ref: JobRef, timeout_s: float = SACCT_TIMEOUT_S) -> SlurmJob | None:
 
 def _first(output: str, ref: JobRef) -> SlurmJob | None:
     for line in output.splitlines():
-        raw, _, state = line.strip().partition("|")
+        raw, _, rest = line.strip().partition("|")
+        state, _, limit = rest.partition("|")
         if not raw.isdigit() or (ref.is_raw and int(raw) != ref.job_id):
             continue
-        return SlurmJob(int(raw), (state.split() or ["UNKNOWN"])[0])
+        minutes = int(limit) if limit.isdigit() else None  # "UNLIMITED", "Partition_Limit": unknown
+        return SlurmJob(int(raw), (state.split() or ["UNKNOWN"])[0], minutes * 60.0 if minutes else None)
     return None

@@ -39,6 +39,7 @@ def build(
     parts: Sequence[dict[str, Any]],
     around: Sequence[dict[str, Any]] = (),
     other_runs: Sequence[tuple[str, int]] = (),
+    state: str = "completed",
 ) -> dict[str, Any]:
     """The summary document of one job run: `job` (a jobs row), its parts (job_parts rows with
     `footprint`, `timeline`, `gpu_devices`), the intensity slots around it, and its other runs."""
@@ -47,7 +48,7 @@ def build(
     carbon = _carbon(parts)
     return {
         "schema": SCHEMA,
-        "state": "completed",
+        "state": state,
         "cluster": job["cluster"],
         "job_id": job["job_id"],
         "restart_count": job["restart_count"],
@@ -68,6 +69,11 @@ def build(
         "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
         "estimates": _estimates(energy, carbon),
     }
+
+
+def parse_iso(text: str) -> float:
+    """UTC epoch seconds of a record's ISO time ("...Z")."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def iso(epoch_s: float) -> str:

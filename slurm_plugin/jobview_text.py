@@ -20,7 +20,25 @@ def render(summary: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
     lines = [*_header(summary, tz), "", *_energy_lines(summary), "", *_carbon_lines(summary, tz)]
     if summary["estimates"]:
         lines += ["", *(f"* estimate: {e}" for e in summary["estimates"])]
+    if summary["state"] == "running":
+        lines += ["", *_progress_lines(summary)]
     return "\n".join(lines)
+
+
+def _progress_lines(s: dict[str, Any]) -> list[str]:
+    """A running job: figures are so far (up to the last snapshot), plus the projection if known."""
+    progress = s.get("progress") or {}
+    lines = [f"still running: figures up to {s['end']} (the node publishes them every few minutes)"]
+    projection = progress.get("projection")
+    if projection:
+        lines.append(
+            f"  at its time limit ({duration(projection['time_limit_s'])}), at the last 15 minutes' "
+            f"{projection['recent_power_w']:.0f} W: {projection['energy_j'] / 3.6e6:.3f} kWh, "
+            f"{projection['co2e_g'] / 1000:.3f} kg CO2e (projected)"
+        )
+    elif progress.get("recent_power_w"):
+        lines.append(f"  recent power {progress['recent_power_w']:.0f} W (time limit unknown: no projection)")
+    return lines
 
 
 def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:

@@ -108,7 +108,7 @@ _PARTS = """SELECT id, node, start_s, end_s, elapsed_s, cpu_count, gpus_json, cp
     dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status, partial_reasons_json, notes_json
 FROM job_parts WHERE job = ? ORDER BY node"""
 
-_INTENSITY = """SELECT start_s, end_s, g_per_kwh, source, forecast FROM intensity
+INTENSITY_AROUND = """SELECT start_s, end_s, g_per_kwh, source, forecast FROM intensity
 WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
 
 
@@ -135,7 +135,7 @@ def job_summary(
         (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
     )
     middle = (job["start_s"] + job["end_s"]) / 2
-    around = reader.rows(_INTENSITY, (zone, middle + AROUND_S, middle - AROUND_S)) if zone else []
+    around = reader.rows(INTENSITY_AROUND, (zone, middle + AROUND_S, middle - AROUND_S)) if zone else []
     others = [(r["cluster"], r["restart_count"]) for r in runs[:-1]]
     return jobview.build(job, parts, [dict(r) for r in around], others)
 

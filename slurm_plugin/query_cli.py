@@ -34,11 +34,25 @@ def show(args: argparse.Namespace) -> int:
         summary = _ask_or_read(settings, "summary", {"op": "show", "job_id": job_id, "cluster": args.cluster})
     except _NotStored:
         raise CommandError(_not_stored(ref, job_id)) from None
+    if summary["state"] == "running":
+        _add_projection(summary, ref)
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
     else:
         print(jobview_text.render(summary, _timezone(settings)))
     return 0
+
+
+def _add_projection(summary: dict[str, Any], ref: Any) -> None:
+    """A running job's projection to its time limit, which only Slurm knows (sacct, as the caller)."""
+    from slurm_plugin import jobids, running
+
+    try:
+        found = jobids.lookup(jobids.JobRef(str(summary["job_id"]), summary["job_id"]))
+    except jobids.JobIdError:
+        found = None
+    limit = found.time_limit_s if found else None
+    summary.setdefault("progress", {})["projection"] = running.project(summary, limit)
 
 
 def _resolve(ref: Any) -> int:
@@ -129,14 +143,14 @@ def _ask_or_read(settings: config_module.Config, key: str, request: dict[str, An
 
 def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, Any]:
     """The query on the database, as the caller's real uid."""
-    from slurm_plugin import queries, visibility
+    from slurm_plugin import queries, running, visibility
 
     scope = visibility.scope_for(visibility.Viewer.from_uid(os.getuid()), settings.visibility)
     try:
         reader = queries.Reader.open(settings.database.url, settings.database.busy_timeout_s)
         try:
             if request["op"] == "show":
-                return queries.job_summary(reader, scope, request["job_id"], request["cluster"])
+                return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
             return queries.job_list(reader, scope, queries.JobFilter.from_request(request))
         finally:
             reader.close()

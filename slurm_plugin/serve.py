@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slurm_plugin import queries, queryclient, visibility
+from slurm_plugin import queries, queryclient, running, visibility
 from slurm_plugin.config import Config
 from slurm_plugin.queryclient import MAX_REQUEST_BYTES, ServiceError
 
@@ -74,7 +74,7 @@ def _dispatch(request: Any, reader: queries.Reader, scope: visibility.Scope) -> 
             raise queries.QueryError("job_id must be a positive integer")
         if cluster is not None and (not isinstance(cluster, str) or len(cluster) > 256):
             raise queries.QueryError("cluster must be a name")
-        return {"ok": True, "summary": queries.job_summary(reader, scope, job_id, cluster)}
+        return {"ok": True, "summary": running.job_or_running(reader, scope, job_id, cluster)}
     if op == "jobs":
         return {"ok": True, "list": queries.job_list(reader, scope, queries.JobFilter.from_request(request))}
     raise queries.QueryError("op must be show or jobs")

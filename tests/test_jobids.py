@@ -63,9 +63,9 @@ def fake_sacct(directory: Path, output: str, status: int = 0) -> Path:
 
 
 def test_an_array_task_resolves_to_its_raw_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = fake_sacct(tmp_path / "bin", "4250|COMPLETED\n")
+    bin_dir = fake_sacct(tmp_path / "bin", "4250|COMPLETED|60\n")
     monkeypatch.setenv("PATH", str(bin_dir))
-    assert lookup(parse("4242_7")) == SlurmJob(4250, "COMPLETED")
+    assert lookup(parse("4242_7")) == SlurmJob(4250, "COMPLETED", time_limit_s=3600.0)
     assert (bin_dir / "args").read_text().split() == [
         "-n",
         "-X",
@@ -73,7 +73,7 @@ def test_an_array_task_resolves_to_its_raw_id(tmp_path: Path, monkeypatch: pytes
         "-j",
         "4242_7",
         "-o",
-        "JobIDRaw,State",
+        "JobIDRaw,State,TimelimitRaw",
     ]
 
 

@@ -159,6 +159,43 @@ CREATE TABLE footprints (
     UNIQUE (part_id, version)
 )"""
 
+RUNNING_PARTS = """
+CREATE TABLE running_parts (
+    cluster TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    restart_count INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    account TEXT,
+    updated_s DOUBLE PRECISION NOT NULL,
+    record_zlib BLOB NOT NULL,
+    footprint_json TEXT,
+    PRIMARY KEY (cluster, job_id, restart_count, node)
+)"""
+
+# A footprint's figures per calendar month of the site's time zone (accounting.timezone), for monthly
+# reports: written with the footprint, so a report is one GROUP BY and never decodes a timeline.
+FOOTPRINT_MONTHS = """
+CREATE TABLE footprint_months (
+    footprint_id INTEGER NOT NULL REFERENCES footprints (id) ON DELETE CASCADE,
+    month TEXT NOT NULL,
+    it_energy_j DOUBLE PRECISION NOT NULL,
+    facility_energy_j DOUBLE PRECISION NOT NULL,
+    co2e_g DOUBLE PRECISION NOT NULL,
+    cpu_j DOUBLE PRECISION NOT NULL,
+    dram_j DOUBLE PRECISION NOT NULL,
+    gpu_j DOUBLE PRECISION NOT NULL,
+    estimated_j DOUBLE PRECISION NOT NULL,
+    series_co2e_g DOUBLE PRECISION NOT NULL,
+    core_hours DOUBLE PRECISION NOT NULL,
+    node_hours DOUBLE PRECISION NOT NULL,
+    gpu_hours DOUBLE PRECISION NOT NULL,
+    gpu_hours_json TEXT NOT NULL,
+    zone TEXT,
+    sources_json TEXT NOT NULL,
+    PRIMARY KEY (footprint_id, month)
+)"""
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1,
@@ -198,6 +235,20 @@ MIGRATIONS: list[Migration] = [
             "DROP TABLE timeline_rows",
         ),
     ),
+    # `jobcarbon <jobid>` on a running job: the latest snapshot of each node's part, replaced until the
+    # finished record arrives (and then deleted with it).
+    Migration(
+        4,
+        "running job snapshots",
+        (RUNNING_PARTS, "CREATE INDEX running_parts_job ON running_parts (job_id)"),
+    ),
+    # Monthly reports (slurm_plugin/report.py). Existing footprints get their months from
+    # `jobcarbon recompute`, which fills them without adding a footprint version when nothing else changed.
+    Migration(
+        5,
+        "footprint figures per month",
+        (FOOTPRINT_MONTHS, "CREATE INDEX footprint_months_month ON footprint_months (month)"),
+    ),
 ]
 
 # --- statements -------------------------------------------------------------------------------------
@@ -230,7 +281,7 @@ RETURNING id"""
 SELECT_PART = """
 SELECT p.id, j.cluster, j.job_id, j.restart_count, p.node, j.user_name AS user, j.uid, j.gid, j.account,
     j.partition, p.start_s, p.end_s, p.elapsed_s, p.cpu_j, p.dram_j, p.gpu_j, p.total_j,
-    p.coverage_fraction, p.status
+    p.coverage_fraction, p.status, p.cpu_count, p.gpus_json, p.cpu_method, p.dram_method, p.gpu_method
 FROM job_parts p JOIN jobs j ON j.id = p.job WHERE p.id = :id"""
 
 SELECT_PARTS = "SELECT id FROM job_parts WHERE end_s >= :since ORDER BY id"
@@ -312,3 +363,31 @@ def _apply(db: sqlite_utils.Database, migration: Migration) -> None:
         "INSERT INTO schema_version (version, description, applied_at_s) VALUES (?, ?, ?)",
         (migration.version, migration.description, time.time()),
     )
+
+
+UPSERT_RUNNING = """
+INSERT INTO running_parts (cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
+    footprint_json)
+VALUES (:cluster, :job_id, :restart_count, :node, :uid, :account, :updated_s, :record_zlib, :footprint_json)
+ON CONFLICT (cluster, job_id, restart_count, node) DO UPDATE SET
+    updated_s = excluded.updated_s, record_zlib = excluded.record_zlib,
+    footprint_json = excluded.footprint_json
+WHERE excluded.updated_s > running_parts.updated_s"""
+
+DELETE_RUNNING = """
+DELETE FROM running_parts
+WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node"""
+
+INSERT_FOOTPRINT_MONTH = """
+INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,
+    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json)
+VALUES (:footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
+    :estimated_j, :series_co2e_g, :core_hours, :node_hours, :gpu_hours, :gpu_hours_json, :zone,
+    :sources_json)"""
+
+DELETE_FOOTPRINT_MONTHS = "DELETE FROM footprint_months WHERE footprint_id = :footprint_id"
+
+SELECT_FOOTPRINT_MONTHS = """
+SELECT month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j, gpu_j, estimated_j, series_co2e_g,
+    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json
+FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""

@@ -150,6 +150,7 @@ class Store:
             if self.db.execute(schema.FIND_PART, key).fetchone():
                 return None  # already stored: checked again under the write lock, so exactly once
             part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
+            self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
             timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
             self.db.execute(schema.INSERT_TIMELINE, timeline)
         return part_id
@@ -174,6 +175,7 @@ class Store:
             raise KeyError(f"no job part {part_id}")
         found = rows[0]
         found["start"], found["end"] = _moment(found.pop("start_s")), _moment(found.pop("end_s"))
+        found["gpus"] = json.loads(found.pop("gpus_json"))
         return found
 
     def record(self, part_id: int) -> dict[str, Any]:
@@ -195,13 +197,34 @@ class Store:
             self.db.conn.executemany(schema.UPSERT_INTENSITY, params)
         return len(params)
 
+    def upsert_running(self, record: dict[str, Any], raw: bytes, footprint: dict[str, Any] | None) -> bool:
+        """Keep the newest snapshot of a running job's part; False once its finished record is stored."""
+        job = _job_params(record)
+        key = {k: job[k] for k in ("cluster", "job_id", "restart_count")} | {"node": record["node"]}
+        row = key | {
+            "uid": job["uid"],
+            "account": job["account"],
+            "updated_s": job["end_s"],
+            "record_zlib": zlib.compress(raw, ZLIB_LEVEL),
+            "footprint_json": _json(footprint) if footprint is not None else None,
+        }
+        with self._transaction():
+            if self.db.execute(schema.FIND_PART, key).fetchone():
+                return False
+            self.db.execute(schema.UPSERT_RUNNING, row)
+        return True
+
     def intensity(self, zone: str, start: datetime, end: datetime) -> list[IntensityPoint]:
         """The zone's points overlapping [start, end), by start time then source."""
         rows = self._rows(schema.SELECT_INTENSITY, {"zone": zone, "start": _epoch(start), "end": _epoch(end)})
         return [_intensity_point(row) for row in rows]
 
     def save_footprint(self, part_id: int, fields: dict[str, Any]) -> int:
-        """Add the part's footprint as its new current version; return that version number."""
+        """Add the part's footprint as its new current version; return that version number.
+
+        `fields["months"]` (from `accounting`), if present, goes to footprint_months, not the JSON."""
+        months = fields.get("months")
+        fields = {k: v for k, v in fields.items() if k != "months"}
         missing = [name for name in HEADLINE if name not in fields]
         if missing or PROVENANCE & fields.keys():
             raise ValueError(
@@ -212,8 +235,28 @@ class Store:
         with self._transaction():
             params["version"] = self.db.execute(schema.NEXT_VERSION, params).fetchone()[0]
             self.db.execute(schema.RETIRE_FOOTPRINTS, params)
-            self.db.execute(schema.INSERT_FOOTPRINT, params)
+            footprint_id = self.db.execute(schema.INSERT_FOOTPRINT, params).lastrowid
+            self._insert_months(footprint_id, months or [])
         return int(params["version"])
+
+    def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
+        """Store a footprint's monthly figures anew (filled by recompute; the footprint is unchanged)."""
+        with self._transaction():
+            self.db.execute(schema.DELETE_FOOTPRINT_MONTHS, {"footprint_id": footprint_id})
+            self._insert_months(footprint_id, months)
+
+    def _insert_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
+        rows = [_month_params(footprint_id, month) for month in months]
+        if rows:
+            self.db.conn.executemany(schema.INSERT_FOOTPRINT_MONTH, rows)
+
+    def footprint_months(self, footprint_id: int) -> list[dict[str, Any]]:
+        """A footprint's figures per month, as `accounting` computed them, by month."""
+        rows = self._rows(schema.SELECT_FOOTPRINT_MONTHS, {"footprint_id": footprint_id})
+        for row in rows:
+            row["gpu_hours_by_model"] = json.loads(row.pop("gpu_hours_json"))
+            row["sources"] = json.loads(row.pop("sources_json"))
+        return rows
 
     def footprint(self, part_id: int) -> dict[str, Any] | None:
         """The part's current footprint: its fields plus PROVENANCE; None if never computed."""
@@ -307,6 +350,16 @@ def _intensity_point(row: dict[str, Any]) -> IntensityPoint:
         forecast=bool(row["forecast"]),
         fetched_at=_moment(row["fetched_at_s"]),
     )
+
+
+def _month_params(footprint_id: int, month: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in month.items() if k not in ("gpu_hours_by_model", "sources")}
+    params.update(
+        footprint_id=footprint_id,
+        gpu_hours_json=_json(month["gpu_hours_by_model"]),
+        sources_json=_json(month["sources"]),
+    )
+    return params
 
 
 def _footprint(row: dict[str, Any]) -> dict[str, Any]:

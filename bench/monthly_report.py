@@ -1,0 +1,187 @@
+"""`jobcarbon report --month` over a million jobs in 200 accounts: wall time and peak memory.
+
+`python3 -m bench.monthly_report [--jobs 1000000] [--accounts 200] [--by account] [--format csv]`.
+Builds (once, cached under /tmp) a database at the current schema with that many finished jobs, one
+part, one current footprint and its monthly figures each, written directly with executemany; 5% of
+the jobs have a GPU and 2% cross into the next month. Every job is in the reported month (the worst
+case). Then runs the whole `jobcarbon report` process, as an admin would, and reports its wall time
+and peak RSS (getrusage of the children). Target: <= 5 s, <= 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from slurm_plugin.storage import Store, schema
+
+TARGET_S = 5.0
+TARGET_MB = 500.0
+START_S = 1767225600.0  # 2026-01-01T00:00Z
+MONTH = "2026-01"
+CACHE = Path("/tmp/jobcarbon-bench-monthly")
+BATCH = 50_000
+
+
+def build(path: Path, jobs: int, accounts: int) -> None:
+    Store.open(f"sqlite:///{path}", 10.0).close()  # the schema, through the migrations
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    rng = random.Random(42)
+    conn.execute("BEGIN")
+    for first in range(1, jobs + 1, BATCH):
+        job_rows, part_rows, print_rows, month_rows = [], [], [], []
+        for i in range(first, min(first + BATCH, jobs + 1)):
+            start = START_S + rng.uniform(0, 29 * 86400)
+            hours = rng.uniform(0.1, 48) if i % 50 == 0 else rng.uniform(0.1, 8)
+            end = start + hours * 3600
+            user = rng.randrange(2000)
+            gpu = i % 20 == 0
+            it_j = hours * 3600 * (400 + (300 if gpu else 0))
+            job_rows.append(
+                (
+                    i,
+                    "bench",
+                    i,
+                    0,
+                    f"user{user}",
+                    10000 + user,
+                    5000 + user % 50,
+                    f"acct{i % accounts:03d}",
+                    "gpu" if gpu else "batch",
+                    start,
+                    end,
+                )
+            )
+            part_rows.append(
+                (
+                    i,
+                    i,
+                    f"node{i % 2000:04d}",
+                    start,
+                    end,
+                    end - start,
+                    8,
+                    "0-7",
+                    "[]",
+                    it_j * 0.8,
+                    "measured",
+                    it_j * 0.1,
+                    "apportioned",
+                    it_j * 0.1 if gpu else None,
+                    "measured" if gpu else None,
+                    it_j,
+                    1.0,
+                    "complete",
+                    "[]",
+                    "[]",
+                    "bench",
+                    b"",
+                    end + 60,
+                )
+            )
+            co2e = it_j * 1.2 / 3.6e6 * 350
+            print_rows.append((i, i, 1, 1, end + 60, it_j, it_j * 1.2, co2e, 350.0, "zone_yearly", 0.0, "{}"))
+            model = json.dumps({"NVIDIA A100-SXM4-40GB": hours}) if gpu else "{}"
+            month_rows.append(
+                (
+                    i,
+                    MONTH,
+                    it_j,
+                    it_j * 1.2,
+                    co2e,
+                    it_j * 0.8,
+                    it_j * 0.1,
+                    it_j * 0.1,
+                    0.0,
+                    0.0,
+                    8 * hours,
+                    hours,
+                    hours if gpu else 0.0,
+                    model,
+                    "DE",
+                    '["Electricity Maps yearly 2025 (ODbL)"]',
+                )
+            )
+        conn.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)", job_rows)
+        conn.executemany(
+            "INSERT INTO job_parts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", part_rows
+        )
+        conn.executemany("INSERT INTO footprints VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", print_rows)
+        conn.executemany("INSERT INTO footprint_months VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", month_rows)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def cached(jobs: int, accounts: int) -> Path:
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"v{schema.latest()}-{jobs}-{accounts}.db"
+    if not path.exists():
+        began = time.monotonic()
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        build(partial, jobs, accounts)
+        partial.rename(path)
+        print(f"built {path} in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--by", default="account")
+    parser.add_argument("--format", default="csv")
+    args = parser.parse_args(argv)
+    database = cached(args.jobs, args.accounts)
+    config = CACHE / "jobcarbon.yaml"
+    config.write_text(f"database:\n  url: sqlite:///{database}\naccounting:\n  timezone: UTC\n")
+    entry = "import sys; from slurm_plugin.cli import main; sys.exit(main())"  # as the `jobcarbon` script
+    command = [
+        sys.executable,
+        "-c",
+        entry,
+        "--config",
+        str(config),
+        "report",
+        "--month",
+        MONTH,
+        "--by",
+        args.by,
+        "--format",
+        args.format,
+    ]
+    began = time.monotonic()
+    done = subprocess.run(command, capture_output=True, check=False)
+    wall_s = time.monotonic() - began
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if done.returncode != 0:
+        print(done.stderr.decode(), file=sys.stderr)
+        return 1
+    lines = done.stdout.decode().count("\n")
+    result = {
+        "jobs": args.jobs,
+        "accounts": args.accounts,
+        "by": args.by,
+        "format": args.format,
+        "wall_s": round(wall_s, 3),
+        "peak_rss_mb": round(peak_mb, 1),
+        "output_lines": lines,
+        "target_s": TARGET_S,
+        "target_mb": TARGET_MB,
+        "ok": wall_s <= TARGET_S and peak_mb <= TARGET_MB,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
