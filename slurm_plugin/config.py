@@ -16,14 +16,10 @@ from typing import Literal
 import yaml
 
 from slurm_plugin import yamlschema
-from slurm_plugin.errors import ConfigError
+from slurm_plugin.configfile import ENV_VAR, ConfigError, config_path
 from slurm_plugin.yamlschema import FRACTION, POSITIVE
 
-DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
-ENV_VAR = "JOBCARBON_CONFIG"
-
-
-__all__ = ["Config", "ConfigError", "load", "parse"]
+__all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -166,13 +162,6 @@ class Config:
     intensity: Intensity = field(default_factory=Intensity)
     visibility: Visibility = field(default_factory=Visibility)
     source: Path | None = field(default=None, compare=False)
-
-
-def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The file to load: an explicit path, else $JOBCARBON_CONFIG, else the system default."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
 
 
 def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = True) -> Config:

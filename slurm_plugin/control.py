@@ -11,13 +11,12 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 MAX_REPLY = 65536
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def request(socket_path: Path, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def request(socket_path: Path, message: dict[str, object], timeout_s: float) -> dict[str, object]:
     """Send one request and wait up to `timeout_s` for the reply; raises OSError when unreachable."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout_s)
@@ -35,7 +34,7 @@ def request(socket_path: Path, message: dict[str, Any], timeout_s: float) -> dic
         raise ConnectionError(f"agent sent an unreadable reply: {reply[:80]!r}") from None
 
 
-def notify(socket_path: Path, message: dict[str, Any], timeout_s: float) -> None:
+def notify(socket_path: Path, message: dict[str, object], timeout_s: float) -> None:
     """Send a request without waiting for its reply; raises OSError when nobody listens."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout_s)

@@ -13,6 +13,8 @@ import os
 from collections import namedtuple
 from pathlib import Path
 
+from slurm_plugin.configfile import config_path
+
 RUNDIR_ENV = "JOBCARBON_RUNDIR"
 DEFAULT_RUNDIR = "/run/jobcarbon"
 
@@ -36,8 +38,6 @@ class HookSettings(
 
 def load() -> HookSettings:
     """Settings from the cache when it matches the config file, else from a full load (then cached)."""
-    from slurm_plugin.config import config_path
-
     path = config_path()
     try:
         info = os.stat(path)

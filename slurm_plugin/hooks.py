@@ -14,7 +14,7 @@ import sys
 import time
 
 from slurm_plugin import control, hookconfig, jobenv
-from slurm_plugin.errors import ConfigError
+from slurm_plugin.configfile import ConfigError
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.hookconfig import HookSettings
 from slurm_plugin.spool import Spool, finalize

@@ -10,6 +10,7 @@ so the read-only query path can decode it without the store's imports.
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from array import array
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from operator import le
 Row = tuple[float, float, float | None, float | None, float | None]
 COLUMNS = 5
 ITEM_BYTES = 8
-NAN_BYTES = array("d", [math.nan]).tobytes()  # the only NaN `encode` writes
+NAN_BYTES = struct.pack("<d", math.nan)  # the only NaN `encode` writes, as stored
 _BIG_ENDIAN = sys.byteorder == "big"
 
 

@@ -14,7 +14,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 from slurm_plugin.jobenv import JobInfo
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
@@ -114,7 +113,7 @@ def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], o
         info, start_s = spool.load_job(key)
         samples = journal.Journal({"job": info.to_dict(), "start": start_s})
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
-    document: dict[str, Any] = record.build(samples, end_s, partial_reasons)
+    document = record.build(samples, end_s, partial_reasons)
     path = record.write(outbox, document, fsync=spool.fsync)
     (outbox / record.RUNNING_DIR / path.name).unlink(missing_ok=True)  # superseded snapshot
     spool.remove_job(key)

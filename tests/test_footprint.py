@@ -100,6 +100,21 @@ def test_it_rows_sum_components_and_skip_unmeasured() -> None:
     ]
 
 
+def test_it_columns_sum_components_and_skip_unmeasured_nan() -> None:
+    nan = float("nan")
+    starts, ends, joules = footprint.it_columns([0, 10], [10, 20], [5.0, nan], [nan, nan], [2.0, nan])
+    assert (list(starts), list(ends), joules) == ([0, 10], [10, 20], [7.0, 0])
+
+
+def test_columns_and_rows_give_the_same_footprint() -> None:
+    rows = [(T0 + i * 600, T0 + (i + 1) * 600, 1000.0 + i) for i in range(12)]
+    slots = [Slot(T0 + 1800, T0 + 5400, 200, "measured_series", "em", "lifecycle")]
+    by_rows = compute(rows, slots, WORLD, flat(1.2))
+    by_columns = footprint.compute_columns(*zip(*rows, strict=True), slots, WORLD, flat(1.2))
+    assert by_columns == by_rows
+    assert by_rows.rung == "world"
+
+
 def test_week_long_job_conserves_energy() -> None:
     rows = [(T0 + i * 10, T0 + (i + 1) * 10, 30.0) for i in range(60480)]
     slots = [

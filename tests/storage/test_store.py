@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -155,6 +156,18 @@ def test_a_gap_in_the_timeline_stays_null(store: Store) -> None:
     document["timeline"]["rows"][1][2:] = [None, None, None]
     part_id = store.add_part(document)
     assert store.timeline(part_id)[1] == (START + 10, START + 20, None, None, None)
+
+
+def test_timeline_columns_hold_the_rows_with_nan_for_null(store: Store) -> None:
+    document = make_record(rows=2)
+    document["timeline"]["rows"][1][2:] = [None, 7.5, None]
+    part_id = store.add_part(document)
+    starts, ends, cpu, dram, gpu = store.timeline_columns(part_id)
+    assert (list(starts), list(ends)) == ([START, START + 10], [START + 10, START + 20])
+    assert (cpu[0], list(dram), gpu[0]) == (100.0, [10.0, 7.5], 500.0)
+    assert math.isnan(cpu[1])
+    assert math.isnan(gpu[1])
+    assert [list(column) for column in store.timeline_columns(part_id + 1)] == [[]] * 5
 
 
 def test_a_multi_node_job_is_one_job_spanning_its_parts(store: Store) -> None:
