@@ -20,14 +20,16 @@ class Metric:
     label: str
     value: float
     unit: str
-    target: float | None  # the value must be at most this
+    target: float | None  # the value must be at most this (at least, with `at_least`)
     reference: str = ""
+    at_least: bool = False
 
     @property
     def verdict(self) -> str:
         if self.target is None:
             return "context"
-        return "meets" if self.value <= self.target else "**MISSES**"
+        meets = self.value >= self.target if self.at_least else self.value <= self.target
+        return "meets" if meets else "**MISSES**"
 
 
 CODECARBON_FIRST = "CodeCarbon 3.3: 1.5 s"
@@ -37,7 +39,12 @@ RSS_REFERENCE = "CodeCarbon 3.3: 78 MB; Carbontracker 2.4: 84 MB"
 
 def metrics(results: dict[str, Any]) -> list[Metric]:
     """The headline numbers, each with its target and the issue's reference figures."""
-    return [*_latency_rows(results), *_sampler_rows(results), *_context_rows(results)]
+    return [
+        *_latency_rows(results),
+        *_sampler_rows(results),
+        *_accounting_rows(results),
+        *_context_rows(results),
+    ]
 
 
 def _latency_rows(results: dict[str, Any]) -> list[Metric]:
@@ -87,6 +94,30 @@ def _sampler_rows(results: dict[str, Any]) -> list[Metric]:
             "slurmstepd: ~5 MB PSS per job (320 MB for 64)",
         ),
         Metric("64 jobs: agent CPU per tick", density["cpu_ms_per_tick"], "ms", None),
+    ]
+
+
+def _accounting_rows(results: dict[str, Any]) -> list[Metric]:
+    ingest, week = results["ingest"], results["footprint"]
+    runs = f"median of {ingest['runs']} runs" if ingest["runs"] > 1 else "one run"
+    return [
+        Metric(
+            f"Ingest, {ingest['processes']} processes delivering at once ({runs})",
+            ingest["records_per_s"],
+            "records/s",
+            500,
+            at_least=True,
+        ),
+        Metric("  deliverers' CPU per record (user + system)", ingest["cpu_ms_per_record"], "ms", None),
+        Metric("  records left in the outboxes (database busy > 2 s)", ingest["kept"], "records", None),
+        Metric(
+            f"Footprint of a week-long job ({week['intervals']:,} intervals, "
+            f"{week['intensity_slots']} intensity slots) p50",
+            week["compute_part"]["p50_ms"],
+            "ms",
+            50,
+        ),
+        Metric("  same, p95", week["compute_part"]["p95_ms"], "ms", None),
     ]
 
 
@@ -146,7 +177,8 @@ def table(rows: list[Metric]) -> str:
     """A markdown table: metric, measured, target, reference, verdict."""
     lines = ["| Metric | Measured | Target | Reference | Verdict |", "|---|---:|---:|---|---|"]
     for row in rows:
-        target = f"≤ {row.target:g} {row.unit}" if row.target is not None else ""
+        bound = "≥" if row.at_least else "≤"
+        target = f"{bound} {row.target:g} {row.unit}" if row.target is not None else ""
         lines.append(
             f"| {row.label} | {row.value:g} {row.unit} | {target} | {row.reference} | {row.verdict} |"
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import calibration, density, latency, report, sampler_cost, startup
+from bench import calibration, density, footprint, ingest, latency, report, sampler_cost, startup
 from bench.hooks import REPO_ROOT
 
 
@@ -27,16 +27,25 @@ class Plan:
     sampler_s: float
     density_s: float
     startup_runs: int
+    ingest_runs: int
+    footprint_runs: int
 
 
-FULL = Plan(warm_runs=100, cold_runs=5, sampler_s=60, density_s=60, startup_runs=50)
-QUICK = Plan(warm_runs=50, cold_runs=3, sampler_s=15, density_s=30, startup_runs=20)
+FULL = Plan(
+    warm_runs=100, cold_runs=5, sampler_s=60, density_s=60, startup_runs=50, ingest_runs=3, footprint_runs=20
+)
+QUICK = Plan(
+    warm_runs=50, cold_runs=3, sampler_s=15, density_s=30, startup_runs=20, ingest_runs=1, footprint_runs=10
+)
 
 
 def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any]]]:
     return {
         "calibration": calibration.measure,
         "startup": lambda: startup.measure(plan.startup_runs),
+        # The database host's figures first: the node scenarios leave agents and journal writeback behind.
+        "ingest": lambda: ingest.measure(scratch / "ingest", plan.ingest_runs),
+        "footprint": lambda: footprint.measure(plan.footprint_runs, scratch=scratch),
         "latency_warm": lambda: latency.measure_warm(scratch, plan.warm_runs),
         "latency_cold": lambda: latency.measure_cold(scratch, plan.cold_runs),
         "sampler": lambda: sampler_cost.measure(scratch, plan.sampler_s),
