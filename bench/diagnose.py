@@ -53,14 +53,13 @@ def sampler_with_jobs(node: Node, jobs: int, gpus: int) -> Any:
     from slurm_plugin.sampler import NodeSampler
 
     sampler = NodeSampler(config.load(node.config), lambda level, message: None)
-    now = sampler.tick()
     for index in range(jobs):
         job_id = 100 + index
         add_job_cgroup(node, job_id)
         env = hook_env(node, job_id, "prolog", gpus if index == 0 else 0)
         info = jobenv.from_env(env, "bench", "")
         journal = node.root / f"journal-{job_id}.jsonl"
-        sampler.add(info, now, journal, None, now)
+        sampler.add(info, time.time(), journal, None)
     return sampler
 
 

@@ -56,6 +56,7 @@ class NodeSampler:
         self.config = config
         self.log = log
         self.procfs = config.paths.procfs
+        self._stat_path = str(self.procfs / "stat")
         self.rapl = RaplSensor(config.paths.sysfs)
         self.ncpus = procstat.read_node_cpu(self.procfs).ncpus
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
@@ -180,7 +181,7 @@ class NodeSampler:
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
         try:
-            busy_s = procstat.read_busy_s(self.procfs)
+            busy_s = procstat.read_busy_s(self._stat_path)
         except (OSError, ValueError) as exc:
             self.log("error", f"cannot read {self.procfs}/stat: {exc}")
             return None

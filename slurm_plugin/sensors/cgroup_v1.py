@@ -23,6 +23,7 @@ class V1JobCgroup:
         self.memory = memory
         self.cpuset = cpuset
         self._usage = str(cpuacct / "cpuacct.usage")
+        self._memory_paths = (str(memory / "memory.usage_in_bytes"), str(memory / "memory.stat"))
         self._cpus: frozenset[int] = frozenset()
         self._reads = 0
 
@@ -32,14 +33,16 @@ class V1JobCgroup:
         if self._reads % self.CPUSET_EVERY == 0 or not self._cpus:
             self._cpus = _cpus(self.cpuset)
         self._reads += 1
-        return JobUsage(cpu_ns / 1e9, _memory(self.memory), self._cpus)
+        return JobUsage(cpu_ns / 1e9, _memory(*self._memory_paths), self._cpus)
 
 
-def _memory(directory: Path) -> int:
+def _memory(usage_path: str, stat_path: str) -> int:
     """Memory in use without reclaimable cache; 0 when Slurm made no memory cgroup for the job."""
     try:
-        usage = int((directory / "memory.usage_in_bytes").read_text())
-        cache = inactive_file_bytes((directory / "memory.stat").read_text(), "total_inactive_file")
+        with open(usage_path, "rb") as handle:
+            usage = int(handle.read())
+        with open(stat_path, encoding="ascii") as handle:
+            cache = inactive_file_bytes(handle.read(), "total_inactive_file")
     except FileNotFoundError:
         return 0
     return max(usage - cache, 0)

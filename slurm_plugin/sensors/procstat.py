@@ -43,10 +43,13 @@ def read_node_cpu(procfs: Path) -> NodeCpu:
     return parse_stat((procfs / "stat").read_text())
 
 
-def read_busy_s(procfs: Path) -> float:
-    """Node busy CPU seconds from the aggregate line alone (the file has a line per CPU)."""
-    with (procfs / "stat").open("rb") as handle:
-        line = handle.readline()
+def read_busy_s(stat_path: str) -> float:
+    """Node busy CPU seconds from the aggregate line of /proc/stat alone (it has a line per CPU)."""
+    fd = os.open(stat_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        line = os.read(fd, 1024).split(b"\n", 1)[0]
+    finally:
+        os.close(fd)
     fields = line.split()
     if fields[:1] != [b"cpu"] or len(fields) < 9:
         raise ValueError("/proc/stat: first line is not the aggregate cpu line")

@@ -58,15 +58,17 @@ class RaplSensor:
     def __init__(self, sysfs: Path):
         self.sysfs = Path(sysfs)
         self.zones: list[RaplZone] = []
+        self._energy_paths: list[str] = []
         self.ignored: list[tuple[str, str]] = []
         found = _discover(self.sysfs)
         candidates = [zone for zone in (self._classify(entry) for entry in found) if zone]
         self.zones = self._deduplicate(candidates)
+        self._energy_paths = [str(zone.path / "energy_uj") for zone in self.zones]
         self._absent_reason = "" if self.zones else self._explain_absent(bool(found))
 
     def read(self) -> list[Reading]:
         """One raw reading per used zone; an unreadable zone gets a status, never an exception."""
-        return [_read_zone(zone) for zone in self.zones]
+        return [_read_zone(zone, path) for zone, path in zip(self.zones, self._energy_paths, strict=True)]
 
     def available(self) -> tuple[bool, str]:
         """Whether RAPL can be used here, and a one-line reason for `jobcarbon doctor`."""
@@ -183,9 +185,8 @@ def _why_not_summed(control: str, kind: str, name: str, parent_name: str | None)
     return ""
 
 
-def _read_zone(zone: RaplZone) -> Reading:
+def _read_zone(zone: RaplZone, path: str) -> Reading:
     """Open and read the counter afresh: sysfs values (and simulated files) change underneath."""
-    path = zone.path / "energy_uj"
     try:
         value = _read_int(path)
     except PermissionError:
@@ -197,7 +198,7 @@ def _read_zone(zone: RaplZone) -> Reading:
     return Reading(zone.channel, value)
 
 
-def _read_int(path: Path) -> int:
+def _read_int(path: Path | str) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return int(os.read(fd, 64))

@@ -141,8 +141,8 @@ def test_permission_denied_is_unreadable_and_does_not_hide_other_zones(
     real_read = rapl._read_int
     denied = zone(sensor, "package-0").path / "energy_uj"
 
-    def read(path: Path) -> int:
-        if path == denied:  # root ignores mode bits, so refuse here as a non-root agent would see it
+    def read(path: Path | str) -> int:
+        if Path(path) == denied:  # root ignores mode bits, so refuse here as a non-root agent would see it
             raise PermissionError(13, "Permission denied", str(path))
         return real_read(path)
 
