@@ -21,7 +21,7 @@ from slurm_plugin import config as config_module
 from slurm_plugin import control
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.sampler import NodeSampler
-from slurm_plugin.spool import KEY, Spool, finalize, lock_file
+from slurm_plugin.spool import KEY, Spool, boot_id, finalize, lock_file
 from slurm_plugin.spoolfs import ensure_dir
 
 MAX_REQUEST = 4096
@@ -159,6 +159,9 @@ class Agent:
         if fd is None:
             return  # an epilog is finalising it
         try:
+            if self._rebooted(key):
+                self._finalize_after_reboot(key, fd)
+                return
             info, start_s = self.spool.load_job(key)
             journal = self.spool.job_dir(key) / "journal.jsonl"
             resumed = "sampler was not running" if journal.exists() else None
@@ -171,6 +174,24 @@ class Agent:
             return
         self.job_locks[key] = fd
         self.log("info", f"job {key}: sampling started ({len(self.sampler.jobs)} jobs on node)")
+
+    def _rebooted(self, key: str) -> bool:
+        recorded, now = self.spool.job_boot_id(key), boot_id()
+        return recorded is not None and now is not None and recorded != now
+
+    def _finalize_after_reboot(self, key: str, fd: int) -> None:
+        """A job from before a reboot: it died with the node, so close its record at the last sample."""
+        journal = self.spool.job_dir(key) / "journal.jsonl"
+        _info, start_s = self.spool.load_job(key)
+        end_s = max(journal.stat().st_mtime if journal.exists() else start_s, start_s)
+        try:
+            path = finalize(
+                self.spool, key, end_s, ["the node rebooted during the job"], self.config.paths.outbox
+            )
+        finally:
+            os.close(fd)
+        self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
+        self._delivery_due = True
 
     def _stop(self, key: str) -> str | None:
         end_s = self.spool.stop_time(key) or time.time()

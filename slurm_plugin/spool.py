@@ -43,9 +43,15 @@ class Spool:
         directory = ensure_dir(self.job_dir(info.key))
         target = directory / "job.json"
         if not target.exists():
-            payload = {"job": info.to_dict(), "start": start_s}
-            atomic_write(target, json.dumps(payload).encode(), fsync=self.fsync)
+            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot_id()}
+            # No fsync: a power cut that loses this file also killed the job it describes.
+            atomic_write(target, json.dumps(payload).encode(), fsync=False)
         return directory
+
+    def job_boot_id(self, key: str) -> str | None:
+        """The boot the job started in; None for spool entries written before jobcarbon recorded it."""
+        data = json.loads((self.job_dir(key) / "job.json").read_bytes())
+        return data.get("boot_id")
 
     def request_stop(self, key: str, end_s: float) -> bool:
         """Leave the job's end time for whoever finalises it; False when no sampler ever ran here."""
@@ -85,6 +91,15 @@ class Spool:
         import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
 
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
+
+
+def boot_id() -> str | None:
+    """This boot's id (proc(5)): a job recorded under another boot was cut short by a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def lock_file(path: Path, wait_s: float) -> int | None:

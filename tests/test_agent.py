@@ -159,3 +159,21 @@ def test_running_jobs_publish_snapshots_that_the_final_record_replaces(tmp_path:
         node.stop_agent()
     assert node.record(70)["status"] == "complete"
     assert not running.exists()
+
+
+def test_a_job_from_before_a_reboot_is_closed_as_partial(node: SimNode) -> None:
+    import json
+
+    node.job_cgroup(80)
+    node.hook("prolog", 80)
+    wait_for(lambda: node.intervals(80) >= 2, what="samples")
+    node.stop_agent()
+    job_file = node.spool / "jobs" / "80.0" / "job.json"
+    data = json.loads(job_file.read_text())
+    job_file.write_text(json.dumps({**data, "boot_id": "00000000-0000-0000-0000-000000000000"}))
+    node.hook("prolog", 81)  # the first job after the reboot starts a new agent
+    record = wait_for(lambda: node.record(80), what="the pre-reboot job's record")
+    assert record["status"] == "partial"
+    assert "the node rebooted during the job" in record["partial_reasons"]
+    assert record["coverage"]["samples"] >= 2
+    node.hook("epilog", 81)
