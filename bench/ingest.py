@@ -2,8 +2,9 @@
 
 `python3 -m bench.ingest [--runs 1] [--processes 16] [--records 100] [--rows 360] [--fsync]`. Each
 process writes its own records (an hour of 10 s intervals on one node, the shape `record.build` gives a
-real journal) to its own outbox, waits for the others, then calls `ingest.deliver` on each in turn, as
-an epilog would. Prints records/s over the wall time from the common start to the last commit, and the
+real journal) to its own outbox, waits for the others, then runs the node deliverer on it
+(`delivery.deliver_outbox`: one connection per pass, a footprint per record), as a node does after
+its jobs. Prints records/s over the wall time from the common start to the last commit, and the
 deliverers' CPU time (user + system) per record; with several runs, the median run and every run's rate.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from slurm_plugin import record
 from slurm_plugin.config import Config, Database, Paths
-from slurm_plugin.ingest import deliver
+from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store
 
@@ -73,13 +74,11 @@ def _deliverer(index: int, args: argparse.Namespace, scratch: str, start: Any, r
     outbox = Path(scratch) / f"outbox-{index:02d}"
     paths = Paths(outbox=outbox, quarantine=Path(scratch) / "quarantine")
     config = Config(paths=paths, database=Database(url=f"sqlite:///{scratch}/bench.db", busy_timeout_s=10.0))
-    files = [
+    for n in range(args.records):
         record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
-        for n in range(args.records)
-    ]
     start.wait(timeout=300)
     began, cpu = time.time(), os.times()
-    delivered = sum(deliver(path, config, _silent) for path in files)
+    delivered = deliver_outbox(config, _silent)
     used = os.times()
     results.put((began, time.time(), delivered, used.user + used.system - cpu.user - cpu.system))
 

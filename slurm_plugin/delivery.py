@@ -13,13 +13,14 @@ from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.spool import Spool, lock_file
 
+DELIVER_TIMEOUT_S = 2.0  # a node's wait for a busy database; the next delivery or ingest catches up
 ROUNDS = 5  # records finalised while we ran are picked up by another pass, not left for the timer
 
 
 def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
     """Ingest the outbox until it is empty or the database is unavailable; returns parts stored."""
     from slurm_plugin import accounting, snapshots  # the database stack: imported once we hold the lock
-    from slurm_plugin.ingest import DELIVER_TIMEOUT_S, ingest_outbox, pending
+    from slurm_plugin.ingest import ingest_outbox, pending
     from slurm_plugin.storage.store import Store, StoreError
 
     timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)

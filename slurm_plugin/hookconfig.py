@@ -87,10 +87,10 @@ def _read_nofollow(path: Path) -> bytes:
 
 def _store(cache: Path, data: bytes) -> None:
     """Best effort: a cache that cannot be written only costs the next hook a full load."""
-    from slurm_plugin.spoolfs import SpoolError, atomic_write, ensure_dir
+    from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
     try:
         ensure_dir(cache.parent)
         atomic_write(cache, data, fsync=False)
-    except (OSError, SpoolError):
+    except OSError:  # SpoolError included
         pass

@@ -22,13 +22,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from slurm_plugin.config import Config
 from slurm_plugin.record import SCHEMA
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
 
 Log = Callable[[str, str], None]
-DELIVER_TIMEOUT_S = 2.0  # the epilog's wait for a busy database; the next ingest catches up later
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
@@ -129,26 +127,6 @@ def _notify(on_stored: Callable[[int], None], part_id: int, path: Path, log: Log
         on_stored(part_id)
     except Exception as exc:
         log("warning", f"{path.name}: stored as part {part_id}, but its follow-up failed: {exc}")
-
-
-def deliver(
-    record_path: Path, config: Config, log: Log, on_stored: Callable[[int], None] | None = None
-) -> bool:
-    """Store one record right away (the epilog); False, with the file kept, on any failure. Never raises."""
-    timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
-    try:
-        store = Store.open(config.database.url, timeout_s)
-    except Exception as exc:
-        log("warning", f"{record_path.name}: kept in the outbox, database unavailable: {exc}")
-        return False
-    try:
-        outcome = ingest_file(store, record_path, config.paths.quarantine, on_stored, log)
-    except Exception as exc:
-        log("warning", f"{record_path.name}: kept in the outbox, not stored: {exc}")
-        return False
-    finally:
-        store.close()
-    return outcome in (Outcome.STORED, Outcome.DUPLICATE)
 
 
 # --- quarantine ---------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from slurm_plugin import ingest, record
 from slurm_plugin.config import Config, Database, Paths
-from slurm_plugin.ingest import IngestResult, deliver, ingest_outbox
+from slurm_plugin.delivery import deliver_outbox
+from slurm_plugin.ingest import IngestResult, ingest_outbox
 from slurm_plugin.storage import Store
 from tests.storage.conftest import count, db_url, intervals, make_record
 
@@ -226,29 +227,29 @@ def test_a_locked_database_keeps_records_for_a_later_ingest(
     waiting.close()
 
 
-def test_deliver_keeps_the_record_while_the_database_is_unreachable(tmp_path: Path, outbox: Path) -> None:
+def test_delivery_keeps_the_record_while_the_database_is_unreachable(tmp_path: Path, outbox: Path) -> None:
     path = write(outbox, make_record())
     log = Lines()
     unreachable = config_for(tmp_path, f"sqlite:///{tmp_path}/not-mounted/jobcarbon.db")
-    assert deliver(path, unreachable, log) is False
+    assert deliver_outbox(unreachable, log) == 0
     assert path.exists()
     assert len(log) == 1
-    assert "kept in the outbox" in log[0]
-    stored: list[int] = []
-    assert deliver(path, config_for(tmp_path), log, on_stored=stored.append) is True
+    assert "stay in" in log[0]
+    Store.open(db_url(tmp_path), 5.0).close()
+    assert deliver_outbox(config_for(tmp_path), log) == 1
     assert not path.exists()
-    assert len(stored) == 1
 
 
-def test_deliver_refuses_a_bad_url_without_raising(tmp_path: Path, outbox: Path) -> None:
+def test_delivery_refuses_a_bad_url_without_raising(tmp_path: Path, outbox: Path) -> None:
     path = write(outbox, make_record())
-    assert deliver(path, config_for(tmp_path, "postgresql://db/jobcarbon"), Lines()) is False
+    assert deliver_outbox(config_for(tmp_path, "postgresql://db/jobcarbon"), Lines()) == 0
     assert path.exists()
 
 
-def test_deliver_quarantines_a_malformed_record(tmp_path: Path, outbox: Path) -> None:
-    path = write_raw(outbox, "hpc_1_0_node001.json", b"{}")
-    assert deliver(path, config_for(tmp_path), Lines()) is False
+def test_delivery_quarantines_a_malformed_record(tmp_path: Path, outbox: Path) -> None:
+    write_raw(outbox, "hpc_1_0_node001.json", b"{}")
+    Store.open(db_url(tmp_path), 5.0).close()
+    assert deliver_outbox(config_for(tmp_path), Lines()) == 0
     assert (tmp_path / "quarantine" / "hpc_1_0_node001.json.reason").exists()
 
 
