@@ -21,8 +21,6 @@ from slurm_plugin.intensity import IntensityPoint
 METHODOLOGY_VERSION = "1"
 J_PER_KWH = 3.6e6
 # Best first: the rung recorded for a footprint is the worst one that carried any energy.
-# A stored timeline row: (start_s, end_s, cpu_j, dram_j, gpu_j), None where not measured.
-TimelineRow = tuple[float, float, float | None, float | None, float | None]
 RUNGS = ("measured_series", "forecast_series", "zone_yearly", "country_yearly", "constant", "world")
 
 
@@ -179,11 +177,6 @@ def _finish(result: Footprint, used: dict[str, set[str]]) -> Footprint:
     return result
 
 
-def it_rows(timeline: Sequence[TimelineRow]) -> list[tuple[float, float, float]]:
-    """(start, end, IT joules) from stored timeline rows of (t0, t1, cpu_j, dram_j, gpu_j)."""
-    return [(t0, t1, sum(j for j in parts if j is not None)) for t0, t1, *parts in timeline]
-
-
 def it_columns(
     starts: Sequence[float],
     ends: Sequence[float],
@@ -191,7 +184,7 @@ def it_columns(
     dram_j: Sequence[float],
     gpu_j: Sequence[float],
 ) -> tuple[Sequence[float], Sequence[float], list[float]]:
-    """`it_rows` on timeline columns, where NaN is "not measured" (the store's packed form)."""
+    """(starts, ends, IT joules) from the five timeline columns; NaN is "not measured"."""
     joules = list(map(add, map(add, cpu_j, dram_j), gpu_j))
     if any(map(math.isnan, joules)):
         measured = zip(cpu_j, dram_j, gpu_j, strict=True)

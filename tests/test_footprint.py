@@ -93,13 +93,6 @@ def test_empty_timeline_is_zero() -> None:
     assert (result.co2e_g, result.it_energy_j, result.measured_intensity_fraction) == (0, 0, 0)
 
 
-def test_it_rows_sum_components_and_skip_unmeasured() -> None:
-    assert footprint.it_rows([(0, 10, 5.0, None, 2.0), (10, 20, None, None, None)]) == [
-        (0, 10, 7.0),
-        (10, 20, 0),
-    ]
-
-
 def test_it_columns_sum_components_and_skip_unmeasured_nan() -> None:
     nan = float("nan")
     starts, ends, joules = footprint.it_columns([0, 10], [10, 20], [5.0, nan], [nan, nan], [2.0, nan])
