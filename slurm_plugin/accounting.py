@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from slurm_plugin import footprint, months, pue
+from slurm_plugin import footprint, months, packed_timeline, pue
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint, static
 
@@ -135,6 +135,36 @@ def _estimated_shares(store: FootprintStore, part_id: int, part: dict[str, Any])
         if total > 0:
             shares[component] = (summary.get("by_method") or {}).get(ESTIMATED, 0.0) / total
     return shares
+
+
+class _Unstored:
+    """A validated record read as a stored part: its footprint is computed before it is stored, so that
+    both go into the database in one transaction (and a node's writer role never reads parts back)."""
+
+    def __init__(self, store: FootprintStore, record: dict[str, Any]):
+        from slurm_plugin.storage.store import unstored_part
+
+        self.store, self.whole = store, record
+        self.found = unstored_part(record)
+
+    def part(self, part_id: int) -> dict[str, Any]:
+        return self.found
+
+    def timeline_columns(self, part_id: int) -> list[Sequence[float]]:
+        timeline = self.whole["timeline"]
+        origin = _utc(timeline["origin"]).timestamp()
+        return packed_timeline.columns(packed_timeline.encode(timeline["rows"], origin))
+
+    def record(self, part_id: int) -> dict[str, Any]:
+        return self.whole
+
+    def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]:
+        return self.store.intensity(zone, start, end)
+
+
+def account_record(store: FootprintStore, record: dict[str, Any], settings: Accounting) -> dict[str, Any]:
+    """The fields of a validated record's first footprint, for `Store.add_part` to save with it."""
+    return compute_part_fields(_Unstored(store, record), 0, settings)[1]  # type: ignore[arg-type]
 
 
 def account_part(store: FootprintStore, part_id: int, settings: Accounting) -> dict[str, Any]:

@@ -28,7 +28,8 @@ def _store(settings: config_module.Config, create: bool = False) -> Iterator:
     from slurm_plugin.storage.store import Store, StoreError
 
     try:
-        store = Store.open(settings.database.url, settings.database.busy_timeout_s, create=create)
+        database = settings.database
+        store = Store.open(database.url, database.busy_timeout_s, create, database.password_file)
     except StoreError as exc:
         raise CommandError(f"database: {exc}") from None
     try:
@@ -59,7 +60,7 @@ def ingest(args: argparse.Namespace) -> int:
             store,
             outbox,
             settings.paths.quarantine,
-            lambda part_id: accounting.account_part(store, part_id, settings.accounting),
+            lambda record: accounting.account_record(store, record, settings.accounting),
             log,
         )
         running = (

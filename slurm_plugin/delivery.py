@@ -25,7 +25,7 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
 
     timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
     try:
-        store = Store.open(config.database.url, timeout_s, create=False)
+        store = Store.open(config.database.url, timeout_s, False, config.database.password_file)
     except StoreError as exc:
         log("info", f"records stay in {config.paths.outbox} for `jobcarbon ingest`: {exc}")
         return 0
@@ -38,7 +38,7 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
                 store,
                 config.paths.outbox,
                 config.paths.quarantine,
-                lambda part_id: accounting.account_part(store, part_id, config.accounting),
+                lambda record: accounting.account_record(store, record, config.accounting),
                 log,
             )
             stored += result.stored

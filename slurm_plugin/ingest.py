@@ -27,6 +27,7 @@ from slurm_plugin.spoolfs import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
 
 Log = Callable[[str, str], None]
+Account = Callable[[dict[str, Any]], dict[str, Any]]  # a validated record's footprint fields
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
@@ -72,7 +73,7 @@ def ingest_outbox(
     store: Store,
     outbox: Path,
     quarantine: Path,
-    on_stored: Callable[[int], None] | None = None,
+    account: Account | None = None,
     log: Log = _silent,
 ) -> IngestResult:
     """Ingest every record in the outbox; stop, keeping the rest, when the database is unavailable."""
@@ -80,7 +81,7 @@ def ingest_outbox(
     files = pending(outbox)
     for index, path in enumerate(files):
         try:
-            outcome = ingest_file(store, path, quarantine, on_stored, log)
+            outcome = ingest_file(store, path, quarantine, account, log)
         except StoreUnavailable as exc:
             result.kept += len(files) - index
             log("warning", f"ingest of {outbox} paused, {len(files) - index} records kept: {exc}")
@@ -94,10 +95,11 @@ def ingest_file(
     store: Store,
     path: Path,
     quarantine: Path,
-    on_stored: Callable[[int], None] | None = None,
+    account: Account | None = None,
     log: Log = _silent,
 ) -> Outcome:
-    """Store one record file and remove it; StoreUnavailable leaves it in place."""
+    """Store one record file, with the footprint `account` gives it, and remove the file;
+    StoreUnavailable leaves it in place."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -106,13 +108,13 @@ def ingest_file(
         log("warning", f"{path}: kept, cannot read it: {exc.strerror}")
         return Outcome.KEPT
     try:
-        part_id = store.add_part(parse(data), raw=data)
+        record = parse(data)
+        footprint = _footprint(account, record, path, log) if account is not None else None
+        part_id = store.add_part(record, raw=data, footprint=footprint)
     except RecordError as exc:
         return _quarantine(path, data, quarantine, f"{path.name}: {exc}", log)
     except RecordRejected as exc:
         return _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log)
-    if part_id is not None and on_stored is not None:
-        _notify(on_stored, part_id, path, log)
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:  # stored all the same: the next run finds a duplicate and tries again
@@ -120,13 +122,16 @@ def ingest_file(
     return Outcome.STORED if part_id is not None else Outcome.DUPLICATE
 
 
-def _notify(on_stored: Callable[[int], None], part_id: int, path: Path, log: Log) -> None:
-    """Run the after-commit hook; a failure is only logged, since the part is stored: a part left
-    without a footprint (hook failed, or a crash before it) is the recompute's to find."""
+def _footprint(account: Account, record: dict[str, Any], path: Path, log: Log) -> dict[str, Any] | None:
+    """The record's footprint; a failure is only logged and the part stored without one: a part left
+    without a footprint is the recompute's to find."""
     try:
-        on_stored(part_id)
+        return account(record)
+    except StoreUnavailable:
+        raise
     except Exception as exc:
-        log("warning", f"{path.name}: stored as part {part_id}, but its follow-up failed: {exc}")
+        log("warning", f"{path.name}: stored without a footprint, its computation failed: {exc}")
+        return None
 
 
 # --- quarantine ---------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Read-only queries behind `jobcarbon <jobid>` and `jobcarbon jobs`, on plain sqlite3.
+"""Read-only queries behind `jobcarbon <jobid>` and `jobcarbon jobs`, on plain sqlite3 or psycopg.
 
 Not through `storage.Store`: sqlite_utils imports numpy, which alone costs more start-up time than a
-summary may take. The database is opened read-only (`mode=ro`), by the query service or by a user
-allowed to read it; every read is filtered by `visibility`. A request can carry a deadline, enforced
-inside SQLite by a progress handler.
+summary may take. The database is opened read-only (SQLite `mode=ro`, PostgreSQL read-only
+transactions), by the query service or by a user allowed to read it; every read is filtered by
+`visibility`. A request can carry a deadline, enforced inside SQLite by a progress handler and by
+PostgreSQL's statement_timeout.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin import joblist, jobview, packed_timeline, visibility
+from slurm_plugin.storage import dialect
+from slurm_plugin.storage.errors import StoreError
 
-SQLITE_PREFIX = "sqlite:///"  # as storage.store.sqlite_path, which this module must not import
 STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
@@ -49,23 +51,47 @@ class JobNotMeasured(QueryError):
     """The job is stored but nothing was measured (no cgroup found, sampler never ran, ...)."""
 
 
-def database_path(url: str) -> str:
-    if not url.startswith(SQLITE_PREFIX) or not url[len(SQLITE_PREFIX) :].startswith("/"):
-        raise DatabaseUnavailable(f"database url {url!r}: only sqlite:////absolute/path.db is supported")
-    return url[len(SQLITE_PREFIX) :]
+class Row(tuple):
+    """A PostgreSQL row as sqlite3.Row reads: by position, by column name, and as a mapping."""
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row.names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: Row(values, names)
 
 
 class Reader:
     """One read-only connection; `deadline` (time.monotonic) interrupts queries that run past it."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str):
+    def __init__(self, conn: Any, where: str, backend: str = dialect.SQLITE):
         self.conn = conn
-        self.path = path
-        self.conn.row_factory = sqlite3.Row
+        self.path = where
+        self.backend = backend
+        if backend == dialect.SQLITE:
+            self.conn.row_factory = sqlite3.Row
 
     @classmethod
-    def open(cls, url: str, busy_timeout_s: float = 5.0, deadline: float | None = None) -> Reader:
-        path = database_path(url)
+    def open(
+        cls, url: str, busy_timeout_s: float = 5.0, deadline: float | None = None, password_file: str = ""
+    ) -> Reader:
+        try:
+            kind = dialect.backend_of(url)
+        except dialect.UrlError as exc:
+            raise DatabaseUnavailable(str(exc)) from None
+        if kind == dialect.POSTGRESQL:
+            return cls._open_postgres(url, busy_timeout_s, deadline, password_file)
+        path = dialect.sqlite_path(url)
         try:
             with open(path, "rb"):  # a clear "permission denied" rather than SQLite's "unable to open"
                 pass
@@ -85,10 +111,36 @@ class Reader:
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         return cls(conn, path)
 
+    @classmethod
+    def _open_postgres(
+        cls, url: str, busy_timeout_s: float, deadline: float | None, password_file: str
+    ) -> Reader:
+        try:
+            from slurm_plugin.storage import postgres_backend
+
+            left = None if deadline is None else deadline - time.monotonic()
+            conn = postgres_backend.connect(
+                url,
+                password_file,
+                busy_timeout_s,
+                read_only=True,
+                statement_timeout_s=left,
+                row_factory=_row_factory,
+            )
+        except ImportError as exc:
+            raise DatabaseUnavailable(
+                f"PostgreSQL needs psycopg: pip install 'jobcarbon[postgresql]' ({exc})"
+            ) from None
+        except StoreError as exc:
+            raise DatabaseUnavailable(str(exc)) from None
+        return cls(conn, url.split("?", 1)[0], dialect.POSTGRESQL)
+
     def close(self) -> None:
         self.conn.close()
 
-    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        if self.backend == dialect.POSTGRESQL:
+            return self._postgres_rows(sql, params)
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -96,6 +148,20 @@ class Reader:
                 raise DatabaseUnavailable("the query took too long and was stopped") from None
             raise DatabaseUnavailable(f"{self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
+            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+
+    def _postgres_rows(self, sql: str, params: dict[str, Any] | Sequence[Any]) -> list[Any]:
+        from psycopg import errors as pg_errors
+
+        from slurm_plugin.storage import postgres_backend
+
+        try:
+            with postgres_backend.driver_errors():
+                try:
+                    return self.conn.execute(dialect.postgres_sql(sql), params).fetchall()
+                except pg_errors.QueryCanceled:
+                    raise DatabaseUnavailable("the query took too long and was stopped") from None
+        except StoreError as exc:
             raise DatabaseUnavailable(f"{self.path}: {exc}") from None
 
 
@@ -140,7 +206,7 @@ def job_summary(
     return jobview.build(job, parts, [dict(r) for r in around], others)
 
 
-def _part(reader: Reader, row: sqlite3.Row) -> dict[str, Any]:
+def _part(reader: Reader, row: Any) -> dict[str, Any]:
     part = dict(row)
     for name in ("gpus", "partial_reasons", "notes"):
         part[name] = json.loads(part.pop(f"{name}_json"))
@@ -253,12 +319,14 @@ _LIST = f"""WITH picked AS MATERIALIZED (
 SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
     j.start_s, j.end_s, COUNT(p.id) AS nodes, SUM(p.total_j) AS energy_j,
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
-    MAX(p.status = 'partial') AS partial, SUM(f.it_energy_j) AS it_energy_j,
+    MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
     MAX({_RUNG_RANK}) AS rung_rank
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
-GROUP BY j.id ORDER BY j.end_s DESC, j.id DESC"""  # noqa: S608 - constant text, values bound
+GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition, j.start_s,
+    j.end_s
+ORDER BY j.end_s DESC, j.id DESC"""  # noqa: S608 - constant text, values bound
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
     COALESCE(SUM(f.facility_energy_j), 0) AS facility_energy_j, COALESCE(SUM(f.co2e_g), 0) AS co2e_g

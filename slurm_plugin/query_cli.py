@@ -147,7 +147,11 @@ def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, 
 
     scope = visibility.scope_for(visibility.Viewer.from_uid(os.getuid()), settings.visibility)
     try:
-        reader = queries.Reader.open(settings.database.url, settings.database.busy_timeout_s)
+        reader = queries.Reader.open(
+            settings.database.url,
+            settings.database.busy_timeout_s,
+            password_file=settings.database.password_file,
+        )
         try:
             if request["op"] == "show":
                 return running.job_or_running(reader, scope, request["job_id"], request["cluster"])

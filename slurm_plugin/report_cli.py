@@ -30,7 +30,11 @@ def report(args: argparse.Namespace) -> int:
         monthly.resolve_month(request.month, request.timezone, request.now_s)
         if request.by not in monthly.BY:
             raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")
-        reader = queries.Reader.open(settings.database.url, settings.database.busy_timeout_s)
+        reader = queries.Reader.open(
+            settings.database.url,
+            settings.database.busy_timeout_s,
+            password_file=settings.database.password_file,
+        )
         try:
             document = monthly.build(reader, request)
             text = render(document, reader)

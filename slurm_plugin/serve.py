@@ -48,7 +48,10 @@ def answer(request: Any, uid: int, settings: Config) -> dict[str, Any]:
     try:
         scope = visibility.scope_for(visibility.Viewer.from_uid(uid), settings.visibility)
         reader = queries.Reader.open(
-            settings.database.url, settings.database.busy_timeout_s, time.monotonic() + REQUEST_TIMEOUT_S
+            settings.database.url,
+            settings.database.busy_timeout_s,
+            time.monotonic() + REQUEST_TIMEOUT_S,
+            settings.database.password_file,
         )
         try:
             return _dispatch(request, reader, scope)
@@ -128,7 +131,11 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 def serve(settings: Config, socket_path: Path, ready: Any = None) -> None:
     """Serve until SIGTERM or SIGINT; `ready(path)` is called once the socket accepts connections."""
-    reader = queries.Reader.open(settings.database.url, settings.database.busy_timeout_s)
+    reader = queries.Reader.open(
+        settings.database.url,
+        settings.database.busy_timeout_s,
+        password_file=settings.database.password_file,
+    )
     reader.close()  # fail at start, in one line, if the database cannot be read
     _clear_stale(socket_path)
     server = _Server(str(socket_path), settings)

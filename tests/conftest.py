@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from slurm_plugin.jobenv import JobInfo, from_env
+from slurm_plugin.storage import dialect
+from testbed import postgres
 
 # A 26.05-style prolog environment (names from src/plugins/prep/script/prep_script_slurmd.c).
 SLURM_ENV = {
@@ -44,3 +48,53 @@ def slurmd_umask() -> Iterator[None]:
     previous = os.umask(0o022)
     yield
     os.umask(previous)
+
+
+# --- databases ------------------------------------------------------------------------------------
+
+REQUIRE_POSTGRES_ENV = "JOBCARBON_REQUIRE_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgres.Server]:
+    """The loopback test server (testbed/postgres.py), its admin's password in a PGPASSFILE.
+
+    Skipped where it cannot run, except under JOBCARBON_REQUIRE_POSTGRES=1 (CI), where that fails."""
+    reason = postgres.unavailable_reason()
+    if reason is not None:
+        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {reason}")
+        pytest.skip(reason)
+    server = postgres.ensure_server()
+    password = server.password_file.read_text().strip()
+    pgpass = tmp_path_factory.mktemp("postgres") / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres.PORT}:*:{postgres.ADMIN}:{password}\n")
+    pgpass.chmod(0o600)
+    previous = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(pgpass)
+    yield server
+    if previous is None:
+        os.environ.pop("PGPASSFILE", None)
+    else:
+        os.environ["PGPASSFILE"] = previous
+
+
+@pytest.fixture
+def postgres_url(postgres_server: postgres.Server) -> Iterator[str]:
+    """A URL whose search_path is a fresh, empty schema of the test database, dropped afterwards."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    yield postgres.schema_url(postgres_server, name)
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture(params=[dialect.SQLITE, dialect.POSTGRESQL])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend in turn: the suites that take it run on both."""
+    if request.param == dialect.SQLITE:
+        return f"sqlite:///{tmp_path / 'jobcarbon.db'}"
+    return request.getfixturevalue("postgres_url")

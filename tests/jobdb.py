@@ -1,8 +1,8 @@
 """Accounting databases with realistic jobs for the query tests, built through the real code paths.
 
-Records come from `record.build` on hand-made journals (as the epilog makes them), are stored by
-`Store.add_part` and get footprints from `accounting.account_part`, exactly as `jobcarbon ingest`
-does. Power follows a smooth daily-looking curve so that sparklines have a shape.
+Records come from `record.build` on hand-made journals (as the epilog makes them) and are stored by
+`Store.add_part` with the footprint `accounting.account_record` gives them, exactly as `jobcarbon
+ingest` does; on either backend, by URL. Power follows a smooth daily-looking curve so that sparklines have a shape.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from slurm_plugin import accounting, record
@@ -125,15 +124,15 @@ def store_jobs(store: Store, jobs: list[Job], settings: Accounting = SETTINGS) -
     """Store each job's record and compute its footprint; the part ids."""
     ids = []
     for job in jobs:
-        part_id = store.add_part(job.record())
+        document = job.record()
+        part_id = store.add_part(document, footprint=accounting.account_record(store, document, settings))
         assert part_id is not None
-        accounting.account_part(store, part_id, settings)
         ids.append(part_id)
     return ids
 
 
-def open_store(directory: Path) -> Store:
-    return Store.open(f"sqlite:///{directory / 'jobcarbon.db'}", busy_timeout_s=5.0)
+def open_store(url: str) -> Store:
+    return Store.open(url, busy_timeout_s=5.0)
 
 
 # The fixtures of tests/fixtures/jobview: one scenario per golden file.
@@ -198,9 +197,9 @@ def scenarios() -> dict[str, tuple[list[Job], Accounting]]:
     }
 
 
-def build_scenarios(directory: Path) -> dict[str, int]:
+def build_scenarios(url: str) -> dict[str, int]:
     """A database holding every scenario (and DE's intensity series); scenario name -> job id."""
-    store = open_store(directory)
+    store = open_store(url)
     try:
         store.upsert_intensity(day_series(measured_until=DAY + 11.5 * HOUR))
         ids = {}

@@ -2,9 +2,8 @@
 
 Times are UTC epoch seconds in DOUBLE PRECISION columns named `*_s`: they sort and compare as numbers,
 match the bounds in packed timelines, and mean the same in SQLite and PostgreSQL. The text keeps to what
-both accept (ON CONFLICT, RETURNING, CASE rather than MIN/MAX of two values); the SQLite-only parts a
-PostgreSQL dialect will translate are `INTEGER PRIMARY KEY` (rowid), `BLOB`, `BEGIN IMMEDIATE` and
-the `:name` placeholders.
+both accept (ON CONFLICT, RETURNING, CASE rather than MIN/MAX of two values); `dialect` translates
+SQLite's placeholders and types for PostgreSQL. Each backend begins its own transactions.
 """
 
 from __future__ import annotations
@@ -13,12 +12,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from slurm_plugin import packed_timeline
+from slurm_plugin.storage.backend import Backend
+
+
+@dataclass(frozen=True)
+class OnlyOn:
+    """A step for one backend only (PostgreSQL's functions and index names)."""
+
+    backend: str
+    step: str | Callable[[Backend], None]
+
 
 # A migration step: SQL text, or a function for what SQL cannot do (repacking data).
-Step = str | Callable[[sqlite_utils.Database], None]
+Step = str | Callable[[Backend], None] | OnlyOn
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ CREATE TABLE timeline (
 )"""
 
 
-def _pack_timeline_rows(db: sqlite_utils.Database) -> None:
+def _pack_timeline_rows(db: Backend) -> None:
     """Version 3: every part's rows in version 1's per-interval table become its packed timeline."""
     parts = [row[0] for row in db.execute("SELECT DISTINCT part_id FROM timeline_rows")]
     for part_id in parts:
@@ -115,6 +122,12 @@ def _pack_timeline_rows(db: sqlite_utils.Database) -> None:
         ).fetchall()
         params = {"part_id": part_id, "intervals": len(rows), "columns_f64": packed_timeline.encode(rows)}
         db.execute(INSERT_TIMELINE, params)
+
+
+def _create_writer_functions(db: Backend) -> None:
+    from slurm_plugin.storage import writer_functions  # it builds on this module's statements
+
+    writer_functions.create(db)
 
 
 INTENSITY = """
@@ -230,6 +243,7 @@ MIGRATIONS: list[Migration] = [
         "timelines packed, one row per part",
         (
             "ALTER TABLE timeline RENAME TO timeline_rows",
+            OnlyOn("postgresql", "ALTER INDEX timeline_pkey RENAME TO timeline_rows_pkey"),
             TIMELINE_PACKED,
             _pack_timeline_rows,
             "DROP TABLE timeline_rows",
@@ -249,13 +263,12 @@ MIGRATIONS: list[Migration] = [
         "footprint figures per month",
         (FOOTPRINT_MONTHS, "CREATE INDEX footprint_months_month ON footprint_months (month)"),
     ),
+    # PostgreSQL only: nodes deliver as a writer role that may run these functions and nothing else on
+    # job tables (docs/postgresql.md). SQLite has no roles; its version number moves on all the same.
+    Migration(6, "functions for the writer role", (OnlyOn("postgresql", _create_writer_functions),)),
 ]
 
 # --- statements -------------------------------------------------------------------------------------
-
-# IMMEDIATE takes the write lock up front, so a writer waits on the busy timeout instead of failing
-# when it upgrades a read transaction.
-BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 FIND_PART = """
 SELECT p.id FROM job_parts p JOIN jobs j ON j.id = p.job
@@ -276,6 +289,7 @@ INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list
 VALUES (:job, :node, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
     :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
     :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s)
+ON CONFLICT (job, node) DO NOTHING
 RETURNING id"""
 
 SELECT_PART = """
@@ -311,7 +325,8 @@ INSERT_FOOTPRINT = """
 INSERT INTO footprints (part_id, version, is_current, computed_at_s, it_energy_j, facility_energy_j, co2e_g,
     effective_g_per_kwh, rung, measured_intensity_fraction, fields_json)
 VALUES (:part_id, :version, 1, :computed_at_s, :it_energy_j, :facility_energy_j, :co2e_g,
-    :effective_g_per_kwh, :rung, :measured_intensity_fraction, :fields_json)"""
+    :effective_g_per_kwh, :rung, :measured_intensity_fraction, :fields_json)
+RETURNING id"""
 
 RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_id AND is_current = 1"
 
@@ -325,38 +340,42 @@ def latest() -> int:
     return MIGRATIONS[-1].version
 
 
-def current_version(db: sqlite_utils.Database) -> int:
+def current_version(db: Backend) -> int:
     """The version the database is at; 0 for an empty database."""
-    if "schema_version" not in db.table_names():
+    if not db.has_table("schema_version"):
         return 0
     row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
-def upgrade(db: sqlite_utils.Database) -> int:
+def upgrade(db: Backend) -> int:
     """Apply the migrations the database lacks, in one transaction; return its version. Idempotent."""
     version = current_version(db)
     if version >= latest():
         return version
-    db.execute(BEGIN_WRITE)  # concurrent openers of a fresh database queue here, not race the DDL
+    db.begin_schema_change()  # concurrent openers of a fresh database queue here, not race the DDL
     try:
-        db.execute(VERSION_TABLE)
+        db.ddl(VERSION_TABLE)
         version = current_version(db)
         for migration in MIGRATIONS:
             if migration.version > version:
                 _apply(db, migration)
                 version = migration.version
-        db.execute("COMMIT")
+        db.commit()
     except BaseException:
         db.rollback()
         raise
     return version
 
 
-def _apply(db: sqlite_utils.Database, migration: Migration) -> None:
+def _apply(db: Backend, migration: Migration) -> None:
     for step in migration.statements:
+        if isinstance(step, OnlyOn):
+            if step.backend != db.name:
+                continue
+            step = step.step
         if isinstance(step, str):
-            db.execute(step)
+            db.ddl(step)
         else:
             step(db)
     db.execute(

@@ -1,71 +1,35 @@
 """The accounting database: finished-job records, intensity series and versioned footprints.
 
-Its SQL text lives in `schema`. Only SQLite is implemented; writes run in `BEGIN IMMEDIATE`
-transactions so that many ingesters on one database queue on the busy timeout instead of failing
-half-way, and every record part is stored exactly once, keyed by (cluster, job, restart, node).
+Its SQL text lives in `schema`, the connections in the backend modules (SQLite or PostgreSQL). Writes run
+in transactions that queue on the database's locks instead of failing half-way, and every record part is
+stored exactly once, keyed by (cluster, job, restart, node), with its first footprint in the same
+transaction. On PostgreSQL the part goes through `writer_functions`, so that nodes may write as a role
+with no table privileges.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from slurm_plugin import packed_timeline
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.storage import schema
+from slurm_plugin.storage import backend, dialect, schema, writer_functions
+from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
 
-SQLITE_PREFIX = "sqlite:///"
+__all__ = ["RecordRejected", "Store", "StoreError", "StoreUnavailable"]
+
 HEADLINE = schema.FOOTPRINT_HEADLINE  # the fields a footprint must have
 # Added to a footprint's fields when read back, so they may not be fields themselves.
 PROVENANCE = frozenset({"footprint_id", "part_id", "version", "current", "computed_at"})
 ZLIB_LEVEL = 1  # three times faster than the default for a 13% larger blob: compression is on the hot path
 Row = tuple[float, float, float | None, float | None, float | None]
-
-
-class StoreError(Exception):
-    """The database URL is unusable, or the database cannot be used by this version."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached now (locked, missing directory, read-only): try again later."""
-
-
-class RecordRejected(StoreError):
-    """The database refused the data as inconsistent (a constraint failed)."""
-
-
-@contextlib.contextmanager
-def _driver_errors() -> Iterator[None]:
-    """Turn driver exceptions into the store's own, so callers never import a driver."""
-    try:
-        yield
-    except (sqlite3.IntegrityError, OverflowError) as exc:
-        raise RecordRejected(str(exc)) from exc
-    except sqlite3.ProgrammingError:
-        raise
-    except sqlite3.DatabaseError as exc:
-        raise StoreUnavailable(str(exc)) from exc
-
-
-def sqlite_path(url: str) -> str:
-    """The absolute file path in `sqlite:////abs/path.db`; anything else is refused."""
-    if not url.startswith(SQLITE_PREFIX):
-        scheme = url.split(":", 1)[0] if ":" in url else url
-        raise StoreError(f"database url {scheme!r}: only sqlite:////absolute/path.db is supported for now")
-    path = url[len(SQLITE_PREFIX) :]
-    if not path.startswith("/") or "?" in path:
-        raise StoreError(f"database url {url!r}: needs an absolute path, as in sqlite:////var/lib/x.db")
-    return path
 
 
 def _epoch(moment: datetime) -> float:
@@ -95,29 +59,24 @@ def _json_default(value: Any) -> Any:
 class Store:
     """One connection to the accounting database."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: backend.Backend):
         self.db = db
 
     @classmethod
-    def open(cls, url: str, busy_timeout_s: float, create: bool = True) -> Store:
-        """Connect (WAL, busy timeout, foreign keys) and bring the schema up to date.
+    def open(cls, url: str, busy_timeout_s: float, create: bool = True, password_file: str = "") -> Store:
+        """Connect and bring the schema up to date.
 
-        A missing directory is not created: an unmounted shared filesystem must not get a local copy.
-        With `create=False` (delivery from compute nodes) a missing database file is not created either.
+        With `create=False` (delivery from compute nodes) a missing SQLite file is not created.
         """
-        path = sqlite_path(url)
-        if not create and not Path(path).exists():
-            raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)")
-        with _driver_errors():
-            conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-            try:
-                db = _prepare(conn)
+        db = backend.connect(url, busy_timeout_s, create, password_file)
+        try:
+            with db.errors():
                 version = schema.upgrade(db)
-                if version > schema.latest():
-                    raise StoreError(f"{path}: schema version {version} is newer than this jobcarbon's")
-            except BaseException:
-                conn.close()
-                raise
+            if version > schema.latest():
+                raise StoreError(f"{db.where}: schema version {version} is newer than this jobcarbon's")
+        except BaseException:
+            db.close()
+            raise
         return cls(db)
 
     def close(self) -> None:
@@ -125,25 +84,31 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with _driver_errors():
-            self.db.execute(schema.BEGIN_WRITE)
+        with self.db.errors():
+            self.db.begin_write()
             try:
                 yield
-                self.db.execute("COMMIT")
+                self.db.commit()
             except BaseException:
                 self.db.rollback()
                 raise
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        with _driver_errors():
-            return list(self.db.query(sql, params))
+        with self.db.errors():
+            return self.db.query(sql, params)
 
-    def add_part(self, record: dict[str, Any], raw: bytes | None = None) -> int | None:
-        """Store a validated record (`raw`: its file, kept for audit); the new part id, None if stored."""
+    def add_part(
+        self, record: dict[str, Any], raw: bytes | None = None, footprint: dict[str, Any] | None = None
+    ) -> int | None:
+        """Store a validated record (`raw`: its file, kept for audit) with its first footprint (fields as
+        `save_footprint` takes them); the new part id, None if the part was stored already."""
         job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
         timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
+        first = _footprint_params(footprint) if footprint is not None else None
+        if self.db.name == dialect.POSTGRESQL:
+            return self._add_part_by_function(job, part, timeline, first)
         key = {**job, "node": part["node"]}
-        with _driver_errors():  # a redelivery needs no write lock; the check also prepares FIND_PART
+        with self.db.errors():  # a redelivery needs no write lock; the check also prepares FIND_PART
             if self.db.execute(schema.FIND_PART, key).fetchone():
                 return None
         with self._transaction():
@@ -153,7 +118,29 @@ class Store:
             self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
             timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
             self.db.execute(schema.INSERT_TIMELINE, timeline)
+            if first is not None:
+                self._insert_footprint(part_id, 1, *first)
         return part_id
+
+    def _add_part_by_function(
+        self,
+        job: dict[str, Any],
+        part: dict[str, Any],
+        timeline: dict[str, Any],
+        first: tuple[dict[str, Any], list[dict[str, Any]]] | None,
+    ) -> int | None:
+        blob = part.pop("record_zlib")
+        params = {
+            "job": _json(job),
+            "part": _json(part),
+            "record_zlib": blob,
+            **timeline,
+            "footprint": _json(first[0]) if first else None,
+            "months": _json([_month_params(0, m) for m in first[1]]) if first else None,
+        }
+        with self.db.errors():
+            found = self.db.execute(writer_functions.CALL_ADD_PART, params).fetchone()[0]
+        return None if found is None else int(found)
 
     def timeline(self, part_id: int) -> list[Row]:
         """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds, by start."""
@@ -164,7 +151,7 @@ class Store:
         return packed_timeline.columns(self._timeline_blob(part_id))
 
     def _timeline_blob(self, part_id: int) -> bytes:
-        with _driver_errors():
+        with self.db.errors():
             found = self.db.execute(schema.SELECT_TIMELINE, {"part_id": part_id}).fetchone()
         return found[0] if found else b""
 
@@ -194,7 +181,7 @@ class Store:
         """Store points, replacing any with the same (zone, source, start): actuals replace forecasts."""
         params = [_intensity_params(point) for point in points]
         with self._transaction():
-            self.db.conn.executemany(schema.UPSERT_INTENSITY, params)
+            self.db.executemany(schema.UPSERT_INTENSITY, params)
         return len(params)
 
     def upsert_running(self, record: dict[str, Any], raw: bytes, footprint: dict[str, Any] | None) -> bool:
@@ -208,6 +195,11 @@ class Store:
             "record_zlib": zlib.compress(raw, ZLIB_LEVEL),
             "footprint_json": _json(footprint) if footprint is not None else None,
         }
+        if self.db.name == dialect.POSTGRESQL:
+            run = _json({k: v for k, v in row.items() if k != "record_zlib"})
+            with self.db.errors():
+                call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, {"run": run, **row})
+                return bool(call.fetchone()[0])
         with self._transaction():
             if self.db.execute(schema.FIND_PART, key).fetchone():
                 return False
@@ -223,21 +215,19 @@ class Store:
         """Add the part's footprint as its new current version; return that version number.
 
         `fields["months"]` (from `accounting`), if present, goes to footprint_months, not the JSON."""
-        months = fields.get("months")
-        fields = {k: v for k, v in fields.items() if k != "months"}
-        missing = [name for name in HEADLINE if name not in fields]
-        if missing or PROVENANCE & fields.keys():
-            raise ValueError(
-                f"footprint lacks {missing} or has reserved {sorted(PROVENANCE & fields.keys())}"
-            )
-        params = {name: fields[name] for name in HEADLINE}
-        params.update(part_id=part_id, computed_at_s=time.time(), fields_json=_json(fields))
+        params, months = _footprint_params(fields)
         with self._transaction():
-            params["version"] = self.db.execute(schema.NEXT_VERSION, params).fetchone()[0]
-            self.db.execute(schema.RETIRE_FOOTPRINTS, params)
-            footprint_id = self.db.execute(schema.INSERT_FOOTPRINT, params).lastrowid
-            self._insert_months(footprint_id, months or [])
-        return int(params["version"])
+            version = self.db.execute(schema.NEXT_VERSION, {"part_id": part_id}).fetchone()[0]
+            self.db.execute(schema.RETIRE_FOOTPRINTS, {"part_id": part_id})
+            self._insert_footprint(part_id, version, params, months)
+        return int(version)
+
+    def _insert_footprint(
+        self, part_id: int, version: int, params: dict[str, Any], months: list[dict[str, Any]]
+    ) -> None:
+        params = {**params, "part_id": part_id, "version": version}
+        footprint_id = self.db.execute(schema.INSERT_FOOTPRINT, params).fetchone()[0]
+        self._insert_months(footprint_id, months)
 
     def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
         """Store a footprint's monthly figures anew (filled by recompute; the footprint is unchanged)."""
@@ -248,7 +238,7 @@ class Store:
     def _insert_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
         rows = [_month_params(footprint_id, month) for month in months]
         if rows:
-            self.db.conn.executemany(schema.INSERT_FOOTPRINT_MONTH, rows)
+            self.db.executemany(schema.INSERT_FOOTPRINT_MONTH, rows)
 
     def footprint_months(self, footprint_id: int) -> list[dict[str, Any]]:
         """A footprint's figures per month, as `accounting` computed them, by month."""
@@ -269,17 +259,25 @@ class Store:
         return [_footprint(row) for row in rows]
 
 
-def _prepare(conn: sqlite3.Connection) -> sqlite_utils.Database:
-    """Per-connection settings (the busy timeout is `connect`'s); WAL is set once and stays in the file,
-    but asking costs nothing extra: it is the connection's first read of the database anyway."""
-    conn.execute("PRAGMA foreign_keys = ON")
-    # The default, stated: ingest unlinks a record's file once its commit returns, so the commit must
-    # survive a power cut; NORMAL in WAL mode may roll the last commits back.
-    conn.execute("PRAGMA synchronous = FULL")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (still {mode})")
-    return sqlite_utils.Database(conn, execute_plugins=False)
+def _footprint_params(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A footprint's row (less part and version) and its months; ValueError if fields are amiss."""
+    months = fields.get("months") or []
+    fields = {k: v for k, v in fields.items() if k != "months"}
+    missing = [name for name in HEADLINE if name not in fields]
+    if missing or PROVENANCE & fields.keys():
+        raise ValueError(f"footprint lacks {missing} or has reserved {sorted(PROVENANCE & fields.keys())}")
+    params = {name: fields[name] for name in HEADLINE}
+    params.update(computed_at_s=time.time(), fields_json=_json(fields))
+    return params, months
+
+
+def unstored_part(record: dict[str, Any]) -> dict[str, Any]:
+    """A validated record's part as `Store.part` gives a stored one (less its id), to account it first."""
+    found = {**_job_params(record), **_part_params(record, b"")}
+    found["user"] = found.pop("user_name")
+    found["start"], found["end"] = _moment(found.pop("start_s")), _moment(found.pop("end_s"))
+    found["gpus"] = record["gpus"]
+    return found
 
 
 def _job_params(record: dict[str, Any]) -> dict[str, Any]:

@@ -62,10 +62,6 @@ def make_record(
     return document
 
 
-def db_url(directory: Path) -> str:
-    return f"sqlite:///{directory / 'jobcarbon.db'}"
-
-
 def count(store: Store, table: str) -> int:
     """Rows in `table` (a literal table name from the test)."""
     return store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
@@ -77,7 +73,8 @@ def intervals(store: Store) -> int:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(db_url(tmp_path), busy_timeout_s=5.0)
+def store(db_url: str) -> Iterator[Store]:
+    """A fresh store, on SQLite and on PostgreSQL in turn (the `db_url` fixture)."""
+    opened = Store.open(db_url, busy_timeout_s=5.0)
     yield opened
     opened.close()

@@ -1,4 +1,4 @@
-"""The accounting store on SQLite: migrations, exactly-once parts, intensity revisions, footprint history."""
+"""The accounting store on SQLite and PostgreSQL: migrations, exactly-once parts, intensity revisions, footprint history."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, schema
-from tests.storage.conftest import START, count, db_url, intervals, make_record
+from tests.storage.conftest import START, count, intervals, make_record
 
 T0 = datetime.fromtimestamp(START, UTC)
 HOUR = timedelta(hours=1)
@@ -29,37 +29,42 @@ def versions(store: Store) -> list[int]:
     return [row[0] for row in store.db.execute("SELECT version FROM schema_version ORDER BY version")]
 
 
-def test_open_creates_every_table_in_wal_mode(store: Store) -> None:
-    tables = {"schema_version", "jobs", "job_parts", "timeline", "intensity", "footprints"}
-    assert tables <= set(store.db.table_names())
+def test_open_creates_every_table(store: Store) -> None:
+    tables = ("schema_version", "jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months")
+    assert all(store.db.has_table(name) for name in tables)
+
+
+def test_sqlite_is_opened_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'jobcarbon.db'}", 5.0)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    store.close()
 
 
-def test_migrations_are_idempotent(tmp_path: Path) -> None:
+def test_migrations_are_idempotent(db_url: str) -> None:
     for _ in range(3):
-        opened = Store.open(db_url(tmp_path), 5.0)
+        opened = Store.open(db_url, 5.0)
         assert schema.upgrade(opened.db) == schema.latest()
         assert versions(opened) == [m.version for m in schema.MIGRATIONS]
         opened.close()
 
 
-def test_a_new_migration_applies_only_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    Store.open(db_url(tmp_path), 5.0).close()
+def test_a_new_migration_applies_only_itself(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store.open(db_url, 5.0).close()
     known = [m.version for m in schema.MIGRATIONS]
     extra = schema.Migration(known[-1] + 1, "an extra", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
-    opened = Store.open(db_url(tmp_path), 5.0)
+    opened = Store.open(db_url, 5.0)
     assert versions(opened) == [*known, extra.version]
-    assert "extra" in opened.db.table_names()
+    assert opened.db.has_table("extra")
     assert schema.upgrade(opened.db) == extra.version
     opened.close()
 
 
-def test_version_1_timelines_are_packed_on_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_version_1_timelines_are_packed_on_upgrade(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patched:
         patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        old = Store.open(db_url(tmp_path), 5.0)
+        old = Store.open(db_url, 5.0)
     old.db.execute(
         "INSERT INTO jobs (id, cluster, job_id, restart_count, user_name, uid, gid, start_s, end_s)"
         " VALUES (1, 'hpc', 1, 0, 'alice', 1000, 1000, ?, ?)",
@@ -70,36 +75,37 @@ def test_version_1_timelines_are_packed_on_upgrade(tmp_path: Path, monkeypatch: 
             "INSERT INTO job_parts (id, job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,"
             " total_j, coverage_fraction, status, partial_reasons_json, notes_json, software_version,"
             " record_zlib, received_at_s) VALUES (?, 1, ?, ?, ?, 30, 4, '0-3', '[]', 0, 1, 'complete',"
-            " '[]', '[]', '0.1.0', x'', 0)",
-            [part_id, node, START, START + 30],
+            " '[]', '[]', '0.1.0', ?, 0)",
+            [part_id, node, START, START + 30, b""],
         )
     rows = [(START + 10, START + 20, None, None, None), (START, START + 10, 1.5, 0.25, None)]
-    old.db.conn.executemany(
+    old.db.executemany(
         "INSERT INTO timeline (part_id, t0_s, t1_s, cpu_j, dram_j, gpu_j) VALUES (1, ?, ?, ?, ?, ?)", rows
     )
     old.close()
-    upgraded = Store.open(db_url(tmp_path), 5.0)
+    upgraded = Store.open(db_url, 5.0)
     assert versions(upgraded) == [m.version for m in schema.MIGRATIONS]
     assert upgraded.timeline(1) == sorted(rows, key=lambda row: row[0])
     assert upgraded.timeline(2) == []  # a part without intervals
     assert intervals(upgraded) == 2
-    assert "timeline_rows" not in upgraded.db.table_names()
+    assert not upgraded.db.has_table("timeline_rows")
     upgraded.close()
 
 
-def test_a_database_from_a_newer_version_is_refused(store: Store, tmp_path: Path) -> None:
+def test_a_database_from_a_newer_version_is_refused(store: Store, db_url: str) -> None:
     store.db.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
     with pytest.raises(StoreError, match="newer"):
-        Store.open(db_url(tmp_path), 5.0)
+        Store.open(db_url, 5.0)
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://db/jobcarbon", "only sqlite"),
+        ("mysql://db/jobcarbon", "expected sqlite"),
         ("sqlite:///relative.db", "absolute path"),
         ("sqlite:///:memory:", "absolute path"),
-        ("/var/lib/jobcarbon.db", "only sqlite"),
+        ("/var/lib/jobcarbon.db", "expected sqlite"),
+        ("postgresql://jobcarbon:secret@db/jobcarbon", "password_file"),
     ],
 )
 def test_unsupported_urls_are_refused(url: str, message: str) -> None:
@@ -198,11 +204,12 @@ def test_a_refused_part_leaves_nothing_behind(store: Store) -> None:
     assert (count(store, "jobs"), count(store, "job_parts"), count(store, "timeline")) == (0, 0, 0)
 
 
-def test_a_locked_database_is_unavailable_and_rolls_back(tmp_path: Path) -> None:
-    Store.open(db_url(tmp_path), 5.0).close()
+def test_a_locked_sqlite_database_is_unavailable_and_rolls_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobcarbon.db'}"
+    Store.open(url, 5.0).close()
     holder = sqlite3.connect(tmp_path / "jobcarbon.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    waiting = Store.open(db_url(tmp_path), 0.05)
+    waiting = Store.open(url, 0.05)
     with pytest.raises(StoreUnavailable, match="locked"):
         waiting.add_part(make_record())
     holder.execute("ROLLBACK")

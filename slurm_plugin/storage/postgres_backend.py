@@ -1,0 +1,148 @@
+"""The PostgreSQL backend (psycopg 3), for clusters whose nodes all deliver to one server.
+
+The password never travels on a command line or in the URL: it comes from `database.password_file`
+(a file only its owner may read) or from libpq's own PGPASSWORD / PGPASSFILE / ~/.pgpass. Timeouts are
+short on purpose: a node that cannot reach the server keeps its records in the outbox for later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from slurm_plugin.storage import dialect
+from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
+
+Params = dict[str, Any] | Sequence[Any]
+MIN_CONNECT_TIMEOUT_S = 2  # libpq's floor
+SCHEMA_LOCK = 0x6A6F6263  # "jobc": pg_advisory_xact_lock key serialising `jobcarbon db upgrade`s
+
+
+@contextlib.contextmanager
+def driver_errors() -> Iterator[None]:
+    """psycopg's exceptions as the store's own."""
+    try:
+        yield
+    except (pg_errors.IntegrityError, pg_errors.DataError) as exc:
+        raise RecordRejected(_one_line(exc)) from exc
+    except pg_errors.InsufficientPrivilege as exc:
+        raise StoreUnavailable(f"permission denied: {_one_line(exc)} (see docs/postgresql.md)") from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(_one_line(exc)) from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_password(path: str) -> str:
+    """The first line of a password file that only its owner (root, or the caller) can read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError:
+        raise StoreUnavailable(
+            f"{path}: permission denied (users query through the service: set visibility.socket)"
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"database.password_file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or info.st_uid not in (0, os.geteuid()):
+            raise StoreError(
+                f"database.password_file {path}: must be a regular file readable by its owner only "
+                "(chown root: and chmod 600)"
+            )
+        first = handle.read(4096).decode("utf-8", "replace").splitlines()
+    if not first or not first[0].strip():
+        raise StoreError(f"database.password_file {path}: empty")
+    return first[0].strip()
+
+
+def connect(
+    url: str,
+    password_file: str,
+    timeout_s: float,
+    read_only: bool = False,
+    statement_timeout_s: float | None = None,
+    row_factory: Callable[..., Any] | None = None,
+) -> psycopg.Connection:
+    """An autocommit connection; `timeout_s` bounds the connect and any wait for a lock."""
+    try:
+        params: dict[str, Any] = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(f"database url: {_one_line(exc)}") from None
+    settings = [f"-c lock_timeout={int(timeout_s * 1000)}"]
+    if read_only:
+        settings.append("-c default_transaction_read_only=on")
+    if statement_timeout_s is not None:
+        settings.append(f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}")
+    params["options"] = " ".join(filter(None, [params.get("options", ""), *settings]))
+    params.setdefault("connect_timeout", max(MIN_CONNECT_TIMEOUT_S, math.ceil(timeout_s)))
+    params.setdefault("application_name", "jobcarbon")
+    if password_file:
+        params["password"] = read_password(password_file)
+    with driver_errors():
+        return psycopg.connect(autocommit=True, row_factory=row_factory or psycopg.rows.tuple_row, **params)
+
+
+class PostgresBackend:
+    """One autocommit connection: transactions are begun and ended explicitly, as on SQLite."""
+
+    name = dialect.POSTGRESQL
+
+    def __init__(self, conn: psycopg.Connection, where: str):
+        self.conn = conn
+        self.where = where
+
+    @classmethod
+    def connect(cls, url: str, busy_timeout_s: float, password_file: str = "") -> PostgresBackend:
+        conn = connect(url, password_file, busy_timeout_s)
+        info = conn.info
+        return cls(conn, f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}")
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return driver_errors()
+
+    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor:
+        return self.conn.execute(dialect.postgres_sql(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(dialect.postgres_sql(sql), rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        with self.conn.cursor(row_factory=dict_row) as cursor:
+            return cursor.execute(dialect.postgres_sql(sql), params).fetchall()
+
+    def ddl(self, sql: str) -> None:
+        self.conn.execute(dialect.postgres_ddl(sql))
+
+    def begin_write(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def begin_schema_change(self) -> None:
+        """Concurrent upgraders queue on an advisory lock held to the end of the transaction."""
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):  # a broken connection has no transaction left
+            self.conn.execute("ROLLBACK")
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,102 @@
+"""The SQLite backend: one file, WAL, writers queued on the busy timeout by `BEGIN IMMEDIATE`."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from slurm_plugin.storage import dialect
+from slurm_plugin.storage.errors import RecordRejected, StoreUnavailable
+
+Params = dict[str, Any] | Sequence[Any]
+
+
+@contextlib.contextmanager
+def driver_errors() -> Iterator[None]:
+    """sqlite3's exceptions as the store's own."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, OverflowError) as exc:
+        raise RecordRejected(str(exc)) from exc
+    except sqlite3.ProgrammingError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+class SqliteBackend:
+    """One connection, in autocommit mode: transactions are begun and ended explicitly."""
+
+    name = dialect.SQLITE
+
+    def __init__(self, db: sqlite_utils.Database, where: str):
+        self.db = db
+        self.where = where
+
+    @classmethod
+    def connect(cls, url: str, busy_timeout_s: float, create: bool) -> SqliteBackend:
+        """A missing directory is never created: an unmounted shared filesystem must not get a local
+        copy. With `create=False` (delivery from compute nodes) a missing file is not created either."""
+        path = dialect.sqlite_path(url)
+        if not create and not Path(path).exists():
+            raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)")
+        with driver_errors():
+            conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            try:
+                return cls(_prepare(conn), path)
+            except BaseException:
+                conn.close()
+                raise
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return driver_errors()
+
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        return self.db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self.db.conn.executemany(sql, rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def ddl(self, sql: str) -> None:
+        self.db.execute(sql)
+
+    def begin_write(self) -> None:
+        """IMMEDIATE takes the write lock up front, so a writer waits on the busy timeout instead of
+        failing when it upgrades a read transaction; concurrent upgrades of a fresh file queue here."""
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def begin_schema_change(self) -> None:
+        self.begin_write()
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.rollback()
+
+    def has_table(self, name: str) -> bool:
+        return name in self.db.table_names()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _prepare(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """Per-connection settings (the busy timeout is `connect`'s); WAL is set once and stays in the file,
+    but asking costs nothing extra: it is the connection's first read of the database anyway."""
+    conn.execute("PRAGMA foreign_keys = ON")
+    # The default, stated: ingest unlinks a record's file once its commit returns, so the commit must
+    # survive a power cut; NORMAL in WAL mode may roll the last commits back.
+    conn.execute("PRAGMA synchronous = FULL")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (still {mode})")
+    return sqlite_utils.Database(conn, execute_plugins=False)

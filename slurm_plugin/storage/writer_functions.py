@@ -1,0 +1,95 @@
+"""PostgreSQL functions through which compute nodes write, so their role needs no table privileges.
+
+A node's writer role may EXECUTE these and SELECT intensity and schema_version, nothing more: it
+cannot read other jobs' rows nor touch stored footprints (docs/postgresql.md). The functions run as
+their owner (SECURITY DEFINER, search_path pinned) and are built from the very statements the SQLite
+backend runs in Python, with each `:name` placeholder bound to a PL/pgSQL variable's field, so both
+backends store a part the same way: exactly once, with its timeline and first footprint, in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from slurm_plugin.storage import schema
+from slurm_plugin.storage.backend import Backend
+from slurm_plugin.storage.dialect import bind_variables
+
+ADD_PART = "jobcarbon_add_part"
+UPSERT_RUNNING = "jobcarbon_upsert_running"
+# The functions' SQL calls, in the shared placeholder style; footprint and months may be NULL.
+CALL_ADD_PART = (
+    f"SELECT {ADD_PART}(CAST(:job AS jsonb), CAST(:part AS jsonb), :record_zlib, :intervals, :columns_f64, "
+    "CAST(:footprint AS jsonb), CAST(:months AS jsonb))"
+)
+CALL_UPSERT_RUNNING = f"SELECT {UPSERT_RUNNING}(CAST(:run AS jsonb), :record_zlib)"
+SIGNATURES = (
+    f"{ADD_PART}(jsonb, jsonb, bytea, bigint, bytea, jsonb, jsonb)",
+    f"{UPSERT_RUNNING}(jsonb, bytea)",
+)
+
+_KEY = {"cluster": "new_job", "job_id": "new_job", "restart_count": "new_job", "*": "new_part"}
+
+_ADD_PART_BODY = f"""
+DECLARE
+    new_job jobs := jsonb_populate_record(NULL::jobs, job_fields);
+    new_part job_parts := jsonb_populate_record(NULL::job_parts, part_fields);
+    new_timeline timeline;
+    new_footprint footprints := jsonb_populate_record(NULL::footprints, footprint_fields);
+    new_month footprint_months;
+BEGIN
+    IF EXISTS ({bind_variables(schema.FIND_PART, _KEY)}) THEN
+        RETURN NULL;
+    END IF;
+    {bind_variables(schema.UPSERT_JOB, {"*": "new_job"})} INTO new_part.job;
+    {bind_variables(schema.DELETE_RUNNING, _KEY)};
+    new_part.record_zlib := part_record_zlib;
+    {bind_variables(schema.INSERT_PART, {"*": "new_part"})} INTO new_part.id;
+    IF new_part.id IS NULL THEN
+        RETURN NULL;  -- stored by a concurrent delivery of the same record
+    END IF;
+    new_timeline := ROW(new_part.id, timeline_intervals, timeline_f64);
+    {bind_variables(schema.INSERT_TIMELINE, {"*": "new_timeline"})};
+    IF footprint_fields IS NOT NULL THEN
+        new_footprint.part_id := new_part.id;
+        new_footprint.version := 1;
+        {bind_variables(schema.INSERT_FOOTPRINT, {"*": "new_footprint"})} INTO new_footprint.id;
+        FOR new_month IN SELECT * FROM jsonb_populate_recordset(NULL::footprint_months, month_rows) LOOP
+            new_month.footprint_id := new_footprint.id;
+            {bind_variables(schema.INSERT_FOOTPRINT_MONTH, {"*": "new_month"})};
+        END LOOP;
+    END IF;
+    RETURN new_part.id;
+END"""  # noqa: S608 - built from this package's constant statements
+
+_UPSERT_RUNNING_BODY = f"""
+DECLARE
+    new_run running_parts := jsonb_populate_record(NULL::running_parts, run_fields);
+BEGIN
+    new_run.record_zlib := run_record_zlib;
+    IF EXISTS ({bind_variables(schema.FIND_PART, {"*": "new_run"})}) THEN
+        RETURN false;
+    END IF;
+    {bind_variables(schema.UPSERT_RUNNING, {"*": "new_run"})};
+    RETURN true;
+END"""
+
+_FUNCTIONS = (
+    (
+        f"{ADD_PART}(job_fields jsonb, part_fields jsonb, part_record_zlib bytea, timeline_intervals bigint, "
+        "timeline_f64 bytea, footprint_fields jsonb, month_rows jsonb) RETURNS bigint",
+        _ADD_PART_BODY,
+    ),
+    (f"{UPSERT_RUNNING}(run_fields jsonb, run_record_zlib bytea) RETURNS boolean", _UPSERT_RUNNING_BODY),
+)
+
+
+def create(db: Backend) -> None:
+    """(Re)create the functions in the current schema, callable by no one until granted."""
+    where = db.execute("SELECT quote_ident(current_schema())").fetchone()[0]
+    for head, body in _FUNCTIONS:
+        db.ddl(
+            f"CREATE OR REPLACE FUNCTION {head} LANGUAGE plpgsql SECURITY DEFINER "
+            f"SET search_path = {where}, pg_temp AS $body$\n#variable_conflict use_column{body}\n$body$"
+        )
+    for signature in SIGNATURES:
+        db.ddl(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
