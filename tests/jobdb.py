@@ -2,7 +2,8 @@
 
 Records come from `record.build` on hand-made journals (as the epilog makes them) and are stored by
 `Store.add_part` with the footprint `accounting.account_record` gives them, exactly as `jobcarbon
-ingest` does; on either backend, by URL. Power follows a smooth daily-looking curve so that sparklines have a shape.
+ingest` does; on either backend, by URL. Power follows a smooth daily-looking curve so that
+sparklines have a shape.
 """
 
 from __future__ import annotations
