@@ -18,6 +18,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg.types.numeric import FloatLoader
 
 from slurm_plugin.storage import dialect
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
@@ -91,7 +92,10 @@ def connect(
     if password_file:
         params["password"] = read_password(password_file)
     with driver_errors():
-        return psycopg.connect(autocommit=True, row_factory=row_factory or psycopg.rows.tuple_row, **params)
+        conn = psycopg.connect(autocommit=True, row_factory=row_factory or psycopg.rows.tuple_row, **params)
+    # SUM over integers is NUMERIC in PostgreSQL: read it as float, as SQLite's REAL sums are.
+    conn.adapters.register_loader("numeric", FloatLoader)
+    return conn
 
 
 class PostgresBackend:
