@@ -167,13 +167,6 @@ def account_record(store: FootprintStore, record: dict[str, Any], settings: Acco
     return compute_part_fields(_Unstored(store, record), 0, settings)[1]  # type: ignore[arg-type]
 
 
-def account_part(store: FootprintStore, part_id: int, settings: Accounting) -> dict[str, Any]:
-    """Compute and save the footprint of a newly stored part, with its monthly figures."""
-    fields = compute_part_fields(store, part_id, settings)[1]
-    store.save_footprint(part_id, fields)
-    return fields
-
-
 @dataclass
 class RecomputeResult:
     checked: int = 0

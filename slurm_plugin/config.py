@@ -73,7 +73,7 @@ class Nvml:
 @dataclass(frozen=True)
 class Database:
     url: str = "sqlite:////var/lib/jobcarbon/jobcarbon.db"
-    password_file: str = ""  # PostgreSQL: a file only its owner can read; else PGPASSWORD or ~/.pgpass
+    password_file: str | None = None  # PostgreSQL: a file only its owner can read; else PGPASSWORD, .pgpass
     busy_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     deliver_from_nodes: bool = True
 

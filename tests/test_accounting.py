@@ -17,7 +17,7 @@ from slurm_plugin.config import Accounting, PueRule
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store
-from tests.storage.conftest import GPU, count, db_url
+from tests.storage.conftest import GPU, count
 
 KWH = 3.6e6
 MINUTE = 60.0
@@ -31,8 +31,8 @@ Interval = tuple[float, float, float | None, float | None, float | None]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(db_url(tmp_path), busy_timeout_s=5.0)
+def store(db_url: str) -> Iterator[Store]:
+    opened = Store.open(db_url, busy_timeout_s=5.0)
     yield opened
     opened.close()
 
@@ -75,10 +75,10 @@ def job_record(
 
 
 def add(store: Store, intervals: list[Interval], settings: Accounting, **job: Any) -> int:
-    """Store a part and account it as ingest does; its part id."""
-    part_id = store.add_part(job_record(intervals, **job))
+    """Store a part with its footprint as ingest does; its part id."""
+    document = job_record(intervals, **job)
+    part_id = store.add_part(document, footprint=accounting.account_record(store, document, settings))
     assert part_id is not None
-    accounting.account_part(store, part_id, settings)
     return part_id
 
 
@@ -266,3 +266,17 @@ def test_recompute_since_skips_parts_that_ended_earlier(store: Store) -> None:
     assert (result.checked, result.changed) == (1, 1)
     assert store.footprint(early)["rung"] == "zone_yearly"
     assert store.footprint(late)["co2e_g"] == pytest.approx(100.0)
+
+
+NEW_YEAR_EVE = dt.datetime(2025, 12, 31, 22, 30, tzinfo=dt.UTC)  # 23:30 in Berlin
+
+
+def test_the_footprint_computed_at_ingest_is_what_a_recompute_finds(store: Store) -> None:
+    # Ingest accounts the record before storing it; a recompute reads the stored part back. Same inputs,
+    # same numbers: nothing changes, not even the monthly figures (a job across New Year in Berlin).
+    store.upsert_intensity([point("DE", (m, m + 15), 200 + m) for m in range(0, 120, 15)])
+    settings = Accounting(zone="DE", pue=1.3, timezone="Europe/Berlin")
+    add(store, [(0, 20, kwh(0.2), kwh(0.01), None), (20, 40, None, None, kwh(0.3))], settings)
+    add(store, [(0, 90, kwh(0.5), kwh(0.02), kwh(0.1))], settings, job_id=2, start=NEW_YEAR_EVE)
+    result = accounting.recompute(store, settings, None)
+    assert (result.checked, result.changed, result.months_filled) == (2, 0, 0)

@@ -25,7 +25,7 @@ class Node:
 
     def __init__(self, root: Path, url: str | None = None):
         self.root = root
-        self.db = root / "jobcarbon.db"
+        self.db = root / "jobcarbon.db"  # the database file, when the URL is SQLite's default here
         self.url = url or f"sqlite:///{self.db}"
         self.outbox = root / "outbox"
         self.quarantine = root / "quarantine"
@@ -33,7 +33,7 @@ class Node:
         self.config.write_text(
             f"cluster: hpc\npaths:\n  spool: {root / 'spool'}\n  outbox: {self.outbox}\n"
             f"  quarantine: {self.quarantine}\n  log_file: {root / 'jobcarbon.log'}\n"
-            f"database:\n  url: {self.url}\n  busy_timeout_s: 0.05\n"
+            f"database:\n  url: '{self.url}'\n  busy_timeout_s: 0.05\n"
             "accounting:\n  zone: DE\n  pue: 1.2\n"
         )
 
@@ -42,8 +42,9 @@ class Node:
 
 
 @pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
-    configured = Node(tmp_path)
+def node(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Node:
+    """An installation whose database is SQLite or PostgreSQL in turn (`db_url`)."""
+    configured = Node(tmp_path, db_url)
     monkeypatch.setenv("JOBCARBON_CONFIG", str(configured.config))
     return configured
 
@@ -71,7 +72,6 @@ def de_point(minutes: tuple[int, int], g_per_kwh: float, **flags: bool) -> Inten
 
 
 def test_db_upgrade_creates_the_database_and_is_idempotent(node: Node, capsys) -> None:
-    assert not node.db.exists()
     upgraded = f"database {node.url}: schema version {schema.latest()}\n"
     assert run(capsys, "db", "upgrade") == (0, upgraded, "")
     assert run(capsys, "db", "upgrade") == (0, upgraded, "")
@@ -126,7 +126,12 @@ def test_ingest_reads_another_outbox_and_counts_duplicates(node: Node, store: St
     )
 
 
-def test_ingest_keeps_records_while_the_database_is_locked(node: Node, store: Store, capsys) -> None:
+def test_ingest_keeps_records_while_the_database_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    node = Node(tmp_path)
+    monkeypatch.setenv("JOBCARBON_CONFIG", str(node.config))
+    Store.open(node.url, 5.0).close()
     for name in ("node001", "node002"):
         record.write(node.outbox, make_record(node=name), fsync=False)
     holder = sqlite3.connect(node.db, isolation_level=None)
@@ -256,10 +261,10 @@ def test_intensity_sync_without_providers_says_so(node: Node, store: Store, caps
 def test_recompute_since_updates_only_later_parts(node: Node, store: Store, capsys) -> None:
     settings = Accounting(zone="DE", pue=1.2)
     day = 86400.0
-    early = store.add_part(make_record(job_id=1, start=START))
-    late = store.add_part(make_record(job_id=2, start=START + 2 * day))
-    for part_id in (early, late):
-        accounting.account_part(store, part_id, settings)
+    early, late = (
+        store.add_part(document, footprint=accounting.account_record(store, document, settings))
+        for document in (make_record(job_id=1, start=START), make_record(job_id=2, start=START + 2 * day))
+    )
     series_start = dt.datetime.fromtimestamp(START, dt.UTC)
     store.upsert_intensity(
         [

@@ -31,7 +31,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def connect(url: str, busy_timeout_s: float, create: bool = True, password_file: str = "") -> Backend:
+def connect(
+    url: str, busy_timeout_s: float, create: bool = True, password_file: str | None = None
+) -> Backend:
     """A connection to the database the URL names; its driver is imported only when needed."""
     try:
         kind = dialect.backend_of(url)

@@ -70,7 +70,7 @@ def read_password(path: str) -> str:
 
 def connect(
     url: str,
-    password_file: str,
+    password_file: str | None,
     timeout_s: float,
     read_only: bool = False,
     statement_timeout_s: float | None = None,
@@ -108,7 +108,7 @@ class PostgresBackend:
         self.where = where
 
     @classmethod
-    def connect(cls, url: str, busy_timeout_s: float, password_file: str = "") -> PostgresBackend:
+    def connect(cls, url: str, busy_timeout_s: float, password_file: str | None = None) -> PostgresBackend:
         conn = connect(url, password_file, busy_timeout_s)
         info = conn.info
         return cls(conn, f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}")

@@ -63,7 +63,9 @@ class Store:
         self.db = db
 
     @classmethod
-    def open(cls, url: str, busy_timeout_s: float, create: bool = True, password_file: str = "") -> Store:
+    def open(
+        cls, url: str, busy_timeout_s: float, create: bool = True, password_file: str | None = None
+    ) -> Store:
         """Connect and bring the schema up to date.
 
         With `create=False` (delivery from compute nodes) a missing SQLite file is not created.
