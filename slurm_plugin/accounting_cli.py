@@ -48,6 +48,44 @@ def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def db_grant(args: argparse.Namespace) -> int:
+    from slurm_plugin.storage import dialect, roles
+    from slurm_plugin.storage.errors import StoreError
+
+    if not (args.writer or args.reader):
+        raise CommandError("name a role: --writer ROLE (compute nodes) and/or --reader ROLE (queries)")
+    settings = config_module.load()
+    with _store(settings, create=True) as store:
+        if store.db.name != dialect.POSTGRESQL:
+            raise CommandError("db grant is for PostgreSQL: an SQLite file is guarded by its permissions")
+        try:
+            for statement in roles.grant(store.db, args.writer, args.reader):
+                print(statement)
+        except StoreError as exc:
+            raise CommandError(f"database: {exc}") from None
+    return 0
+
+
+def db_migrate(args: argparse.Namespace) -> int:
+    from slurm_plugin.storage import transfer
+    from slurm_plugin.storage.store import Store, StoreError
+
+    settings = config_module.load()
+    try:
+        source = Store.open(args.source, settings.database.busy_timeout_s, create=False)
+    except StoreError as exc:
+        raise CommandError(f"--from: {exc}") from None
+    try:
+        with _store(settings, create=True) as target:
+            copied = transfer.copy_into(source, target, lambda table, rows: print(f"{table}: {rows} rows"))
+    except StoreError as exc:
+        raise CommandError(f"database: {exc}") from None
+    finally:
+        source.close()
+    print(f"copied {copied['jobs']} jobs into {settings.database.url}")
+    return 0
+
+
 def ingest(args: argparse.Namespace) -> int:
     from slurm_plugin import accounting, snapshots
     from slurm_plugin.ingest import ingest_outbox
@@ -153,6 +191,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     db.add_parser("upgrade", help="create the database or migrate it to this version").set_defaults(
         run=db_upgrade
     )
+    grant = db.add_parser("grant", help="PostgreSQL: grant roles their privileges (idempotent)")
+    grant.add_argument("--writer", metavar="ROLE", help="compute nodes' role: deliver records only")
+    grant.add_argument("--reader", metavar="ROLE", help="query service's role: read only")
+    grant.set_defaults(run=db_grant)
+    migrate = db.add_parser("migrate", help="copy an SQLite database into the configured PostgreSQL one")
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:////path.db")
+    migrate.set_defaults(run=db_migrate)
 
     ingest_parser = commands.add_parser(
         "ingest", help="move finished-job records from an outbox into the database"

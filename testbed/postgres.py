@@ -75,9 +75,11 @@ def ensure_server() -> Server:
         raise PostgresError("PostgreSQL is not installed")
     if not Path(f"/etc/postgresql/{version}/{CLUSTER}").exists():
         _run(
-            ["pg_createcluster", version, CLUSTER, "--port", str(PORT), "--start-conf", "manual"]
-            + ["-o", "listen_addresses=localhost", "-o", "max_connections=300", "-o", "fsync=on"]
-            + ["--", "--auth-local=peer", "--auth-host=scram-sha-256"]
+            [
+                *("pg_createcluster", version, CLUSTER, "--port", str(PORT), "--start-conf", "manual"),
+                *("-o", "listen_addresses=localhost", "-o", "max_connections=300"),
+                *("--", "--auth-local=peer", "--auth-host=scram-sha-256"),
+            ]
         )
     status = subprocess.run(["pg_ctlcluster", version, CLUSTER, "status"], capture_output=True, check=False)
     if status.returncode != 0:
@@ -89,7 +91,7 @@ def ensure_server() -> Server:
         f"CREATE ROLE {ADMIN} LOGIN CREATEROLE CREATEDB; END IF; END $$;"
         f"ALTER ROLE {ADMIN} PASSWORD '{password}';"
     )
-    exists = _psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", capture=True)
+    exists = _psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", capture=True)  # noqa: S608
     if not exists.strip():
         _psql(f"CREATE DATABASE {DATABASE} OWNER {ADMIN}")
     url = f"postgresql://{ADMIN}@127.0.0.1:{PORT}/{DATABASE}"
@@ -121,10 +123,15 @@ def _admin_password() -> str:
     return password
 
 
-def _psql(sql: str, capture: bool = False) -> str:
+def drop_role(name: str) -> None:
+    """Drop a login role made by a test, with its grants in the test database."""
+    _psql(f'DROP OWNED BY "{name}"; DROP ROLE "{name}"', database=DATABASE)
+
+
+def _psql(sql: str, capture: bool = False, database: str = "postgres") -> str:
     """Run SQL as the `postgres` superuser over the cluster's Unix socket (peer authentication)."""
-    command = ["runuser", "-u", "postgres", "--", "psql", "-p", str(PORT), "-XAtq", "-v", "ON_ERROR_STOP=1"]
-    return _run([*command, "-c", sql], capture=capture)
+    command = ["runuser", "-u", "postgres", "--", "psql", "-p", str(PORT), "-d", database, "-XAtq"]
+    return _run([*command, "-v", "ON_ERROR_STOP=1", "-c", sql], capture=capture)
 
 
 def _run(command: list[str], capture: bool = True, env: dict[str, str] | None = None) -> str:

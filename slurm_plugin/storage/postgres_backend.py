@@ -130,6 +130,10 @@ class PostgresBackend:
     def ddl(self, sql: str) -> None:
         self.conn.execute(dialect.postgres_ddl(sql))
 
+    def copy(self, statement: str) -> contextlib.AbstractContextManager[psycopg.Copy]:
+        """COPY ... FROM STDIN: bulk loading for `transfer`, many times faster than INSERTs."""
+        return self.conn.cursor().copy(statement)
+
     def begin_write(self) -> None:
         self.conn.execute("BEGIN")
 

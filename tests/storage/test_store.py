@@ -1,4 +1,5 @@
-"""The accounting store on SQLite and PostgreSQL: migrations, exactly-once parts, intensity revisions, footprint history."""
+"""The accounting store on SQLite and PostgreSQL: migrations, exactly-once parts, intensity revisions,
+footprint history."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def versions(store: Store) -> list[int]:
 
 
 def test_open_creates_every_table(store: Store) -> None:
-    tables = ("schema_version", "jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months")
+    tables = ("schema_version", "jobs", "job_parts", "timeline", "intensity", "footprints", "running_parts")
     assert all(store.db.has_table(name) for name in tables)
 
 

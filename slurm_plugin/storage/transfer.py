@@ -1,0 +1,61 @@
+"""Copy an SQLite accounting database into an empty PostgreSQL one (`jobcarbon db migrate`).
+
+Row ids are kept, so footprints still point at their parts and every version stays in the history;
+the identity sequences then continue after the largest id. One transaction: a failure leaves the
+target as empty as it was, and the SQLite file is only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from slurm_plugin.storage import dialect
+from slurm_plugin.storage.errors import StoreError
+from slurm_plugin.storage.store import Store
+
+# Parents before children (foreign keys); the tables with an identity `id`.
+TABLES = ("jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months", "running_parts")
+IDENTITY = ("jobs", "job_parts", "footprints")
+BATCH = 5000
+
+
+def copy_into(source: Store, target: Store, progress: Callable[[str, int], None]) -> dict[str, int]:
+    """Copy every row of `source` (SQLite) into `target` (PostgreSQL, no jobs yet); rows per table."""
+    if source.db.name != dialect.SQLITE or target.db.name != dialect.POSTGRESQL:
+        raise StoreError("db migrate copies an SQLite database into a PostgreSQL one")
+    with target.db.errors():
+        holding = [t for t in TABLES if target.db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]  # noqa: S608
+    if holding:
+        raise StoreError(
+            f"{target.db.where} already holds {', '.join(holding)}: migrate into an empty database"
+        )
+    copied: dict[str, int] = {}
+    with target.db.errors():
+        target.db.begin_write()
+        try:
+            for table in TABLES:
+                copied[table] = _copy_table(source, target, table)
+                progress(table, copied[table])
+            for table in IDENTITY:
+                target.db.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - constant names
+                    f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                )
+            target.db.commit()
+        except BaseException:
+            target.db.rollback()
+            raise
+    return copied
+
+
+def _copy_table(source: Store, target: Store, table: str) -> int:
+    with source.db.errors():
+        cursor = source.db.execute(f"SELECT * FROM {table}")  # noqa: S608 - names from TABLES
+        columns = ", ".join(d[0] for d in cursor.description)
+        count = 0
+        with target.db.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            while rows := cursor.fetchmany(BATCH):
+                for row in rows:
+                    copy.write_row(row)
+                count += len(rows)
+    return count

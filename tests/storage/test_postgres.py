@@ -1,0 +1,241 @@
+"""PostgreSQL only: roles and grants, passwords, 64 nodes delivering through a server restart, migration."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from slurm_plugin import accounting, cli, queries, record
+from slurm_plugin.config import Accounting, Config, Database, Paths
+from slurm_plugin.delivery import deliver_outbox
+from slurm_plugin.ingest import pending
+from slurm_plugin.storage import Store, StoreError, StoreUnavailable, roles, schema
+from testbed import postgres
+from tests.storage.conftest import count, make_record
+
+SETTINGS = Accounting(zone="DE", pue=1.2)
+FOOTPRINT = {
+    "it_energy_j": 3600.0,
+    "facility_energy_j": 4320.0,
+    "co2e_g": 0.3,
+    "effective_g_per_kwh": 250.0,
+    "rung": "measured_series",
+    "measured_intensity_fraction": 1.0,
+}
+NODES = 64
+RECORDS_PER_NODE = 10
+
+
+def add(store: Store, document: dict[str, Any]) -> int | None:
+    return store.add_part(document, footprint=accounting.account_record(store, document, SETTINGS))
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[Store]:
+    opened = Store.open(postgres_url, 5.0)
+    yield opened
+    opened.close()
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    url: str  # the test schema's, as this role
+    password_file: str
+
+
+@pytest.fixture
+def make_role(postgres_server: postgres.Server, postgres_url: str, tmp_path: Path) -> Iterator[Callable]:
+    """Login roles with a password file each, dropped afterwards: make_role("writer") -> Role."""
+    made: list[str] = []
+
+    def make(kind: str) -> Role:
+        name = f"jc_{kind}_{uuid.uuid4().hex[:10]}"
+        password = uuid.uuid4().hex
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        made.append(name)
+        secret = tmp_path / f"{name}.password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        return Role(name, postgres_url.replace(f"{postgres.ADMIN}@", f"{name}@"), str(secret))
+
+    yield make
+    for name in made:
+        postgres.drop_role(name)
+
+
+def test_the_writer_role_delivers_but_reads_and_alters_nothing(store: Store, make_role: Callable) -> None:
+    stored = add(store, make_record(job_id=1, node="node009"))
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    try:
+        document = make_record(job_id=2)
+        assert add(writer, document) is not None  # reads intensity, writes through the function
+        assert add(writer, document) is None  # exactly once, told without reading any row
+        assert writer.upsert_running(make_record(job_id=3), b"{}", None) is True
+        for statement in (
+            "SELECT * FROM jobs",
+            "SELECT user_name FROM jobs",
+            "SELECT record_zlib FROM job_parts",
+            "SELECT * FROM footprints",
+            "SELECT * FROM running_parts",
+            "UPDATE footprints SET co2e_g = 0",
+            "DELETE FROM footprint_months",
+            "INSERT INTO timeline (part_id, intervals, columns_f64) VALUES (999, 0, ?)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                writer.db.execute(statement, [b""] if "?" in statement else [])
+        with pytest.raises(StoreUnavailable, match="permission denied"):
+            writer.save_footprint(stored, FOOTPRINT)  # a new version of another job's footprint
+        with pytest.raises(StoreUnavailable, match="permission denied"):
+            writer.part(stored)
+    finally:
+        writer.close()
+    assert (count(store, "job_parts"), count(store, "footprints"), count(store, "running_parts")) == (2, 2, 1)
+    assert store.footprint(stored)["version"] == 1
+
+
+def test_the_reader_role_reads_for_queries_and_writes_nothing(store: Store, make_role: Callable) -> None:
+    add(store, make_record(job_id=5))
+    role = make_role("reader")
+    roles.grant(store.db, writer=None, reader=role.name)
+    reader = queries.Reader.open(role.url, password_file=role.password_file)
+    try:
+        assert [tuple(r) for r in reader.rows("SELECT job_id, user_name FROM jobs")] == [(5, "alice")]
+        with pytest.raises(queries.DatabaseUnavailable, match="read-only"):
+            reader.rows("DELETE FROM jobs")
+    finally:
+        reader.close()
+    with pytest.raises(StoreUnavailable, match="permission denied"):
+        Store.open(role.url, 5.0, password_file=role.password_file).add_part(make_record(job_id=6))
+
+
+def test_grants_are_idempotent_and_refuse_unknown_roles(store: Store, make_role: Callable) -> None:
+    name = make_role("writer").name
+    assert roles.grant(store.db, name, None) == roles.grant(store.db, name, None)
+    with pytest.raises(StoreError, match="does not exist"):
+        roles.grant(store.db, "jc_nobody", None)
+
+
+def test_a_password_file_must_be_private_and_not_a_link(
+    postgres_server: postgres.Server, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSFILE")  # only the file can give the password now
+    secret = tmp_path / "password"
+    secret.write_text(postgres_server.password_file.read_text())
+    secret.chmod(0o644)
+    with pytest.raises(StoreError, match="readable by its owner only"):
+        Store.open(postgres_url, 5.0, password_file=str(secret))
+    secret.chmod(0o600)
+    Store.open(postgres_url, 5.0, password_file=str(secret)).close()
+    (tmp_path / "link").symlink_to(secret)
+    with pytest.raises(StoreError, match="password_file"):
+        Store.open(postgres_url, 5.0, password_file=str(tmp_path / "link"))
+
+
+def _deliver_node(config: Config, start: Any) -> None:
+    start.wait(timeout=120)  # all 64 at once, as epilogs finishing together
+    deliver_outbox(config, lambda level, message: None)
+
+
+def test_64_nodes_deliver_through_a_server_restart_each_record_once(
+    postgres_server: postgres.Server, postgres_url: str, tmp_path: Path
+) -> None:
+    Store.open(postgres_url, 5.0).close()
+    configs = []
+    for index in range(NODES):
+        outbox = tmp_path / f"outbox-{index:02d}"
+        for n in range(RECORDS_PER_NODE):
+            record.write(outbox, make_record(job_id=n, node=f"node{index:03d}", rows=360), fsync=False)
+        paths = Paths(outbox=outbox, quarantine=tmp_path / "quarantine")
+        configs.append(Config(paths=paths, database=Database(url=postgres_url, busy_timeout_s=5.0)))
+    total = NODES * RECORDS_PER_NODE
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(NODES)
+    workers = [context.Process(target=_deliver_node, args=(c, start)) for c in configs]
+    for worker in workers:
+        worker.start()
+    watcher = Store.open(postgres_url, 5.0)
+    deadline = time.monotonic() + 120
+    while count(watcher, "job_parts") < NODES // 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    watcher.close()
+    postgres_server.ctl("stop")  # cuts every session: commits in flight are either whole or absent
+    try:
+        for worker in workers:
+            worker.join(timeout=120)
+    finally:
+        postgres_server.ctl("start")
+    left = sum(len(pending(c.paths.outbox)) for c in configs)
+    assert 0 < left < total  # the outage was in the middle: some stored, some kept for later
+    for config in configs:
+        deliver_outbox(config, lambda level, message: None)  # the next deliveries, once it is back
+    assert sum(len(pending(c.paths.outbox)) for c in configs) == 0
+    check = Store.open(postgres_url, 5.0)
+    keys = check.db.execute(
+        "SELECT j.job_id, p.node FROM job_parts p JOIN jobs j ON j.id = p.job ORDER BY 1, 2"
+    ).fetchall()
+    assert len(keys) == len(set(keys)) == total
+    assert (count(check, "jobs"), count(check, "footprints")) == (RECORDS_PER_NODE, total)
+    assert not (tmp_path / "quarantine").exists()
+    check.close()
+
+
+def test_concurrent_upgrades_of_an_empty_database_apply_each_migration_once(postgres_url: str) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_open_and_close, args=(postgres_url,)) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0] * 8
+    opened = Store.open(postgres_url, 5.0)
+    versions = [r[0] for r in opened.db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [m.version for m in schema.MIGRATIONS]
+    opened.close()
+
+
+def _open_and_close(url: str) -> None:
+    Store.open(url, 30.0).close()
+
+
+def test_an_sqlite_database_migrates_into_postgresql_whole(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store.open(sqlite_url, 5.0)
+    first = add(old, make_record(job_id=1, node="node001"))
+    add(old, make_record(job_id=1, node="node002"))
+    add(old, make_record(job_id=2, restart_count=1))
+    old.save_footprint(first, {**FOOTPRINT, "months": []})  # a second version: history must survive
+    old.upsert_running(make_record(job_id=3), b"{}", None)
+    old.close()
+    config = tmp_path / "jobcarbon.yaml"
+    config.write_text(f"database:\n  url: '{postgres_url}'\n")
+    monkeypatch.setenv("JOBCARBON_CONFIG", str(config))
+    assert cli.main(["db", "migrate", "--from", sqlite_url]) == 0
+    out = capsys.readouterr().out
+    assert "jobs: 2 rows" in out
+    assert out.endswith(f"copied 2 jobs into {postgres_url}\n")
+    new = Store.open(postgres_url, 5.0)
+    old = Store.open(sqlite_url, 5.0)
+    for table in ("jobs", "job_parts", "timeline", "footprints", "footprint_months", "running_parts"):
+        assert count(new, table) == count(old, table), table
+    assert new.footprint_history(first) == old.footprint_history(first)
+    assert new.timeline(first) == old.timeline(first)
+    assert new.record(first) == old.record(first)
+    assert add(new, make_record(job_id=9)) == 4  # identities continue after the copied ids
+    old.close()
+    new.close()
+    assert cli.main(["db", "migrate", "--from", sqlite_url]) == 1
+    assert "already holds jobs" in capsys.readouterr().err
