@@ -1,4 +1,5 @@
-"""`python3 -m testbed up|down|status|submit-demo`: drive the single-node Slurm test bed."""
+"""`python3 -m testbed up|down|status|submit-demo|postgres`: drive the single-node Slurm test bed, or
+start the loopback PostgreSQL server the PostgreSQL backend's tests and benchmarks use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from testbed import postgres
 from testbed.hardware import SimulatedHardware
 from testbed.slurm import (
     DEFAULT_SCRATCH,
@@ -46,7 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cpus", type=int, default=1)
     demo.add_argument("--seconds", type=int, default=5)
     demo.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    pg = commands.add_parser("postgres", help="start the loopback PostgreSQL test server")
+    pg.add_argument("--install-packages", action="store_true", help="apt-get PostgreSQL if missing")
     return parser
+
+
+def cmd_postgres(args: argparse.Namespace) -> None:
+    """Set up (once) and start the server; say how to reach it."""
+    if args.install_packages:
+        postgres.ensure_packages()
+    server = postgres.ensure_server()
+    print(f"PostgreSQL {server.version} on loopback: {server.url} (password in {server.password_file})")
 
 
 def choose_hooks(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
@@ -96,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             SimulatedHardware(args.scratch).stop()
         elif args.command == "status":
             print(Cluster(scratch=args.scratch).status())
+        elif args.command == "postgres":
+            cmd_postgres(args)
         else:
             cmd_submit_demo(args)
-    except (ClusterError, OSError) as error:
+    except (ClusterError, postgres.PostgresError, OSError) as error:
         print(f"testbed: {error}", file=sys.stderr)
         return 1
     return 0
