@@ -123,6 +123,20 @@ def _admin_password() -> str:
     return password
 
 
+def create_schema(name: str) -> None:
+    """An empty schema in the test database, owned by the admin (a database per test would be slower)."""
+    _psql(f'CREATE SCHEMA "{name}" AUTHORIZATION {ADMIN}', database=DATABASE)
+
+
+def schema_exists(name: str) -> bool:
+    query = f"SELECT 1 FROM pg_namespace WHERE nspname = '{name}'"  # noqa: S608 - names made by callers
+    return bool(_psql(query, capture=True, database=DATABASE).strip())
+
+
+def drop_schema(name: str) -> None:
+    _psql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE', database=DATABASE)
+
+
 def drop_role(name: str) -> None:
     """Drop a login role made by a test, with its grants in the test database."""
     _psql(f'DROP OWNED BY "{name}"; DROP ROLE "{name}"', database=DATABASE)
