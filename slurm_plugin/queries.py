@@ -83,7 +83,11 @@ class Reader:
 
     @classmethod
     def open(
-        cls, url: str, busy_timeout_s: float = 5.0, deadline: float | None = None, password_file: str = ""
+        cls,
+        url: str,
+        busy_timeout_s: float = 5.0,
+        deadline: float | None = None,
+        password_file: str | None = None,
     ) -> Reader:
         try:
             kind = dialect.backend_of(url)
@@ -151,6 +155,7 @@ class Reader:
             raise DatabaseUnavailable(f"{self.path}: {exc}") from None
 
     def _postgres_rows(self, sql: str, params: dict[str, Any] | Sequence[Any]) -> list[Any]:
+        import psycopg
         from psycopg import errors as pg_errors
 
         from slurm_plugin.storage import postgres_backend
@@ -163,6 +168,8 @@ class Reader:
                     raise DatabaseUnavailable("the query took too long and was stopped") from None
         except StoreError as exc:
             raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+        except psycopg.Error as exc:  # as sqlite3.DatabaseError: a read-only refusal, a bad query
+            raise DatabaseUnavailable(f"{self.path}: {' '.join(str(exc).split())}") from None
 
 
 # --- one job ----------------------------------------------------------------------------------------

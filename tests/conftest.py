@@ -98,3 +98,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == dialect.SQLITE:
         return f"sqlite:///{tmp_path / 'jobcarbon.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module", params=[dialect.SQLITE, dialect.POSTGRESQL])
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`db_url` for a module that builds one database for all its tests: one per backend in turn."""
+    if request.param == dialect.SQLITE:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobcarbon.db'}"
+        return
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    yield postgres.schema_url(server, name)
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {name} CASCADE")

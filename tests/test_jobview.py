@@ -20,10 +20,9 @@ EVERYTHING = visibility.Scope(everything=True, uid=0)
 
 
 @pytest.fixture(scope="module")
-def scenario_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, int]]:
-    directory = tmp_path_factory.mktemp("jobview")
-    ids = jobdb.build_scenarios(directory)
-    return f"sqlite:///{directory / 'jobcarbon.db'}", ids
+def scenario_db(module_db_url: str) -> tuple[str, dict[str, int]]:
+    """Every scenario stored once per backend: the same golden files must come out of both."""
+    return module_db_url, jobdb.build_scenarios(module_db_url)
 
 
 def summary_of(url: str, job_id: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -21,15 +22,22 @@ SCHEMA = json.loads((REPO / "slurm_plugin" / "job_summary_schema.json").read_tex
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def site(tmp_path_factory: pytest.TempPathFactory, module_db_url: str) -> dict:
+    """The scenarios and a job that measured nothing, on SQLite and on PostgreSQL in turn."""
     directory = tmp_path_factory.mktemp("cli")
-    ids = jobdb.build_scenarios(directory)
-    store = jobdb.open_store(directory)
+    ids = jobdb.build_scenarios(module_db_url)
+    store = jobdb.open_store(module_db_url)
     jobdb.store_jobs(store, [jobdb.Job(300, cpu_w=0.0, notes=["job cgroup never found"])])
     store.close()
     config = directory / "jobcarbon.yaml"
-    config.write_text(f"database:\n  url: sqlite:///{directory / 'jobcarbon.db'}\nvisibility:\n  mode: all\n")
+    config.write_text(f"database:\n  url: {json.dumps(module_db_url)}\nvisibility:\n  mode: all\n")
     return {"dir": directory, "ids": ids, "config": config}
+
+
+def environment(config: Path, path: Path | None = None) -> dict[str, str]:
+    """A bare environment for the CLI; PGPASSFILE passes (the PostgreSQL password, set by conftest)."""
+    env = {"JOBCARBON_CONFIG": str(config), "PATH": str(path or "/nonexistent"), "PYTHONPATH": str(REPO)}
+    return env | ({"PGPASSFILE": os.environ["PGPASSFILE"]} if "PGPASSFILE" in os.environ else {})
 
 
 def sacct_answering(directory: Path, output: str) -> Path:
@@ -41,9 +49,13 @@ def sacct_answering(directory: Path, output: str) -> Path:
 
 
 def jobcarbon(*args: str, config: Path, path: Path | None = None) -> subprocess.CompletedProcess:
-    env = {"JOBCARBON_CONFIG": str(config), "PATH": str(path or "/nonexistent"), "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", CLI, *args],
+        env=environment(config, path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -179,6 +191,11 @@ def test_the_read_path_stays_light(site: dict) -> None:
         "heavy = ('sqlite_utils', 'numpy', 'requests', 'tabulate')\n"
         "print(code, sorted(m for m in heavy if m in sys.modules))"
     )
-    env = {"JOBCARBON_CONFIG": str(site["config"]), "PATH": "/nonexistent", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=environment(site["config"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "0 []"

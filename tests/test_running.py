@@ -25,20 +25,20 @@ def _snapshot(outbox: Path, **changes: object) -> dict:
     return record
 
 
-def _summary(path: Path, job_id: int) -> dict:
-    reader = queries.Reader.open(f"sqlite:///{path}")
+def _summary(url: str, job_id: int) -> dict:
+    reader = queries.Reader.open(url)
     try:
         return running.job_or_running(reader, EVERYONE, job_id, None)
     finally:
         reader.close()
 
 
-def test_a_snapshot_becomes_a_running_summary_with_a_projection(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_snapshot_becomes_a_running_summary_with_a_projection(tmp_path: Path, db_url: str) -> None:
+    store = open_store(db_url)
     record = _snapshot(tmp_path / "outbox")
     assert snapshots.ingest_snapshots(store, tmp_path / "outbox", SETTINGS, lambda *_: None) == 1
     assert not list((tmp_path / "outbox" / RUNNING_DIR).iterdir())
-    summary = _summary(tmp_path / "jobcarbon.db", record["job_id"])
+    summary = _summary(db_url, record["job_id"])
     assert summary["state"] == "running"
     assert summary["energy"]["total_j"] == pytest.approx(record["energy"]["total_joules"])
     recent = [r for r in record["timeline"]["rows"] if r[0] >= record["elapsed_s"] - 900]
@@ -53,20 +53,20 @@ def test_a_snapshot_becomes_a_running_summary_with_a_projection(tmp_path: Path) 
     store.close()
 
 
-def test_the_finished_record_replaces_the_snapshot(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_the_finished_record_replaces_the_snapshot(tmp_path: Path, db_url: str) -> None:
+    store = open_store(db_url)
     _snapshot(tmp_path / "outbox")
     snapshots.ingest_snapshots(store, tmp_path / "outbox", SETTINGS, lambda *_: None)
     final = make_record(rows=8, step_s=300.0)
     assert store.add_part(final) is not None
-    summary = _summary(tmp_path / "jobcarbon.db", final["job_id"])
+    summary = _summary(db_url, final["job_id"])
     assert summary["state"] == "completed"
     assert store.upsert_running(final | {"status": "running"}, b"{}", None) is False  # too late
     store.close()
 
 
-def test_a_malformed_snapshot_is_dropped_not_quarantined(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_malformed_snapshot_is_dropped_not_quarantined(tmp_path: Path, db_url: str) -> None:
+    store = open_store(db_url)
     bad = tmp_path / "outbox" / RUNNING_DIR / "hpc_1_0_n.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")

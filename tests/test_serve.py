@@ -2,7 +2,8 @@
 
 Clients are forked from the test process and drop to the user's uid and gid before running the
 CLI's `main` (the Python install may sit where other users cannot read, so nothing is exec'd). The
-database is 0600 root, as in `own` mode; only the service can read it.
+database is 0600 root, as in `own` mode; only the service can read it. On PostgreSQL (the same tests
+run on both backends) what is 0600 root is the password file named by database.password_file.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ import tabulate  # noqa: F401
 import slurm_plugin.joblist
 import slurm_plugin.jobview_text
 import slurm_plugin.query_cli
-import slurm_plugin.serve  # noqa: F401
+import slurm_plugin.serve
 from slurm_plugin import cli
+from slurm_plugin.storage import dialect
 from tests import jobdb
 from tests.jobdb import DAY, HOUR, Job
+
+with contextlib.suppress(ImportError):  # psycopg, which the PostgreSQL runs' clients import
+    import slurm_plugin.storage.postgres_backend  # noqa: F401
 
 REQUIRE_ENV = "JOBCARBON_REQUIRE_SLURM"
 USERS = ("jcalice", "jcbob", "jccoord")
@@ -77,14 +82,23 @@ def accounts() -> dict[str, Account]:
 
 
 @pytest.fixture(scope="module")
-def site(accounts: dict[str, Account]) -> Iterator[dict]:
+def site(accounts: dict[str, Account], module_db_url: str, request: pytest.FixtureRequest) -> Iterator[dict]:
     """A 0600 database, configs, a `sacct` that knows nothing, and the service running on a socket."""
     top = Path(tempfile.mkdtemp(prefix="jobcarbon-serve-"))
     top.chmod(0o755)  # users must reach the socket, the configs and the stand-in sacct
     private = top / "db"
     private.mkdir(mode=0o755)
+    if module_db_url.startswith(dialect.SQLITE_PREFIX):
+        # Where the users can reach it, so that only the file's own mode keeps them out.
+        database = private / "jobcarbon.db"
+        url = f"sqlite:///{database}"
+        settings = f"database:\n  url: {url}\n"
+    else:  # the server lets in whoever has the password: its file is what only root may read
+        url = module_db_url
+        database = request.getfixturevalue("postgres_server").password_file
+        settings = f"database:\n  url: {json.dumps(url)}\n  password_file: {database}\n"
     alice, bob = accounts["jcalice"], accounts["jcbob"]
-    store = jobdb.open_store(private)
+    store = jobdb.open_store(url)
     jobdb.store_jobs(
         store,
         [
@@ -95,15 +109,14 @@ def site(accounts: dict[str, Account]) -> Iterator[dict]:
         ],
     )
     store.close()
-    database = private / "jobcarbon.db"
-    database.chmod(0o600)
+    if database.is_relative_to(private):
+        database.chmod(0o600)
     sock = top / "run" / "query.sock"
     sock.parent.mkdir(mode=0o755)
-    url = f"sqlite:///{database}"
     coordinators = "  coordinators:\n    - {account: chemistry, users: [jccoord]}\n"
     configs = {
-        "service": f"database:\n  url: {url}\nvisibility:\n  mode: own\n{coordinators}  socket: {sock}\n",
-        "direct": f"database:\n  url: {url}\nvisibility:\n  mode: all\n",
+        "service": f"{settings}visibility:\n  mode: own\n{coordinators}  socket: {sock}\n",
+        "direct": f"{settings}visibility:\n  mode: all\n",
         "down": f"visibility:\n  socket: {top / 'run' / 'nothing.sock'}\n",
     }
     paths = {}
