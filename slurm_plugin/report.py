@@ -55,10 +55,12 @@ _GPU_MODELS = f"SELECT {{col}} AS grp, m.gpu_hours_json {_CURRENT_MONTH} AND m.g
 # main query on a million jobs (bench/monthly_report.py).
 _SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
 JOIN footprints f ON f.id = m.footprint_id WHERE m.month = :month AND f.is_current = 1"""
+# Text is ordered in Python, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts
+# "atlas" before "Vega"), SQLite by code point; the report must not depend on the backend.
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
-WHERE j.end_s >= :month_start AND j.start_s < :month_end ORDER BY j.cluster"""
+WHERE j.end_s >= :month_start AND j.start_s < :month_end"""
 _RECOMPUTED = f"""SELECT j.cluster, j.job_id, p.node, f.version, f.computed_at_s {_CURRENT_MONTH}
-    AND f.version > 1 AND f.computed_at_s >= :month_end ORDER BY j.cluster, j.job_id, p.node"""
+    AND f.version > 1 AND f.computed_at_s >= :month_end"""
 _INTENSITY = """SELECT zone, start_s, end_s, g_per_kwh, forecast FROM intensity
 WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
 
@@ -195,10 +197,12 @@ def _metadata(
         if row["zone"]:
             zones.add(row["zone"])
         sources.update(json.loads(row["sources_json"]))
-    recomputed = reader.rows(_RECOMPUTED, params)
+    recomputed = sorted(
+        reader.rows(_RECOMPUTED, params), key=lambda r: (r["cluster"], r["job_id"], r["node"])
+    )
     as_of = max((max(f["computed_s"] or 0, f["received_s"] or 0) for f in found.values()), default=None)
     return {
-        "clusters": [r[0] for r in reader.rows(_CLUSTERS, params)],
+        "clusters": sorted(r[0] for r in reader.rows(_CLUSTERS, params)),
         "month": month.name,
         "by": request.by,
         "period": {

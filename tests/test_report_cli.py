@@ -15,13 +15,14 @@ from tests.test_report import SETTINGS, jobs
 
 
 @pytest.fixture
-def configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    store = jobdb.open_store(tmp_path)
+def configured(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration naming a database on SQLite and on PostgreSQL in turn (`db_url`)."""
+    store = jobdb.open_store(db_url)
     jobdb.store_jobs(store, jobs(), SETTINGS)
     store.close()
     config = tmp_path / "jobcarbon.yaml"
     config.write_text(
-        f"cluster: hpc\ndatabase:\n  url: sqlite:///{tmp_path / 'jobcarbon.db'}\n"
+        f"cluster: hpc\ndatabase:\n  url: {json.dumps(db_url)}\n"  # JSON's string is YAML's too
         "accounting:\n  zone: DE\n  pue: 1.2\n  timezone: Europe/Berlin\n"
     )
     monkeypatch.setenv("JOBCARBON_CONFIG", str(config))
@@ -40,9 +41,14 @@ def test_table_csv_and_json_on_stdout(configured: Path, capsys) -> None:
     assert "physics" in out
     assert "total" in out
     code, out, _ = run(capsys, "report", "--month", "2026-01", "--by", "user", "--format", "csv")
-    assert {row["group"] for row in csv.DictReader(io.StringIO(out))} == {"alice", "bob", "carol", "total"}
+    users = {row["group"]: int(row["jobs"]) for row in csv.DictReader(io.StringIO(out))}
+    assert users == {"alice": 4, "carol": 2, "bob": 0, "total": 6}  # bob's job ran in March
     code, out, _ = run(capsys, "report", "--month", "2026-01", "--by", "group", "--format", "json")
-    assert json.loads(out)["schema"] == "jobcarbon/monthly-report/1"
+    document = json.loads(out)
+    assert document["schema"] == "jobcarbon/monthly-report/1"
+    # Labelled "name (gid)", or the bare gid where the host has no such group; largest CO2e first.
+    gids = [(row["group"].split(" (")[-1].rstrip(")"), row["jobs"]) for row in document["rows"]]
+    assert gids == [("1000", 4), ("1002", 2), ("1001", 0)]
 
 
 def test_output_fills_in_month_and_grouping(configured: Path, capsys) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin import queries, report
+from slurm_plugin.storage import dialect
 from tests import jobdb
 from tests.test_report import BERLIN, SETTINGS, jobs
 
@@ -25,12 +26,13 @@ report_html = pytest.importorskip("slurm_plugin.report_html", reason="matplotlib
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Path:
-    store = jobdb.open_store(tmp_path)
+def page(tmp_path: Path, db_url: str) -> Path:
+    """The page for January, from SQLite and from PostgreSQL in turn (`db_url`)."""
+    store = jobdb.open_store(db_url)
     store.upsert_intensity(jobdb.day_series())
     jobdb.store_jobs(store, jobs(), SETTINGS)
     store.close()
-    reader = queries.Reader.open(f"sqlite:///{tmp_path / 'jobcarbon.db'}")
+    reader = queries.Reader.open(db_url)
     document = report.build(reader, report.Request("2026-01", "account", BERLIN, time.time()))
     target = tmp_path / "report.html"
     target.write_text(report_html.render(document, reader))
@@ -75,6 +77,8 @@ def browse(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProcess
     )
 
 
+# The browser draws what the page holds, the same from either backend: one (slow) run is enough.
+@pytest.mark.parametrize("db_url", [dialect.SQLITE], indirect=True)
 def test_chromium_draws_the_charts(page: Path, tmp_path: Path) -> None:
     dom = browse(page, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
