@@ -14,14 +14,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slurm_plugin import ingest, record
-from slurm_plugin.config import Config, Database, Paths
+from slurm_plugin import accounting, ingest, record
+from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import IngestResult, ingest_outbox
-from slurm_plugin.storage import Store
-from tests.storage.conftest import count, db_url, intervals, make_record
+from slurm_plugin.storage import Store, StoreUnavailable
+from tests.storage.conftest import count, intervals, make_record
 
 INGESTERS = 6
+SETTINGS = Accounting(zone="DE", pue=1.5)  # no series stored: the zone's yearly average
+DE_YEARLY = 342.0  # g/kWh, Electricity Maps 2025, zone DE (slurm_plugin/data)
+KWH = 3.6e6
+RECORD_J = 2446.0  # make_record(): cpu 406 J, dram 40 J, gpu 2000 J
 
 
 class Lines(list):
@@ -42,10 +46,21 @@ def quarantine(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    opened = Store.open(db_url(tmp_path), 5.0)
+def store(db_url: str) -> Any:
+    """A fresh store, on SQLite and on PostgreSQL in turn."""
+    opened = Store.open(db_url, 5.0)
     yield opened
     opened.close()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database of the test's own, for what only SQLite has: a file, its lock, its directory."""
+    return f"sqlite:///{tmp_path / 'jobcarbon.db'}"
+
+
+def accountant(store: Store) -> ingest.Account:
+    """What ingest and delivery pass: the record's footprint from the store's intensity, here none."""
+    return lambda document: accounting.account_record(store, document, SETTINGS)
 
 
 def write(outbox: Path, document: dict[str, Any]) -> Path:
@@ -58,32 +73,61 @@ def write_raw(outbox: Path, name: str, data: bytes) -> Path:
     return outbox / name
 
 
-def config_for(tmp_path: Path, url: str | None = None) -> Config:
+def config_for(tmp_path: Path, url: str) -> Config:
     paths = Paths(outbox=tmp_path / "outbox", quarantine=tmp_path / "quarantine")
-    return Config(paths=paths, database=Database(url=url or db_url(tmp_path), busy_timeout_s=5.0))
+    return Config(paths=paths, database=Database(url=url, busy_timeout_s=5.0), accounting=SETTINGS)
 
 
-def test_records_are_stored_then_removed(store: Store, outbox: Path, quarantine: Path) -> None:
+def test_records_are_stored_with_their_footprints_then_removed(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
     for node in ("node001", "node002"):
         write(outbox, make_record(node=node))
-    stored: list[int] = []
-    result = ingest_outbox(store, outbox, quarantine, on_stored=stored.append)
-    assert result == IngestResult(stored=2)
-    assert sorted(stored) == store.parts()
+    accounted: list[str] = []
+
+    def account(document: dict[str, Any]) -> dict[str, Any]:
+        accounted.append(document["node"])
+        return accountant(store)(document)
+
+    assert ingest_outbox(store, outbox, quarantine, account) == IngestResult(stored=2)
+    assert sorted(accounted) == ["node001", "node002"]
     assert list(outbox.iterdir()) == []
+    parts = store.parts()
+    assert sorted(store.part(p)["node"] for p in parts) == ["node001", "node002"]
+    for part_id in parts:
+        (found,) = store.footprint_history(part_id)
+        assert (found["version"], found["current"], found["rung"], found["zone"]) == (
+            1,
+            True,
+            "zone_yearly",
+            "DE",
+        )
+        assert found["it_energy_j"] == pytest.approx(RECORD_J)
+        assert found["facility_energy_j"] == pytest.approx(1.5 * RECORD_J)
+        assert found["co2e_g"] == pytest.approx(1.5 * RECORD_J / KWH * DE_YEARLY, rel=1e-9)
+
+
+def test_without_an_account_records_are_stored_without_footprints(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    write(outbox, make_record())
+    assert ingest_outbox(store, outbox, quarantine) == IngestResult(stored=1)
+    (part_id,) = store.parts()
+    assert store.footprint(part_id) is None
+    assert count(store, "footprints") == 0
 
 
 def test_redelivery_is_a_duplicate(store: Store, outbox: Path, quarantine: Path) -> None:
     document = make_record()
     write(outbox, document)
-    assert ingest_outbox(store, outbox, quarantine) == IngestResult(stored=1)
+    assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(stored=1)
     copy = write(outbox, document).read_bytes()
     write_raw(outbox, "copied-by-hand.json", copy)
-    stored: list[int] = []
-    assert ingest_outbox(store, outbox, quarantine, stored.append) == IngestResult(duplicates=2)
-    assert stored == []
+    assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(duplicates=2)
     assert list(outbox.iterdir()) == []
     assert count(store, "job_parts") == 1
+    (part_id,) = store.parts()
+    assert [f["version"] for f in store.footprint_history(part_id)] == [1]  # no second footprint
 
 
 def test_temporaries_are_left_alone(store: Store, outbox: Path, quarantine: Path) -> None:
@@ -196,26 +240,50 @@ def test_quarantine_on_another_filesystem_copies(
     assert not (outbox / "hpc_1_0_bad.json").exists()
 
 
-def test_a_failing_follow_up_does_not_unstore(store: Store, outbox: Path, quarantine: Path) -> None:
-    def broken(part_id: int) -> None:
+def test_a_failing_footprint_stores_the_part_without_one(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    def broken(document: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("no intensity yet")
 
     write(outbox, make_record())
     log = Lines()
     assert ingest_outbox(store, outbox, quarantine, broken, log) == IngestResult(stored=1)
-    assert any("no intensity yet" in line for line in log)
+    assert len(log) == 1
+    assert "no intensity yet" in log[0]
     assert list(outbox.iterdir()) == []
+    (part_id,) = store.parts()
+    assert store.footprint(part_id) is None  # the recompute's to find
+    assert count(store, "footprints") == 0
+
+
+def test_a_database_lost_while_accounting_keeps_the_records(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    def unavailable(document: dict[str, Any]) -> dict[str, Any]:
+        raise StoreUnavailable("connection lost")
+
+    for node in ("node001", "node002"):
+        write(outbox, make_record(node=node))
+    log = Lines()
+    assert ingest_outbox(store, outbox, quarantine, unavailable, log) == IngestResult(kept=2)
+    assert len(log) == 1
+    assert "connection lost" in log[0]
+    assert len(list(outbox.iterdir())) == 2
+    assert count(store, "job_parts") == 0
+    assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(stored=2)
+    assert count(store, "footprints") == 2
 
 
 def test_a_locked_database_keeps_records_for_a_later_ingest(
     tmp_path: Path, outbox: Path, quarantine: Path
 ) -> None:
-    Store.open(db_url(tmp_path), 5.0).close()
+    Store.open(sqlite_url(tmp_path), 5.0).close()
     for node in ("node001", "node002", "node003"):
         write(outbox, make_record(node=node))
     holder = sqlite3.connect(tmp_path / "jobcarbon.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    waiting = Store.open(db_url(tmp_path), 0.05)
+    waiting = Store.open(sqlite_url(tmp_path), 0.05)
     log = Lines()
     assert ingest_outbox(waiting, outbox, quarantine, log=log) == IngestResult(kept=3)
     assert len(log) == 1
@@ -235,22 +303,54 @@ def test_delivery_keeps_the_record_while_the_database_is_unreachable(tmp_path: P
     assert path.exists()
     assert len(log) == 1
     assert "stay in" in log[0]
-    Store.open(db_url(tmp_path), 5.0).close()
-    assert deliver_outbox(config_for(tmp_path), log) == 1
+    Store.open(sqlite_url(tmp_path), 5.0).close()
+    assert deliver_outbox(config_for(tmp_path, sqlite_url(tmp_path)), log) == 1
     assert not path.exists()
 
 
-def test_delivery_refuses_a_bad_url_without_raising(tmp_path: Path, outbox: Path) -> None:
+def test_delivery_stores_records_with_their_footprints(tmp_path: Path, outbox: Path, db_url: str) -> None:
+    for node in ("node001", "node002"):
+        write(outbox, make_record(node=node))
+    Store.open(db_url, 5.0).close()
+    assert deliver_outbox(config_for(tmp_path, db_url), Lines()) == 2
+    assert list(outbox.iterdir()) == []
+    check = Store.open(db_url, 5.0)
+    try:
+        footprints = [check.footprint(part_id) for part_id in check.parts()]
+    finally:
+        check.close()
+    assert len(footprints) == 2
+    for found in footprints:
+        assert found is not None
+        assert found["co2e_g"] == pytest.approx(1.5 * RECORD_J / KWH * DE_YEARLY, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://db/jobcarbon", "expected sqlite:///"),
+        ("postgresql://alice:secret@db/jobcarbon", "a password in the URL"),
+    ],
+)
+def test_delivery_refuses_a_bad_url_without_raising(
+    tmp_path: Path, outbox: Path, url: str, reason: str
+) -> None:
     path = write(outbox, make_record())
-    assert deliver_outbox(config_for(tmp_path, "postgresql://db/jobcarbon"), Lines()) == 0
+    log = Lines()
+    assert deliver_outbox(config_for(tmp_path, url), log) == 0
     assert path.exists()
+    assert len(log) == 1
+    assert "stay in" in log[0]
+    assert reason in log[0]
+    assert "secret" not in log[0]
 
 
-def test_delivery_quarantines_a_malformed_record(tmp_path: Path, outbox: Path) -> None:
+def test_delivery_quarantines_a_malformed_record(tmp_path: Path, outbox: Path, db_url: str) -> None:
     write_raw(outbox, "hpc_1_0_node001.json", b"{}")
-    Store.open(db_url(tmp_path), 5.0).close()
-    assert deliver_outbox(config_for(tmp_path), Lines()) == 0
+    Store.open(db_url, 5.0).close()
+    assert deliver_outbox(config_for(tmp_path, db_url), Lines()) == 0
     assert (tmp_path / "quarantine" / "hpc_1_0_node001.json.reason").exists()
+    assert list(outbox.iterdir()) == []
 
 
 def _ingest_worker(start: Any, results: Any, url: str, outbox: str, quarantine: str) -> None:
@@ -258,14 +358,14 @@ def _ingest_worker(start: Any, results: Any, url: str, outbox: str, quarantine: 
     store = Store.open(url, 30.0)
     start.wait(timeout=60)
     try:
-        result = ingest_outbox(store, Path(outbox), Path(quarantine))
+        result = ingest_outbox(store, Path(outbox), Path(quarantine), accountant(store))
     finally:
         store.close()
     results.put((result.stored, result.duplicates, result.quarantined, result.kept))
 
 
 def test_concurrent_ingesters_store_every_part_exactly_once(
-    tmp_path: Path, outbox: Path, quarantine: Path
+    db_url: str, outbox: Path, quarantine: Path
 ) -> None:
     # 50 jobs on 3 nodes each and 50 single-node jobs: 200 records, 100 jobs
     for job_id in range(1, 51):
@@ -275,7 +375,7 @@ def test_concurrent_ingesters_store_every_part_exactly_once(
         write(outbox, make_record(job_id=job_id, rows=30))
     context = multiprocessing.get_context("spawn")
     start, queue = context.Barrier(INGESTERS), context.Queue()
-    arguments = (start, queue, db_url(tmp_path), str(outbox), str(quarantine))
+    arguments = (start, queue, db_url, str(outbox), str(quarantine))
     workers = [context.Process(target=_ingest_worker, args=arguments) for _ in range(INGESTERS)]
     for worker in workers:
         worker.start()
@@ -286,8 +386,9 @@ def test_concurrent_ingesters_store_every_part_exactly_once(
     stored, _, quarantined, kept = map(sum, zip(*results, strict=True))
     assert (stored, quarantined, kept) == (200, 0, 0)
     assert list(outbox.iterdir()) == []
-    check = Store.open(db_url(tmp_path), 5.0)
+    check = Store.open(db_url, 5.0)
     assert (count(check, "jobs"), count(check, "job_parts"), intervals(check)) == (100, 200, 6000)
+    assert count(check, "footprints") == 200  # each saved with its part, so exactly once too
     per_job = check.db.execute(
         "SELECT job_id, COUNT(*) FROM jobs j JOIN job_parts p ON p.job = j.id GROUP BY job_id"
     )
