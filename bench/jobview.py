@@ -4,7 +4,7 @@
 (bulk inserts in one transaction, schema from `Store.open`) and cached under /tmp/jobcarbon-bench,
 keyed by the generator and schema versions. The bulk jobs have one to four nodes, a footprint each
 and a short packed timeline; the timed jobs are stored through the real path (`Store.add_part`,
-`accounting.account_record`): a day at 10 s on one node with four GPUs, and the same on four nodes.
+`accounting.accountant`): a day at 10 s on one node with four GPUs, and the same on four nodes.
 Each timing is a fresh `jobcarbon` process, Python start-up included, as a user would run it.
 """
 
@@ -73,7 +73,7 @@ def build(path: Path, jobs: int, seed: int = 1) -> None:
     store.upsert_intensity(p for day in range(-366, 2) for p in _shifted(day_series(), day))
     for job in _timed_jobs():
         document = job.record()
-        store.add_part(document, footprint=accounting.account_record(store, document, SETTINGS))
+        store.add_part(document, account=accounting.accountant(store, SETTINGS))
     store.close()
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from slurm_plugin import footprint, months, packed_timeline, pue
+from slurm_plugin import footprint, months, pue
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint, static
+
+if TYPE_CHECKING:
+    from slurm_plugin.storage.store import NewPart
 
 SLOT_MARGIN = dt.timedelta(hours=2)  # fetch slots that started before the part but still cover it
 COMPONENTS = ("cpu", "dram", "gpu")
@@ -137,34 +140,35 @@ def _estimated_shares(store: FootprintStore, part_id: int, part: dict[str, Any])
     return shares
 
 
-class _Unstored:
-    """A validated record read as a stored part: its footprint is computed before it is stored, so that
-    both go into the database in one transaction (and a node's writer role never reads parts back)."""
+class _NewPartStore:
+    """A part not stored yet, served as `FootprintStore` serves a stored one: its footprint is computed
+    before it is stored, so that both go into the database in one transaction (and a node's writer role
+    never reads parts back). Intensity comes from the store."""
 
-    def __init__(self, store: FootprintStore, record: dict[str, Any]):
-        from slurm_plugin.storage.store import unstored_part
-
-        self.store, self.whole = store, record
-        self.found = unstored_part(record)
+    def __init__(self, store: FootprintStore, new: NewPart):
+        self.store, self.new = store, new
 
     def part(self, part_id: int) -> dict[str, Any]:
-        return self.found
+        return self.new.part()
 
     def timeline_columns(self, part_id: int) -> list[Sequence[float]]:
-        timeline = self.whole["timeline"]
-        origin = _utc(timeline["origin"]).timestamp()
-        return packed_timeline.columns(packed_timeline.encode(timeline["rows"], origin))
+        return self.new.timeline_columns()
 
     def record(self, part_id: int) -> dict[str, Any]:
-        return self.whole
+        return self.new.record
 
     def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]:
         return self.store.intensity(zone, start, end)
 
 
-def account_record(store: FootprintStore, record: dict[str, Any], settings: Accounting) -> dict[str, Any]:
-    """The fields of a validated record's first footprint, for `Store.add_part` to save with it."""
-    return compute_part_fields(_Unstored(store, record), 0, settings)[1]  # type: ignore[arg-type]
+def first_footprint(store: FootprintStore, new: NewPart, settings: Accounting) -> dict[str, Any]:
+    """The fields of a new part's first footprint, with its months, for `Store.add_part` to save."""
+    return compute_part_fields(_NewPartStore(store, new), 0, settings)[1]  # type: ignore[arg-type]
+
+
+def accountant(store: FootprintStore, settings: Accounting) -> Callable[[NewPart], dict[str, Any]]:
+    """`Store.add_part`'s `account`: each new part's first footprint under these settings."""
+    return lambda new: first_footprint(store, new, settings)
 
 
 @dataclass

@@ -98,7 +98,7 @@ def ingest(args: argparse.Namespace) -> int:
             store,
             outbox,
             settings.paths.quarantine,
-            lambda record: accounting.account_record(store, record, settings.accounting),
+            accounting.accountant(store, settings.accounting),
             log,
         )
         running = (

@@ -38,7 +38,7 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
                 store,
                 config.paths.outbox,
                 config.paths.quarantine,
-                lambda record: accounting.account_record(store, record, config.accounting),
+                accounting.accountant(store, config.accounting),
                 log,
             )
             stored += result.stored

@@ -25,9 +25,10 @@ from typing import Any
 from slurm_plugin.record import SCHEMA
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
+from slurm_plugin.storage.store import NewPart
 
 Log = Callable[[str, str], None]
-Account = Callable[[dict[str, Any]], dict[str, Any]]  # a validated record's footprint fields
+Account = Callable[[NewPart], dict[str, Any] | None]  # a new part's first footprint (Store.add_part)
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
@@ -98,7 +99,7 @@ def ingest_file(
     account: Account | None = None,
     log: Log = _silent,
 ) -> Outcome:
-    """Store one record file, with the footprint `account` gives it, and remove the file;
+    """Store one record file, with the first footprint `account` gives it, and remove the file;
     StoreUnavailable leaves it in place."""
     try:
         data = path.read_bytes()
@@ -108,9 +109,7 @@ def ingest_file(
         log("warning", f"{path}: kept, cannot read it: {exc.strerror}")
         return Outcome.KEPT
     try:
-        record = parse(data)
-        footprint = _footprint(account, record, path, log) if account is not None else None
-        part_id = store.add_part(record, raw=data, footprint=footprint)
+        part_id = store.add_part(parse(data), data, _guarded(account, path, log) if account else None)
     except RecordError as exc:
         return _quarantine(path, data, quarantine, f"{path.name}: {exc}", log)
     except RecordRejected as exc:
@@ -122,16 +121,20 @@ def ingest_file(
     return Outcome.STORED if part_id is not None else Outcome.DUPLICATE
 
 
-def _footprint(account: Account, record: dict[str, Any], path: Path, log: Log) -> dict[str, Any] | None:
-    """The record's footprint; a failure is only logged and the part stored without one: a part left
-    without a footprint is the recompute's to find."""
-    try:
-        return account(record)
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
-        log("warning", f"{path.name}: stored without a footprint, its computation failed: {exc}")
-        return None
+def _guarded(account: Account, path: Path, log: Log) -> Account:
+    """`account`, whose failure is only logged: the part is stored without a footprint, which the
+    recompute then finds. An unavailable database is not such a failure: the record stays."""
+
+    def guarded(new: NewPart) -> dict[str, Any] | None:
+        try:
+            return account(new)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log("warning", f"{path.name}: stored without a footprint, its computation failed: {exc}")
+            return None
+
+    return guarded
 
 
 # --- quarantine ---------------------------------------------------------------------------------

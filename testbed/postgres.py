@@ -123,6 +123,28 @@ def _admin_password() -> str:
     return password
 
 
+def server_cpu_s(version: str) -> float:
+    """CPU seconds (user + system) the cluster's processes have used: the postmaster's own and its
+    reaped children's (backends of closed connections), plus its children still running."""
+    data = Path(f"/var/lib/postgresql/{version}/{CLUSTER}")
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile: its time is in the postmaster's children's now
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def create_schema(name: str) -> None:
     """An empty schema in the test database, owned by the admin (a database per test would be slower)."""
     _psql(f'CREATE SCHEMA "{name}" AUTHORIZATION {ADMIN}', database=DATABASE)

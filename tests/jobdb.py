@@ -1,7 +1,7 @@
 """Accounting databases with realistic jobs for the query tests, built through the real code paths.
 
 Records come from `record.build` on hand-made journals (as the epilog makes them) and are stored by
-`Store.add_part` with the footprint `accounting.account_record` gives them, exactly as `jobcarbon
+`Store.add_part` with the footprint `accounting.accountant` gives them, exactly as `jobcarbon
 ingest` does; on either backend, by URL. Power follows a smooth daily-looking curve so that
 sparklines have a shape.
 """
@@ -126,7 +126,7 @@ def store_jobs(store: Store, jobs: list[Job], settings: Accounting = SETTINGS) -
     ids = []
     for job in jobs:
         document = job.record()
-        part_id = store.add_part(document, footprint=accounting.account_record(store, document, settings))
+        part_id = store.add_part(document, account=accounting.accountant(store, settings))
         assert part_id is not None
         ids.append(part_id)
     return ids

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,7 +76,7 @@ def job_record(
 def add(store: Store, intervals: list[Interval], settings: Accounting, **job: Any) -> int:
     """Store a part with its footprint as ingest does; its part id."""
     document = job_record(intervals, **job)
-    part_id = store.add_part(document, footprint=accounting.account_record(store, document, settings))
+    part_id = store.add_part(document, account=accounting.accountant(store, settings))
     assert part_id is not None
     return part_id
 

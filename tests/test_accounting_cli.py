@@ -262,7 +262,7 @@ def test_recompute_since_updates_only_later_parts(node: Node, store: Store, caps
     settings = Accounting(zone="DE", pue=1.2)
     day = 86400.0
     early, late = (
-        store.add_part(document, footprint=accounting.account_record(store, document, settings))
+        store.add_part(document, account=accounting.accountant(store, settings))
         for document in (make_record(job_id=1, start=START), make_record(job_id=2, start=START + 2 * day))
     )
     series_start = dt.datetime.fromtimestamp(START, dt.UTC)

@@ -19,6 +19,7 @@ from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import IngestResult, ingest_outbox
 from slurm_plugin.storage import Store, StoreUnavailable
+from slurm_plugin.storage.store import NewPart
 from tests.storage.conftest import count, intervals, make_record
 
 INGESTERS = 6
@@ -59,8 +60,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def accountant(store: Store) -> ingest.Account:
-    """What ingest and delivery pass: the record's footprint from the store's intensity, here none."""
-    return lambda document: accounting.account_record(store, document, SETTINGS)
+    """What ingest and delivery pass: a new part's footprint from the store's intensity, here none."""
+    return accounting.accountant(store, SETTINGS)
 
 
 def write(outbox: Path, document: dict[str, Any]) -> Path:
@@ -85,9 +86,9 @@ def test_records_are_stored_with_their_footprints_then_removed(
         write(outbox, make_record(node=node))
     accounted: list[str] = []
 
-    def account(document: dict[str, Any]) -> dict[str, Any]:
-        accounted.append(document["node"])
-        return accountant(store)(document)
+    def account(new: NewPart) -> dict[str, Any]:
+        accounted.append(new.record["node"])
+        return accountant(store)(new)
 
     assert ingest_outbox(store, outbox, quarantine, account) == IngestResult(stored=2)
     assert sorted(accounted) == ["node001", "node002"]
@@ -243,7 +244,7 @@ def test_quarantine_on_another_filesystem_copies(
 def test_a_failing_footprint_stores_the_part_without_one(
     store: Store, outbox: Path, quarantine: Path
 ) -> None:
-    def broken(document: dict[str, Any]) -> dict[str, Any]:
+    def broken(new: NewPart) -> dict[str, Any]:
         raise RuntimeError("no intensity yet")
 
     write(outbox, make_record())
@@ -260,7 +261,7 @@ def test_a_failing_footprint_stores_the_part_without_one(
 def test_a_database_lost_while_accounting_keeps_the_records(
     store: Store, outbox: Path, quarantine: Path
 ) -> None:
-    def unavailable(document: dict[str, Any]) -> dict[str, Any]:
+    def unavailable(new: NewPart) -> dict[str, Any]:
         raise StoreUnavailable("connection lost")
 
     for node in ("node001", "node002"):

@@ -14,7 +14,8 @@ import json
 import time
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,13 +101,18 @@ class Store:
             return self.db.query(sql, params)
 
     def add_part(
-        self, record: dict[str, Any], raw: bytes | None = None, footprint: dict[str, Any] | None = None
+        self,
+        record: dict[str, Any],
+        raw: bytes | None = None,
+        account: Callable[[NewPart], dict[str, Any] | None] | None = None,
     ) -> int | None:
-        """Store a validated record (`raw`: its file, kept for audit) with its first footprint (fields as
-        `save_footprint` takes them); the new part id, None if the part was stored already."""
+        """Store a validated record (`raw`: its file, kept for audit) with its first footprint, the fields
+        `account` gives for it (as `save_footprint` takes them; None: no footprint yet); the new part id,
+        None if the part was stored already."""
         job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
         timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
-        first = _footprint_params(footprint) if footprint is not None else None
+        fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
+        first = _footprint_params(fields) if fields is not None else None
         if self.db.name == dialect.POSTGRESQL:
             return self._add_part_by_function(job, part, timeline, first)
         key = {**job, "node": part["node"]}
@@ -273,13 +279,26 @@ def _footprint_params(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     return params, months
 
 
-def unstored_part(record: dict[str, Any]) -> dict[str, Any]:
-    """A validated record's part as `Store.part` gives a stored one (less its id), to account it first."""
-    found = {**_job_params(record), **_part_params(record, b"")}
-    found["user"] = found.pop("user_name")
-    found["start"], found["end"] = _moment(found.pop("start_s")), _moment(found.pop("end_s"))
-    found["gpus"] = record["gpus"]
-    return found
+@dataclass(frozen=True)
+class NewPart:
+    """A validated record about to be stored, read as a stored part is, for its first footprint: built
+    from the very parameters and timeline blob the store writes."""
+
+    record: dict[str, Any]
+    job: dict[str, Any]
+    params: dict[str, Any]
+    timeline_blob: bytes
+
+    def part(self) -> dict[str, Any]:
+        """As `Store.part` gives a stored part, less its id."""
+        found = {**self.job, **self.params}
+        found["user"] = found.pop("user_name")
+        found["start"], found["end"] = _moment(found.pop("start_s")), _moment(found.pop("end_s"))
+        found["gpus"] = self.record["gpus"]
+        return found
+
+    def timeline_columns(self) -> list[array]:
+        return packed_timeline.columns(self.timeline_blob)
 
 
 def _job_params(record: dict[str, Any]) -> dict[str, Any]:

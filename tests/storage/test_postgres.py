@@ -35,7 +35,7 @@ RECORDS_PER_NODE = 10
 
 
 def add(store: Store, document: dict[str, Any]) -> int | None:
-    return store.add_part(document, footprint=accounting.account_record(store, document, SETTINGS))
+    return store.add_part(document, account=accounting.accountant(store, SETTINGS))
 
 
 @pytest.fixture
