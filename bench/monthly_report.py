@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from slurm_plugin.storage import Store, dialect, schema, transfer
+from slurm_plugin.storage import Store, StoreError, dialect, schema, transfer
 from testbed import postgres
 
 TARGET_S = 5.0
@@ -144,24 +144,33 @@ def postgres_copy(path: Path, jobs: int, accounts: int) -> tuple[str, str]:
     name = f"bench_monthly_v{schema.latest()}_{jobs}_{accounts}"
     url = postgres.schema_url(server, name)
     password_file = str(server.password_file)
-    target = None
-    if not postgres.schema_exists(name):
+    if not _complete(url, password_file, jobs):
         began = time.monotonic()
+        postgres.drop_schema(name)  # what an interrupted copy left
         postgres.create_schema(name)
-        source = Store.open(f"sqlite:///{path}", 10.0, create=False)
         target = Store.open(url, 10.0, password_file=password_file)
         try:
-            transfer.copy_into(source, target, lambda table, rows: None)
+            transfer.copy_into(f"sqlite:///{path}", target, lambda table, rows: None)
             target.db.ddl("ANALYZE")
         except BaseException:
             target.close()
             postgres.drop_schema(name)
             raise
-        finally:
-            source.close()
         target.close()
         print(f"copied into PostgreSQL schema {name} in {time.monotonic() - began:.1f} s", file=sys.stderr)
     return url, password_file
+
+
+def _complete(url: str, password_file: str, jobs: int) -> bool:
+    """Whether the schema holds the whole copy (an interrupted one is rolled back, but its schema stays)."""
+    try:
+        store = Store.open(url, 10.0, create=False, password_file=password_file)
+    except StoreError:
+        return False
+    try:
+        return store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == jobs
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

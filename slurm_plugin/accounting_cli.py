@@ -68,20 +68,16 @@ def db_grant(args: argparse.Namespace) -> int:
 
 def db_migrate(args: argparse.Namespace) -> int:
     from slurm_plugin.storage import transfer
-    from slurm_plugin.storage.store import Store, StoreError
+    from slurm_plugin.storage.errors import StoreError
 
     settings = config_module.load()
     try:
-        source = Store.open(args.source, settings.database.busy_timeout_s, create=False)
-    except StoreError as exc:
-        raise CommandError(f"--from: {exc}") from None
-    try:
         with _store(settings, create=True) as target:
-            copied = transfer.copy_into(source, target, lambda table, rows: print(f"{table}: {rows} rows"))
+            copied = transfer.copy_into(
+                args.source, target, lambda table, rows: print(f"{table}: {rows} rows")
+            )
     except StoreError as exc:
         raise CommandError(f"database: {exc}") from None
-    finally:
-        source.close()
     print(f"copied {copied['jobs']} jobs into {settings.database.url}")
     return 0
 

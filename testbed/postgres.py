@@ -150,11 +150,6 @@ def create_schema(name: str) -> None:
     _psql(f'CREATE SCHEMA "{name}" AUTHORIZATION {ADMIN}', database=DATABASE)
 
 
-def schema_exists(name: str) -> bool:
-    query = f"SELECT 1 FROM pg_namespace WHERE nspname = '{name}'"  # noqa: S608 - names made by callers
-    return bool(_psql(query, capture=True, database=DATABASE).strip())
-
-
 def drop_schema(name: str) -> None:
     _psql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE', database=DATABASE)
 

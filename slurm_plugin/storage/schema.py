@@ -264,8 +264,24 @@ MIGRATIONS: list[Migration] = [
         (FOOTPRINT_MONTHS, "CREATE INDEX footprint_months_month ON footprint_months (month)"),
     ),
     # PostgreSQL only: nodes deliver as a writer role that may run these functions and nothing else on
-    # job tables (docs/postgresql.md). SQLite has no roles; its version number moves on all the same.
-    Migration(6, "functions for the writer role", (OnlyOn("postgresql", _create_writer_functions),)),
+    # job tables (docs/postgresql.md); blobs are stored as they come, as SQLite stores them (the record is
+    # zlib already, and compressing float64 columns again cost the server more CPU than the rest of a
+    # delivery). SQLite has no roles; its version number moves on all the same.
+    Migration(
+        6,
+        "functions for the writer role; blobs uncompressed",
+        (
+            OnlyOn("postgresql", _create_writer_functions),
+            *(
+                OnlyOn("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
+                for table, column in (
+                    ("job_parts", "record_zlib"),
+                    ("timeline", "columns_f64"),
+                    ("running_parts", "record_zlib"),
+                )
+            ),
+        ),
+    ),
 ]
 
 # --- statements -------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""The SQLite backend: one file, WAL, writers queued on the busy timeout by `BEGIN IMMEDIATE`."""
+"""The SQLite backend: one file, WAL, writers queued on the busy timeout by `BEGIN IMMEDIATE`.
+
+Plain sqlite3: a node's deliverer opens it once per pass, and sqlite_utils (which imports numpy when it
+is installed) would cost more start-up time than a record takes to store.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from slurm_plugin.storage import dialect
 from slurm_plugin.storage.errors import RecordRejected, StoreUnavailable
@@ -34,8 +36,8 @@ class SqliteBackend:
 
     name = dialect.SQLITE
 
-    def __init__(self, db: sqlite_utils.Database, where: str):
-        self.db = db
+    def __init__(self, conn: sqlite3.Connection, where: str):
+        self.conn = conn
         self.where = where
 
     @classmethod
@@ -56,40 +58,44 @@ class SqliteBackend:
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return driver_errors()
 
-    def execute(self, sql: str, params: Params = ()) -> Any:
-        return self.db.execute(sql, params)
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        self.db.conn.executemany(sql, rows)
+        self.conn.executemany(sql, rows)
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        cursor = self.conn.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def ddl(self, sql: str) -> None:
-        self.db.execute(sql)
+        self.conn.execute(sql)
 
     def begin_write(self) -> None:
         """IMMEDIATE takes the write lock up front, so a writer waits on the busy timeout instead of
         failing when it upgrades a read transaction; concurrent upgrades of a fresh file queue here."""
-        self.db.execute("BEGIN IMMEDIATE")
+        self.conn.execute("BEGIN IMMEDIATE")
 
     def begin_schema_change(self) -> None:
         self.begin_write()
 
     def commit(self) -> None:
-        self.db.execute("COMMIT")
+        self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.db.rollback()
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def has_table(self, name: str) -> bool:
-        return name in self.db.table_names()
+        found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return found.fetchone() is not None
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
 
-def _prepare(conn: sqlite3.Connection) -> sqlite_utils.Database:
+def _prepare(conn: sqlite3.Connection) -> sqlite3.Connection:
     """Per-connection settings (the busy timeout is `connect`'s); WAL is set once and stays in the file,
     but asking costs nothing extra: it is the connection's first read of the database anyway."""
     conn.execute("PRAGMA foreign_keys = ON")
@@ -99,4 +105,4 @@ def _prepare(conn: sqlite3.Connection) -> sqlite_utils.Database:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (still {mode})")
-    return sqlite_utils.Database(conn, execute_plugins=False)
+    return conn

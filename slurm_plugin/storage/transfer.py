@@ -7,10 +7,14 @@ target as empty as it was, and the SQLite file is only read.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
-from slurm_plugin.storage import dialect
+import sqlite_utils
+
+from slurm_plugin.storage import dialect, schema
 from slurm_plugin.storage.errors import StoreError
+from slurm_plugin.storage.sqlite_backend import SqliteBackend
 from slurm_plugin.storage.store import Store
 
 # Parents before children (foreign keys); the tables with an identity `id`.
@@ -19,10 +23,31 @@ IDENTITY = ("jobs", "job_parts", "footprints")
 BATCH = 5000
 
 
-def copy_into(source: Store, target: Store, progress: Callable[[str, int], None]) -> dict[str, int]:
-    """Copy every row of `source` (SQLite) into `target` (PostgreSQL, no jobs yet); rows per table."""
-    if source.db.name != dialect.SQLITE or target.db.name != dialect.POSTGRESQL:
+def copy_into(source_url: str, target: Store, progress: Callable[[str, int], None]) -> dict[str, int]:
+    """Copy every row of the SQLite database at `source_url` (brought to this version first) into
+    `target` (PostgreSQL, empty); rows per table."""
+    if target.db.name != dialect.POSTGRESQL:
         raise StoreError("db migrate copies an SQLite database into a PostgreSQL one")
+    if dialect.backend_of(source_url) != dialect.SQLITE:
+        raise StoreError(f"--from {source_url.split(':', 1)[0]}: expected sqlite:////path.db")
+    upgrading = SqliteBackend.connect(source_url, 10.0, create=False)
+    try:
+        with upgrading.errors():
+            schema.upgrade(upgrading)
+    finally:
+        upgrading.close()
+    source = sqlite_utils.Database(
+        sqlite3.connect(f"file:{dialect.sqlite_path(source_url)}?mode=ro", uri=True)
+    )
+    try:
+        return _copy_all(source, target, progress)
+    finally:
+        source.close()
+
+
+def _copy_all(
+    source: sqlite_utils.Database, target: Store, progress: Callable[[str, int], None]
+) -> dict[str, int]:
     with target.db.errors():
         holding = [t for t in TABLES if target.db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]  # noqa: S608
     if holding:
@@ -48,14 +73,15 @@ def copy_into(source: Store, target: Store, progress: Callable[[str, int], None]
     return copied
 
 
-def _copy_table(source: Store, target: Store, table: str) -> int:
-    with source.db.errors():
-        cursor = source.db.execute(f"SELECT * FROM {table}")  # noqa: S608 - names from TABLES
-        columns = ", ".join(d[0] for d in cursor.description)
-        count = 0
-        with target.db.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            while rows := cursor.fetchmany(BATCH):
-                for row in rows:
-                    copy.write_row(row)
-                count += len(rows)
+def _copy_table(source: sqlite_utils.Database, target: Store, table: str) -> int:
+    columns = ", ".join(source[table].columns_dict)
+    cursor = source.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - names from TABLES and schema
+    count = 0
+    with target.db.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        while rows := cursor.fetchmany(BATCH):
+            for row in rows:
+                copy.write_row(row)
+            count += len(rows)
+    if count != source[table].count:
+        raise StoreError(f"{table}: {count} rows copied of {source[table].count}: was it written meanwhile?")
     return count
