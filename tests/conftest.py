@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -79,17 +80,23 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgr
         os.environ["PGPASSFILE"] = previous
 
 
-@pytest.fixture
-def postgres_url(postgres_server: postgres.Server) -> Iterator[str]:
+@contextlib.contextmanager
+def _fresh_schema(server: postgres.Server) -> Iterator[str]:
     """A URL whose search_path is a fresh, empty schema of the test database, dropped afterwards."""
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+    with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {name}")
-    yield postgres.schema_url(postgres_server, name)
-    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+    yield postgres.schema_url(server, name)
+    with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
+def postgres_url(postgres_server: postgres.Server) -> Iterator[str]:
+    with _fresh_schema(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=[dialect.SQLITE, dialect.POSTGRESQL])
@@ -106,12 +113,5 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     if request.param == dialect.SQLITE:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobcarbon.db'}"
         return
-    import psycopg
-
-    server = request.getfixturevalue("postgres_server")
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    yield postgres.schema_url(server, name)
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
+    with _fresh_schema(request.getfixturevalue("postgres_server")) as url:
+        yield url

@@ -12,6 +12,15 @@ from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
+# A footprint's headline fields, as `Store.save_footprint` takes them.
+FOOTPRINT = {
+    "it_energy_j": 3600.0,
+    "facility_energy_j": 4320.0,
+    "co2e_g": 0.3,
+    "effective_g_per_kwh": 250.0,
+    "rung": "measured_series",
+    "measured_intensity_fraction": 1.0,
+}
 GPU = {
     "uuid": "GPU-5a3e1c2d-8f4b-4e6a-9d7c-1b2a3c4d5e6f",
     "model": "NVIDIA A100-SXM4-40GB",

@@ -19,17 +19,9 @@ from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import pending
 from slurm_plugin.storage import Store, StoreError, StoreUnavailable, roles, schema
 from testbed import postgres
-from tests.storage.conftest import count, make_record
+from tests.storage.conftest import FOOTPRINT, count, make_record
 
 SETTINGS = Accounting(zone="DE", pue=1.2)
-FOOTPRINT = {
-    "it_energy_j": 3600.0,
-    "facility_energy_j": 4320.0,
-    "co2e_g": 0.3,
-    "effective_g_per_kwh": 250.0,
-    "rung": "measured_series",
-    "measured_intensity_fraction": 1.0,
-}
 NODES = 64
 RECORDS_PER_NODE = 10
 

@@ -12,18 +12,10 @@ import pytest
 
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, schema
-from tests.storage.conftest import START, count, intervals, make_record
+from tests.storage.conftest import FOOTPRINT, START, count, intervals, make_record
 
 T0 = datetime.fromtimestamp(START, UTC)
 HOUR = timedelta(hours=1)
-FOOTPRINT = {
-    "it_energy_j": 3600.0,
-    "facility_energy_j": 4320.0,
-    "co2e_g": 0.3,
-    "effective_g_per_kwh": 250.0,
-    "rung": "measured_series",
-    "measured_intensity_fraction": 1.0,
-}
 
 
 def versions(store: Store) -> list[int]:
