@@ -32,6 +32,7 @@ Account = Callable[[NewPart], dict[str, Any] | None]  # a new part's first footp
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
+BATCH = 32  # records per transaction when an outbox holds many: one commit (fsync) for them all
 NUMBERS = frozenset({int, float})  # JSON numbers; bool is an int subclass but not a number here
 ROW_TYPES = NUMBERS | {type(None)}
 
@@ -77,18 +78,20 @@ def ingest_outbox(
     account: Account | None = None,
     log: Log = _silent,
 ) -> IngestResult:
-    """Ingest every record in the outbox; stop, keeping the rest, when the database is unavailable."""
+    """Ingest every record in the outbox, BATCH at a time; stop, keeping the rest, when the database is
+    unavailable."""
     result = IngestResult()
     files = pending(outbox)
-    for index, path in enumerate(files):
+    for start in range(0, len(files), BATCH):
         try:
-            outcome = ingest_file(store, path, quarantine, account, log)
+            outcomes = ingest_files(store, files[start : start + BATCH], quarantine, account, log)
         except StoreUnavailable as exc:
-            result.kept += len(files) - index
-            log("warning", f"ingest of {outbox} paused, {len(files) - index} records kept: {exc}")
+            result.kept += sum(1 for path in files[start:] if path.exists())
+            log("warning", f"ingest of {outbox} paused, {result.kept} records kept: {exc}")
             break
-        if outcome.value:
-            setattr(result, outcome.value, getattr(result, outcome.value) + 1)
+        for outcome in outcomes:
+            if outcome.value:
+                setattr(result, outcome.value, getattr(result, outcome.value) + 1)
     return result
 
 
@@ -101,24 +104,63 @@ def ingest_file(
 ) -> Outcome:
     """Store one record file, with the first footprint `account` gives it, and remove the file;
     StoreUnavailable leaves it in place."""
+    return ingest_files(store, [path], quarantine, account, log)[0]
+
+
+def ingest_files(
+    store: Store,
+    paths: list[Path],
+    quarantine: Path,
+    account: Account | None = None,
+    log: Log = _silent,
+) -> list[Outcome]:
+    """Store record files in one transaction and remove them; malformed ones go to quarantine first.
+    When the database refuses one, the files are tried one at a time, so only that one is quarantined."""
+    outcomes: list[Outcome] = []
+    ready: list[tuple[Path, bytes, dict[str, Any]]] = []
+    for path in paths:
+        data = _read(path, log)
+        if isinstance(data, Outcome):
+            outcomes.append(data)
+            continue
+        try:
+            ready.append((path, data, parse(data)))
+        except RecordError as exc:
+            outcomes.append(_quarantine(path, data, quarantine, f"{path.name}: {exc}", log))
+    items = [
+        (record, data, _guarded(account, path, log) if account else None) for path, data, record in ready
+    ]
     try:
-        data = path.read_bytes()
+        part_ids = store.add_parts(items)
+    except RecordRejected as exc:
+        if len(ready) > 1:
+            return outcomes + [ingest_file(store, path, quarantine, account, log) for path, _, _ in ready]
+        path, data, _ = ready[0]
+        return [
+            *outcomes,
+            _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log),
+        ]
+    for (path, _, _), part_id in zip(ready, part_ids, strict=True):
+        _remove(path, log)
+        outcomes.append(Outcome.STORED if part_id is not None else Outcome.DUPLICATE)
+    return outcomes
+
+
+def _read(path: Path, log: Log) -> bytes | Outcome:
+    try:
+        return path.read_bytes()
     except FileNotFoundError:
         return Outcome.GONE
     except OSError as exc:
         log("warning", f"{path}: kept, cannot read it: {exc.strerror}")
         return Outcome.KEPT
-    try:
-        part_id = store.add_part(parse(data), data, _guarded(account, path, log) if account else None)
-    except RecordError as exc:
-        return _quarantine(path, data, quarantine, f"{path.name}: {exc}", log)
-    except RecordRejected as exc:
-        return _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log)
+
+
+def _remove(path: Path, log: Log) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:  # stored all the same: the next run finds a duplicate and tries again
         log("warning", f"{path}: stored, but cannot remove it: {exc.strerror}")
-    return Outcome.STORED if part_id is not None else Outcome.DUPLICATE
 
 
 def _guarded(account: Account, path: Path, log: Log) -> Account:

@@ -18,7 +18,7 @@ from slurm_plugin import accounting, ingest, record
 from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import IngestResult, ingest_outbox
-from slurm_plugin.storage import Store, StoreUnavailable
+from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
 from slurm_plugin.storage.store import NewPart
 from tests.storage.conftest import count, intervals, make_record
 
@@ -129,6 +129,44 @@ def test_redelivery_is_a_duplicate(store: Store, outbox: Path, quarantine: Path)
     assert count(store, "job_parts") == 1
     (part_id,) = store.parts()
     assert [f["version"] for f in store.footprint_history(part_id)] == [1]  # no second footprint
+
+
+def test_a_backlog_is_stored_a_batch_per_transaction(
+    store: Store, outbox: Path, quarantine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for job_id in range(ingest.BATCH + 8):
+        write(outbox, make_record(job_id=job_id))
+    commits = []
+    original = store.db.commit
+    monkeypatch.setattr(store.db, "commit", lambda: commits.append(1) or original())
+    assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(
+        stored=ingest.BATCH + 8
+    )
+    assert len(commits) == 2
+    assert (count(store, "job_parts"), count(store, "footprints")) == (ingest.BATCH + 8, ingest.BATCH + 8)
+    assert list(outbox.iterdir()) == []
+
+
+def test_a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_stored(
+    store: Store, outbox: Path, quarantine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for node in ("node001", "node002", "node003"):
+        write(outbox, make_record(node=node))
+    insert = store._insert_part
+
+    def refuse_node002(job: dict, part: dict, *rest: Any) -> int | None:
+        if part["node"] == "node002":
+            raise RecordRejected("CHECK constraint failed: as a database would")
+        return insert(job, part, *rest)
+
+    monkeypatch.setattr(store, "_insert_part", refuse_node002)
+    log = Lines()
+    assert ingest_outbox(store, outbox, quarantine, accountant(store), log) == IngestResult(
+        stored=2, quarantined=1
+    )
+    assert sorted(p.name for p in quarantine.iterdir() if p.suffix == ".json") == ["hpc_4242_0_node002.json"]
+    assert list(outbox.iterdir()) == []
+    assert (count(store, "job_parts"), count(store, "footprints")) == (2, 2)
 
 
 def test_temporaries_are_left_alone(store: Store, outbox: Path, quarantine: Path) -> None:

@@ -14,7 +14,7 @@ import json
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +31,7 @@ HEADLINE = schema.FOOTPRINT_HEADLINE  # the fields a footprint must have
 PROVENANCE = frozenset({"footprint_id", "part_id", "version", "current", "computed_at"})
 ZLIB_LEVEL = 1  # three times faster than the default for a 13% larger blob: compression is on the hot path
 Row = tuple[float, float, float | None, float | None, float | None]
+Account = Callable[["NewPart"], dict[str, Any] | None]  # a new part's first footprint, if any
 
 
 def _epoch(moment: datetime) -> float:
@@ -101,33 +102,62 @@ class Store:
             return self.db.query(sql, params)
 
     def add_part(
-        self,
-        record: dict[str, Any],
-        raw: bytes | None = None,
-        account: Callable[[NewPart], dict[str, Any] | None] | None = None,
+        self, record: dict[str, Any], raw: bytes | None = None, account: Account | None = None
     ) -> int | None:
         """Store a validated record (`raw`: its file, kept for audit) with its first footprint, the fields
         `account` gives for it (as `save_footprint` takes them; None: no footprint yet); the new part id,
         None if the part was stored already."""
-        job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
-        timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
-        fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
-        first = _footprint_params(fields) if fields is not None else None
+        return self.add_parts([(record, raw, account)])[0]
+
+    def add_parts(
+        self, items: Sequence[tuple[dict[str, Any], bytes | None, Account | None]]
+    ) -> list[int | None]:
+        """`add_part` for several records in one transaction: one commit, one fsync for them all (a node
+        catching up on a backlog). All are stored or none. Parts go in key order, so that concurrent
+        batches lock jobs in the same order and never deadlock."""
+        found: list[int | None] = [None] * len(items)
+        ready = []
+        for index in sorted(range(len(items)), key=lambda i: _record_key(items[i][0])):
+            record, raw, account = items[index]
+            job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
+            if self.db.name == dialect.SQLITE and self._stored({**job, "node": part["node"]}):
+                continue  # a redelivery: no write lock, no footprint
+            timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
+            fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
+            ready.append(
+                (index, job, part, timeline, _footprint_params(fields) if fields is not None else None)
+            )
+        if self.db.name == dialect.POSTGRESQL and len(ready) == 1:  # its own transaction, one round trip
+            found[ready[0][0]] = self._insert_part(*ready[0][1:])
+            return found
+        if ready:
+            with self._transaction():
+                for index, *params in ready:
+                    found[index] = self._insert_part(*params)
+        return found
+
+    def _stored(self, key: dict[str, Any]) -> bool:
+        with self.db.errors():  # the check also prepares FIND_PART for the transaction
+            return self.db.execute(schema.FIND_PART, key).fetchone() is not None
+
+    def _insert_part(
+        self,
+        job: dict[str, Any],
+        part: dict[str, Any],
+        timeline: dict[str, Any],
+        first: tuple[dict[str, Any], list[dict[str, Any]]] | None,
+    ) -> int | None:
         if self.db.name == dialect.POSTGRESQL:
             return self._add_part_by_function(job, part, timeline, first)
         key = {**job, "node": part["node"]}
-        with self.db.errors():  # a redelivery needs no write lock; the check also prepares FIND_PART
-            if self.db.execute(schema.FIND_PART, key).fetchone():
-                return None
-        with self._transaction():
-            if self.db.execute(schema.FIND_PART, key).fetchone():
-                return None  # already stored: checked again under the write lock, so exactly once
-            part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
-            self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
-            timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
-            self.db.execute(schema.INSERT_TIMELINE, timeline)
-            if first is not None:
-                self._insert_footprint(part_id, 1, *first)
+        if self.db.execute(schema.FIND_PART, key).fetchone():
+            return None  # already stored: checked again under the write lock, so exactly once
+        part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
+        self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
+        timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
+        self.db.execute(schema.INSERT_TIMELINE, timeline)
+        if first is not None:
+            self._insert_footprint(part_id, 1, *first)
         return part_id
 
     def _add_part_by_function(
@@ -299,6 +329,10 @@ class NewPart:
 
     def timeline_columns(self) -> list[array]:
         return packed_timeline.columns(self.timeline_blob)
+
+
+def _record_key(record: dict[str, Any]) -> tuple[str, int, int, str]:
+    return (record["cluster"], record["job_id"], record["restart_count"], record["node"])
 
 
 def _job_params(record: dict[str, Any]) -> dict[str, Any]:
