@@ -110,6 +110,7 @@ def _accounting_rows(results: dict[str, Any]) -> list[Metric]:
         ),
         Metric("  deliverers' CPU per record (user + system)", ingest["cpu_ms_per_record"], "ms", None),
         Metric("  records left in the outboxes (database busy > 2 s)", ingest["kept"], "records", None),
+        *_postgresql_rows(results.get("ingest_postgresql")),
         Metric(
             f"Footprint of a week-long job ({week['intervals']:,} intervals, "
             f"{week['intensity_slots']} intensity slots) p50",
@@ -118,6 +119,24 @@ def _accounting_rows(results: dict[str, Any]) -> list[Metric]:
             50,
         ),
         Metric("  same, p95", week["compute_part"]["p95_ms"], "ms", None),
+    ]
+
+
+def _postgresql_rows(ingest: dict[str, Any] | None) -> list[Metric]:
+    """PostgreSQL's ingest rows, when the loopback server could run (bench.run skips it otherwise)."""
+    if not ingest:
+        return []
+    return [
+        Metric(
+            f"Ingest on PostgreSQL, {ingest['processes']} processes delivering at once",
+            ingest["records_per_s"],
+            "records/s",
+            1000,
+            at_least=True,
+        ),
+        Metric("  deliverers' CPU per record", ingest["cpu_ms_per_record"], "ms", None),
+        Metric("  server's CPU per record", ingest["server_cpu_ms_per_record"], "ms", None),
+        Metric("  records left in the outboxes", ingest["kept"], "records", None),
     ]
 
 

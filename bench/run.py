@@ -18,6 +18,8 @@ from typing import Any
 
 from bench import calibration, density, footprint, ingest, latency, report, sampler_cost, startup
 from bench.hooks import REPO_ROOT
+from slurm_plugin.storage import dialect
+from testbed import postgres
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "startup": lambda: startup.measure(plan.startup_runs),
         # The database host's figures first: the node scenarios leave agents and journal writeback behind.
         "ingest": lambda: ingest.measure(scratch / "ingest", plan.ingest_runs),
+        "ingest_postgresql": lambda: _postgresql_ingest(scratch, plan),
         "footprint": lambda: footprint.measure(plan.footprint_runs, scratch=scratch),
         "latency_warm": lambda: latency.measure_warm(scratch, plan.warm_runs),
         "latency_cold": lambda: latency.measure_cold(scratch, plan.cold_runs),
@@ -52,6 +55,17 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "sampler_no_fsync": lambda: sampler_cost.measure(scratch, plan.sampler_s, fsync=False),
         "density": lambda: density.measure(scratch, plan.density_s),
     }
+
+
+def _postgresql_ingest(scratch: Path, plan: Plan) -> dict[str, Any] | None:
+    """64 deliverers into the loopback PostgreSQL server (testbed/postgres.py), where it can run."""
+    reason = postgres.unavailable_reason()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        return None
+    return ingest.measure(
+        scratch / "ingest-postgresql", plan.ingest_runs, processes=64, backend=dialect.POSTGRESQL
+    )
 
 
 def run_all(plan: Plan, scratch: Path) -> dict[str, Any]:
