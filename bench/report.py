@@ -153,7 +153,8 @@ def _context_rows(results: dict[str, Any]) -> list[Metric]:
         ),
         Metric("`python3 -S -c pass` start-up p50", start["python_S_pass"]["p50_ms"], "ms", None),
         Metric("`python3 -c pass` start-up p50 (site + .pth)", start["python_pass"]["p50_ms"], "ms", None),
-        Metric("Hook interpreter + imports, no work, p50", start["hook_imports"]["p50_ms"], "ms", None),
+        Metric("Prolog start-up + imports, fast path, p50", start["fastpath_imports"]["p50_ms"], "ms", None),
+        Metric("Prolog start-up + imports, full path, p50", start["hook_imports"]["p50_ms"], "ms", None),
     ]
 
 

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from slurm_plugin import config as config_module
-from slurm_plugin import control
+from slurm_plugin import control, jobenv
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.sampler import NodeSampler
 from slurm_plugin.spool import KEY, Spool, boot_id, finalize, lock_file
@@ -246,6 +246,8 @@ class Agent:
         return message
 
     def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("op") == "prolog":
+            return self._prolog(message.get("env"))
         op, key = message.get("op"), str(message.get("key", ""))
         if op == "status":
             return {"ok": True, "pid": os.getpid(), "jobs": sorted(self.sampler.jobs)}
@@ -259,6 +261,20 @@ class Agent:
             self._scan()  # adopts it first if its directory is there
         path = self._stop(key) if key in self.sampler.jobs else None
         return {"ok": path is not None, "record": path}
+
+    def _prolog(self, env: Any) -> dict[str, Any]:
+        """The prolog's fast path (fastpath.py): its Slurm variables, validated as the full path does;
+        the job's spool entry written, then sampled. A refusal sends the prolog down the full path."""
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            return {"ok": False, "error": "env must map names to strings"}
+        try:
+            info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
+            self.spool.create_job(info, time.time())
+        except (jobenv.JobEnvError, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+        if info.key not in self.sampler.jobs:
+            self._start(info.key)
+        return {"ok": info.key in self.sampler.jobs, "key": info.key}
 
 
 def main(argv: list[str] | None = None) -> int:

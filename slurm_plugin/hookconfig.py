@@ -3,7 +3,8 @@
 The prolog must return in a few tens of milliseconds; importing PyYAML and validating the schema
 costs more than the rest of it. The cache is keyed by the config file's path and stamped with its
 inode, size and mtime, so any edit of the file invalidates it. It lives in a root-owned runtime
-directory (`$JOBCARBON_RUNDIR`, default /run/jobcarbon).
+directory (`$JOBCARBON_RUNDIR`, default /run/jobcarbon), with the pointer to the agent's socket that
+the prolog's fast path (fastpath.py) reads.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import os
 from collections import namedtuple
 from pathlib import Path
 
+from slurm_plugin import fastpath
 from slurm_plugin.configfile import config_path
-
-RUNDIR_ENV = "JOBCARBON_RUNDIR"
-DEFAULT_RUNDIR = "/run/jobcarbon"
-
+from slurm_plugin.spool import Spool
 
 PATHS = ("source", "spool", "outbox", "log_file")
 
@@ -37,23 +36,33 @@ class HookSettings(
 
 
 def load() -> HookSettings:
-    """Settings from the cache when it matches the config file, else from a full load (then cached)."""
+    """Settings from the cache when it matches the config file, else from a full load (then cached).
+
+    Either way the fast path's pointer to the agent's socket is (re)written if missing or stale: only
+    a prolog that could not take the fast path gets here."""
     path = config_path()
     try:
         info = os.stat(path)
     except OSError:
         return _full_load()  # raises the config module's one-line error, or gives the defaults
     stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
-    cache = _cache_file(path)
+    cache = Path(fastpath.cache_stem(str(path)) + ".json")
+    settings = _cached(cache, stamp)
+    if settings is None:
+        settings = _full_load()
+        _store(cache, settings.to_json(stamp))
+    _store(cache.with_suffix(".socket"), f"{fastpath.stamp(info)}\n{Spool(settings.spool).socket}\n".encode())
+    return settings
+
+
+def _cached(cache: Path, stamp: list[int]) -> HookSettings | None:
     try:
         data = json.loads(_read_nofollow(cache))
         if data.get("stamp") == stamp:
             return HookSettings.from_json(data)
     except (OSError, ValueError, TypeError, KeyError):
         pass
-    settings = _full_load()
-    _store(cache, settings.to_json(stamp))
-    return settings
+    return None
 
 
 def _full_load() -> HookSettings:
@@ -72,11 +81,6 @@ def _full_load() -> HookSettings:
     )
 
 
-def _cache_file(config_file: Path) -> Path:
-    name = str(Path(config_file).absolute()).replace("/", "_")[-200:]
-    return Path(os.environ.get(RUNDIR_ENV) or DEFAULT_RUNDIR) / f"hooks{name}.json"
-
-
 def _read_nofollow(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -85,12 +89,18 @@ def _read_nofollow(path: Path) -> bytes:
         os.close(fd)
 
 
-def _store(cache: Path, data: bytes) -> None:
-    """Best effort: a cache that cannot be written only costs the next hook a full load."""
+def _store(path: Path, data: bytes) -> None:
+    """Best effort, and only when it changes: a cache or pointer that cannot be written only costs the
+    next hook a full load."""
     from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
     try:
-        ensure_dir(cache.parent)
-        atomic_write(cache, data, fsync=False)
+        if _read_nofollow(path) == data:
+            return
+    except OSError:
+        pass
+    try:
+        ensure_dir(path.parent)
+        atomic_write(path, data, fsync=False)
     except OSError:  # SpoolError included
         pass

@@ -1,0 +1,106 @@
+"""The prolog's fast path: a running agent takes the job from one message; anything else, the full path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slurm_plugin import fastpath
+from tests.simnode import REPO, SimNode, wait_for
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    sim = SimNode(tmp_path)
+    yield sim
+    sim.stop_agent()
+
+
+def pointer(node: SimNode) -> Path:
+    """The fast path's pointer file for the node's config, in the node's runtime directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(fastpath.RUNDIR_ENV, node.env(0)[fastpath.RUNDIR_ENV])
+        return Path(fastpath.cache_stem(str(node.config)) + ".socket")
+
+
+def started_agents(node: SimNode) -> int:
+    return node.log.read_text().count("started the node agent") if node.log.exists() else 0
+
+
+def try_prolog(node: SimNode, job_id: int, **extra: str) -> bool:
+    """`fastpath.try_prolog` in a process of its own, with the environment a prolog gets."""
+    code = "import os, sys; from slurm_plugin import fastpath; sys.exit(not fastpath.try_prolog(os.environ))"
+    env = {**node.env(job_id, **extra), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
+
+
+def test_a_running_agent_takes_the_next_job_from_one_message(node: SimNode) -> None:
+    node.job_cgroup(1)
+    node.job_cgroup(2)
+    assert node.hook("prolog", 1).returncode == 0  # the full path: starts the agent, leaves the pointer
+    wait_for(lambda: node.intervals(1) >= 1, what="job 1 sampled")
+    assert pointer(node).read_text().splitlines()[1] == str(node.spool / "agent.sock")
+    assert try_prolog(node, 2)
+    assert (node.spool / "jobs" / "2.0" / "job.json").exists()  # written by the agent before it answered
+    wait_for(lambda: node.intervals(2) >= 1, what="job 2 sampled")
+    assert started_agents(node) == 1
+    assert node.hook("epilog", 2).returncode == 0
+    record = node.record(2)
+    assert record is not None
+    assert (record["status"], record["account"]) == ("complete", "physics")
+
+
+def test_the_prolog_script_uses_it_and_needs_no_second_agent(node: SimNode) -> None:
+    for job_id in (3, 4, 5):
+        node.job_cgroup(job_id)
+        assert node.hook("prolog", job_id).returncode == 0
+        wait_for(lambda job_id=job_id: node.intervals(job_id) >= 1, what=f"job {job_id} sampled")
+    assert started_agents(node) == 1
+
+
+def test_without_an_agent_it_declines_and_the_full_path_starts_one(node: SimNode) -> None:
+    node.job_cgroup(6)
+    assert node.hook("prolog", 6).returncode == 0
+    wait_for(lambda: node.intervals(6) >= 1, what="job 6 sampled")
+    node.stop_agent()
+    assert not try_prolog(node, 7)
+    node.job_cgroup(7)
+    assert node.hook("prolog", 7).returncode == 0
+    wait_for(lambda: node.intervals(7) >= 1, what="job 7 sampled by a new agent")
+
+
+def test_an_edited_config_sends_the_prolog_down_the_full_path(node: SimNode) -> None:
+    node.job_cgroup(8)
+    assert node.hook("prolog", 8).returncode == 0
+    wait_for(lambda: node.intervals(8) >= 1, what="job 8 sampled")
+    node.config.write_text(node.config.read_text() + "\n")
+    assert not try_prolog(node, 9)  # the pointer names the config as it was
+    assert node.hook("prolog", 9).returncode == 0  # the full path refreshes it
+    assert try_prolog(node, 10)
+
+
+def test_a_missing_pointer_is_written_again_by_the_full_path(node: SimNode) -> None:
+    node.job_cgroup(11)
+    assert node.hook("prolog", 11).returncode == 0
+    wait_for(lambda: node.intervals(11) >= 1, what="job 11 sampled")
+    pointer(node).unlink()
+    assert not try_prolog(node, 12)
+    assert node.hook("prolog", 12).returncode == 0
+    assert pointer(node).exists()
+
+
+@pytest.mark.parametrize(("variable", "value"), [("SLURM_JOB_ID", "1;id"), ("SLURM_JOB_ACCOUNT", "a/../b")])
+def test_the_agent_refuses_a_hostile_environment_and_the_full_path_logs_it(
+    node: SimNode, variable: str, value: str
+) -> None:
+    node.job_cgroup(13)
+    assert node.hook("prolog", 13).returncode == 0
+    wait_for(lambda: node.intervals(13) >= 1, what="job 13 sampled")
+    assert not try_prolog(node, 14, **{variable: value})
+    assert node.hook("prolog", 14, **{variable: value}).returncode == 0
+    assert "bad Slurm environment" in node.log.read_text()
+    assert sorted(os.listdir(node.spool / "jobs")) == ["13.0"]
