@@ -32,7 +32,8 @@ def run(config_file: str | None = None) -> list[Check]:
         return [Check("config", "error", str(exc))]
     source = str(config.source) if config.source else "no file: built-in defaults"
     checks = [Check("config", "ok", source)]
-    for probe in (check_procfs, check_cgroup, check_rapl, check_nvml, check_spool, check_outbox):
+    probes = (check_procfs, check_cgroup, check_rapl, check_nvml, check_spool, check_outbox, check_database)
+    for probe in probes:
         try:
             checks.extend(probe(config))
         except Exception as exc:  # a probe bug must not hide the other checks
@@ -128,6 +129,26 @@ def check_outbox(config: config_module.Config) -> list[Check]:
         return [Check("outbox", "error", problem)]
     waiting = sum(1 for p in outbox.glob("*.json")) if outbox.is_dir() else 0
     return [Check("outbox", "ok", f"{outbox}: {waiting} record(s) waiting for ingest")]
+
+
+def check_database(config: config_module.Config) -> list[Check]:
+    """Whether this node's deliverer could store its records now (it never creates the database)."""
+    from slurm_plugin.delivery import DELIVER_TIMEOUT_S
+    from slurm_plugin.storage import StoreError
+    from slurm_plugin.storage.store import Store
+
+    database = config.database
+    if not database.deliver_from_nodes:
+        return [Check("database", "absent", "deliver_from_nodes is off: records wait for `jobcarbon ingest`")]
+    try:
+        store = Store.open(database.url, DELIVER_TIMEOUT_S, False, database.password_file)
+    except StoreError as exc:
+        return [Check("database", "warning", f"records stay in the outbox for now: {exc}")]
+    try:
+        where, kind = store.db.where, store.db.name
+    finally:
+        store.close()
+    return [Check("database", "ok", f"{kind} at {where}: records are delivered after each job")]
 
 
 def _unsafe_dir(path: Path) -> str | None:
