@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,33 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         return
     with _fresh_schema(request.getfixturevalue("postgres_server")) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    url: str  # the test schema's (`postgres_url`), as this role
+    password_file: str
+
+
+@pytest.fixture
+def make_role(postgres_server: postgres.Server, postgres_url: str, tmp_path: Path) -> Iterator[Callable]:
+    """Login roles with a password file each, dropped afterwards: make_role("writer") -> Role."""
+    import psycopg
+
+    made: list[str] = []
+
+    def make(kind: str) -> Role:
+        name = f"jc_{kind}_{uuid.uuid4().hex[:10]}"
+        password = uuid.uuid4().hex
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        made.append(name)
+        secret = tmp_path / f"{name}.password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        return Role(name, postgres_url.replace(f"{postgres.ADMIN}@", f"{name}@"), str(secret))
+
+    yield make
+    for name in made:
+        postgres.drop_role(name)

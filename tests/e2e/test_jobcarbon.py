@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from slurm_plugin.control import request
-from slurm_plugin.storage import Store
+from slurm_plugin.storage import Store, roles
 from testbed.hardware import SimulatedHardware, fake_gpus
 from testbed.slurm import Cluster, ensure_user, poll
 
@@ -181,3 +181,33 @@ def test_many_concurrent_jobs_each_get_one_record(slurm_cluster: Cluster, slurm_
     for job_id in ids:
         slurm_cluster.wait_finished(job_id, timeout_s=120)
         assert _record(slurm_cluster, job_id)["job_id"] == job_id
+
+
+def test_a_real_job_is_delivered_to_postgresql_by_a_writer_role(
+    slurm_cluster: Cluster,
+    simulated_hardware: SimulatedHardware,
+    slurm_user: str,
+    postgres_url: str,
+    make_role,
+) -> None:
+    # The node's deliverer runs with slurmd's scrubbed environment: the password comes from the file.
+    Store.open(postgres_url, 5.0).close()
+    writer = make_role("writer")
+    admin = Store.open(postgres_url, 5.0)
+    roles.grant(admin.db, writer.name, None)
+    config = slurm_cluster.jobcarbon_config
+    sqlite = config.read_text()
+    database = f"database:\n  url: '{writer.url}'\n  password_file: {writer.password_file}\n"
+    config.write_text(sqlite.replace(f"database:\n  url: {simulated_hardware.database_url}\n", database))
+    try:
+        job_id = slurm_cluster.submit(BURN.format(s=3), user=slurm_user, account="physics")
+        assert slurm_cluster.wait_finished(job_id, timeout_s=60).state == "COMPLETED"
+        outbox = slurm_cluster.scratch / "outbox" / f"testbed_{job_id}_0_{slurm_cluster.node}.json"
+        poll(lambda: not outbox.exists() or None, 30, f"delivery of job {job_id} to PostgreSQL")
+    finally:
+        config.write_text(sqlite)
+    (part_id,) = [p for p in admin.parts() if admin.part(p)["job_id"] == job_id]
+    found = admin.footprint(part_id)
+    assert (admin.part(part_id)["user"], found["version"], found["rung"]) == (slurm_user, 1, "zone_yearly")
+    assert found["it_energy_j"] == pytest.approx(admin.record(part_id)["energy"]["total_joules"], rel=1e-3)
+    admin.close()

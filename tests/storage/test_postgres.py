@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,34 +33,6 @@ def store(postgres_url: str) -> Iterator[Store]:
     opened = Store.open(postgres_url, 5.0)
     yield opened
     opened.close()
-
-
-@dataclass(frozen=True)
-class Role:
-    name: str
-    url: str  # the test schema's, as this role
-    password_file: str
-
-
-@pytest.fixture
-def make_role(postgres_server: postgres.Server, postgres_url: str, tmp_path: Path) -> Iterator[Callable]:
-    """Login roles with a password file each, dropped afterwards: make_role("writer") -> Role."""
-    made: list[str] = []
-
-    def make(kind: str) -> Role:
-        name = f"jc_{kind}_{uuid.uuid4().hex[:10]}"
-        password = uuid.uuid4().hex
-        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        made.append(name)
-        secret = tmp_path / f"{name}.password"
-        secret.write_text(password + "\n")
-        secret.chmod(0o600)
-        return Role(name, postgres_url.replace(f"{postgres.ADMIN}@", f"{name}@"), str(secret))
-
-    yield make
-    for name in made:
-        postgres.drop_role(name)
 
 
 def test_the_writer_role_delivers_but_reads_and_alters_nothing(store: Store, make_role: Callable) -> None:
