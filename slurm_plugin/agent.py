@@ -9,6 +9,7 @@ job it finds there; the lost interval is marked in the job's record.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import selectors
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if lock is None:
         return 0  # a live agent holds the lock and will find the job in the spool
     agent = Agent(config, log, persistent=args.persistent)
+    gc.freeze()  # the ~100k objects of start-up are never garbage: keep the collector from rescanning them
     signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "stopping", True))
     log("info", f"agent started (pid {os.getpid()})")
     try:
