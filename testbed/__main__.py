@@ -10,15 +10,8 @@ from pathlib import Path
 
 from testbed import postgres
 from testbed.hardware import SimulatedHardware
-from testbed.slurm import (
-    DEFAULT_SCRATCH,
-    REPO_ROOT,
-    Cluster,
-    ClusterError,
-    ensure_packages,
-    ensure_user,
-    install_hooks,
-)
+from testbed.host import REPO_ROOT, ClusterError, ensure_packages, ensure_user, install_hooks
+from testbed.slurm import DEFAULT_SCRATCH, Cluster
 
 DEMO_SCRIPT = """#!/bin/sh
 # Busy one CPU for {seconds} s, like a small compute job.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed.host import poll
 from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
-from testbed.slurm import poll
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GPU_POWER_W = (100, 200, 300, 400)

@@ -71,7 +71,7 @@ def _need_root() -> None:
 def accounts() -> dict[str, Account]:
     """The test users (created with useradd if missing, as the Slurm test bed does)."""
     _need_root()
-    from testbed.slurm import ensure_user
+    from testbed.host import ensure_user
 
     found = {}
     for name in USERS:

@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end tests on a real single-node Slurm (testbed/slurm.py).
+"""Fixtures for end-to-end tests on a real single-node Slurm (testbed/slurm.py, testbed/host.py).
 
 One cluster serves the whole session. Its Prolog and Epilog are small wrappers that run
 jobcarbon's hooks (when the repo has them) and then record the environment slurmd gave them, so
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from testbed.hardware import SimulatedHardware
-from testbed.slurm import REPO_ROOT, Cluster, ensure_user, install_hooks, missing_binaries
+from testbed.host import REPO_ROOT, ensure_user, install_hooks, missing_binaries
+from testbed.slurm import Cluster
 
 REQUIRE_ENV = "JOBCARBON_REQUIRE_SLURM"
 HOOK_WRAPPER = """#!/bin/sh

@@ -17,7 +17,8 @@ import pytest
 from slurm_plugin.control import request
 from slurm_plugin.storage import Store, roles
 from testbed.hardware import SimulatedHardware, fake_gpus
-from testbed.slurm import Cluster, ensure_user, poll
+from testbed.host import ensure_user, poll
+from testbed.slurm import Cluster
 
 pytestmark = pytest.mark.slurm
 

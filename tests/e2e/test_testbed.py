@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.slurm import (
-    REPO_ROOT,
-    Cluster,
-    ClusterError,
-    JobResult,
-    install_hooks,
-    rewrite_hook_defaults,
-)
+from testbed.host import REPO_ROOT, ClusterError, install_hooks, rewrite_hook_defaults
+from testbed.slurm import Cluster, JobResult
 
 HOOK = """#!/bin/sh
 : "${JOBCARBON_PYTHON:=/opt/jobcarbon/bin/python3}"
