@@ -3,8 +3,8 @@
 A prolog that imports the spool, JSON and path machinery spends ~40 ms in imports alone, and the
 prolog must return within ~50 ms. When an agent is already running (every job but a node's first),
 this module is all the prolog imports (`os` and two C modules): it finds the agent's socket through a
-pointer file that the full path (`hookconfig`) leaves beside its settings cache, sends the `SLURM*`
-variables, and waits for the agent to have written the job's spool entry. Anything unusual (no
+pointer file that the full path (`hookconfig`) leaves beside its settings cache, sends the variables
+`jobenv` reads, and waits for the agent to have written the job's spool entry. Anything unusual (no
 pointer, a config file changed since, no agent, a refusal) returns False, and the prolog takes the
 full path in `hooks`, which validates, logs and starts an agent. The socket is root's alone (0600), so
 only a root prolog can speak to the agent, which validates the variables as the full path does.
@@ -23,6 +23,22 @@ RUNDIR_ENV = "JOBCARBON_RUNDIR"
 DEFAULT_RUNDIR = "/run/jobcarbon"
 TIMEOUT_S = 2.0  # an agent busy with a tick answers in milliseconds; past this, the full path
 OK = b'{"ok": true'
+# What `jobenv.from_env` reads (tests/test_fastpath.py holds them equal), and nothing a job controls.
+FORWARDED = (
+    "SLURM_CLUSTER_NAME",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_RESTART_COUNT",
+    "SLURMD_NODENAME",
+    "SLURM_JOB_USER",
+    "SLURM_JOB_UID",
+    "SLURM_JOB_GID",
+    "SLURM_JOB_ACCOUNT",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_SLUID",
+    "SLURM_JOB_CPUS_PER_NODE",
+    "SLURM_JOB_GPUS",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 def cache_stem(config_file: str) -> str:
@@ -44,7 +60,7 @@ def try_prolog(environ: Mapping[str, str]) -> bool:
             written, socket_path = pointer.read(4096).decode().split("\n")[:2]
         if written != stamp(os.stat(config)):
             return False
-        variables = ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in environ.items() if k.startswith("SLURM"))
+        variables = ",".join(f"{_quote(k)}:{_quote(environ[k])}" for k in FORWARDED if k in environ)
         return _ask(socket_path, f'{{"op":"prolog","env":{{{variables}}}}}\n'.encode())
     except (OSError, ValueError):
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,38 @@ def test_the_agent_refuses_a_hostile_environment_and_the_full_path_logs_it(
     assert node.hook("prolog", 14, **{variable: value}).returncode == 0
     assert "bad Slurm environment" in node.log.read_text()
     assert sorted(os.listdir(node.spool / "jobs")) == ["13.0"]
+
+
+class _Recording(dict):
+    """An environment that remembers which variables were asked for."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> object:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_it_forwards_exactly_what_jobenv_reads(slurm_env: dict[str, str]) -> None:
+    from slurm_plugin import jobenv
+
+    recording = _Recording(slurm_env)
+    jobenv.from_env(recording)
+    assert recording.read == set(fastpath.FORWARDED)
+
+
+def test_a_gpu_job_keeps_its_gpus_on_the_fast_path(node: SimNode) -> None:
+    node.job_cgroup(15)
+    node.job_cgroup(16)
+    assert node.hook("prolog", 15).returncode == 0
+    wait_for(lambda: node.intervals(15) >= 1, what="job 15 sampled")
+    gpus = {"SLURM_JOB_GPUS": "1", "CUDA_VISIBLE_DEVICES": "0"}
+    assert try_prolog(node, 16, **gpus)
+    job = json.loads((node.spool / "jobs" / "16.0" / "job.json").read_text())["job"]
+    assert (job["job_gpus"], job["cuda_visible_devices"]) == ("1", "0")

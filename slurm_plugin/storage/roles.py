@@ -27,7 +27,12 @@ def grant(db: PostgresBackend, writer: str | None, reader: str | None) -> list[s
         schema = db.conn.execute("SELECT current_schema()").fetchone()[0]
         for role in filter(None, (writer, reader)):
             if not db.conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                raise StoreError(f"role {role!r} does not exist (CREATE ROLE {role} LOGIN PASSWORD ...)")
+                raise StoreError(f"role {role!r} does not exist (createuser --pwprompt {role})")
+        if db.conn.execute("SELECT has_schema_privilege('public', %s, 'CREATE')", (schema,)).fetchone()[0]:
+            raise StoreError(
+                f"every role may create objects in schema {schema}, where the writer's functions run as "
+                f"their owner: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC first"
+            )
         statements = (_writer(schema, writer) if writer else []) + (_reader(schema, reader) if reader else [])
         db.begin_write()
         try:

@@ -28,15 +28,23 @@ SIGNATURES = (
 )
 
 _KEY = {"cluster": "new_job", "job_id": "new_job", "restart_count": "new_job", "*": "new_part"}
+# A part's key as a lock, held to the end of the transaction: a running snapshot and the finished record
+# of the same part are written one after the other, so a snapshot never outlives its record (SQLite's
+# single writer gives that for free).
+_PART_LOCK = (
+    "pg_catalog.hashtextextended({job}.cluster || '/' || {job}.job_id || '/' || {job}.restart_count"
+    " || '/' || {node}.node, 0)"
+)
 
 _ADD_PART_BODY = f"""
 DECLARE
-    new_job jobs := jsonb_populate_record(NULL::jobs, job_fields);
-    new_part job_parts := jsonb_populate_record(NULL::job_parts, part_fields);
+    new_job jobs := pg_catalog.jsonb_populate_record(NULL::jobs, job_fields);
+    new_part job_parts := pg_catalog.jsonb_populate_record(NULL::job_parts, part_fields);
     new_timeline timeline;
-    new_footprint footprints := jsonb_populate_record(NULL::footprints, footprint_fields);
+    new_footprint footprints := pg_catalog.jsonb_populate_record(NULL::footprints, footprint_fields);
     new_month footprint_months;
 BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock({_PART_LOCK.format(job="new_job", node="new_part")});
     IF EXISTS ({bind_variables(schema.FIND_PART, _KEY)}) THEN
         RETURN NULL;
     END IF;
@@ -53,7 +61,8 @@ BEGIN
         new_footprint.part_id := new_part.id;
         new_footprint.version := 1;
         {bind_variables(schema.INSERT_FOOTPRINT, {"*": "new_footprint"})} INTO new_footprint.id;
-        FOR new_month IN SELECT * FROM jsonb_populate_recordset(NULL::footprint_months, month_rows) LOOP
+        FOR new_month IN SELECT * FROM pg_catalog.jsonb_populate_recordset(NULL::footprint_months, month_rows)
+        LOOP
             new_month.footprint_id := new_footprint.id;
             {bind_variables(schema.INSERT_FOOTPRINT_MONTH, {"*": "new_month"})};
         END LOOP;
@@ -63,9 +72,10 @@ END"""  # noqa: S608 - built from this package's constant statements
 
 _UPSERT_RUNNING_BODY = f"""
 DECLARE
-    new_run running_parts := jsonb_populate_record(NULL::running_parts, run_fields);
+    new_run running_parts := pg_catalog.jsonb_populate_record(NULL::running_parts, run_fields);
 BEGIN
     new_run.record_zlib := run_record_zlib;
+    PERFORM pg_catalog.pg_advisory_xact_lock({_PART_LOCK.format(job="new_run", node="new_run")});
     IF EXISTS ({bind_variables(schema.FIND_PART, {"*": "new_run"})}) THEN
         RETURN false;
     END IF;
@@ -84,12 +94,16 @@ _FUNCTIONS = (
 
 
 def create(db: Backend) -> None:
-    """(Re)create the functions in the current schema, callable by no one until granted."""
+    """(Re)create the functions in the current schema, callable by no one until granted.
+
+    They run as their owner, so nothing they call may be found where another role can create objects:
+    pg_catalog first and functions qualified with it, then only this schema, pg_temp last."""
     where = db.execute("SELECT quote_ident(current_schema())").fetchone()[0]
     for head, body in _FUNCTIONS:
         db.ddl(
             f"CREATE OR REPLACE FUNCTION {head} LANGUAGE plpgsql SECURITY DEFINER "
-            f"SET search_path = {where}, pg_temp AS $body$\n#variable_conflict use_column{body}\n$body$"
+            f"SET search_path = pg_catalog, {where}, pg_temp "
+            f"AS $body$\n#variable_conflict use_column{body}\n$body$"
         )
     for signature in SIGNATURES:
         db.ddl(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")

@@ -89,6 +89,17 @@ def test_grants_are_idempotent_and_refuse_unknown_roles(store: Store, make_role:
         roles.grant(store.db, "jc_nobody", None)
 
 
+def test_grants_refuse_a_schema_where_every_role_may_create_objects(
+    store: Store, make_role: Callable
+) -> None:
+    # The writer's functions run as their owner: an object another role planted in their schema could
+    # be called in their place.
+    schema_name = store.db.execute("SELECT current_schema()").fetchone()[0]
+    store.db.execute(f"GRANT CREATE ON SCHEMA {schema_name} TO PUBLIC")
+    with pytest.raises(StoreError, match="REVOKE CREATE"):
+        roles.grant(store.db, make_role("writer").name, None)
+
+
 def test_a_password_file_must_be_private_and_not_a_link(
     postgres_server: postgres.Server, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
