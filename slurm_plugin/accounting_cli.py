@@ -34,6 +34,8 @@ def _store(settings: config_module.Config, create: bool = False) -> Iterator:
         raise CommandError(f"database: {exc}") from None
     try:
         yield store
+    except StoreError as exc:  # e.g. the server went away, or this role may not do that
+        raise CommandError(f"database: {exc}") from None
     finally:
         store.close()
 

@@ -25,10 +25,9 @@ from typing import Any
 from slurm_plugin.record import SCHEMA
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
-from slurm_plugin.storage.store import NewPart
+from slurm_plugin.storage.store import Account, NewPart
 
 Log = Callable[[str, str], None]
-Account = Callable[[NewPart], dict[str, Any] | None]  # a new part's first footprint (Store.add_part)
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 METHODS = frozenset({"measured", "integrated", "apportioned", "estimated"})
 MAX_INT = 2**63 - 1  # SQL BIGINT
@@ -312,6 +311,11 @@ def _amount(value: Any) -> bool:
     return type(value) in NUMBERS and 0 <= value <= MAX_INT  # NaN and infinity fail the comparisons
 
 
+def _text(value: Any) -> bool:
+    """Text both databases store as given: UTF-8-encodable (no lone surrogate) and without NUL."""
+    return isinstance(value, str) and "\x00" not in value and value.encode() is not None
+
+
 def _stamp(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and datetime.fromisoformat(value) is not None
 
@@ -322,16 +326,16 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "job_id": (_count, "an integer >= 0"),
     "restart_count": (_count, "an integer >= 0"),
     "node": (lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of 1-128 of [A-Za-z0-9_.@+-]"),
-    "user": (lambda v: isinstance(v, str), "a string"),
+    "user": (_text, "a string"),
     "uid": (_count, "an integer >= 0"),
     "gid": (_count, "an integer >= 0"),
-    "account": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "partition": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "account": (lambda v: v is None or _text(v), "a string or null"),
+    "partition": (lambda v: v is None or _text(v), "a string or null"),
     "start": (_stamp, "a UTC ISO 8601 time ending in Z"),
     "end": (_stamp, "a UTC ISO 8601 time ending in Z"),
     "elapsed_s": (_amount, "a number >= 0"),
     "allocated_cpus.count": (_count, "an integer >= 0"),
-    "allocated_cpus.list": (lambda v: isinstance(v, str), "a string"),
+    "allocated_cpus.list": (_text, "a string"),
     "gpus": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v), "a list of objects"),
     "energy.cpu": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "energy.dram": (lambda v: v is None or isinstance(v, dict), "an object or null"),
@@ -345,5 +349,5 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a string list",
     ),
     "notes": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a string list"),
-    "software.version": (lambda v: isinstance(v, str), "a string"),
+    "software.version": (_text, "a string"),
 }

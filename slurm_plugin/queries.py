@@ -74,10 +74,11 @@ def _row_factory(cursor: Any) -> Any:
 class Reader:
     """One read-only connection; `deadline` (time.monotonic) interrupts queries that run past it."""
 
-    def __init__(self, conn: Any, where: str, backend: str = dialect.SQLITE):
+    def __init__(self, conn: Any, where: str, backend: str = dialect.SQLITE, deadline: float | None = None):
         self.conn = conn
-        self.path = where
+        self.where = where  # for messages: the file, or the URL without its parameters
         self.backend = backend
+        self.deadline = deadline
         if backend == dialect.SQLITE:
             self.conn.row_factory = sqlite3.Row
 
@@ -117,19 +118,13 @@ class Reader:
 
     @classmethod
     def _open_postgres(
-        cls, url: str, busy_timeout_s: float, deadline: float | None, password_file: str
+        cls, url: str, busy_timeout_s: float, deadline: float | None, password_file: str | None
     ) -> Reader:
         try:
             from slurm_plugin.storage import postgres_backend
 
-            left = None if deadline is None else deadline - time.monotonic()
             conn = postgres_backend.connect(
-                url,
-                password_file,
-                busy_timeout_s,
-                read_only=True,
-                statement_timeout_s=left,
-                row_factory=_row_factory,
+                url, password_file, busy_timeout_s, read_only=True, row_factory=_row_factory
             )
         except ImportError as exc:
             raise DatabaseUnavailable(
@@ -137,7 +132,7 @@ class Reader:
             ) from None
         except StoreError as exc:
             raise DatabaseUnavailable(str(exc)) from None
-        return cls(conn, url.split("?", 1)[0], dialect.POSTGRESQL)
+        return cls(conn, url.split("?", 1)[0], dialect.POSTGRESQL, deadline)
 
     def close(self) -> None:
         self.conn.close()
@@ -150,9 +145,9 @@ class Reader:
         except sqlite3.OperationalError as exc:
             if "interrupted" in str(exc):
                 raise DatabaseUnavailable("the query took too long and was stopped") from None
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
 
     def _postgres_rows(self, sql: str, params: dict[str, Any] | Sequence[Any]) -> list[Any]:
         import psycopg
@@ -163,13 +158,23 @@ class Reader:
         try:
             with postgres_backend.driver_errors():
                 try:
+                    self._bound_by_deadline()
                     return self.conn.execute(dialect.postgres_sql(sql), params).fetchall()
                 except pg_errors.QueryCanceled:
                     raise DatabaseUnavailable("the query took too long and was stopped") from None
         except StoreError as exc:
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from None
+            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
         except psycopg.Error as exc:  # as sqlite3.DatabaseError: a read-only refusal, a bad query
-            raise DatabaseUnavailable(f"{self.path}: {' '.join(str(exc).split())}") from None
+            raise DatabaseUnavailable(f"{self.where}: {' '.join(str(exc).split())}") from None
+
+    def _bound_by_deadline(self) -> None:
+        """Each query may take only what is left of the request's time (PostgreSQL's statement_timeout)."""
+        if self.deadline is None:
+            return
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise DatabaseUnavailable("the query took too long and was stopped")
+        self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(left_ms),))
 
 
 # --- one job ----------------------------------------------------------------------------------------

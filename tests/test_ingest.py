@@ -235,6 +235,8 @@ def test_the_fast_row_check_agrees_with_the_row_by_row_one(rows: list[Any]) -> N
         (spoil("timeline.rows", [[10, 0, 1, 1, 1]]), "timeline.rows[0]: start_s and end_s"),
         (spoil("schema", "jobcarbon/job-node-record/2"), "schema: must be"),
         (spoil("cluster", "a b"), "cluster: must be a name"),
+        (spoil("account", "phys\udc80ics"), "account: must be a string or null"),  # a lone surrogate
+        (spoil("user", "ali\x00ce"), "user: must be a string"),
         (spoil("allocated_cpus", None), "allocated_cpus.count: missing"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from pathlib import Path
 
@@ -140,10 +141,21 @@ def test_the_connection_is_read_only(reader: queries.Reader) -> None:
         reader.rows("DELETE FROM jobs")
 
 
+ENDLESS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n"
+
+
 def test_a_query_past_its_deadline_is_stopped(url: str) -> None:
     late = queries.Reader.open(url, deadline=0.0)
     with pytest.raises(queries.DatabaseUnavailable, match="too long"):
-        late.rows("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n")
+        late.rows(ENDLESS)
+
+
+def test_a_query_that_runs_into_its_deadline_is_stopped_there(url: str) -> None:
+    reader = queries.Reader.open(url, deadline=time.monotonic() + 0.3)
+    assert reader.rows("SELECT 1")[0][0] == 1  # time left: the first query runs
+    with pytest.raises(queries.DatabaseUnavailable, match="too long"):
+        reader.rows(ENDLESS)
+    reader.close()
 
 
 @pytest.mark.parametrize(

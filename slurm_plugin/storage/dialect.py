@@ -33,7 +33,8 @@ def backend_of(url: str) -> str:
         return SQLITE
     if url.startswith(POSTGRESQL_PREFIXES):
         authority = url.split("://", 1)[1].split("/", 1)[0]
-        if ":" in authority.rpartition("@")[0]:
+        query = url.partition("?")[2].lower()
+        if ":" in authority.rpartition("@")[0] or "password=" in query:
             raise UrlError(
                 "database url: a password in the URL would show in ps and logs; "
                 "use database.password_file, PGPASSWORD or ~/.pgpass"
@@ -61,7 +62,9 @@ def postgres_sql(text: str) -> str:
             return "%s"
         if found == "%":
             return "%%"
-        return f"%({match.group(1)})s" if match.group(1) else found
+        if match.group(1):
+            return f"%({match.group(1)})s"
+        return found.replace("%", "%%")  # a string literal, or `::`
 
     return _TOKENS.sub(token, text)
 

@@ -25,6 +25,7 @@ from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavail
 
 Params = dict[str, Any] | Sequence[Any]
 MIN_CONNECT_TIMEOUT_S = 2  # libpq's floor
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 SCHEMA_LOCK = 0x6A6F6263  # "jobc": pg_advisory_xact_lock key serialising `jobcarbon db upgrade`s
 
 
@@ -38,6 +39,8 @@ def driver_errors() -> Iterator[None]:
     except pg_errors.InsufficientPrivilege as exc:
         raise StoreUnavailable(f"permission denied: {_one_line(exc)} (see docs/postgresql.md)") from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(_one_line(exc)) from exc
+    except psycopg.DatabaseError as exc:  # a read-only standby after failover, a function not there yet
         raise StoreUnavailable(_one_line(exc)) from exc
 
 
@@ -73,7 +76,6 @@ def connect(
     password_file: str | None,
     timeout_s: float,
     read_only: bool = False,
-    statement_timeout_s: float | None = None,
     row_factory: Callable[..., Any] | None = None,
 ) -> psycopg.Connection:
     """An autocommit connection; `timeout_s` bounds the connect and any wait for a lock."""
@@ -84,10 +86,12 @@ def connect(
     settings = [f"-c lock_timeout={int(timeout_s * 1000)}"]
     if read_only:
         settings.append("-c default_transaction_read_only=on")
-    if statement_timeout_s is not None:
-        settings.append(f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}")
     params["options"] = " ".join(filter(None, [params.get("options", ""), *settings]))
     params.setdefault("connect_timeout", max(MIN_CONNECT_TIMEOUT_S, math.ceil(timeout_s)))
+    # A server that vanishes mid-transaction (a crash, a network cut) is noticed within ~30 s rather than
+    # TCP's hours, so a node's deliverer never sits on its lock.
+    for name, value in KEEPALIVE.items():
+        params.setdefault(name, value)
     params.setdefault("application_name", "jobcarbon")
     if password_file:
         params["password"] = read_password(password_file)

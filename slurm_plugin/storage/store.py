@@ -123,7 +123,7 @@ class Store:
             record, raw, account = items[index]
             job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
             if self.db.name == dialect.SQLITE and self._stored({**job, "node": part["node"]}):
-                continue  # a redelivery: no write lock, no footprint
+                continue  # a redelivery: no write lock, no footprint (PostgreSQL's function tells later)
             timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
             fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
             ready.append(
@@ -158,11 +158,10 @@ class Store:
 
     def _call_add_part(self, job: Params, part: Params, timeline: Params, first: First | None) -> int | None:
         """PostgreSQL: the part through `writer_functions`, which a writer role may run."""
-        blob = part.pop("record_zlib")
         params = {
             "job": _json(job),
-            "part": _json(part),
-            "record_zlib": blob,
+            "part": _json({k: v for k, v in part.items() if k != "record_zlib"}),
+            "record_zlib": part["record_zlib"],
             **timeline,
             "footprint": _json(first[0]) if first else None,
             "months": _json([_month_params(0, m) for m in first[1]]) if first else None,

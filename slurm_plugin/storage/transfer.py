@@ -1,8 +1,10 @@
 """Copy an SQLite accounting database into an empty PostgreSQL one (`jobcarbon db migrate`).
 
 Row ids are kept, so footprints still point at their parts and every version stays in the history;
-the identity sequences then continue after the largest id. One transaction: a failure leaves the
-target as empty as it was, and the SQLite file is only read.
+the identity sequences then continue after the largest id. One transaction on each side: the SQLite
+file is read as one snapshot (after `jobcarbon db upgrade`'s migrations, which it gets first), and a
+failure leaves the target as empty as it was. The columns are the target's: both schemas are this
+version's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from slurm_plugin.storage.store import Store
 TABLES = ("jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months", "running_parts")
 IDENTITY = ("jobs", "job_parts", "footprints")
 BATCH = 5000
+COLUMNS = """SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = :table ORDER BY ordinal_position"""
 
 
 def copy_into(source_url: str, target: Store, progress: Callable[[str, int], None]) -> dict[str, int]:
@@ -28,8 +32,10 @@ def copy_into(source_url: str, target: Store, progress: Callable[[str, int], Non
     `target` (PostgreSQL, empty); rows per table."""
     if target.db.name != dialect.POSTGRESQL:
         raise StoreError("db migrate copies an SQLite database into a PostgreSQL one")
-    if dialect.backend_of(source_url) != dialect.SQLITE:
-        raise StoreError(f"--from {source_url.split(':', 1)[0]}: expected sqlite:////path.db")
+    try:
+        dialect.sqlite_path(source_url)
+    except dialect.UrlError:
+        raise StoreError(f"--from {source_url[:80]!r}: expected sqlite:////absolute/path.db") from None
     upgrading = SqliteBackend.connect(source_url, 10.0, create=False)
     try:
         with upgrading.errors():
@@ -40,7 +46,10 @@ def copy_into(source_url: str, target: Store, progress: Callable[[str, int], Non
         sqlite3.connect(f"file:{dialect.sqlite_path(source_url)}?mode=ro", uri=True)
     )
     try:
+        source.execute("BEGIN")  # one snapshot of every table, whatever a deliverer does meanwhile
         return _copy_all(source, target, progress)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{source_url}: {exc}") from None
     finally:
         source.close()
 
@@ -74,7 +83,8 @@ def _copy_all(
 
 
 def _copy_table(source: sqlite_utils.Database, target: Store, table: str) -> int:
-    columns = ", ".join(source[table].columns_dict)
+    names = [row[0] for row in target.db.execute(COLUMNS, {"table": table}).fetchall()]
+    columns = ", ".join(f'"{name}"' for name in names)  # the schema's own names, quoted all the same
     cursor = source.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - names from TABLES and schema
     count = 0
     with target.db.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:

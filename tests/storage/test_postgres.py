@@ -212,3 +212,5 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     new.close()
     assert cli.main(["db", "migrate", "--from", sqlite_url]) == 1
     assert "already holds jobs" in capsys.readouterr().err
+    assert cli.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
+    assert capsys.readouterr().err.endswith("expected sqlite:////absolute/path.db\n")
