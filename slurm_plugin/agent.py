@@ -247,8 +247,8 @@ class Agent:
         return message
 
     def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        if message.get("op") == "prolog":
-            return self._prolog(message.get("env"))
+        if message.get("op") in ("prolog", "epilog"):
+            return self._hook(message["op"], message.get("env"))
         op, key = message.get("op"), str(message.get("key", ""))
         if op == "status":
             return {"ok": True, "pid": os.getpid(), "jobs": sorted(self.sampler.jobs)}
@@ -263,13 +263,18 @@ class Agent:
         path = self._stop(key) if key in self.sampler.jobs else None
         return {"ok": path is not None, "record": path}
 
-    def _prolog(self, env: Any) -> dict[str, Any]:
-        """The prolog's fast path (fastpath.py): its Slurm variables, validated as the full path does;
-        the job's spool entry written, then sampled. A refusal sends the prolog down the full path."""
+    def _hook(self, hook: str, env: Any) -> dict[str, Any]:
+        """A hook's fast path (fastpath.py): its Slurm variables, validated as the full path does; then
+        the prolog's spool entry written and the job sampled, or the epilog's stop recorded and the job
+        finalised. A refusal sends the hook down the full path."""
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             return {"ok": False, "error": "env must map names to strings"}
         try:
             info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
+            if hook == "epilog":
+                if not self.spool.request_stop(info.key, time.time()):
+                    return {"ok": True, "record": None}  # no sampler ever started for this job here
+                return self._handle({"op": "stop", "key": info.key})
             self.spool.create_job(info, time.time())
         except (jobenv.JobEnvError, OSError) as exc:
             return {"ok": False, "error": str(exc)}

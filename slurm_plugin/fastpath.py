@@ -1,13 +1,14 @@
-"""The prolog's fast path: hand the job's Slurm environment to the running agent in one message.
+"""The hooks' fast path: hand the job's Slurm environment to the running agent in one message.
 
-A prolog that imports the spool, JSON and path machinery spends ~40 ms in imports alone, and the
-prolog must return within ~50 ms. When an agent is already running (every job but a node's first),
-this module is all the prolog imports (`os` and two C modules): it finds the agent's socket through a
-pointer file that the full path (`hookconfig`) leaves beside its settings cache, sends the variables
-`jobenv` reads, and waits for the agent to have written the job's spool entry. Anything unusual (no
-pointer, a config file changed since, no agent, a refusal) returns False, and the prolog takes the
-full path in `hooks`, which validates, logs and starts an agent. The socket is root's alone (0600), so
-only a root prolog can speak to the agent, which validates the variables as the full path does.
+A hook that imports the spool, JSON and path machinery spends ~40 ms in imports alone, and the prolog
+must return within ~50 ms. When an agent is already running (every job but a node's first), this
+module is all a hook imports (`os` and two C modules): it finds the agent's socket through a pointer
+file that the full path (`hookconfig`) leaves beside its settings cache, sends the variables `jobenv`
+reads, and waits for the agent to have done the hook's work: a prolog's spool entry written, an
+epilog's record. Anything unusual (no pointer, a config file changed since, no agent, a refusal, no
+answer in time) returns False, and the hook takes the full path in `hooks`, which validates, logs,
+starts an agent or finalises the job itself. The socket is root's alone (0600), so only a root hook can
+speak to the agent, which validates the variables as the full path does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ CONFIG_ENV = "JOBCARBON_CONFIG"
 DEFAULT_CONFIG = "/etc/jobcarbon/config.yaml"
 RUNDIR_ENV = "JOBCARBON_RUNDIR"
 DEFAULT_RUNDIR = "/run/jobcarbon"
-TIMEOUT_S = 2.0  # an agent busy with a tick answers in milliseconds; past this, the full path
+# An agent answers a prolog in milliseconds, an epilog once the record is written (a week-long job's
+# in well under a second); past this, the full path, which finds the work done or does it.
+TIMEOUT_S = {"prolog": 2.0, "epilog": 10.0}
 OK = b'{"ok": true'
 # What `jobenv.from_env` reads (tests/test_fastpath.py holds them equal), and nothing a job controls.
 FORWARDED = (
@@ -52,8 +55,9 @@ def stamp(info: os.stat_result) -> str:
     return f"{info.st_ino} {info.st_size} {info.st_mtime_ns}"
 
 
-def try_prolog(environ: Mapping[str, str]) -> bool:
-    """True when a running agent has taken the job; False: the full path must run."""
+def hand_over(environ: Mapping[str, str], hook: str) -> bool:
+    """True when a running agent has done the hook's work ("prolog" or "epilog"); False: the full path
+    must run."""
     config = environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     try:
         with open(cache_stem(config) + ".socket", "rb") as pointer:  # written by root in a root dir
@@ -61,15 +65,16 @@ def try_prolog(environ: Mapping[str, str]) -> bool:
         if written != stamp(os.stat(config)):
             return False
         variables = ",".join(f"{_quote(k)}:{_quote(environ[k])}" for k in FORWARDED if k in environ)
-        return _ask(socket_path, f'{{"op":"prolog","env":{{{variables}}}}}\n'.encode())
+        message = f'{{"op":{_quote(hook)},"env":{{{variables}}}}}\n'.encode()
+        return _ask(socket_path, message, TIMEOUT_S[hook])
     except (OSError, ValueError):
         return False
 
 
-def _ask(socket_path: str, message: bytes) -> bool:
+def _ask(socket_path: str, message: bytes, timeout_s: float) -> bool:
     connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        connection.settimeout(TIMEOUT_S)
+        connection.settimeout(timeout_s)
         connection.connect(socket_path)
         connection.sendall(message)
         reply = b""

@@ -1,4 +1,5 @@
-"""The prolog's fast path: a running agent takes the job from one message; anything else, the full path."""
+"""The hooks' fast path: a running agent takes the job, or finalises it, from one message; anything else,
+the full path."""
 
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ def started_agents(node: SimNode) -> int:
     return node.log.read_text().count("started the node agent") if node.log.exists() else 0
 
 
-def try_prolog(node: SimNode, job_id: int, **extra: str) -> bool:
-    """`fastpath.try_prolog` in a process of its own, with the environment a prolog gets."""
-    code = "import os, sys; from slurm_plugin import fastpath; sys.exit(not fastpath.try_prolog(os.environ))"
+def hand_over(node: SimNode, job_id: int, hook: str = "prolog", **extra: str) -> bool:
+    """`fastpath.hand_over` in a process of its own, with the environment a hook gets."""
+    code = (
+        "import os, sys; from slurm_plugin.fastpath import hand_over; "
+        "sys.exit(not hand_over(os.environ, sys.argv[1]))"
+    )
     env = {**node.env(job_id, **extra), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
+    return subprocess.run([sys.executable, "-c", code, hook], env=env, check=False).returncode == 0
 
 
 def test_a_running_agent_takes_the_next_job_from_one_message(node: SimNode) -> None:
@@ -45,7 +49,7 @@ def test_a_running_agent_takes_the_next_job_from_one_message(node: SimNode) -> N
     assert node.hook("prolog", 1).returncode == 0  # the full path: starts the agent, leaves the pointer
     wait_for(lambda: node.intervals(1) >= 1, what="job 1 sampled")
     assert pointer(node).read_text().splitlines()[1] == str(node.spool / "agent.sock")
-    assert try_prolog(node, 2)
+    assert hand_over(node, 2)
     assert (node.spool / "jobs" / "2.0" / "job.json").exists()  # written by the agent before it answered
     wait_for(lambda: node.intervals(2) >= 1, what="job 2 sampled")
     assert started_agents(node) == 1
@@ -68,7 +72,7 @@ def test_without_an_agent_it_declines_and_the_full_path_starts_one(node: SimNode
     assert node.hook("prolog", 6).returncode == 0
     wait_for(lambda: node.intervals(6) >= 1, what="job 6 sampled")
     node.stop_agent()
-    assert not try_prolog(node, 7)
+    assert not hand_over(node, 7)
     node.job_cgroup(7)
     assert node.hook("prolog", 7).returncode == 0
     wait_for(lambda: node.intervals(7) >= 1, what="job 7 sampled by a new agent")
@@ -79,9 +83,9 @@ def test_an_edited_config_sends_the_prolog_down_the_full_path(node: SimNode) -> 
     assert node.hook("prolog", 8).returncode == 0
     wait_for(lambda: node.intervals(8) >= 1, what="job 8 sampled")
     node.config.write_text(node.config.read_text() + "\n")
-    assert not try_prolog(node, 9)  # the pointer names the config as it was
+    assert not hand_over(node, 9)  # the pointer names the config as it was
     assert node.hook("prolog", 9).returncode == 0  # the full path refreshes it
-    assert try_prolog(node, 10)
+    assert hand_over(node, 10)
 
 
 def test_a_missing_pointer_is_written_again_by_the_full_path(node: SimNode) -> None:
@@ -89,7 +93,7 @@ def test_a_missing_pointer_is_written_again_by_the_full_path(node: SimNode) -> N
     assert node.hook("prolog", 11).returncode == 0
     wait_for(lambda: node.intervals(11) >= 1, what="job 11 sampled")
     pointer(node).unlink()
-    assert not try_prolog(node, 12)
+    assert not hand_over(node, 12)
     assert node.hook("prolog", 12).returncode == 0
     assert pointer(node).exists()
 
@@ -101,7 +105,7 @@ def test_the_agent_refuses_a_hostile_environment_and_the_full_path_logs_it(
     node.job_cgroup(13)
     assert node.hook("prolog", 13).returncode == 0
     wait_for(lambda: node.intervals(13) >= 1, what="job 13 sampled")
-    assert not try_prolog(node, 14, **{variable: value})
+    assert not hand_over(node, 14, **{variable: value})
     assert node.hook("prolog", 14, **{variable: value}).returncode == 0
     assert "bad Slurm environment" in node.log.read_text()
     assert sorted(os.listdir(node.spool / "jobs")) == ["13.0"]
@@ -137,6 +141,37 @@ def test_a_gpu_job_keeps_its_gpus_on_the_fast_path(node: SimNode) -> None:
     assert node.hook("prolog", 15).returncode == 0
     wait_for(lambda: node.intervals(15) >= 1, what="job 15 sampled")
     gpus = {"SLURM_JOB_GPUS": "1", "CUDA_VISIBLE_DEVICES": "0"}
-    assert try_prolog(node, 16, **gpus)
+    assert hand_over(node, 16, **gpus)
     job = json.loads((node.spool / "jobs" / "16.0" / "job.json").read_text())["job"]
     assert (job["job_gpus"], job["cuda_visible_devices"]) == ("1", "0")
+
+
+def test_a_running_agent_finalises_the_job_for_the_epilog(node: SimNode) -> None:
+    node.job_cgroup(17)
+    assert node.hook("prolog", 17).returncode == 0
+    wait_for(lambda: node.intervals(17) >= 2, what="job 17 sampled twice")
+    assert hand_over(node, 17, "epilog")
+    record = node.record(17)  # written before the agent answered
+    assert record is not None
+    assert record["status"] == "complete"
+    assert not (node.spool / "jobs" / "17.0").exists()
+
+
+def test_an_epilog_for_a_job_never_sampled_here_is_a_no_op(node: SimNode) -> None:
+    node.job_cgroup(18)
+    assert node.hook("prolog", 18).returncode == 0
+    wait_for(lambda: node.intervals(18) >= 1, what="job 18 sampled")
+    assert hand_over(node, 19, "epilog")
+    assert node.record(19) is None
+
+
+def test_without_an_agent_the_epilogs_full_path_writes_a_partial_record(node: SimNode) -> None:
+    node.job_cgroup(20)
+    assert node.hook("prolog", 20).returncode == 0
+    wait_for(lambda: node.intervals(20) >= 1, what="job 20 sampled")
+    os.kill(node.agent_pid(), 9)
+    assert not hand_over(node, 20, "epilog")
+    assert node.hook("epilog", 20).returncode == 0
+    record = node.record(20)
+    assert record is not None
+    assert record["status"] == "partial"
