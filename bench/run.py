@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -47,13 +48,14 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "startup": lambda: startup.measure(plan.startup_runs),
         # The database host's figures first: the node scenarios leave agents and journal writeback behind.
         "ingest": lambda: ingest.measure(scratch / "ingest", plan.ingest_runs),
-        "ingest_postgresql": lambda: _postgresql_ingest(scratch, plan),
         "footprint": lambda: footprint.measure(plan.footprint_runs, scratch=scratch),
         "latency_warm": lambda: latency.measure_warm(scratch, plan.warm_runs),
         "latency_cold": lambda: latency.measure_cold(scratch, plan.cold_runs),
         "sampler": lambda: sampler_cost.measure(scratch, plan.sampler_s),
         "sampler_no_fsync": lambda: sampler_cost.measure(scratch, plan.sampler_s, fsync=False),
         "density": lambda: density.measure(scratch, plan.density_s),
+        # Last: its server keeps writing WAL and checkpointing for a while after the deliverers are done.
+        "ingest_postgresql": lambda: _postgresql_ingest(scratch, plan),
     }
 
 
@@ -71,6 +73,7 @@ def _postgresql_ingest(scratch: Path, plan: Plan) -> dict[str, Any] | None:
 def run_all(plan: Plan, scratch: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, scenario in scenarios(plan, scratch).items():
+        os.sync()  # what an earlier scenario left to write back must not slow this one
         started = time.monotonic()
         print(f"== {name} ...", flush=True)
         results[name] = scenario()
