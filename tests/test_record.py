@@ -10,6 +10,7 @@ import pytest
 
 from slurm_plugin import __version__, record
 from slurm_plugin.journal import Journal
+from tests.storage.conftest import GPU
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "slurm_plugin" / "record_schema.json"
 START = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -28,14 +29,6 @@ JOB = {
     "cpus_per_node": 5,
     "job_gpus": "0",
     "cuda_visible_devices": "0",
-}
-GPU = {
-    "uuid": "GPU-5a3e1c2d-8f4b-4e6a-9d7c-1b2a3c4d5e6f",
-    "model": "NVIDIA A100-SXM4-40GB",
-    "pci_bus_id": "00000000:07:00.0",
-    "minor": 0,
-    "parent_uuid": None,
-    "share": 1.0,
 }
 UUID = GPU["uuid"]
 
