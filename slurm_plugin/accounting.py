@@ -23,14 +23,19 @@ COMPONENTS = ("cpu", "dram", "gpu")
 ESTIMATED = "estimated"
 
 
-class FootprintStore(Protocol):
+class PartSource(Protocol):
+    """What computing a part's footprint reads: the part, its timeline and record, the intensity."""
+
     def part(self, part_id: int) -> dict[str, Any]: ...
     def timeline_columns(self, part_id: int) -> list[Sequence[float]]: ...
     def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
+    def record(self, part_id: int) -> dict[str, Any]: ...
+
+
+class FootprintStore(PartSource, Protocol):
     def save_footprint(self, part_id: int, fields: dict[str, Any]) -> int: ...
     def footprint_months(self, footprint_id: int) -> list[dict[str, Any]]: ...
     def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None: ...
-    def record(self, part_id: int) -> dict[str, Any]: ...
     def footprint(self, part_id: int) -> dict[str, Any] | None: ...
     def parts(self, since: dt.datetime | None = None) -> list[int]: ...
 
@@ -59,9 +64,7 @@ def fallback(settings: Accounting) -> footprint.Fallback:
 Run = Callable[[Sequence[float], Sequence[float], Sequence[float]], footprint.Footprint]
 
 
-def _runner(
-    part: dict[str, Any], store: FootprintStore, settings: Accounting, first: float, last: float
-) -> Run:
+def _runner(part: dict[str, Any], store: PartSource, settings: Accounting, first: float, last: float) -> Run:
     """`compute_columns` bound to the part's intensity, fallback and PUE: a timeline in, a footprint out."""
     start, end = _utc(part["start"]), _utc(part["end"])
     points = store.intensity(settings.zone, start - SLOT_MARGIN, end) if settings.zone else []
@@ -83,12 +86,12 @@ def _runner(
     return run
 
 
-def compute_part(store: FootprintStore, part_id: int, settings: Accounting) -> footprint.Footprint:
+def compute_part(store: PartSource, part_id: int, settings: Accounting) -> footprint.Footprint:
     return compute_part_fields(store, part_id, settings, with_months=False)[0]
 
 
 def compute_part_fields(
-    store: FootprintStore, part_id: int, settings: Accounting, with_months: bool = True
+    store: PartSource, part_id: int, settings: Accounting, with_months: bool = True
 ) -> tuple[footprint.Footprint, dict[str, Any]]:
     """The part's footprint, and its fields to store: with `months`, its figures per calendar month."""
     part = store.part(part_id)
@@ -122,7 +125,7 @@ def compute_record(
     return _runner(part, store, settings, starts[0], ends[-1])(starts, ends, joules)
 
 
-def _estimated_shares(store: FootprintStore, part_id: int, part: dict[str, Any]) -> dict[str, float]:
+def _estimated_shares(store: PartSource, part_id: int, part: dict[str, Any]) -> dict[str, float]:
     """Per component, the share of its energy that was estimated (the record's `by_method` split).
 
     A component's stored method is its least direct one, so only where that is "estimated" is there
@@ -141,7 +144,7 @@ def _estimated_shares(store: FootprintStore, part_id: int, part: dict[str, Any])
 
 
 class _NewPartStore:
-    """A part not stored yet, served as `FootprintStore` serves a stored one: its footprint is computed
+    """A part not stored yet, served as a `PartSource` like a stored one: its footprint is computed
     before it is stored, so that both go into the database in one transaction (and a node's writer role
     never reads parts back). Intensity comes from the store."""
 
@@ -163,7 +166,7 @@ class _NewPartStore:
 
 def first_footprint(store: FootprintStore, new: NewPart, settings: Accounting) -> dict[str, Any]:
     """The fields of a new part's first footprint, with its months, for `Store.add_part` to save."""
-    return compute_part_fields(_NewPartStore(store, new), 0, settings)[1]  # type: ignore[arg-type]
+    return compute_part_fields(_NewPartStore(store, new), 0, settings)[1]
 
 
 def accountant(store: FootprintStore, settings: Accounting) -> Callable[[NewPart], dict[str, Any]]:

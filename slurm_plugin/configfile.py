@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
-ENV_VAR = "JOBCARBON_CONFIG"
+from slurm_plugin.fastpath import CONFIG_ENV as ENV_VAR
+from slurm_plugin.fastpath import DEFAULT_CONFIG
+
+DEFAULT_PATH = Path(DEFAULT_CONFIG)
 
 
 class ConfigError(Exception):

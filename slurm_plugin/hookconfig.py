@@ -9,6 +9,7 @@ the prolog's fast path (fastpath.py) reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import namedtuple
@@ -26,7 +27,7 @@ class HookSettings(
 ):
     __slots__ = ()
 
-    def to_json(self, stamp: list[int]) -> bytes:
+    def to_json(self, stamp: str) -> bytes:
         fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self._asdict().items()}
         return json.dumps({"stamp": stamp, **fields}).encode()
 
@@ -45,23 +46,22 @@ def load() -> HookSettings:
         info = os.stat(path)
     except OSError:
         return _full_load()  # raises the config module's one-line error, or gives the defaults
-    stamp = [info.st_ino, info.st_size, info.st_mtime_ns]
+    stamp = fastpath.stamp(info)  # the pointer's too: one notion of "this version of the file"
     cache = Path(fastpath.cache_stem(str(path)) + ".json")
     settings = _cached(cache, stamp)
     if settings is None:
         settings = _full_load()
         _store(cache, settings.to_json(stamp))
-    _store(cache.with_suffix(".socket"), f"{fastpath.stamp(info)}\n{Spool(settings.spool).socket}\n".encode())
+    _store(cache.with_suffix(".socket"), f"{stamp}\n{Spool(settings.spool).socket}\n".encode())
     return settings
 
 
-def _cached(cache: Path, stamp: list[int]) -> HookSettings | None:
-    try:
+def _cached(cache: Path, stamp: str) -> HookSettings | None:
+    """The cached settings if they are the config file's as it is now; None otherwise (or unreadable)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         data = json.loads(_read_nofollow(cache))
         if data.get("stamp") == stamp:
             return HookSettings.from_json(data)
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
     return None
 
 
@@ -94,13 +94,9 @@ def _store(path: Path, data: bytes) -> None:
     next hook a full load."""
     from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
-    try:
+    with contextlib.suppress(OSError):
         if _read_nofollow(path) == data:
             return
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):  # SpoolError included
         ensure_dir(path.parent)
         atomic_write(path, data, fsync=False)
-    except OSError:  # SpoolError included
-        pass

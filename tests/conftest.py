@@ -84,14 +84,10 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgr
 @contextlib.contextmanager
 def _fresh_schema(server: postgres.Server) -> Iterator[str]:
     """A URL whose search_path is a fresh, empty schema of the test database, dropped afterwards."""
-    import psycopg
-
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
+    postgres.create_schema(name)
     yield postgres.schema_url(server, name)
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
+    postgres.drop_schema(name)
 
 
 @pytest.fixture
@@ -128,15 +124,12 @@ class Role:
 @pytest.fixture
 def make_role(postgres_server: postgres.Server, postgres_url: str, tmp_path: Path) -> Iterator[Callable]:
     """Login roles with a password file each, dropped afterwards: make_role("writer") -> Role."""
-    import psycopg
-
     made: list[str] = []
 
     def make(kind: str) -> Role:
         name = f"jc_{kind}_{uuid.uuid4().hex[:10]}"
         password = uuid.uuid4().hex
-        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        postgres.create_role(name, password)
         made.append(name)
         secret = tmp_path / f"{name}.password"
         secret.write_text(password + "\n")

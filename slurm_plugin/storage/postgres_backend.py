@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,9 +21,9 @@ from psycopg.rows import dict_row
 from psycopg.types.numeric import FloatLoader
 
 from slurm_plugin.storage import dialect
+from slurm_plugin.storage.backend import Params
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
 
-Params = dict[str, Any] | Sequence[Any]
 MIN_CONNECT_TIMEOUT_S = 2  # libpq's floor
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 SCHEMA_LOCK = 0x6A6F6263  # "jobc": pg_advisory_xact_lock key serialising `jobcarbon db upgrade`s

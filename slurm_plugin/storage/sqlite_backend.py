@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from slurm_plugin.storage import dialect
+from slurm_plugin.storage.backend import Params
 from slurm_plugin.storage.errors import RecordRejected, StoreUnavailable
-
-Params = dict[str, Any] | Sequence[Any]
 
 
 @contextlib.contextmanager

@@ -32,8 +32,8 @@ PROVENANCE = frozenset({"footprint_id", "part_id", "version", "current", "comput
 ZLIB_LEVEL = 1  # three times faster than the default for a 13% larger blob: compression is on the hot path
 Row = tuple[float, float, float | None, float | None, float | None]
 Account = Callable[["NewPart"], dict[str, Any] | None]  # a new part's first footprint, if any
-Params = dict[str, Any]  # one statement's named parameters
-First = tuple[Params, list[Params]]  # a first footprint's row and its months' rows
+Fields = dict[str, Any]  # one statement's named parameters
+First = tuple[Fields, list[Fields]]  # a first footprint's row and its months' rows
 
 
 def _epoch(moment: datetime) -> float:
@@ -142,7 +142,7 @@ class Store:
         with self.db.errors():  # the check also prepares FIND_PART for the transaction
             return self.db.execute(schema.FIND_PART, key).fetchone() is not None
 
-    def _insert_part(self, job: Params, part: Params, timeline: Params, first: First | None) -> int | None:
+    def _insert_part(self, job: Fields, part: Fields, timeline: Fields, first: First | None) -> int | None:
         if self.db.name == dialect.POSTGRESQL:
             return self._call_add_part(job, part, timeline, first)
         key = {**job, "node": part["node"]}
@@ -156,7 +156,7 @@ class Store:
             self._insert_footprint(part_id, 1, *first)
         return part_id
 
-    def _call_add_part(self, job: Params, part: Params, timeline: Params, first: First | None) -> int | None:
+    def _call_add_part(self, job: Fields, part: Fields, timeline: Fields, first: First | None) -> int | None:
         """PostgreSQL: the part through `writer_functions`, which a writer role may run."""
         params = {
             "job": _json(job),
