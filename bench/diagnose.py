@@ -22,7 +22,7 @@ from typing import Any
 from bench.hooks import REPO_ROOT, hook_env
 from bench.node import Node, add_job_cgroup, build_node, simulator
 
-HOOK_IMPORTS = "import site, sys; sys.path.extend(site.getsitepackages()); import slurm_plugin.hooks"
+HOOK_IMPORTS = "import slurm_plugin.hooks"
 AGENT_IMPORTS = HOOK_IMPORTS.replace(
     "slurm_plugin.hooks", "slurm_plugin.agent, slurm_plugin.sensors.nvml, pynvml"
 )
@@ -30,7 +30,7 @@ AGENT_IMPORTS = HOOK_IMPORTS.replace(
 
 def import_times(code: str, top: int) -> list[tuple[int, str]]:
     """(cumulative µs, module) of the `top` costliest imports, from `python -X importtime`."""
-    argv = [sys.executable, "-X", "importtime", "-P", "-S", "-c", code]
+    argv = [sys.executable, "-X", "importtime", "-P", "-s", "-c", code]
     env = {"PYTHONPATH": str(REPO_ROOT), "PATH": os.defpath}
     stderr = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stderr
     rows = []

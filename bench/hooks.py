@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,8 @@ def hook_env(node: Node, job_id: int, context: str, gpus: int = 0) -> dict[str, 
         "SLURM_JOB_ACCOUNT": "bench",
         "SLURM_JOB_PARTITION": "batch",
         "SLURMD_NODENAME": NODE_NAME,
-        "JOBCARBON_PYTHON": sys.executable,
+        "JOBCARBON_PYTHON": str(node.python),
         "JOBCARBON_CONFIG": str(node.config),
-        "JOBCARBON_PYTHONPATH": str(REPO_ROOT),
     }
     if gpus:
         env["SLURM_JOB_GPUS"] = ",".join(str(index) for index in range(gpus))

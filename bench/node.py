@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import nvml_standin, powermodel
+from testbed import nvml_standin, powermodel, venv
 
 NODE_NAME = "bench-node"
 JOB_UID = 1000
@@ -30,6 +30,7 @@ class Node:
     outbox: Path
     log_file: Path
     nvml_library: Path | None
+    python: Path  # a venv like the documented install's, which the hooks run with
 
     def journal(self, key: str) -> Path:
         return self.spool / "jobs" / key / "journal.jsonl"
@@ -52,6 +53,7 @@ def build_node(root: Path, interval_s: float, gpus: int = 0, fsync: bool = True)
         outbox=root / "outbox",
         log_file=root / "jobcarbon.log",
         nvml_library=library,
+        python=venv.make(root / "venv"),
     )
     node.config.write_text(_config_text(node, interval_s, fsync), encoding="utf-8")
     return node

@@ -45,7 +45,7 @@ QUICK = Plan(
 def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any]]]:
     return {
         "calibration": calibration.measure,
-        "startup": lambda: startup.measure(plan.startup_runs),
+        "startup": lambda: startup.measure(plan.startup_runs, scratch),
         # The database host's figures first: the node scenarios leave agents and journal writeback behind.
         "ingest": lambda: ingest.measure(scratch / "ingest", plan.ingest_runs),
         "footprint": lambda: footprint.measure(plan.footprint_runs, scratch=scratch),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed import venv
 from tests.simnode import SimNode, wait_for
 
 
@@ -40,6 +41,20 @@ def test_broken_config_exits_zero_and_logs_one_line(node: SimNode, config_text: 
         assert node.hook(hook, 8).returncode == 0
     assert not node.spool.exists()
     # The log file is named in the broken config, so the error goes to syslog; nothing crashes.
+
+
+def test_hooks_run_from_a_venv_install(node: SimNode, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The documented install is a venv (docs/install.md): its site-packages and .pth files (editable
+    installs) must be found, which Python 3.12 no longer does under -S."""
+    python = venv.make(tmp_path_factory.mktemp("venv"))
+    venv_env = {"JOBCARBON_PYTHON": str(python), "JOBCARBON_PYTHONPATH": ""}
+    node.job_cgroup(12, cpus="0")
+    assert node.hook("prolog", 12, **venv_env).returncode == 0
+    wait_for(lambda: node.intervals(12) >= 1, what="a first interval")
+    assert node.hook("epilog", 12, **venv_env).returncode == 0
+    record = node.record(12)
+    assert record is not None
+    assert record["status"] == "complete"
 
 
 def test_missing_python_or_package_still_exits_zero(node: SimNode) -> None:
