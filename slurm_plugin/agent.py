@@ -90,6 +90,7 @@ class Agent:
         """Stop listening, then look once more: a prolog that raced us either is seen now or starts a
         new agent (which waits for our lock)."""
         self._unlisten()
+        self._adopt()
         if self.spool.job_keys():
             self._listen()
             self._scan()
@@ -147,8 +148,14 @@ class Agent:
 
     # -- jobs ---------------------------------------------------------------------------------
 
+    def _adopt(self, key: str | None = None) -> None:
+        """Jobs whose prolog found no agent listening (fastpath.py) become job directories."""
+        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", key):
+            self.log("error", f"prolog message {problem}")
+
     def _scan(self) -> None:
         """Adopt job directories we do not sample yet and finalise jobs whose stop was requested."""
+        self._adopt()
         for key in self.spool.job_keys():
             if key not in self.sampler.jobs:
                 self._start(key)
@@ -272,6 +279,7 @@ class Agent:
         try:
             info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
             if hook == "epilog":
+                self._adopt(info.key)
                 if not self.spool.request_stop(info.key, time.time()):
                     return {"ok": True, "record": None}  # no sampler ever started for this job here
                 return self._handle({"op": "stop", "key": info.key})

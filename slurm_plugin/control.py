@@ -7,13 +7,12 @@ message costs at most one scan interval.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import sys
 from pathlib import Path
 
+from slurm_plugin.fastpath import spawn
+
 MAX_REPLY = 65536
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def request(socket_path: Path, message: dict[str, object], timeout_s: float) -> dict[str, object]:
@@ -43,28 +42,8 @@ def notify(socket_path: Path, message: dict[str, object], timeout_s: float) -> N
 
 
 def spawn_agent(config_file: Path | None) -> int:
-    return spawn("slurm_plugin.agent", config_file)
+    return spawn("slurm_plugin.agent", None if config_file is None else str(config_file))
 
 
 def spawn_delivery(config_file: Path | None) -> int:
-    return spawn("slurm_plugin.delivery", config_file)
-
-
-def spawn(module: str, config_file: Path | None) -> int:
-    """Start `python -m module` fully detached: own session, stdio on /dev/null, no inherited fds.
-
-    slurmd waits for EOF on the prolog's stdout pipe and kills the prolog's process group on timeout
-    (src/common/run_command.c), so the agent must hold neither.
-    """
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
-    if config_file is not None:
-        env["JOBCARBON_CONFIG"] = str(config_file)
-    # -S skips site's .pth processing; pass the path this process resolved instead.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-    ]
-    argv = [sys.executable, "-S", "-m", module]
-    return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    return spawn("slurm_plugin.delivery", None if config_file is None else str(config_file))

@@ -18,6 +18,7 @@ from pathlib import Path
 from slurm_plugin import fastpath
 from slurm_plugin.configfile import config_path
 from slurm_plugin.spool import Spool
+from slurm_plugin.spoolfs import read_nofollow
 
 PATHS = ("source", "spool", "outbox", "log_file")
 
@@ -39,8 +40,8 @@ class HookSettings(
 def load() -> HookSettings:
     """Settings from the cache when it matches the config file, else from a full load (then cached).
 
-    Either way the fast path's pointer to the agent's socket is (re)written if missing or stale: only
-    a prolog that could not take the fast path gets here."""
+    Either way the fast path's pointer to the agent's socket and the spool is (re)written if missing or
+    stale: only a hook that could not take the fast path gets here."""
     path = config_path()
     try:
         info = os.stat(path)
@@ -52,14 +53,15 @@ def load() -> HookSettings:
     if settings is None:
         settings = _full_load()
         _store(cache, settings.to_json(stamp))
-    _store(cache.with_suffix(".socket"), f"{stamp}\n{Spool(settings.spool).socket}\n".encode())
+    spool = Spool(settings.spool)
+    _store(cache.with_suffix(".socket"), f"{stamp}\n{spool.socket}\n{spool.root}\n".encode())
     return settings
 
 
 def _cached(cache: Path, stamp: str) -> HookSettings | None:
     """The cached settings if they are the config file's as it is now; None otherwise (or unreadable)."""
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        data = json.loads(_read_nofollow(cache))
+        data = json.loads(read_nofollow(cache))
         if data.get("stamp") == stamp:
             return HookSettings.from_json(data)
     return None
@@ -81,21 +83,13 @@ def _full_load() -> HookSettings:
     )
 
 
-def _read_nofollow(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
-
-
 def _store(path: Path, data: bytes) -> None:
     """Best effort, and only when it changes: a cache or pointer that cannot be written only costs the
     next hook a full load."""
     from slurm_plugin.spoolfs import atomic_write, ensure_dir
 
     with contextlib.suppress(OSError):
-        if _read_nofollow(path) == data:
+        if read_nofollow(path) == data:
             return
     with contextlib.suppress(OSError):  # SpoolError included
         ensure_dir(path.parent)

@@ -42,6 +42,8 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
 def epilog(settings: HookSettings, log: EventLog) -> None:
     info = jobenv.from_env(os.environ, settings.cluster, settings.node)
     spool = Spool(settings.spool, settings.journal_fsync)
+    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.key):
+        log("error", f"job {info.key}: prolog message {problem}")
     if not spool.request_stop(info.key, time.time()):
         return  # no sampler ever started for this job on this node: normal for some allocations
     wait_s = settings.stop_timeout_s

@@ -4,6 +4,10 @@
 sampler's samples), `stop` (the epilog's end time) and `lock` (held by whoever samples or finalises
 the job). The directory is the job's state: whoever finds it can resume or finalise the job, so a
 dead agent or a missed socket message loses samples at most, never the job.
+
+`<spool>/incoming/<jobid>.<restart>.json` is a prolog's message left by the fast path when no agent
+was listening (fastpath.py); the agent it started, or the job's epilog if that comes first, turns it
+into the job's directory under `incoming.lock`, so exactly one of them does.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import re
 import time
 from pathlib import Path
 
-from slurm_plugin.jobenv import JobInfo
-from slurm_plugin.spoolfs import atomic_write, ensure_dir
+from slurm_plugin.fastpath import INCOMING
+from slurm_plugin.jobenv import JobEnvError, JobInfo, from_env
+from slurm_plugin.spoolfs import atomic_write, ensure_dir, read_nofollow
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
+INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
+ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
 
 
 class Spool:
@@ -28,10 +35,54 @@ class Spool:
         self.jobs = root / "jobs"
         self.socket = root / "agent.sock"
         self.agent_lock = root / "agent.lock"
+        self.incoming = root / INCOMING
 
     def prepare(self) -> None:
         ensure_dir(self.root)
         ensure_dir(self.jobs)
+        ensure_dir(self.incoming)
+
+    def adopt_incoming(self, cluster: str, node: str, key: str | None = None) -> list[str]:
+        """Turn the prolog messages in incoming/ (all, or only `key`'s) into job directories; return
+        one problem per message refused (moved aside as incoming/failed-*)."""
+        names = self._incoming_names(key)
+        if not names:
+            return []
+        lock = lock_file(self.root / "incoming.lock", ADOPT_WAIT_S)
+        if lock is None:
+            return [f"{self.incoming}: another process holds incoming.lock; left for it"]
+        try:
+            return [problem for name in names if (problem := self._adopt(name, cluster, node))]
+        finally:
+            os.close(lock)
+
+    def _incoming_names(self, key: str | None) -> list[str]:
+        if key is not None:
+            name = f"{key}.json"
+            return [name] if os.path.lexists(self.incoming / name) else []
+        try:
+            return sorted(
+                entry.name for entry in os.scandir(self.incoming) if INCOMING_NAME.fullmatch(entry.name)
+            )
+        except FileNotFoundError:
+            return []
+
+    def _adopt(self, name: str, cluster: str, node: str) -> str | None:
+        """One message; None when adopted (or already gone: adopted by someone else)."""
+        path = self.incoming / name
+        try:
+            message = json.loads(read_nofollow(path))
+            info = from_env(message["env"], cluster, node)
+            if f"{info.key}.json" != name:
+                raise JobEnvError(f"the message is for job {info.key}")
+            self.create_job(info, float(message["time"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, JobEnvError) as exc:
+            path.rename(self.incoming / f"failed-{name}-{int(time.time())}")
+            return f"{path}: refused, moved aside: {exc}"
+        path.unlink()
+        return None
 
     def job_dir(self, key: str) -> Path:
         if not KEY.fullmatch(key):

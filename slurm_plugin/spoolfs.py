@@ -58,6 +58,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, fsync: bool = True)
         sync_dir(path.parent)
 
 
+def read_nofollow(path: Path, limit: int = 65536) -> bytes:
+    """Up to `limit` bytes of a regular file, refusing a symlink in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def sync_dir(directory: Path) -> None:
     """Make a rename in `directory` durable across a power loss."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -30,17 +30,32 @@ def pointer(node: SimNode) -> Path:
 
 
 def started_agents(node: SimNode) -> int:
-    return node.log.read_text().count("started the node agent") if node.log.exists() else 0
+    return node.log.read_text().count("agent started (pid") if node.log.exists() else 0
 
 
-def hand_over(node: SimNode, job_id: int, hook: str = "prolog", **extra: str) -> bool:
-    """`fastpath.hand_over` in a process of its own, with the environment a hook gets."""
+def hand_over(node: SimNode, job_id: int, hook: str = "prolog", spawn: bool = True, **extra: str) -> bool:
+    """`fastpath.hand_over` in a process of its own, with the environment a hook gets; without `spawn`,
+    a prolog that finds no agent leaves its message but starts none (an agent still starting)."""
     code = (
-        "import os, sys; from slurm_plugin.fastpath import hand_over; "
-        "sys.exit(not hand_over(os.environ, sys.argv[1]))"
+        "import os, sys; from slurm_plugin import fastpath; "
+        f"fastpath.spawn = fastpath.spawn if {spawn} else lambda *args: 0; "
+        "sys.exit(not fastpath.hand_over(os.environ, sys.argv[1]))"
     )
     env = {**node.env(job_id, **extra), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", code, hook], env=env, check=False).returncode == 0
+
+
+def first_job(node: SimNode, job_id: int) -> None:
+    """A job through the full path (which leaves the pointer), then the agent stopped: an idle node."""
+    node.job_cgroup(job_id)
+    assert node.hook("prolog", job_id).returncode == 0
+    wait_for(lambda: node.intervals(job_id) >= 1, what=f"job {job_id} sampled")
+    assert node.hook("epilog", job_id).returncode == 0
+    wait_for(lambda: node.agent_pid() is None, what="the agent's exit")
+
+
+def incoming(node: SimNode) -> list[str]:
+    return sorted(os.listdir(node.spool / "incoming"))
 
 
 def test_a_running_agent_takes_the_next_job_from_one_message(node: SimNode) -> None:
@@ -67,15 +82,62 @@ def test_the_prolog_script_uses_it_and_needs_no_second_agent(node: SimNode) -> N
     assert started_agents(node) == 1
 
 
-def test_without_an_agent_it_declines_and_the_full_path_starts_one(node: SimNode) -> None:
-    node.job_cgroup(6)
-    assert node.hook("prolog", 6).returncode == 0
-    wait_for(lambda: node.intervals(6) >= 1, what="job 6 sampled")
-    node.stop_agent()
-    assert not hand_over(node, 7)
+def test_without_an_agent_the_prolog_leaves_the_job_to_the_agent_it_starts(node: SimNode) -> None:
+    first_job(node, 6)
     node.job_cgroup(7)
     assert node.hook("prolog", 7).returncode == 0
     wait_for(lambda: node.intervals(7) >= 1, what="job 7 sampled by a new agent")
+    assert started_agents(node) == 2
+    assert incoming(node) == []
+    header = node.journal(7)[0]
+    assert header["first_sample"] - header["start"] < 5  # the prolog's time is the job's start
+    assert node.hook("epilog", 7).returncode == 0
+    record = node.record(7)
+    assert record is not None
+    assert (record["status"], record["account"]) == ("complete", "physics")
+
+
+def test_an_epilog_before_the_new_agent_finalises_the_job_once(node: SimNode) -> None:
+    first_job(node, 21)
+    assert hand_over(node, 22, spawn=False)
+    assert incoming(node) == ["22.0.json"]
+    assert node.hook("epilog", 22).returncode == 0  # no agent listens: the full path adopts the job
+    record = node.record(22)
+    assert record is not None
+    assert record["status"] == "partial"
+    assert "the sampler never took a sample of this job" in record["partial_reasons"]
+    assert incoming(node) == []
+    assert not (node.spool / "jobs" / "22.0").exists()
+    assert node.agent_pid() is None  # nothing left to sample
+
+
+def test_a_starting_agent_adopts_every_waiting_job(node: SimNode) -> None:
+    first_job(node, 23)
+    for job_id in (24, 25):
+        node.job_cgroup(job_id)
+        assert hand_over(node, job_id, spawn=False)
+    node.job_cgroup(26)
+    assert node.hook("prolog", 26).returncode == 0  # the full path starts the agent
+    for job_id in (24, 25, 26):
+        wait_for(lambda job_id=job_id: node.intervals(job_id) >= 1, what=f"job {job_id} sampled")
+    assert incoming(node) == []
+
+
+def test_a_refused_message_is_set_aside_and_logged(node: SimNode) -> None:
+    first_job(node, 27)
+    assert hand_over(node, 28, spawn=False, SLURM_JOB_ACCOUNT="a/../b")
+    node.job_cgroup(29)
+    assert node.hook("prolog", 29).returncode == 0
+    wait_for(lambda: node.intervals(29) >= 1, what="job 29 sampled")
+    wait_for(lambda: "refused, moved aside" in node.log.read_text(), what="the refusal logged")
+    assert [name.split("-")[0] for name in incoming(node)] == ["failed"]
+    assert not (node.spool / "jobs" / "28.0").exists()
+
+
+def test_an_odd_job_id_without_an_agent_takes_the_full_path(node: SimNode) -> None:
+    first_job(node, 30)
+    assert not hand_over(node, 31, SLURM_JOB_ID="31;id")
+    assert incoming(node) == []
 
 
 def test_an_edited_config_sends_the_prolog_down_the_full_path(node: SimNode) -> None:
