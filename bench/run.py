@@ -35,10 +35,10 @@ class Plan:
 
 
 FULL = Plan(
-    warm_runs=100, cold_runs=5, sampler_s=60, density_s=60, startup_runs=50, ingest_runs=3, footprint_runs=20
+    warm_runs=100, cold_runs=50, sampler_s=60, density_s=60, startup_runs=50, ingest_runs=3, footprint_runs=20
 )
 QUICK = Plan(
-    warm_runs=50, cold_runs=3, sampler_s=15, density_s=30, startup_runs=20, ingest_runs=1, footprint_runs=10
+    warm_runs=50, cold_runs=20, sampler_s=15, density_s=30, startup_runs=20, ingest_runs=1, footprint_runs=10
 )
 
 

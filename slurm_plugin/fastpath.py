@@ -117,7 +117,8 @@ def _leave_for_new_agent(environ: Mapping[str, str], spool: str, config: str, me
     if not (_plain_number(job_id) and _plain_number(restart)):
         return False  # the full path names the problem in the log
     name = f"{job_id}.{restart}.json"
-    data = f'{message},"time":{time.time()!r}}}\n'.encode()
+    # The boot too: a message found after a reboot is a job the reboot ended (agent._rebooted).
+    data = f'{message},"time":{time.time()!r},"boot":{_quote(boot_id() or "")}}}\n'.encode()
     directory = os.open(os.path.join(spool, INCOMING), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         temporary = f".{name}.{os.getpid()}"
@@ -135,6 +136,15 @@ def _leave_for_new_agent(environ: Mapping[str, str], spool: str, config: str, me
         os.close(directory)
     spawn("slurm_plugin.agent", config)
     return True
+
+
+def boot_id() -> str | None:
+    """This boot's id (proc(5)): a job recorded under another boot was cut short by a reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            return handle.read(64).decode("ascii").strip()
+    except (OSError, ValueError):
+        return None
 
 
 def _plain_number(text: str) -> bool:

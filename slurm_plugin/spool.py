@@ -19,7 +19,7 @@ import re
 import time
 from pathlib import Path
 
-from slurm_plugin.fastpath import INCOMING
+from slurm_plugin.fastpath import INCOMING, boot_id
 from slurm_plugin.jobenv import JobEnvError, JobInfo, from_env
 from slurm_plugin.spoolfs import atomic_write, ensure_dir, read_nofollow
 
@@ -75,7 +75,7 @@ class Spool:
             info = from_env(message["env"], cluster, node)
             if f"{info.key}.json" != name:
                 raise JobEnvError(f"the message is for job {info.key}")
-            self.create_job(info, float(message["time"]))
+            self.create_job(info, float(message["time"]), message.get("boot") or None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError, JobEnvError) as exc:
@@ -89,12 +89,13 @@ class Spool:
             raise ValueError(f"invalid job key {key[:40]!r}")
         return self.jobs / key
 
-    def create_job(self, info: JobInfo, start_s: float) -> Path:
-        """Record a starting job; a repeated prolog for the same run keeps the first start time."""
+    def create_job(self, info: JobInfo, start_s: float, boot: str | None = None) -> Path:
+        """Record a starting job (in this boot unless `boot` says otherwise); a repeated prolog for the
+        same run keeps the first start time."""
         directory = ensure_dir(self.job_dir(info.key))
         target = directory / "job.json"
         if not target.exists():
-            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot_id()}
+            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot or boot_id()}
             # No fsync: a power cut that loses this file also killed the job it describes.
             atomic_write(target, json.dumps(payload).encode(), fsync=False)
         return directory
@@ -142,15 +143,6 @@ class Spool:
         import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
 
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
-
-
-def boot_id() -> str | None:
-    """This boot's id (proc(5)): a job recorded under another boot was cut short by a reboot."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
 
 
 def lock_file(path: Path, wait_s: float) -> int | None:

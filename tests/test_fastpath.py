@@ -237,3 +237,17 @@ def test_without_an_agent_the_epilogs_full_path_writes_a_partial_record(node: Si
     record = node.record(20)
     assert record is not None
     assert record["status"] == "partial"
+
+
+def test_a_message_left_before_a_reboot_becomes_a_partial_record(node: SimNode) -> None:
+    first_job(node, 32)
+    assert hand_over(node, 33, spawn=False)
+    message = node.spool / "incoming" / "33.0.json"
+    left = json.loads(message.read_text())
+    assert left["boot"]  # this boot's id, so an agent after a reboot knows the job died with it
+    message.write_text(json.dumps({**left, "boot": "00000000-0000-0000-0000-000000000000"}))
+    node.job_cgroup(34)
+    assert node.hook("prolog", 34).returncode == 0
+    record = wait_for(lambda: node.record(33), what="job 33's record")
+    assert record["status"] == "partial"
+    assert "the node rebooted during the job" in record["partial_reasons"]
