@@ -11,12 +11,13 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slurm_plugin.counters import Method
+from slurm_plugin.counters import EnergyDelta, Method
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
+@dataclass(slots=True)
 class NodeInterval:
     """Node-level measurements over one interval; energy is None where nothing could be measured."""
 
@@ -31,7 +32,8 @@ class NodeInterval:
     dram_w_per_gb: float = 0.3725
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
+@dataclass(slots=True)
 class JobInterval:
     """What one job did over the same interval, from its cgroup."""
 
@@ -51,10 +53,9 @@ class GpuClaim:
     share: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    joules: float
-    method: Method
+# An amount of energy and how it was obtained: a counter's delta is one, so a measured GPU's delta is
+# passed through as its part rather than copied into another object on every tick.
+Part = EnergyDelta
 
 
 @dataclass(slots=True)
@@ -68,15 +69,13 @@ def attribute(
     node: NodeInterval, jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Part]
 ) -> dict[str, JobEnergy]:
     """Split one interval's node energy between `jobs`; `gpu_energy` is per physical GPU UUID."""
-    result = {job.key: JobEnergy() for job in jobs}
     exclusive = len(jobs) == 1 and jobs[0].cpus >= node.ncpus
-    for job, cpu in zip(jobs, cpu_shares(node, jobs, exclusive), strict=True):
-        result[job.key].cpu = cpu
-    for job, dram in zip(jobs, dram_shares(node, jobs, exclusive), strict=True):
-        result[job.key].dram = dram
-    for key, gpus in gpu_shares(jobs, gpu_energy).items():
-        result[key].gpus = gpus
-    return result
+    cpus = cpu_shares(node, jobs, exclusive)
+    drams = dram_shares(node, jobs, exclusive)
+    gpus = gpu_shares(jobs, gpu_energy)
+    return {
+        job.key: JobEnergy(cpu, dram, gpus[job.key]) for job, cpu, dram in zip(jobs, cpus, drams, strict=True)
+    }
 
 
 def cpu_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Part | None]:
@@ -127,6 +126,9 @@ def gpu_shares(jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Part]) -> d
             if measured is None:
                 continue
             scale = max(claimed[claim.parent_uuid], 1.0)
+            if claim.share == 1.0 and scale == 1.0 and measured.joules >= 0:
+                parts[claim.uuid] = measured  # a whole GPU of its own: the measurement as it is
+                continue
             method = measured.method
             if claim.share < 1.0:
                 method = Method.ESTIMATED

@@ -17,6 +17,9 @@ from typing import Any
 from slurm_plugin.spoolfs import open_append, write_all
 
 VERSION = 1
+# One encoder for every line (json.dumps with `separators` builds one per call); entries are trees of
+# dicts and lists built by the sampler, so the check for circular references is skipped.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 class JournalError(ValueError):
@@ -38,7 +41,7 @@ class JournalWriter:
         self._synced = time.monotonic()
 
     def append(self, entry: dict[str, Any]) -> None:
-        write_all(self._fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        write_all(self._fd, (_ENCODER.encode(entry) + "\n").encode())
         if self.fsync and time.monotonic() - self._synced >= self.sync_interval_s:
             os.fdatasync(self._fd)
             self._synced = time.monotonic()

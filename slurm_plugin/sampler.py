@@ -19,7 +19,7 @@ from slurm_plugin.config import Config
 from slurm_plugin.counters import EnergyCounter, Method
 from slurm_plugin.jobenv import JobInfo
 from slurm_plugin.journal import JournalWriter
-from slurm_plugin.sensors import SensorUnavailable, Status, procstat
+from slurm_plugin.sensors import SensorUnavailable, procstat
 from slurm_plugin.sensors.cgroup import JobCgroup, JobRef, JobUsage, find_job_cgroup
 from slurm_plugin.sensors.rapl import RaplSensor
 
@@ -62,7 +62,11 @@ class NodeSampler:
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
         self.max_power_w, self.idle_power_w = self._cpu_power_model()
         self.jobs: dict[str, JobTracker] = {}
-        self._counters: dict[str, EnergyCounter] = {}
+        self._rapl_counters = [
+            EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
+        ]
+        self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
+        self._gpu_counters: dict[str, EnergyCounter] = {}
         self._busy: float | None = None
         self._last_tick: float | None = None
         self._nvml: Any = None
@@ -190,8 +194,7 @@ class NodeSampler:
         packages, drams, unreadable = self._read_rapl(now)
         if duration is None:
             return None
-        has_packages = any(z.kind == "package" for z in self.rapl.zones)
-        if not has_packages or any(z.kind == "package" for z in unreadable):
+        if not self._has_packages or any(z.kind == "package" for z in unreadable):
             cpu_j: float | None = attribution.estimated_cpu_j(
                 duration, busy, self.ncpus, self.idle_power_w, self.max_power_w
             )
@@ -217,12 +220,9 @@ class NodeSampler:
         packages: list[float | None] = []
         drams: list[float | None] = []
         unreadable = []
-        for zone, reading in zip(self.rapl.zones, self.rapl.read(), strict=True):
-            counter = self._counters.get(reading.channel)
-            if counter is None:
-                counter = EnergyCounter(1e-6, zone.max_energy_range_uj, MAX_PACKAGE_W)
-                self._counters[reading.channel] = counter
-            if reading.status != Status.OK:
+        readings = self.rapl.read()
+        for zone, counter, reading in zip(self.rapl.zones, self._rapl_counters, readings, strict=True):
+            if reading.value is None:  # the zone could not be read: its status says why
                 unreadable.append(zone)
             delta = counter.update(now, reading.value)
             (packages if zone.kind == "package" else drams).append(delta.joules if delta else None)
@@ -237,12 +237,14 @@ class NodeSampler:
             return {}
         energy: dict[str, Part] = {}
         for uuid, reading in self._nvml.read(parents).items():
-            counter = self._counters.setdefault(f"gpu:{uuid}", EnergyCounter(1e-3, None, MAX_GPU_W))
+            counter = self._gpu_counters.get(uuid)
+            if counter is None:
+                counter = self._gpu_counters[uuid] = EnergyCounter(1e-3, None, MAX_GPU_W)
             power_w = reading.power_mw / 1000 if reading.power_mw is not None else None
             resets = counter.resets
             delta = counter.update(now, reading.energy_mj, power_w)
             if delta is not None:
-                energy[uuid] = Part(delta.joules, delta.method)
+                energy[uuid] = delta  # a counter's delta is already a Part
             elif counter.resets > resets and previous is not None:
                 bridged = self._nvml.power_mw(uuid)  # counter reset (driver reload): integrate power
                 if bridged is not None:
@@ -304,4 +306,5 @@ class NodeSampler:
 
 
 def _part(part: Part | None) -> list[Any] | None:
-    return None if part is None else [round(part.joules, 4), part.method.value]
+    """[joules, method] for the journal; the method is a StrEnum, which JSON writes as its value."""
+    return None if part is None else [round(part.joules, 4), part.method]

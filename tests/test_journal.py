@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin import journal
+from slurm_plugin.counters import Method
 from slurm_plugin.journal import JournalError, JournalWriter
 
 HEADER = {
@@ -56,6 +57,16 @@ def test_writer_and_reader_round_trip(tmp_path: Path, fsync: bool) -> None:
     assert read.resumes == [{"type": "resume", "t": 1767225620.0, "reason": "agent restarted"}]
     assert read.torn is False
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_lines_are_compact_json_with_a_method_written_as_its_value(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    writer = JournalWriter(path, fsync=False)
+    writer.append({**INTERVAL, "cpu": [740.0, Method.APPORTIONED], "dram": [15.0, Method.APPORTIONED]})
+    writer.append({"type": "note", "t": 1767225610.4, "text": "job «naïve» not found"})
+    writer.close()
+    note = {"type": "note", "t": 1767225610.4, "text": "job «naïve» not found"}
+    assert path.read_text(encoding="ascii") == lines(INTERVAL, note)
 
 
 def test_writer_appends_to_an_existing_journal(tmp_path: Path) -> None:

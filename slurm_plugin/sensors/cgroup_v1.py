@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup import JobRef, JobUsage, inactive_file_bytes, parse_cpulist
+from slurm_plugin.sensors import read_int, read_text
+from slurm_plugin.sensors.cgroup import JobRef, JobUsage, flat_keyed, parse_cpulist
 
 CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+CPUSET_FILES = ("cpuset.effective_cpus", "cpuset.cpus")  # the first one present is used
 
 
 class V1JobCgroup:
-    """A job's directories under the cpuacct, memory and cpuset controllers, read once per tick."""
+    """A job's directories under the cpuacct, memory and cpuset controllers, read once per tick.
+
+    File paths are built once as `str`: the agent reads them for every job on every tick.
+    """
 
     CPUSET_EVERY = 30  # the cpuset of a running job does not change: re-read it now and then
 
@@ -24,37 +29,34 @@ class V1JobCgroup:
         self.cpuset = cpuset
         self._usage = str(cpuacct / "cpuacct.usage")
         self._memory_paths = (str(memory / "memory.usage_in_bytes"), str(memory / "memory.stat"))
+        self._cpuset_paths = tuple(str(cpuset / name) for name in CPUSET_FILES)
         self._cpus: frozenset[int] = frozenset()
         self._reads = 0
 
     def read(self) -> JobUsage:
-        with open(self._usage, "rb") as handle:
-            cpu_ns = int(handle.read())
+        cpu_ns = read_int(self._usage)
         if self._reads % self.CPUSET_EVERY == 0 or not self._cpus:
-            self._cpus = _cpus(self.cpuset)
+            self._cpus = self._read_cpus()
         self._reads += 1
         return JobUsage(cpu_ns / 1e9, _memory(*self._memory_paths), self._cpus)
+
+    def _read_cpus(self) -> frozenset[int]:
+        for path in self._cpuset_paths:
+            try:
+                return parse_cpulist(read_text(path))
+            except FileNotFoundError:
+                continue
+        return frozenset()
 
 
 def _memory(usage_path: str, stat_path: str) -> int:
     """Memory in use without reclaimable cache; 0 when Slurm made no memory cgroup for the job."""
     try:
-        with open(usage_path, "rb") as handle:
-            usage = int(handle.read())
-        with open(stat_path, encoding="ascii") as handle:
-            cache = inactive_file_bytes(handle.read(), "total_inactive_file")
+        usage = read_int(usage_path)
+        cache = flat_keyed(read_text(stat_path), "total_inactive_file")
     except FileNotFoundError:
         return 0
     return max(usage - cache, 0)
-
-
-def _cpus(directory: Path) -> frozenset[int]:
-    for name in ("cpuset.effective_cpus", "cpuset.cpus"):
-        try:
-            return parse_cpulist((directory / name).read_text())
-        except FileNotFoundError:
-            continue
-    return frozenset()
 
 
 def find(cgroupfs: Path, prepend: str, job: JobRef) -> V1JobCgroup | None:

@@ -6,30 +6,31 @@ CgroupJobIdPaths=yes); file formats from Documentation/admin-guide/cgroup-v2.rst
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup import JobRef, JobUsage, inactive_file_bytes, parse_cpulist
+from slurm_plugin.sensors import read_int, read_text
+from slurm_plugin.sensors.cgroup import JobRef, JobUsage, flat_keyed, parse_cpulist
 
 
-@dataclass(frozen=True)
 class V2JobCgroup:
-    path: Path
+    """A job's cgroup directory; file paths are built once as `str`, as they are read every tick."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._cpu_stat = str(path / "cpu.stat")
+        self._memory_current = str(path / "memory.current")
+        self._memory_stat = str(path / "memory.stat")
+        self._cpuset = str(path / "cpuset.cpus.effective")
 
     def read(self) -> JobUsage:
-        usage_us = 0
-        for line in (self.path / "cpu.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                usage_us = int(value)
-                break
-        current = int((self.path / "memory.current").read_text())
-        cache = inactive_file_bytes((self.path / "memory.stat").read_text(), "inactive_file")
+        usage_us = flat_keyed(read_text(self._cpu_stat), "usage_usec")
+        current = read_int(self._memory_current)
+        cache = flat_keyed(read_text(self._memory_stat), "inactive_file")
         return JobUsage(usage_us / 1e6, max(current - cache, 0), self._cpus())
 
     def _cpus(self) -> frozenset[int]:
         try:
-            return parse_cpulist((self.path / "cpuset.cpus.effective").read_text())
+            return parse_cpulist(read_text(self._cpuset))
         except FileNotFoundError:
             return frozenset()
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_ENV_CHARS = 4096  # a 64-GPU node's list of UUIDs fits in well under this
 MAX_ENTRIES = 64
+NOT_SUPPORTED = "Not Supported"  # NVML_ERROR_NOT_SUPPORTED: a capability, not a transient failure
 NO_LIBRARY = "nvml: libnvidia-ml.so.1 not found (normal on a node without NVIDIA GPUs)"
 _HEX_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _INDEX = re.compile(r"[0-9]{1,4}")
@@ -43,14 +44,15 @@ class GpuDevice:
     share: float = 1.0
 
 
-@dataclass(frozen=True)
+# Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
+@dataclass(slots=True)
 class GpuReading:
     """Raw cumulative energy (mJ) and power (mW) of one physical GPU; deltas live in counters."""
 
     uuid: str
     energy_mj: int | None
     power_mw: int | None
-    status: Status
+    status: Status = Status.OK
     reason: str = ""
 
 
@@ -234,27 +236,30 @@ class NvmlSensor:
         return {uuid: self._read_one(uuid) for uuid in uuids}
 
     def _read_one(self, uuid: str) -> GpuReading:
-        nvml = self._nvml
         if uuid.startswith("MIG-"):
             return GpuReading(uuid, None, None, Status.ERROR, "MIG slice: read its parent GPU")
         try:
             handle = self._handle(uuid)
-        except nvml.NVMLError as exc:
+        except self._nvml.NVMLError as exc:
             return GpuReading(uuid, None, None, Status.ERROR, f"no handle: {exc}")
-        energy_mj, energy_problem = self._energy(uuid, handle)
-        power_mw, power_problem = None, ""
-        if energy_mj is None:  # power is only needed to integrate where the counter fails
-            power_mw, power_problem = self._call(nvml.nvmlDeviceGetPowerUsage, handle)
+        if uuid in self._no_energy:
+            return self._without_energy(uuid, handle, NOT_SUPPORTED)
+        energy_mj, problem = self._call(self._nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+        if energy_mj is not None:
+            return GpuReading(uuid, energy_mj, None)
+        if problem == NOT_SUPPORTED:
+            self._no_energy.add(uuid)  # a capability (pre-Volta), not a transient failure
+        return self._without_energy(uuid, handle, problem)
+
+    def _without_energy(self, uuid: str, handle: Any, energy_problem: str) -> GpuReading:
+        """Power, which is only needed to integrate where the energy counter fails, and why it failed."""
+        power_mw, power_problem = self._call(self._nvml.nvmlDeviceGetPowerUsage, handle)
         problems = (("energy", energy_problem), ("power", power_problem))
         reason = "; ".join(f"{what}: {problem}" for what, problem in problems if problem)
-        if energy_mj is not None:
-            status = Status.OK
-        elif uuid in self._no_energy and (power_mw is not None or power_problem == "Not Supported"):
-            status = Status.NOT_SUPPORTED
-        else:
-            status = Status.ERROR
-            self._handles.pop(uuid, None)  # maybe stale (GPU lost, driver reloaded): look up again
-        return GpuReading(uuid, energy_mj, power_mw, status, reason)
+        if uuid in self._no_energy and (power_mw is not None or power_problem == NOT_SUPPORTED):
+            return GpuReading(uuid, None, power_mw, Status.NOT_SUPPORTED, reason)
+        self._handles.pop(uuid, None)  # maybe stale (GPU lost, driver reloaded): look up again
+        return GpuReading(uuid, None, power_mw, Status.ERROR, reason)
 
     def power_mw(self, uuid: str) -> int | None:
         """Current power of a physical GPU, or None; used to bridge an interval the counter lost."""
@@ -265,23 +270,16 @@ class NvmlSensor:
         return value
 
     def _handle(self, uuid: str) -> Any:
-        if uuid not in self._handles:
-            self._handles[uuid] = self._nvml.nvmlDeviceGetHandleByUUID(uuid)
-        return self._handles[uuid]
-
-    def _energy(self, uuid: str, handle: Any) -> tuple[int | None, str]:
-        if uuid in self._no_energy:
-            return None, "Not Supported"
-        value, problem = self._call(self._nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
-        if problem == "Not Supported":
-            self._no_energy.add(uuid)  # a capability (pre-Volta), not a transient failure
-        return value, problem
+        handle = self._handles.get(uuid)
+        if handle is None:
+            handle = self._handles[uuid] = self._nvml.nvmlDeviceGetHandleByUUID(uuid)
+        return handle
 
     def _call(self, function: Any, handle: Any) -> tuple[int | None, str]:
         try:
             return int(function(handle)), ""
         except self._nvml.NVMLError_NotSupported:
-            return None, "Not Supported"
+            return None, NOT_SUPPORTED
         except self._nvml.NVMLError as exc:
             return None, str(exc)
 

@@ -7,12 +7,11 @@ Layout and names: Documentation/power/powercap/powercap.rst, drivers/powercap/in
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from slurm_plugin.sensors import Reading, Status
+from slurm_plugin.sensors import Reading, Status, read_int
 
 # Several drivers can expose the same package counter; the first one present wins. intel-rapl is the
 # MSR driver (also AMD Zen), -tpmi the newer Xeon interface, -mmio the thermal driver's mirror of it.
@@ -186,9 +185,9 @@ def _why_not_summed(control: str, kind: str, name: str, parent_name: str | None)
 
 
 def _read_zone(zone: RaplZone, path: str) -> Reading:
-    """Open and read the counter afresh: sysfs values (and simulated files) change underneath."""
+    """The zone's counter; a failure becomes the reading's status, never an exception."""
     try:
-        value = _read_int(path)
+        value = read_int(path)
     except PermissionError:
         return Reading(zone.channel, None, Status.UNREADABLE, f"{path}: {_ROOT_ONLY}")
     except OSError as exc:
@@ -198,17 +197,9 @@ def _read_zone(zone: RaplZone, path: str) -> Reading:
     return Reading(zone.channel, value)
 
 
-def _read_int(path: Path | str) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return int(os.read(fd, 64))
-    finally:
-        os.close(fd)
-
-
 def _read_optional_int(path: Path) -> int | None:
     try:
-        return _read_int(path)
+        return read_int(path)
     except (OSError, ValueError):
         return None
 

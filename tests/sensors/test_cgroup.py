@@ -14,7 +14,7 @@ from slurm_plugin.sensors.cgroup import (
     JobUsage,
     detect_version,
     find_job_cgroup,
-    inactive_file_bytes,
+    flat_keyed,
     parse_cpulist,
 )
 
@@ -158,11 +158,19 @@ def test_parse_cpulist_refuses_garbage(text: str) -> None:
         parse_cpulist(text)
 
 
-def test_inactive_file_picks_the_exact_key() -> None:
-    assert inactive_file_bytes(V1_MEMORY_STAT, "total_inactive_file") == 402653184
-    assert inactive_file_bytes(V1_MEMORY_STAT, "inactive_file") == 0
-    assert inactive_file_bytes(V2_MEMORY_STAT, "inactive_file") == 402653184
-    assert inactive_file_bytes("anon 5\n", "inactive_file") == 0
+def test_flat_keyed_picks_the_exact_key() -> None:
+    assert flat_keyed(V1_MEMORY_STAT, "total_inactive_file") == 402653184
+    assert flat_keyed(V1_MEMORY_STAT, "inactive_file") == 0
+    assert flat_keyed(V2_MEMORY_STAT, "inactive_file") == 402653184
+    assert flat_keyed(V2_MEMORY_STAT, "file") == 536870912  # not file_mapped, file_dirty, ...
+    assert flat_keyed(V2_CPU_STAT, "usage_usec") == 1234567890  # the first line
+    assert flat_keyed("anon 5\ninactive_file 7", "inactive_file") == 7  # a last line without newline
+    assert flat_keyed("anon 5\n", "inactive_file") == 0
+
+
+def test_flat_keyed_refuses_a_value_that_is_not_a_number() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        flat_keyed("anon 5\ninactive_file x\n", "inactive_file")
 
 
 # -- version --------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_permission_denied_is_unreadable_and_does_not_hide_other_zones(
 ) -> None:
     build_powercap_tree(tmp_path, packages=2)
     sensor = RaplSensor(tmp_path)
-    real_read = rapl._read_int
+    real_read = rapl.read_int
     denied = zone(sensor, "package-0").path / "energy_uj"
 
     def read(path: Path | str) -> int:
@@ -146,7 +146,7 @@ def test_permission_denied_is_unreadable_and_does_not_hide_other_zones(
             raise PermissionError(13, "Permission denied", str(path))
         return real_read(path)
 
-    monkeypatch.setattr(rapl, "_read_int", read)
+    monkeypatch.setattr(rapl, "read_int", read)
     readings = {r.channel: r for r in sensor.read()}
     assert readings["package-0"].status is Status.UNREADABLE
     assert readings["package-0"].value is None
@@ -164,7 +164,7 @@ def test_all_zones_unreadable_means_unavailable(tmp_path: Path, monkeypatch: pyt
     def deny(path: Path) -> int:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(rapl, "_read_int", deny)
+    monkeypatch.setattr(rapl, "read_int", deny)
     ok, message = sensor.available()
     assert not ok
     assert "root-only" in message
