@@ -12,7 +12,7 @@ import bisect
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from operator import add
 from typing import Any
 
@@ -60,7 +60,12 @@ class Footprint:
     methodology_version: str = METHODOLOGY_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, with copies of its dicts and lists (their items are immutable): what `asdict` gives,
+        without its recursive deep copy, which cost ingest ~20 µs a part."""
+        return {
+            name: value.copy() if isinstance(value, dict | list) else value
+            for name, value in vars(self).items()
+        }
 
 
 def slots_from_points(points: Sequence[IntensityPoint]) -> list[Slot]:

@@ -18,7 +18,8 @@ from slurm_plugin import accounting, ingest, record
 from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import IngestResult, ingest_outbox
-from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
+from slurm_plugin.storage import Store, StoreUnavailable
+from slurm_plugin.storage import store as store_module
 from slurm_plugin.storage.store import NewPart
 from tests.storage.conftest import count, intervals, make_record
 
@@ -136,13 +137,13 @@ def test_a_backlog_is_stored_a_batch_per_transaction(
 ) -> None:
     for job_id in range(ingest.BATCH + 8):
         write(outbox, make_record(job_id=job_id))
-    commits = []
-    original = store.db.commit
-    monkeypatch.setattr(store.db, "commit", lambda: commits.append(1) or original())
+    batches = []
+    add_parts = store.add_parts
+    monkeypatch.setattr(store, "add_parts", lambda items: batches.append(len(items)) or add_parts(items))
     assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(
         stored=ingest.BATCH + 8
     )
-    assert len(commits) == 2
+    assert batches == [ingest.BATCH, 8]  # `Store.add_parts`: one transaction each
     assert (count(store, "job_parts"), count(store, "footprints")) == (ingest.BATCH + 8, ingest.BATCH + 8)
     assert list(outbox.iterdir()) == []
 
@@ -152,14 +153,14 @@ def test_a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_
 ) -> None:
     for node in ("node001", "node002", "node003"):
         write(outbox, make_record(node=node))
-    insert = store._insert_part
+    part_params = store_module._part_params
 
-    def refuse_node002(job: dict, part: dict, *rest: Any) -> int | None:
-        if part["node"] == "node002":
-            raise RecordRejected("CHECK constraint failed: as a database would")
-        return insert(job, part, *rest)
+    def refused_on_node002(record: dict, raw: bytes) -> dict:
+        """A value validation lets through but the database's CHECK constraint refuses."""
+        params = part_params(record, raw)
+        return params | {"coverage_fraction": 2.0} if record["node"] == "node002" else params
 
-    monkeypatch.setattr(store, "_insert_part", refuse_node002)
+    monkeypatch.setattr(store_module, "_part_params", refused_on_node002)
     log = Lines()
     assert ingest_outbox(store, outbox, quarantine, accountant(store), log) == IngestResult(
         stored=2, quarantined=1

@@ -53,17 +53,19 @@ def sqlite_path(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def postgres_sql(text: str) -> str:
-    """Placeholders as psycopg's (`%s`, `%(name)s`), and a literal `%` doubled."""
+def postgres_sql(text: str, binary: bool = False) -> str:
+    """Placeholders as psycopg's (`%s`, `%(name)s`; with `binary`, `%b` and `%(name)b`, parameters sent in
+    binary format), and a literal `%` doubled."""
+    kind = "b" if binary else "s"
 
     def token(match: re.Match[str]) -> str:
         found = match.group(0)
         if found == "?":
-            return "%s"
+            return f"%{kind}"
         if found == "%":
             return "%%"
         if match.group(1):
-            return f"%({match.group(1)})s"
+            return f"%({match.group(1)}){kind}"
         return found.replace("%", "%%")  # a string literal, or `::`
 
     return _TOKENS.sub(token, text)

@@ -120,8 +120,10 @@ class PostgresBackend:
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return driver_errors()
 
-    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor:
-        return self.conn.execute(dialect.postgres_sql(sql), params)
+    def execute(self, sql: str, params: Params = (), binary: bool = False) -> psycopg.Cursor:
+        """`binary` sends the parameters in binary format: psycopg sends a list (an array) as text otherwise,
+        each blob in it hex-escaped, which cost ingest ~1 ms of client and ~0.4 ms of server CPU a part."""
+        return self.conn.execute(dialect.postgres_sql(sql, binary), params)
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         with self.conn.cursor() as cursor:

@@ -282,13 +282,26 @@ MIGRATIONS: list[Migration] = [
             ),
         ),
     ),
+    # PostgreSQL only: the functions again, built with FIND_PART's new text, which finds a part through
+    # the unique indexes however small the tables were when a session planned it; SQLite runs the new text
+    # as it comes. Its version number moves on all the same.
+    Migration(
+        7,
+        "writer functions: the duplicate check through the unique indexes",
+        (OnlyOn("postgresql", _create_writer_functions),),
+    ),
 ]
 
 # --- statements -------------------------------------------------------------------------------------
 
+# The job as a scalar subquery, not a join: the writer function keeps one plan of its EXISTS check per
+# session, and for a join planned while job_parts held a page or two PostgreSQL chose a sequential scan,
+# which then read every part for each record stored.
 FIND_PART = """
-SELECT p.id FROM job_parts p JOIN jobs j ON j.id = p.job
-WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count AND p.node = :node"""
+SELECT p.id FROM job_parts p
+WHERE p.job = (SELECT j.id FROM jobs j
+        WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count)
+    AND p.node = :node"""
 
 UPSERT_JOB = """
 INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s)

@@ -129,10 +129,11 @@ class Store:
             ready.append(
                 (index, job, part, timeline, _footprint_params(fields) if fields is not None else None)
             )
-        if self.db.name == dialect.POSTGRESQL and len(ready) == 1:  # its own transaction, one round trip
-            found[ready[0][0]] = self._insert_part(*ready[0][1:])
-            return found
-        if ready:
+        if self.db.name == dialect.POSTGRESQL and ready:
+            part_ids = self._call_add_parts([params for _, *params in ready])
+            for (index, *_), part_id in zip(ready, part_ids, strict=True):
+                found[index] = part_id
+        elif ready:
             with self._transaction():
                 for index, *params in ready:
                     found[index] = self._insert_part(*params)
@@ -142,9 +143,16 @@ class Store:
         with self.db.errors():  # the check also prepares FIND_PART for the transaction
             return self.db.execute(schema.FIND_PART, key).fetchone() is not None
 
+    def _call_add_parts(self, parts: list[list[Any]]) -> list[int | None]:
+        """PostgreSQL: the parts, each (job, part, timeline, first) as `_insert_part` takes them, through
+        `writer_functions`, which a writer role may run: one statement, a field's values in one array."""
+        calls = [_add_part_call(*part) for part in parts]
+        arrays = {name: [call[name] for call in calls] for name in calls[0]}
+        with self.db.errors():
+            rows = self.db.execute(writer_functions.CALL_ADD_PARTS, arrays, binary=True).fetchall()
+        return [None if part_id is None else int(part_id) for (part_id,) in rows]
+
     def _insert_part(self, job: Fields, part: Fields, timeline: Fields, first: First | None) -> int | None:
-        if self.db.name == dialect.POSTGRESQL:
-            return self._call_add_part(job, part, timeline, first)
         key = {**job, "node": part["node"]}
         if self.db.execute(schema.FIND_PART, key).fetchone():
             return None  # already stored: checked again under the write lock, so exactly once
@@ -155,20 +163,6 @@ class Store:
         if first is not None:
             self._insert_footprint(part_id, 1, *first)
         return part_id
-
-    def _call_add_part(self, job: Fields, part: Fields, timeline: Fields, first: First | None) -> int | None:
-        """PostgreSQL: the part through `writer_functions`, which a writer role may run."""
-        params = {
-            "job": _json(job),
-            "part": _json({k: v for k, v in part.items() if k != "record_zlib"}),
-            "record_zlib": part["record_zlib"],
-            **timeline,
-            "footprint": _json(first[0]) if first else None,
-            "months": _json([_month_params(0, m) for m in first[1]]) if first else None,
-        }
-        with self.db.errors():
-            found = self.db.execute(writer_functions.CALL_ADD_PART, params).fetchone()[0]
-        return None if found is None else int(found)
 
     def timeline(self, part_id: int) -> list[Row]:
         """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds, by start."""
@@ -319,6 +313,18 @@ class NewPart:
 
     def timeline_columns(self) -> list[array]:
         return packed_timeline.columns(self.timeline_blob)
+
+
+def _add_part_call(job: Fields, part: Fields, timeline: Fields, first: First | None) -> Fields:
+    """PostgreSQL: one part's fields as `writer_functions`' function takes them."""
+    return {
+        "job": _json(job),
+        "part": _json({k: v for k, v in part.items() if k != "record_zlib"}),
+        "record_zlib": part["record_zlib"],
+        **timeline,
+        "footprint": _json(first[0]) if first else None,
+        "months": _json([_month_params(0, m) for m in first[1]]) if first else None,
+    }
 
 
 def _record_key(record: dict[str, Any]) -> tuple[str, int, int, str]:

@@ -197,6 +197,18 @@ def test_a_refused_part_leaves_nothing_behind(store: Store) -> None:
     assert (count(store, "jobs"), count(store, "job_parts"), count(store, "timeline")) == (0, 0, 0)
 
 
+def test_a_batch_is_stored_whole_in_key_order_or_not_at_all(store: Store) -> None:
+    batch = [make_record(job_id=job_id) for job_id in (3, 1, 2)]
+    assert store.add_parts([(document, None, None) for document in batch]) == [3, 1, 2]
+    again = [make_record(job_id=4), batch[0], make_record(job_id=5, status="running")]
+    with pytest.raises(RecordRejected):
+        store.add_parts([(document, None, None) for document in again])
+    assert (count(store, "jobs"), count(store, "job_parts")) == (3, 3)
+    new, duplicate = store.add_parts([(document, None, None) for document in again[:2]])
+    assert (new is not None, duplicate) == (True, None)
+    assert count(store, "job_parts") == 4
+
+
 def test_a_locked_sqlite_database_is_unavailable_and_rolls_back(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobcarbon.db'}"
     Store.open(url, 5.0).close()
