@@ -42,8 +42,8 @@ def notify(socket_path: Path, message: dict[str, object], timeout_s: float) -> N
 
 
 def spawn_agent(config_file: Path | None) -> int:
-    return spawn("slurm_plugin.agent", None if config_file is None else str(config_file))
+    return spawn("slurm_plugin.agent", config_file)
 
 
 def spawn_delivery(config_file: Path | None) -> int:
-    return spawn("slurm_plugin.delivery", None if config_file is None else str(config_file))
+    return spawn("slurm_plugin.delivery", config_file)

@@ -151,7 +151,7 @@ def _plain_number(text: str) -> bool:
     return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
 
 
-def spawn(module: str, config_file: str | None) -> int:
+def spawn(module: str, config_file: str | os.PathLike[str] | None) -> int:
     """Start `python -S -m module` fully detached: own session, stdio on /dev/null, no inherited fds.
 
     slurmd waits for EOF on the prolog's stdout pipe and kills the prolog's process group on timeout
@@ -160,7 +160,7 @@ def spawn(module: str, config_file: str | None) -> int:
     """
     env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     if config_file is not None:
-        env[CONFIG_ENV] = config_file
+        env[CONFIG_ENV] = os.fspath(config_file)
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),

@@ -18,7 +18,7 @@ from pathlib import Path
 from slurm_plugin import fastpath
 from slurm_plugin.configfile import config_path
 from slurm_plugin.spool import Spool
-from slurm_plugin.spoolfs import read_nofollow
+from slurm_plugin.spoolfs import atomic_write, ensure_dir, read_nofollow
 
 PATHS = ("source", "spool", "outbox", "log_file")
 
@@ -86,8 +86,6 @@ def _full_load() -> HookSettings:
 def _store(path: Path, data: bytes) -> None:
     """Best effort, and only when it changes: a cache or pointer that cannot be written only costs the
     next hook a full load."""
-    from slurm_plugin.spoolfs import atomic_write, ensure_dir
-
     with contextlib.suppress(OSError):
         if read_nofollow(path) == data:
             return
