@@ -1,13 +1,20 @@
 """Ingest throughput: epilogs delivering records at once into one SQLite or PostgreSQL database.
 
 `python3 -m bench.ingest [--backend sqlite|postgresql] [--runs 1] [--processes 16] [--records 100]
-[--rows 360] [--fsync]`. PostgreSQL is the loopback server of testbed/postgres.py (root; a fresh schema
-per run, the password from its file as `database.password_file`). Each
+[--rows 360] [--fsync] [--prepared]`. PostgreSQL is the loopback server of testbed/postgres.py (root; a
+fresh schema per run, the password from its file as `database.password_file`). Each
 process writes its own records (an hour of 10 s intervals on one node, the shape `record.build` gives a
 real journal) to its own outbox, waits for the others, then runs the node deliverer on it
 (`delivery.deliver_outbox`: one connection per pass, a footprint per record), as a node does after
 its jobs. Prints records/s over the wall time from the common start to the last commit, and the
 deliverers' CPU time (user + system) per record; with several runs, the median run and every run's rate.
+
+`--prepared` measures what the database server sustains when the deliverers' own work is not on its
+CPUs, as on a cluster, where it runs on the compute nodes: each process first does the node's share
+(imports, reading, checking, accounting and packing its records: `ingest.prepare_batch`), all wait
+for each other, then all deliver at once (`Store.open`, then `ingest.store_batch` per batch: a new
+session, one statement and one commit a batch, the files removed). The rate is that second phase's, with
+the first phase's CPU per record beside it.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slurm_plugin import record
+from slurm_plugin import accounting, ingest, record
 from slurm_plugin.config import Config, Database, Paths
-from slurm_plugin.delivery import deliver_outbox
+from slurm_plugin.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
@@ -72,7 +79,7 @@ def _silent(level: str, message: str) -> None:
 
 
 def _deliverer(
-    index: int, args: argparse.Namespace, scratch: str, database: Database, start: Any, results: Any
+    index: int, args: argparse.Namespace, scratch: str, database: Database, barriers: Any, results: Any
 ) -> None:
     """One epilog stream: write its records, wait for the common start, deliver them all."""
     rng = random.Random(index)
@@ -81,11 +88,50 @@ def _deliverer(
     config = Config(paths=paths, database=database)
     for n in range(args.records):
         record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
-    start.wait(timeout=300)
-    began, cpu = time.time(), os.times()
-    delivered = deliver_outbox(config, _silent)
+    barriers[0].wait(timeout=300)
+    began, cpu = time.time(), _cpu_s()
+    if args.prepared:
+        batches, prepare_s = _prepare(config), _cpu_s() - cpu
+        barriers[1].wait(timeout=300)
+        began, cpu = time.time(), _cpu_s()
+        delivered = _store(config, batches)
+    else:
+        delivered, prepare_s = deliver_outbox(config, _silent), 0.0
+    results.put((began, time.time(), delivered, _cpu_s() - cpu, prepare_s))
+
+
+def _cpu_s() -> float:
     used = os.times()
-    results.put((began, time.time(), delivered, used.user + used.system - cpu.user - cpu.system))
+    return used.user + used.system
+
+
+def _prepare(config: Config) -> list[ingest.Batch]:
+    """The node's share of delivering its outbox, as `deliver_outbox` does it, batch by batch."""
+    store = _open(config)
+    try:
+        account = accounting.accountant(store, config.accounting)
+        files = ingest.pending(config.paths.outbox)
+        return [
+            ingest.prepare_batch(store, files[start : start + ingest.BATCH], config.paths.quarantine, account)
+            for start in range(0, len(files), ingest.BATCH)
+        ]
+    finally:
+        store.close()
+
+
+def _store(config: Config, batches: list[ingest.Batch]) -> int:
+    """The delivery proper: a session of its own, then each batch in one statement and commit."""
+    store = _open(config)
+    try:
+        outcomes = [o for batch in batches for o in ingest.store_batch(store, batch, config.paths.quarantine)]
+    finally:
+        store.close()
+    return outcomes.count(ingest.Outcome.STORED)
+
+
+def _open(config: Config) -> Store:
+    database = config.database
+    return Store.open(database.url, DELIVER_TIMEOUT_S, False, database.password_file)
 
 
 def _database(backend: str, scratch: str) -> tuple[Database, Any]:
@@ -118,25 +164,33 @@ def _run(args: argparse.Namespace, scratch: str, database: Database) -> dict[str
     # the schema, as a deployed site has it
     Store.open(database.url, 10.0, password_file=database.password_file).close()
     context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(args.processes), context.Queue()
+    # With --prepared this process waits at the second barrier too, to read the server's CPU time there.
+    barriers, results = (
+        (context.Barrier(args.processes), context.Barrier(args.processes + 1)),
+        context.Queue(),
+    )
     workers = [
-        context.Process(target=_deliverer, args=(i, args, scratch, database, start, results))
+        context.Process(target=_deliverer, args=(i, args, scratch, database, barriers, results))
         for i in range(args.processes)
     ]
-    server_before = _server_cpu_s(args.backend)
     for worker in workers:
         worker.start()
+    server_before = _server_cpu_s(args.backend)
+    if args.prepared:
+        barriers[1].wait(timeout=600)
+        server_before = _server_cpu_s(args.backend)
     reports = [results.get(timeout=600) for _ in workers]
     for worker in workers:
         worker.join(timeout=60)
     server_s = _server_cpu_s(args.backend) - server_before
     began, ended = min(r[0] for r in reports), max(r[1] for r in reports)
     delivered = sum(r[2] for r in reports)
-    cpu_s = sum(r[3] for r in reports)
+    cpu_s, prepare_s = sum(r[3] for r in reports), sum(r[4] for r in reports)
     total = args.processes * args.records
     target = TARGETS_PER_S[args.backend]
     return {
         "backend": args.backend,
+        "prepared": args.prepared,
         "processes": args.processes,
         "records": total,
         "timeline_rows": args.rows,
@@ -145,6 +199,10 @@ def _run(args: argparse.Namespace, scratch: str, database: Database) -> dict[str
         "wall_s": round(ended - began, 3),
         "records_per_s": round(delivered / (ended - began), 1),
         "cpu_ms_per_record": round(cpu_s * 1000 / max(delivered, 1), 2),
+        # --prepared: the node's share, done before the timed delivery
+        "prepare_cpu_ms_per_record": round(prepare_s * 1000 / max(delivered, 1), 2)
+        if args.prepared
+        else None,
         # The database server's share (PostgreSQL only; SQLite works inside the deliverers): on a real
         # cluster the deliverers run on the compute nodes and only this is spent on the server.
         "server_cpu_ms_per_record": round(server_s * 1000 / max(delivered, 1), 2) if server_s else None,
@@ -161,9 +219,12 @@ def measure(
     rows: int = 360,
     fsync: bool = False,
     backend: str = dialect.SQLITE,
+    prepared: bool = False,
 ) -> dict[str, Any]:
     """The median of `runs` runs by records/s (a noisy machine varies run to run), with every run's rate."""
-    args = argparse.Namespace(processes=processes, records=records, rows=rows, fsync=fsync, backend=backend)
+    args = argparse.Namespace(
+        processes=processes, records=records, rows=rows, fsync=fsync, backend=backend, prepared=prepared
+    )
     results = []
     for index in range(runs):
         directory = scratch / f"ingest-{index}"
@@ -183,12 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=360, help="timeline rows per record")
     parser.add_argument("--fsync", action="store_true", help="fsync record files as the epilog does")
     parser.add_argument(
+        "--prepared",
+        action="store_true",
+        help="time the delivery alone, the node's share of the work done first",
+    )
+    parser.add_argument(
         "--scratch", help="where to make the scratch directory for databases and outboxes (default: /tmp)"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jobcarbon-ingest-", dir=args.scratch) as scratch:
         result = measure(
-            Path(scratch), args.runs, args.processes, args.records, args.rows, args.fsync, args.backend
+            Path(scratch),
+            args.runs,
+            args.processes,
+            args.records,
+            args.rows,
+            args.fsync,
+            args.backend,
+            args.prepared,
         )
     print(json.dumps(result, indent=1))
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 from slurm_plugin.record import SCHEMA
 from slurm_plugin.spoolfs import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
-from slurm_plugin.storage.store import Account, NewPart
+from slurm_plugin.storage.store import Account, NewPart, PreparedParts
 
 Log = Callable[[str, str], None]
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
@@ -115,6 +115,27 @@ def ingest_files(
 ) -> list[Outcome]:
     """Store record files in one transaction and remove them; malformed ones go to quarantine first.
     When the database refuses one, the files are tried one at a time, so only that one is quarantined."""
+    return store_batch(store, prepare_batch(store, paths, quarantine, account, log), quarantine, account, log)
+
+
+@dataclass
+class Batch:
+    """Record files read, checked and made ready to store (`prepare_batch`), for `store_batch`."""
+
+    outcomes: list[Outcome]  # the files already dealt with: gone, kept, quarantined
+    ready: list[tuple[Path, bytes]]  # the files to store, in `prepared`'s item order, and their bytes
+    prepared: PreparedParts
+
+
+def prepare_batch(
+    store: Store,
+    paths: list[Path],
+    quarantine: Path,
+    account: Account | None = None,
+    log: Log = _silent,
+) -> Batch:
+    """The node's share of ingesting `paths`: read, check (quarantining malformed files), account and
+    pack them. Only intensity (and, on SQLite, the duplicate check) is read from the database."""
     outcomes: list[Outcome] = []
     ready: list[tuple[Path, bytes, dict[str, Any]]] = []
     for path in paths:
@@ -129,17 +150,25 @@ def ingest_files(
     items = [
         (record, data, _guarded(account, path, log) if account else None) for path, data, record in ready
     ]
+    return Batch(outcomes, [(path, data) for path, data, _ in ready], store.prepare_parts(items))
+
+
+def store_batch(
+    store: Store, batch: Batch, quarantine: Path, account: Account | None = None, log: Log = _silent
+) -> list[Outcome]:
+    """Write a prepared batch in one transaction and remove its files; a refused batch is retried a file
+    at a time (`account` is for those retries), so only the refused file is quarantined."""
     try:
-        part_ids = store.add_parts(items)
+        part_ids = store.write_parts(batch.prepared)
     except RecordRejected as exc:
-        if len(ready) > 1:
-            return outcomes + [ingest_file(store, path, quarantine, account, log) for path, _, _ in ready]
-        path, data, _ = ready[0]
-        return [
-            *outcomes,
-            _quarantine(path, data, quarantine, f"{path.name}: the database refused it: {exc}", log),
-        ]
-    for (path, _, _), part_id in zip(ready, part_ids, strict=True):
+        if len(batch.ready) > 1:
+            retried = [ingest_file(store, path, quarantine, account, log) for path, _ in batch.ready]
+            return batch.outcomes + retried
+        path, data = batch.ready[0]
+        reason = f"{path.name}: the database refused it: {exc}"
+        return [*batch.outcomes, _quarantine(path, data, quarantine, reason, log)]
+    outcomes = list(batch.outcomes)
+    for (path, _), part_id in zip(batch.ready, part_ids, strict=True):
         _remove(path, log)
         outcomes.append(Outcome.STORED if part_id is not None else Outcome.DUPLICATE)
     return outcomes

@@ -138,12 +138,12 @@ def test_a_backlog_is_stored_a_batch_per_transaction(
     for job_id in range(ingest.BATCH + 8):
         write(outbox, make_record(job_id=job_id))
     batches = []
-    add_parts = store.add_parts
-    monkeypatch.setattr(store, "add_parts", lambda items: batches.append(len(items)) or add_parts(items))
+    write_parts = store.write_parts
+    monkeypatch.setattr(store, "write_parts", lambda ready: batches.append(ready.count) or write_parts(ready))
     assert ingest_outbox(store, outbox, quarantine, accountant(store)) == IngestResult(
         stored=ingest.BATCH + 8
     )
-    assert batches == [ingest.BATCH, 8]  # `Store.add_parts`: one transaction each
+    assert batches == [ingest.BATCH, 8]  # `Store.write_parts`: one transaction each
     assert (count(store, "job_parts"), count(store, "footprints")) == (ingest.BATCH + 8, ingest.BATCH + 8)
     assert list(outbox.iterdir()) == []
 

@@ -290,6 +290,14 @@ MIGRATIONS: list[Migration] = [
         "writer functions: the duplicate check through the unique indexes",
         (OnlyOn("postgresql", _create_writer_functions),),
     ),
+    # PostgreSQL only: the functions again, the job row locked only where a part widens its span (a
+    # many-node job's parts were stored one after another, each waiting on the one before). SQLite runs
+    # the new statements as they come.
+    Migration(
+        8,
+        "writer functions: a job's row locked only to widen it",
+        (OnlyOn("postgresql", _create_writer_functions),),
+    ),
 ]
 
 # --- statements -------------------------------------------------------------------------------------
@@ -303,13 +311,25 @@ WHERE p.job = (SELECT j.id FROM jobs j
         WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count)
     AND p.node = :node"""
 
-UPSERT_JOB = """
+# A job's row: inserted by its first part, its span widened by a later part that starts earlier or ends
+# later, and found as it is otherwise. The row is locked (to the end of the transaction) only where it is
+# widened, so the parts of a many-node job, whose epilogs end together, are not stored one at a time.
+INSERT_JOB = """
 INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s)
 VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s)
-ON CONFLICT (cluster, job_id, restart_count) DO UPDATE SET
-    start_s = CASE WHEN excluded.start_s < jobs.start_s THEN excluded.start_s ELSE jobs.start_s END,
-    end_s = CASE WHEN excluded.end_s > jobs.end_s THEN excluded.end_s ELSE jobs.end_s END
+ON CONFLICT (cluster, job_id, restart_count) DO NOTHING
 RETURNING id"""
+
+WIDEN_JOB = """
+UPDATE jobs SET
+    start_s = CASE WHEN :start_s < start_s THEN :start_s ELSE start_s END,
+    end_s = CASE WHEN :end_s > end_s THEN :end_s ELSE end_s END
+WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count
+    AND (start_s > :start_s OR end_s < :end_s)
+RETURNING id"""
+
+FIND_JOB = """
+SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count"""
 
 INSERT_PART = """
 INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,

@@ -15,7 +15,7 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,38 +115,53 @@ class Store:
         self, items: Sequence[tuple[dict[str, Any], bytes | None, Account | None]]
     ) -> list[int | None]:
         """`add_part` for several records in one transaction: one commit, one fsync for them all (a node
-        catching up on a backlog). All are stored or none. Parts go in key order, so that concurrent
-        batches lock jobs in the same order and never deadlock."""
-        found: list[int | None] = [None] * len(items)
-        ready = []
+        catching up on a backlog). All are stored or none."""
+        return self.write_parts(self.prepare_parts(items))
+
+    def prepare_parts(
+        self, items: Sequence[tuple[dict[str, Any], bytes | None, Account | None]]
+    ) -> PreparedParts:
+        """What `write_parts` stores for `add_parts`' items: all the work done before taking a lock, the
+        parts in key order, so that concurrent batches lock jobs in the same order and never deadlock.
+        Only SQLite reads here (a redelivery is skipped without the write lock and its footprint)."""
+        prepared = PreparedParts(len(items))
         for index in sorted(range(len(items)), key=lambda i: _record_key(items[i][0])):
             record, raw, account = items[index]
             job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
             if self.db.name == dialect.SQLITE and self._stored({**job, "node": part["node"]}):
                 continue  # a redelivery: no write lock, no footprint (PostgreSQL's function tells later)
-            timeline = _timeline_params(record["timeline"])  # all the work done before taking the lock
+            timeline = _timeline_params(record["timeline"])
             fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
-            ready.append(
-                (index, job, part, timeline, _footprint_params(fields) if fields is not None else None)
-            )
-        if self.db.name == dialect.POSTGRESQL and ready:
-            part_ids = self._call_add_parts([params for _, *params in ready])
-            for (index, *_), part_id in zip(ready, part_ids, strict=True):
-                found[index] = part_id
-        elif ready:
+            first = _footprint_params(fields) if fields is not None else None
+            prepared.indexes.append(index)
+            if self.db.name == dialect.POSTGRESQL:
+                prepared.calls.append(_add_part_call(job, part, timeline, first))
+            else:
+                prepared.rows.append((job, part, timeline, first))
+        return prepared
+
+    def write_parts(self, prepared: PreparedParts) -> list[int | None]:
+        """Store parts `prepare_parts` made, in one transaction: each item's new part id, None where the
+        part was stored already."""
+        found: list[int | None] = [None] * prepared.count
+        if prepared.calls:
+            part_ids = self._call_add_parts(prepared.calls)
+        elif prepared.rows:
             with self._transaction():
-                for index, *params in ready:
-                    found[index] = self._insert_part(*params)
+                part_ids = [self._insert_part(*row) for row in prepared.rows]
+        else:
+            return found
+        for index, part_id in zip(prepared.indexes, part_ids, strict=True):
+            found[index] = part_id
         return found
 
     def _stored(self, key: dict[str, Any]) -> bool:
         with self.db.errors():  # the check also prepares FIND_PART for the transaction
             return self.db.execute(schema.FIND_PART, key).fetchone() is not None
 
-    def _call_add_parts(self, parts: list[list[Any]]) -> list[int | None]:
-        """PostgreSQL: the parts, each (job, part, timeline, first) as `_insert_part` takes them, through
-        `writer_functions`, which a writer role may run: one statement, a field's values in one array."""
-        calls = [_add_part_call(*part) for part in parts]
+    def _call_add_parts(self, calls: list[Fields]) -> list[int | None]:
+        """PostgreSQL: the parts through `writer_functions`, which a writer role may run: one statement,
+        a field's values in one array."""
         arrays = {name: [call[name] for call in calls] for name in calls[0]}
         with self.db.errors():
             rows = self.db.execute(writer_functions.CALL_ADD_PARTS, arrays, binary=True).fetchall()
@@ -156,13 +171,21 @@ class Store:
         key = {**job, "node": part["node"]}
         if self.db.execute(schema.FIND_PART, key).fetchone():
             return None  # already stored: checked again under the write lock, so exactly once
-        part["job"] = self.db.execute(schema.UPSERT_JOB, job).fetchone()[0]
+        part["job"] = self._job_id(job)
         self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
         timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
         self.db.execute(schema.INSERT_TIMELINE, timeline)
         if first is not None:
             self._insert_footprint(part_id, 1, *first)
         return part_id
+
+    def _job_id(self, job: Fields) -> int:
+        """The job's row id: inserted, widened to take in this part, or found as it is."""
+        for statement in (schema.INSERT_JOB, schema.WIDEN_JOB, schema.FIND_JOB):
+            row = self.db.execute(statement, job).fetchone()
+            if row is not None:
+                return int(row[0])
+        raise StoreError(f"{self.db.where}: job {job['cluster']}/{job['job_id']} vanished while being stored")
 
     def timeline(self, part_id: int) -> list[Row]:
         """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds, by start."""
@@ -291,6 +314,17 @@ def _footprint_params(fields: dict[str, Any]) -> First:
     params = {name: fields[name] for name in HEADLINE}
     params.update(computed_at_s=time.time(), fields_json=_json(fields))
     return params, months
+
+
+@dataclass
+class PreparedParts:
+    """Parts ready to store, of `count` items given: each one not skipped as its index among them and its
+    parameters, as PostgreSQL's writer function takes them (`calls`) or SQLite's statements (`rows`)."""
+
+    count: int
+    indexes: list[int] = field(default_factory=list)
+    calls: list[Fields] = field(default_factory=list)
+    rows: list[tuple[Fields, Fields, Fields, First | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

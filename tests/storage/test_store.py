@@ -177,6 +177,23 @@ def test_a_multi_node_job_is_one_job_spanning_its_parts(store: Store) -> None:
     assert (start_s, end_s) == (START, START + 2 + 60)
 
 
+@pytest.mark.parametrize(
+    ("start", "rows", "span"),
+    [
+        (START - 5, 1, (START - 5, START + 40)),  # starts earlier: the start moves, the end stays
+        (START + 5, 1, (START, START + 40)),  # inside the span: nothing moves
+        (START + 35, 1, (START, START + 45)),  # ends later: the end moves
+        (START - 5, 6, (START - 5, START + 55)),  # both
+    ],
+)
+def test_a_later_part_widens_its_job_span_and_never_narrows_it(
+    store: Store, start: float, rows: int, span: tuple[float, float]
+) -> None:
+    store.add_part(make_record(node="node001", start=START, rows=4))
+    store.add_part(make_record(node="node002", start=start, rows=rows))
+    assert store.db.execute("SELECT start_s, end_s FROM jobs").fetchone() == span
+
+
 def test_a_requeued_run_is_its_own_job(store: Store) -> None:
     store.add_part(make_record(restart_count=0))
     store.add_part(make_record(restart_count=1, start=START + 3600))
