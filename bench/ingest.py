@@ -20,7 +20,9 @@ the first phase's CPU per record beside it.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -32,13 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin import accounting, ingest, record
-from slurm_plugin.config import Config, Database, Paths
+from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import DELIVER_TIMEOUT_S, deliver_outbox
+from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
+ZONE = "DE"  # the deliverers account with its hourly series, as a site with a configured zone does
 GPU_UUID = "GPU-5a3e1c2d-8f4b-4e6a-9d7c-1b2a3c4d5e6f"
 TARGETS_PER_S = {dialect.SQLITE: 500, dialect.POSTGRESQL: 1000}  # issues 3 (16 deliverers) and 6 (64)
 
@@ -74,6 +78,24 @@ def synthetic_record(job_id: int, node: str, rows: int, rng: random.Random) -> d
     return record.build(Journal(header, intervals), START + 10 * rows, [])
 
 
+def _hourly_intensity(rows: int) -> list[IntensityPoint]:
+    """The zone's hourly series from a day before the records' start to a day after their end."""
+    rng, hour = random.Random(0), dt.timedelta(hours=1)
+    first = dt.datetime.fromtimestamp(START, dt.UTC) - dt.timedelta(days=1)
+    hours = 48 + math.ceil(rows * 10 / 3600)
+    return [
+        IntensityPoint(
+            ZONE,
+            first + h * hour,
+            first + (h + 1) * hour,
+            rng.uniform(100, 500),
+            "electricitymaps",
+            "lifecycle",
+        )
+        for h in range(hours)
+    ]
+
+
 def _silent(level: str, message: str) -> None:
     """Failures are counted, not printed, so the timing is not a terminal benchmark."""
 
@@ -85,7 +107,7 @@ def _deliverer(
     rng = random.Random(index)
     outbox = Path(scratch) / f"outbox-{index:02d}"
     paths = Paths(outbox=outbox, quarantine=Path(scratch) / "quarantine")
-    config = Config(paths=paths, database=database)
+    config = Config(paths=paths, database=database, accounting=Accounting(zone=ZONE))
     for n in range(args.records):
         record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
     barriers[0].wait(timeout=300)
@@ -161,8 +183,12 @@ def run(args: argparse.Namespace, scratch: str) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, scratch: str, database: Database) -> dict[str, Any]:
-    # the schema, as a deployed site has it
-    Store.open(database.url, 10.0, password_file=database.password_file).close()
+    # the schema and the zone's series around the records, as a deployed site has them
+    store = Store.open(database.url, 10.0, password_file=database.password_file)
+    try:
+        store.upsert_intensity(_hourly_intensity(args.rows))
+    finally:
+        store.close()
     context = multiprocessing.get_context("spawn")
     # With --prepared this process waits at the second barrier too, to read the server's CPU time there.
     barriers, results = (

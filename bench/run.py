@@ -55,18 +55,24 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "sampler_no_fsync": lambda: sampler_cost.measure(scratch, plan.sampler_s, fsync=False),
         "density": lambda: density.measure(scratch, plan.density_s),
         # Last: its server keeps writing WAL and checkpointing for a while after the deliverers are done.
-        "ingest_postgresql": lambda: _postgresql_ingest(scratch, plan),
+        "ingest_postgresql": lambda: _postgresql_ingest(scratch, plan, prepared=True),
+        "ingest_postgresql_end_to_end": lambda: _postgresql_ingest(scratch, plan, prepared=False),
     }
 
 
-def _postgresql_ingest(scratch: Path, plan: Plan) -> dict[str, Any] | None:
-    """64 deliverers into the loopback PostgreSQL server (testbed/postgres.py), where it can run."""
+def _postgresql_ingest(scratch: Path, plan: Plan, prepared: bool) -> dict[str, Any] | None:
+    """64 deliverers into the loopback PostgreSQL server (testbed/postgres.py), where it can run: the
+    delivery alone (`prepared`, what the server sustains) or with the nodes' work on the same CPUs."""
     reason = postgres.unavailable_reason()
     if reason is not None:
         print(f"skipped: {reason}")
         return None
     return ingest.measure(
-        scratch / "ingest-postgresql", plan.ingest_runs, processes=64, backend=dialect.POSTGRESQL
+        scratch / f"ingest-postgresql-{prepared}",
+        plan.ingest_runs,
+        processes=64,
+        backend=dialect.POSTGRESQL,
+        prepared=prepared,
     )
 
 

@@ -279,3 +279,28 @@ def test_the_footprint_computed_at_ingest_is_what_a_recompute_finds(store: Store
     add(store, [(0, 90, kwh(0.5), kwh(0.02), kwh(0.1))], settings, job_id=2, start=NEW_YEAR_EVE)
     result = accounting.recompute(store, settings, None)
     assert (result.checked, result.changed, result.months_filled) == (2, 0, 0)
+
+
+def test_an_intensity_window_answers_as_the_store_with_one_query_while_requests_fall_inside(
+    store: Store,
+) -> None:
+    store.upsert_intensity([point("DE", (m, m + 60), 100 + m) for m in range(-3000, 6000, 60)])
+    store.upsert_intensity([point("GB", (0, 30), 150, "gb")])
+    queries: list[tuple[str, dt.datetime, dt.datetime]] = []
+
+    class Counted:
+        def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]:
+            queries.append((zone, start, end))
+            return store.intensity(zone, start, end)
+
+    window = accounting.IntensityWindow(Counted())
+    requests = [("DE", 0, 90), ("DE", 30, 31), ("DE", -1000, 1400), ("DE", 1500, 1600), ("GB", 0, 60)]
+    for zone, start, end in requests:
+        span = (T0 + dt.timedelta(minutes=start), T0 + dt.timedelta(minutes=end))
+        assert window.intensity(zone, *span) == store.intensity(zone, *span)
+    # the first three fall inside a day either side of the first; the fourth ends beyond; a new zone
+    assert [(zone, start - T0) for zone, start, _ in queries] == [
+        ("DE", -accounting.WINDOW_MARGIN),
+        ("DE", dt.timedelta(minutes=1500) - accounting.WINDOW_MARGIN),
+        ("GB", -accounting.WINDOW_MARGIN),
+    ]
