@@ -311,9 +311,13 @@ WHERE p.job = (SELECT j.id FROM jobs j
         WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count)
     AND p.node = :node"""
 
-# A job's row: inserted by its first part, its span widened by a later part that starts earlier or ends
-# later, and found as it is otherwise. The row is locked (to the end of the transaction) only where it is
-# widened, so the parts of a many-node job, whose epilogs end together, are not stored one at a time.
+# A job's row: found, or inserted by its first part, then widened where a part starts earlier or ends
+# later. Found first, since an INSERT that meets the row waits for any transaction changing it; the row is
+# locked (to the end of the transaction) only where it is widened, so the parts of a many-node job, whose
+# epilogs end together, are not stored one at a time.
+FIND_JOB = """
+SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count"""
+
 INSERT_JOB = """
 INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s)
 VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s)
@@ -324,12 +328,7 @@ WIDEN_JOB = """
 UPDATE jobs SET
     start_s = CASE WHEN :start_s < start_s THEN :start_s ELSE start_s END,
     end_s = CASE WHEN :end_s > end_s THEN :end_s ELSE end_s END
-WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count
-    AND (start_s > :start_s OR end_s < :end_s)
-RETURNING id"""
-
-FIND_JOB = """
-SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count"""
+WHERE id = :job AND (start_s > :start_s OR end_s < :end_s)"""
 
 INSERT_PART = """
 INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,

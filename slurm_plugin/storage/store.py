@@ -123,7 +123,8 @@ class Store:
     ) -> PreparedParts:
         """What `write_parts` stores for `add_parts`' items: all the work done before taking a lock, the
         parts in key order, so that concurrent batches lock jobs in the same order and never deadlock.
-        Only SQLite reads here (a redelivery is skipped without the write lock and its footprint)."""
+        Beside `account`'s intensity, only SQLite reads here: a redelivery is skipped without the write
+        lock and its footprint."""
         prepared = PreparedParts(len(items))
         for index in sorted(range(len(items)), key=lambda i: _record_key(items[i][0])):
             record, raw, account = items[index]
@@ -180,12 +181,13 @@ class Store:
         return part_id
 
     def _job_id(self, job: Fields) -> int:
-        """The job's row id: inserted, widened to take in this part, or found as it is."""
-        for statement in (schema.INSERT_JOB, schema.WIDEN_JOB, schema.FIND_JOB):
-            row = self.db.execute(statement, job).fetchone()
-            if row is not None:
-                return int(row[0])
-        raise StoreError(f"{self.db.where}: job {job['cluster']}/{job['job_id']} vanished while being stored")
+        """The job's row id, found or inserted, its span widened to take in this part's."""
+        row = (
+            self.db.execute(schema.FIND_JOB, job).fetchone()
+            or self.db.execute(schema.INSERT_JOB, job).fetchone()
+        )
+        self.db.execute(schema.WIDEN_JOB, {**job, "job": row[0]})
+        return int(row[0])
 
     def timeline(self, part_id: int) -> list[Row]:
         """The part's intervals as (t0, t1, cpu_j, dram_j, gpu_j), absolute UTC epoch seconds, by start."""

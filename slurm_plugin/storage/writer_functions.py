@@ -54,13 +54,14 @@ BEGIN
     IF EXISTS ({bind_variables(schema.FIND_PART, _KEY)}) THEN
         RETURN NULL;
     END IF;
-    {bind_variables(schema.INSERT_JOB, {"*": "new_job"})} INTO new_part.job;
+    {bind_variables(schema.FIND_JOB, {"*": "new_job"})} INTO new_part.job;
     IF new_part.job IS NULL THEN
-        {bind_variables(schema.WIDEN_JOB, {"*": "new_job"})} INTO new_part.job;
+        {bind_variables(schema.INSERT_JOB, {"*": "new_job"})} INTO new_part.job;
     END IF;
-    IF new_part.job IS NULL THEN
+    IF new_part.job IS NULL THEN  -- inserted meanwhile by another part's transaction
         {bind_variables(schema.FIND_JOB, {"*": "new_job"})} INTO new_part.job;
     END IF;
+    {bind_variables(schema.WIDEN_JOB, {"job": "new_part", "*": "new_job"})};
     {bind_variables(schema.DELETE_RUNNING, _KEY)};
     new_part.record_zlib := part_record_zlib;
     {bind_variables(schema.INSERT_PART, {"*": "new_part"})} INTO new_part.id;

@@ -18,7 +18,7 @@ from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import pending
 from slurm_plugin.storage import Store, StoreError, StoreUnavailable, roles, schema, writer_functions
 from testbed import postgres
-from tests.storage.conftest import FOOTPRINT, count, make_record
+from tests.storage.conftest import FOOTPRINT, START, count, make_record
 
 SETTINGS = Accounting(zone="DE", pue=1.2)
 NODES = 64
@@ -177,6 +177,28 @@ def test_the_duplicate_check_finds_a_part_by_its_indexes_on_a_young_table(store:
     plan = "\n".join(r[0] for r in store.db.execute("EXPLAIN EXECUTE find_part ('hpc', 1, 0, 'node001')"))
     assert "Seq Scan" not in plan
     assert "job_parts_job_node_key" in plan
+
+
+def test_parts_of_a_many_node_job_wait_on_each_other_only_to_widen_its_span(
+    store: Store, postgres_url: str
+) -> None:
+    add(store, make_record(node="node001", rows=6))
+    first, second = Store.open(postgres_url, 5.0), Store.open(postgres_url, 0.5)  # second: 0.5 s lock_timeout
+    try:
+        first.db.begin_write()
+        first.write_parts(first.prepare_parts([(make_record(node="node002", rows=8), None, None)]))
+        # node002's epilog ended later: its open transaction holds the job's row to widen it. A part
+        # within the span stored so far does not wait for it; one that widens the span too does.
+        assert add(second, make_record(node="node003", rows=4)) is not None
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            add(second, make_record(node="node004", rows=10))
+        first.db.commit()
+        assert add(second, make_record(node="node004", rows=10)) is not None
+        span = store.db.execute("SELECT start_s, end_s FROM jobs").fetchone()
+        assert (span, count(store, "job_parts")) == ((START, START + 100), 4)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_upgrading_from_version_6_rebuilds_the_writer_functions(
