@@ -12,6 +12,7 @@ into the job's directory under `incoming.lock`, so exactly one of them does.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,6 +27,7 @@ from slurm_plugin.spoolfs import atomic_write, ensure_dir, read_nofollow
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
 INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
 ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
+STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
 
 
 class Spool:
@@ -61,11 +63,11 @@ class Spool:
             name = f"{key}.json"
             return [name] if os.path.lexists(self.incoming / name) else []
         try:
-            return sorted(
-                entry.name for entry in os.scandir(self.incoming) if INCOMING_NAME.fullmatch(entry.name)
-            )
+            entries = list(os.scandir(self.incoming))
         except FileNotFoundError:
             return []
+        _sweep_temporaries(entries)
+        return sorted(entry.name for entry in entries if INCOMING_NAME.fullmatch(entry.name))
 
     def _adopt(self, name: str, cluster: str, node: str) -> str | None:
         """One message; None when adopted (or already gone: adopted by someone else)."""
@@ -158,6 +160,16 @@ def lock_file(path: Path, wait_s: float) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.05)
+
+
+def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
+    """Remove the dotfile temporaries in incoming/ that prologs killed mid-write left behind."""
+    stale = time.time() - STALE_TEMPORARY_S
+    for entry in entries:
+        if entry.name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < stale:
+                    os.unlink(entry.path)
 
 
 def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:

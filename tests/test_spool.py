@@ -11,7 +11,7 @@ import pytest
 
 from slurm_plugin import journal
 from slurm_plugin.jobenv import JobInfo
-from slurm_plugin.spool import Spool, finalize
+from slurm_plugin.spool import STALE_TEMPORARY_S, Spool, finalize
 
 START = 1767225600.0
 
@@ -158,3 +158,13 @@ def test_finalize_without_a_journal_is_partial(spool: Spool, job_info: JobInfo, 
     assert document["elapsed_s"] == 60.0
     assert (document["job_id"], document["user"]) == (4242, "alice")
     assert not directory.exists()
+
+
+def test_adopting_sweeps_temporaries_that_a_killed_prolog_left(spool: Spool) -> None:
+    stale, fresh = spool.incoming / ".41.0.json.1234", spool.incoming / ".42.0.json.1235"
+    for path in (stale, fresh):
+        path.write_text('{"env": {')  # cut short mid-write
+    old = stale.stat().st_mtime - STALE_TEMPORARY_S - 1
+    os.utime(stale, (old, old))
+    assert spool.adopt_incoming("hpc", "node001") == []
+    assert sorted(p.name for p in spool.incoming.iterdir()) == [fresh.name]  # one being written stays
