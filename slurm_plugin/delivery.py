@@ -1,7 +1,8 @@
 """Deliver a node's outbox to the database right after a job ends, in a short-lived process.
 
 The agent (or the epilog, when it had to finalise a job itself) starts this detached, so neither
-waits for the database nor carries its imports. One deliverer runs at a time per node; it ingests
+waits for the database nor carries its imports; a timer runs it too, for records kept while the
+database was away on a node where no job ends. One deliverer runs at a time per node; it ingests
 every record it finds, computing footprints, and leaves in the outbox whatever it cannot store.
 """
 
@@ -18,11 +19,14 @@ ROUNDS = 5  # records finalised while we ran are picked up by another pass, not 
 
 
 def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
-    """Ingest the outbox until it is empty or the database is unavailable; returns parts stored."""
+    """Ingest the outbox until it is empty or the database is unavailable; returns parts stored. An
+    empty outbox opens no session: a timer may run this on every node (config/jobcarbon-deliver.timer)."""
     from slurm_plugin import accounting, snapshots  # the database stack: imported once we hold the lock
     from slurm_plugin.ingest import ingest_outbox, pending
     from slurm_plugin.storage.store import Store, StoreError
 
+    if not (pending(config.paths.outbox) or snapshots.waiting(config.paths.outbox)):
+        return 0
     timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
     try:
         store = Store.open(config.database.url, timeout_s, False, config.database.password_file)

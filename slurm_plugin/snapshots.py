@@ -23,7 +23,7 @@ def ingest_snapshots(
 ) -> int:
     """Store the newest snapshot of every running part; returns how many were stored."""
     stored = 0
-    for path in sorted((outbox / RUNNING_DIR).glob("*.json")):
+    for path in waiting(outbox):
         try:
             before = os.stat(path)
             data = path.read_bytes()
@@ -39,6 +39,11 @@ def ingest_snapshots(
         stored += store.upsert_running(record, data, footprint)
         _unlink_if_unchanged(path, before)
     return stored
+
+
+def waiting(outbox: Path) -> list[Path]:
+    """The running snapshots in the outbox, by name."""
+    return sorted((outbox / RUNNING_DIR).glob("*.json"))
 
 
 def _unlink_if_unchanged(path: Path, seen: os.stat_result) -> None:

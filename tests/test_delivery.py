@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from slurm_plugin import config as config_module
+from slurm_plugin import record
+from slurm_plugin.delivery import deliver_outbox
 from slurm_plugin.ingest import pending
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
 from tests.simnode import REPO, SimNode, wait_for
+from tests.storage.conftest import make_record
 
 DE_YEARLY = 342.0  # no series stored: the zone's yearly average
 PUE = 1.3
@@ -198,3 +202,18 @@ def test_an_unreachable_server_keeps_the_record_until_the_url_is_fixed(
         store.close()
     assert (found["version"], found["rung"], found["zone"]) == (1, "zone_yearly", "DE")
     assert node.log.read_text().count("delivered 1 record(s)") == 1
+
+
+def test_an_empty_outbox_opens_no_session(tmp_path: Path) -> None:
+    # A timer runs the deliverer on every node: with nothing to deliver it must not cost the server a
+    # session. The unreachable server shows whether it tried.
+    outbox = tmp_path / "outbox"
+    paths = config_module.Paths(outbox=outbox, quarantine=tmp_path / "quarantine")
+    config = config_module.Config(paths=paths, database=config_module.Database(url=UNREACHABLE))
+    said: list[str] = []
+    assert deliver_outbox(config, lambda level, message: said.append(message)) == 0
+    assert said == []
+    record.write(outbox, make_record(status="running"))  # a running job's snapshot is work too
+    assert deliver_outbox(config, lambda level, message: said.append(message)) == 0
+    assert len(said) == 1
+    assert "records stay in" in said[0]
