@@ -31,15 +31,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slurm_plugin import accounting, ingest, record
+from slurm_plugin import record
 from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.journal import Journal
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
+
+if TYPE_CHECKING:  # the deliverer's database stack: imported on the clock, as `deliver_outbox` does
+    from slurm_plugin.ingest import Batch
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 ZONE = "DE"  # the deliverers account with its hourly series, as a site with a configured zone does
@@ -127,8 +130,10 @@ def _cpu_s() -> float:
     return used.user + used.system
 
 
-def _prepare(config: Config) -> list[ingest.Batch]:
+def _prepare(config: Config) -> list[Batch]:
     """The node's share of delivering its outbox, as `deliver_outbox` does it, batch by batch."""
+    from slurm_plugin import accounting, ingest
+
     store = _open(config)
     try:
         account = accounting.accountant(store, config.accounting)
@@ -141,8 +146,10 @@ def _prepare(config: Config) -> list[ingest.Batch]:
         store.close()
 
 
-def _store(config: Config, batches: list[ingest.Batch]) -> int:
+def _store(config: Config, batches: list[Batch]) -> int:
     """The delivery proper: a session of its own, then each batch in one statement and commit."""
+    from slurm_plugin import ingest
+
     store = _open(config)
     try:
         outcomes = [o for batch in batches for o in ingest.store_batch(store, batch, config.paths.quarantine)]

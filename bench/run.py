@@ -48,6 +48,8 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "startup": lambda: startup.measure(plan.startup_runs, scratch),
         # The database host's figures first: the node scenarios leave agents and journal writeback behind.
         "ingest": lambda: ingest.measure(scratch / "ingest", plan.ingest_runs),
+        # issue 6 asks for 64 on both backends: SQLite's one writer lock is the context for PostgreSQL
+        "ingest_sqlite_64": lambda: ingest.measure(scratch / "ingest-64", 1, processes=64),
         "footprint": lambda: footprint.measure(plan.footprint_runs, scratch=scratch),
         "latency_warm": lambda: latency.measure_warm(scratch, plan.warm_runs),
         "latency_cold": lambda: latency.measure_cold(scratch, plan.cold_runs),
