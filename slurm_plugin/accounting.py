@@ -24,12 +24,15 @@ COMPONENTS = ("cpu", "dram", "gpu")
 ESTIMATED = "estimated"
 
 
-class PartSource(Protocol):
+class IntensitySource(Protocol):
+    def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
+
+
+class PartSource(IntensitySource, Protocol):
     """What computing a part's footprint reads: the part, its timeline and record, the intensity."""
 
     def part(self, part_id: int) -> dict[str, Any]: ...
     def timeline_columns(self, part_id: int) -> list[Sequence[float]]: ...
-    def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
     def record(self, part_id: int) -> dict[str, Any]: ...
 
 
@@ -142,10 +145,6 @@ def _estimated_shares(store: PartSource, part_id: int, part: dict[str, Any]) -> 
         if total > 0:
             shares[component] = (summary.get("by_method") or {}).get(ESTIMATED, 0.0) / total
     return shares
-
-
-class IntensitySource(Protocol):
-    def intensity(self, zone: str, start: dt.datetime, end: dt.datetime) -> list[IntensityPoint]: ...
 
 
 class IntensityWindow:
