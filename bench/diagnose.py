@@ -22,9 +22,9 @@ from typing import Any
 from bench.hooks import REPO_ROOT, hook_env
 from bench.node import Node, add_job_cgroup, build_node, simulator
 
-HOOK_IMPORTS = "import slurm_plugin.hooks"
+HOOK_IMPORTS = "import slurm_plugin.node.hooks"
 AGENT_IMPORTS = HOOK_IMPORTS.replace(
-    "slurm_plugin.hooks", "slurm_plugin.agent, slurm_plugin.sensors.nvml, pynvml"
+    "slurm_plugin.node.hooks", "slurm_plugin.node.agent, slurm_plugin.sensors.nvml, pynvml"
 )
 
 
@@ -49,8 +49,9 @@ def print_imports(top: int) -> None:
 
 def sampler_with_jobs(node: Node, jobs: int, gpus: int) -> Any:
     """A NodeSampler on the simulated node with `jobs` jobs (the first one holding `gpus` GPUs)."""
-    from slurm_plugin import config, jobenv
-    from slurm_plugin.sampler import NodeSampler
+    from slurm_plugin import config
+    from slurm_plugin.node import jobenv
+    from slurm_plugin.node.sampler import NodeSampler
 
     sampler = NodeSampler(config.load(node.config), lambda level, message: None)
     for index in range(jobs):
@@ -111,10 +112,10 @@ def rss(label):
         kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     print(f"{kb / 1024:6.1f} MB RSS  {label}")
 rss("interpreter (-S)")
-import slurm_plugin.agent
-rss("+ import slurm_plugin.agent (yaml, json, selectors, dataclasses, ...)")
+import slurm_plugin.node.agent
+rss("+ import slurm_plugin.node.agent (yaml, json, selectors, dataclasses, ...)")
 from slurm_plugin import config
-from slurm_plugin.sampler import NodeSampler
+from slurm_plugin.node.sampler import NodeSampler
 settings = config.load(sys.argv[1])
 sampler = NodeSampler(settings, lambda level, message: None)
 sampler.tick()

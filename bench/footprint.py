@@ -1,4 +1,4 @@
-"""Footprint cost of a week-long job: `accounting.compute_part` on a stored part, end to end.
+"""Footprint cost of a week-long job: `join.compute_part` on a stored part, end to end.
 
 `python3 -m bench.footprint [--runs 20] [--days 7]`. Stores one part of a job that
 ran a week at 10 s sampling (60,480 timeline intervals, built by `record.build` like a real journal's)
@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.ingest import START, synthetic_record
 from bench.stats import summary_ms
-from slurm_plugin import accounting, footprint
+from slurm_plugin.accounting import footprint, join
 from slurm_plugin.config import Accounting, PueRule
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import Store
@@ -82,15 +82,15 @@ def _measure(store: Store, part_id: int, intervals: int, runs: int) -> dict[str,
     columns = store.timeline_columns(part_id)
     it = footprint.it_columns(*columns)
     slots = footprint.slots_from_points(store.intensity(ZONE, *_span(store, part_id)))
-    fallback = accounting.fallback(SETTINGS)
+    fallback = join.fallback(SETTINGS)
     pieces = {
         "read_timeline_columns": lambda: store.timeline_columns(part_id),
         "it_energy": lambda: footprint.it_columns(*columns),
         "compute_columns": lambda: footprint.compute_columns(*it, slots, fallback, lambda _t: 1.2),
         "read_timeline_rows": lambda: store.timeline(part_id),
     }
-    walls, cpus = _timed(runs, lambda: accounting.compute_part(store, part_id, SETTINGS))
-    result = accounting.compute_part(store, part_id, SETTINGS)
+    walls, cpus = _timed(runs, lambda: join.compute_part(store, part_id, SETTINGS))
+    result = join.compute_part(store, part_id, SETTINGS)
     p50_ms = round(statistics.median(walls) * 1000, 2)
     return {
         "intervals": intervals,
@@ -108,7 +108,7 @@ def _measure(store: Store, part_id: int, intervals: int, runs: int) -> dict[str,
 
 def _span(store: Store, part_id: int) -> tuple[dt.datetime, dt.datetime]:
     part = store.part(part_id)
-    return part["start"] - accounting.SLOT_MARGIN, part["end"]
+    return part["start"] - join.SLOT_MARGIN, part["end"]
 
 
 def main(argv: list[str] | None = None) -> int:

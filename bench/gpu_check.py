@@ -135,7 +135,7 @@ def _cost_us(call: Any, runs: int = 200) -> dict[str, float]:
 
 def _agent_cpu_s(spool: Path) -> float:
     """CPU seconds (user + system) the node agent has used so far."""
-    from slurm_plugin.control import request
+    from slurm_plugin.node.agent_client import request
 
     pid = int(request(spool / "agent.sock", {"op": "status"}, 2.0)["pid"])
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -198,7 +198,7 @@ def _job(sensor: NvmlSensor, root: Path, uuid: str, library: Path | None) -> dic
     handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
     _config, env = _node(root, library)
     doctor = subprocess.run(
-        [sys.executable, "-c", 'from slurm_plugin.cli import main; main(["doctor"])'],
+        [sys.executable, "-c", 'from slurm_plugin.cli.main import main; main(["doctor"])'],
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,

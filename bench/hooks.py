@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import procstats
 from bench.node import JOB_UID, NODE_NAME, Node
-from slurm_plugin import control
+from slurm_plugin.node import agent_client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOOKS = {"prolog": REPO_ROOT / "prolog/jobcarbon-prolog", "epilog": REPO_ROOT / "epilog/jobcarbon-epilog"}
@@ -81,7 +81,7 @@ def interval_lines(node: Node, key: str) -> int:
 
 def agent_pid(node: Node) -> int:
     """The running agent's pid, from its status reply."""
-    reply = control.request(node.spool / "agent.sock", {"op": "status"}, 2.0)
+    reply = agent_client.request(node.spool / "agent.sock", {"op": "status"}, 2.0)
     if not reply.get("ok"):
         raise BenchError(f"agent status failed: {reply}")
     return int(reply["pid"])

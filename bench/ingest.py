@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slurm_plugin import record
+from slurm_plugin.accounting.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.config import Accounting, Config, Database, Paths
-from slurm_plugin.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.journal import Journal
+from slurm_plugin.node.journal import Journal
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
 
 if TYPE_CHECKING:  # the deliverer's database stack: imported on the clock, as `deliver_outbox` does
-    from slurm_plugin.ingest import Batch
+    from slurm_plugin.accounting.ingest import Batch
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 ZONE = "DE"  # the deliverers account with its hourly series, as a site with a configured zone does
@@ -132,11 +132,11 @@ def _cpu_s() -> float:
 
 def _prepare(config: Config) -> list[Batch]:
     """The node's share of delivering its outbox, as `deliver_outbox` does it, batch by batch."""
-    from slurm_plugin import accounting, ingest
+    from slurm_plugin.accounting import ingest, join
 
     store = _open(config)
     try:
-        account = accounting.accountant(store, config.accounting)
+        account = join.accountant(store, config.accounting)
         files = ingest.pending(config.paths.outbox)
         return [
             ingest.prepare_batch(store, files[start : start + ingest.BATCH], config.paths.quarantine, account)
@@ -148,7 +148,7 @@ def _prepare(config: Config) -> list[Batch]:
 
 def _store(config: Config, batches: list[Batch]) -> int:
     """The delivery proper: a session of its own, then each batch in one statement and commit."""
-    from slurm_plugin import ingest
+    from slurm_plugin.accounting import ingest
 
     store = _open(config)
     try:

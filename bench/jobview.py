@@ -4,7 +4,7 @@
 (bulk inserts in one transaction, schema from `Store.open`) and cached under /tmp/jobcarbon-bench,
 keyed by the generator and schema versions. The bulk jobs have one to four nodes, a footprint each
 and a short packed timeline; the timed jobs are stored through the real path (`Store.add_part`,
-`accounting.accountant`): a day at 10 s on one node with four GPUs, and the same on four nodes.
+`join.accountant`): a day at 10 s on one node with four GPUs, and the same on four nodes.
 Each timing is a fresh `jobcarbon` process, Python start-up included, as a user would run it.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import summary_ms
-from slurm_plugin import accounting, packed_timeline
+from slurm_plugin.accounting import join
+from slurm_plugin.accounting.footprint import Footprint
 from slurm_plugin.config import Accounting
-from slurm_plugin.footprint import Footprint
-from slurm_plugin.storage import Store, schema
+from slurm_plugin.storage import Store, packed_timeline, schema
 from tests.jobdb import DAY, HOUR, Job, day_series, gpu
 
 GENERATOR = 2  # bump when the synthetic data changes
@@ -73,7 +73,7 @@ def build(path: Path, jobs: int, seed: int = 1) -> None:
     store.upsert_intensity(p for day in range(-366, 2) for p in _shifted(day_series(), day))
     for job in _timed_jobs():
         document = job.record()
-        store.add_part(document, account=accounting.accountant(store, SETTINGS))
+        store.add_part(document, account=join.accountant(store, SETTINGS))
     store.close()
 
 

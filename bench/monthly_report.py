@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CACHE / f"jobcarbon-{args.backend}.yaml"
     secret = f"\n  password_file: {password_file}" if password_file else ""
     config.write_text(f"database:\n  url: '{url}'{secret}\naccounting:\n  timezone: UTC\n")
-    entry = "import sys; from slurm_plugin.cli import main; sys.exit(main())"  # as the `jobcarbon` script
+    entry = "import sys; from slurm_plugin.cli.main import main; sys.exit(main())"  # as `jobcarbon` runs
     command = [
         sys.executable,
         "-c",

@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 
 from slurm_plugin import yamlschema
-from slurm_plugin.configfile import ENV_VAR, ConfigError, config_path
+from slurm_plugin.config_location import ENV_VAR, ConfigError, config_path
 from slurm_plugin.yamlschema import FRACTION, POSITIVE
 
 __all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse"]

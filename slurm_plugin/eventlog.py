@@ -12,7 +12,7 @@ import syslog
 import time
 from pathlib import Path
 
-from slurm_plugin.spoolfs import open_append, write_all
+from slurm_plugin.safefile import open_append, write_all
 
 _PRIORITY = {"info": syslog.LOG_INFO, "warning": syslog.LOG_WARNING, "error": syslog.LOG_ERR}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin import __version__
-from slurm_plugin.counters import Method
-from slurm_plugin.journal import Journal
-from slurm_plugin.spoolfs import atomic_write, ensure_dir
+from slurm_plugin.node.counters import Method
+from slurm_plugin.node.journal import Journal
+from slurm_plugin.safefile import atomic_write, ensure_dir
 
 SCHEMA = "jobcarbon/job-node-record/1"
 RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives

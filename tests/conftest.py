@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.jobenv import JobInfo, from_env
+from slurm_plugin.node.jobenv import JobInfo, from_env
 from slurm_plugin.storage import dialect
 from testbed import postgres
 

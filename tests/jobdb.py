@@ -1,7 +1,7 @@
 """Accounting databases with realistic jobs for the query tests, built through the real code paths.
 
 Records come from `record.build` on hand-made journals (as the epilog makes them) and are stored by
-`Store.add_part` with the footprint `accounting.accountant` gives them, exactly as `jobcarbon
+`Store.add_part` with the footprint `join.accountant` gives them, exactly as `jobcarbon
 ingest` does; on either backend, by URL. Power follows a smooth daily-looking curve so that
 sparklines have a shape.
 """
@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurm_plugin import accounting, record
+from slurm_plugin import record
+from slurm_plugin.accounting import join
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.journal import Journal
+from slurm_plugin.node.journal import Journal
 from slurm_plugin.storage import Store
 
 DAY = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -126,7 +127,7 @@ def store_jobs(store: Store, jobs: list[Job], settings: Accounting = SETTINGS) -
     ids = []
     for job in jobs:
         document = job.record()
-        part_id = store.add_part(document, account=accounting.accountant(store, settings))
+        part_id = store.add_part(document, account=join.accountant(store, settings))
         assert part_id is not None
         ids.append(part_id)
     return ids

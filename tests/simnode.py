@@ -105,7 +105,7 @@ class SimNode:
         return json.loads(path.read_text()) if path.exists() else None
 
     def agent_pid(self) -> int | None:
-        from slurm_plugin.control import request
+        from slurm_plugin.node.agent_client import request
 
         try:
             return int(request(self.spool / "agent.sock", {"op": "status"}, 1.0)["pid"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin import config, configfile
+from slurm_plugin import config, config_location
 from slurm_plugin.config import Config, ConfigError
 
 SOURCE = Path("/etc/jobcarbon/config.yaml")
@@ -206,14 +206,14 @@ def test_invalid_yaml_names_the_line(text: str, line: int) -> None:
 def test_missing_default_file_means_defaults(
     no_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(configfile, "DEFAULT_PATH", tmp_path / "absent.yaml")
+    monkeypatch.setattr(config_location, "DEFAULT_PATH", tmp_path / "absent.yaml")
     assert config.load() == Config()
 
 
 def test_missing_default_file_is_an_error_when_required(
     no_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(configfile, "DEFAULT_PATH", tmp_path / "absent.yaml")
+    monkeypatch.setattr(config_location, "DEFAULT_PATH", tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match=r"absent\.yaml: file not found$"):
         config.load(missing_ok=False)
 
@@ -249,9 +249,9 @@ def test_explicit_path_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch
 
 def test_config_path_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(config.ENV_VAR, raising=False)
-    assert config.config_path() == configfile.DEFAULT_PATH
+    assert config.config_path() == config_location.DEFAULT_PATH
     monkeypatch.setenv(config.ENV_VAR, "")
-    assert config.config_path() == configfile.DEFAULT_PATH
+    assert config.config_path() == config_location.DEFAULT_PATH
     monkeypatch.setenv(config.ENV_VAR, "/srv/jc.yaml")
     assert config.config_path() == Path("/srv/jc.yaml")
     assert config.config_path("/opt/jc.yaml") == Path("/opt/jc.yaml")

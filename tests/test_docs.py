@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin import config
-from slurm_plugin.attribution import GpuClaim, JobInterval, NodeInterval, Part, attribute
-from slurm_plugin.cli import build_parser
-from slurm_plugin.counters import Method
+from slurm_plugin.cli.main import build_parser
+from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Part, attribute
+from slurm_plugin.node.counters import Method
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024**3

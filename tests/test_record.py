@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from slurm_plugin import __version__, record
-from slurm_plugin.journal import Journal
+from slurm_plugin.node.journal import Journal
 from tests.storage.conftest import GPU
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "slurm_plugin" / "record_schema.json"

@@ -1,6 +1,6 @@
 """Sensors: one module per data source, each returning raw readings with a per-channel status.
 
-Deltas, wraparound and resets are handled in one shared place (`slurm_plugin.counters`); sensors only
+Deltas, wraparound and resets are handled in one shared place (`slurm_plugin.node.counters`); sensors only
 read. A sensor that is not present on a node reports `Status.ABSENT` with a reason, which is normal,
 not an error; one unreadable channel never hides the others.
 """

@@ -1,7 +1,7 @@
 """RAPL energy counters from the Linux powercap tree: raw `energy_uj` per package and DRAM zone.
 
 Imported by the long-running root node agent, so stdlib only. Deltas and wraparound are left to
-`slurm_plugin.counters.EnergyCounter(joules_per_unit=1e-6, wrap=zone.max_energy_range_uj)`.
+`slurm_plugin.node.counters.EnergyCounter(joules_per_unit=1e-6, wrap=zone.max_energy_range_uj)`.
 Layout and names: Documentation/power/powercap/powercap.rst, drivers/powercap/intel_rapl_common.c.
 """
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from slurm_plugin import packed_timeline
+from slurm_plugin.storage import packed_timeline
 from slurm_plugin.storage.backend import Backend
 
 
@@ -226,7 +226,7 @@ MIGRATIONS: list[Migration] = [
         ),
     ),
     # `jobcarbon <jobid>` and `jobcarbon jobs` on a million jobs: a job by its number, and the recent
-    # jobs of a user, of an account or of everyone (slurm_plugin/queries.py).
+    # jobs of a user, of an account or of everyone (slurm_plugin/storage/readonly.py).
     Migration(
         2,
         "indexes for job queries",
@@ -256,7 +256,7 @@ MIGRATIONS: list[Migration] = [
         "running job snapshots",
         (RUNNING_PARTS, "CREATE INDEX running_parts_job ON running_parts (job_id)"),
     ),
-    # Monthly reports (slurm_plugin/report.py). Existing footprints get their months from
+    # Monthly reports (slurm_plugin/reports/monthly.py). Existing footprints get their months from
     # `jobcarbon recompute`, which fills them without adding a footprint version when nothing else changed.
     Migration(
         5,

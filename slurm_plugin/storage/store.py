@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from slurm_plugin import packed_timeline
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.storage import backend, dialect, schema, writer_functions
+from slurm_plugin.storage import backend, dialect, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
 
 __all__ = ["RecordRejected", "Store", "StoreError", "StoreUnavailable"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from slurm_plugin.control import request
+from slurm_plugin.node.agent_client import request
 from slurm_plugin.storage import Store, roles
 from testbed.hardware import SimulatedHardware, fake_gpus
 from testbed.host import ensure_user, poll

@@ -13,7 +13,7 @@ from testbed.slurm import Cluster, JobResult
 HOOK = """#!/bin/sh
 : "${JOBCARBON_PYTHON:=/opt/jobcarbon/bin/python3}"
   : "${JOBCARBON_CONFIG:=/etc/jobcarbon/config.yaml}"
-exec "$JOBCARBON_PYTHON" -m slurm_plugin.hooks prolog
+exec "$JOBCARBON_PYTHON" -m slurm_plugin.node.hooks prolog
 """
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from slurm_plugin.counters import EnergyCounter
+from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.sensors import SensorUnavailable, Status
 from slurm_plugin.sensors.nvml import NO_LIBRARY, NvmlSensor
 from testbed.nvml_standin import CONFIG_ENV, CONFIG_NAME, GPU_IS_LOST, FakeGpu, FakeMig, write_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.counters import EnergyCounter
+from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.sensors import Status, rapl
 from slurm_plugin.sensors.rapl import RaplSensor
 from testbed.powermodel import build_powercap_tree, set_energy

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from slurm_plugin import record
-from slurm_plugin.journal import Journal
+from slurm_plugin.node.journal import Journal
 from slurm_plugin.storage import Store
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z

@@ -12,11 +12,21 @@ from typing import Any
 import psycopg
 import pytest
 
-from slurm_plugin import accounting, cli, queries, record
+from slurm_plugin import record
+from slurm_plugin.accounting import join
+from slurm_plugin.accounting.delivery import deliver_outbox
+from slurm_plugin.accounting.ingest import pending
+from slurm_plugin.cli import main
 from slurm_plugin.config import Accounting, Config, Database, Paths
-from slurm_plugin.delivery import deliver_outbox
-from slurm_plugin.ingest import pending
-from slurm_plugin.storage import Store, StoreError, StoreUnavailable, roles, schema, writer_functions
+from slurm_plugin.storage import (
+    Store,
+    StoreError,
+    StoreUnavailable,
+    readonly,
+    roles,
+    schema,
+    writer_functions,
+)
 from testbed import postgres
 from tests.storage.conftest import FOOTPRINT, START, count, make_record
 
@@ -26,7 +36,7 @@ RECORDS_PER_NODE = 10
 
 
 def add(store: Store, document: dict[str, Any]) -> int | None:
-    return store.add_part(document, account=accounting.accountant(store, SETTINGS))
+    return store.add_part(document, account=join.accountant(store, SETTINGS))
 
 
 @pytest.fixture
@@ -72,10 +82,10 @@ def test_the_reader_role_reads_for_queries_and_writes_nothing(store: Store, make
     add(store, make_record(job_id=5))
     role = make_role("reader")
     roles.grant(store.db, writer=None, reader=role.name)
-    reader = queries.Reader.open(role.url, password_file=role.password_file)
+    reader = readonly.Reader.open(role.url, password_file=role.password_file)
     try:
         assert [tuple(r) for r in reader.rows("SELECT job_id, user_name FROM jobs")] == [(5, "alice")]
-        with pytest.raises(queries.DatabaseUnavailable, match="read-only"):
+        with pytest.raises(readonly.DatabaseUnavailable, match="read-only"):
             reader.rows("DELETE FROM jobs")
     finally:
         reader.close()
@@ -248,7 +258,7 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     config = tmp_path / "jobcarbon.yaml"
     config.write_text(f"database:\n  url: '{postgres_url}'\n")
     monkeypatch.setenv("JOBCARBON_CONFIG", str(config))
-    assert cli.main(["db", "migrate", "--from", sqlite_url]) == 0
+    assert main.main(["db", "migrate", "--from", sqlite_url]) == 0
     out = capsys.readouterr().out
     assert "jobs: 2 rows" in out
     assert out.endswith(f"copied 2 jobs into {postgres_url}\n")
@@ -262,7 +272,7 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     assert add(new, make_record(job_id=9)) == 4  # identities continue after the copied ids
     old.close()
     new.close()
-    assert cli.main(["db", "migrate", "--from", sqlite_url]) == 1
+    assert main.main(["db", "migrate", "--from", sqlite_url]) == 1
     assert "already holds jobs" in capsys.readouterr().err
-    assert cli.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
+    assert main.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
     assert capsys.readouterr().err.endswith("expected sqlite:////absolute/path.db\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.counters import EnergyCounter
+from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.sensors.rapl import RaplSensor
 from testbed.powermodel import (
     PowerModel,

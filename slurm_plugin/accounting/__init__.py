@@ -1,0 +1,1 @@
+"""Accounting: records into the database exactly once (ingest, delivery), and their carbon footprints."""

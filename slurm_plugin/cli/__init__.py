@@ -1,0 +1,1 @@
+"""The `jobcarbon` command: one module per group of commands, `main` parses and dispatches."""

@@ -1,0 +1,229 @@
+"""The accounting commands of `jobcarbon`: db upgrade, ingest, intensity sync/show, recompute.
+
+Each parses nothing itself: it takes parsed arguments, calls the library and renders the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from slurm_plugin import config as config_module
+from slurm_plugin.eventlog import EventLog
+from slurm_plugin.intensity import IntensityPoint
+
+
+class CommandError(Exception):
+    """A failure the user can act on: one line on stderr, exit 1."""
+
+
+@contextmanager
+def _store(settings: config_module.Config, create: bool = False) -> Iterator:
+    from slurm_plugin.storage.store import Store, StoreError
+
+    try:
+        database = settings.database
+        store = Store.open(database.url, database.busy_timeout_s, create, database.password_file)
+    except StoreError as exc:
+        raise CommandError(f"database: {exc}") from None
+    try:
+        yield store
+    except StoreError as exc:  # e.g. the server went away, or this role may not do that
+        raise CommandError(f"database: {exc}") from None
+    finally:
+        store.close()
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from slurm_plugin.storage import schema
+
+    settings = config_module.load()
+    with _store(settings, create=True) as store:
+        version = schema.upgrade(store.db)
+    print(f"database {settings.database.url}: schema version {version}")
+    return 0
+
+
+def db_grant(args: argparse.Namespace) -> int:
+    from slurm_plugin.storage import dialect, roles
+    from slurm_plugin.storage.errors import StoreError
+
+    if not (args.writer or args.reader):
+        raise CommandError("name a role: --writer ROLE (compute nodes) and/or --reader ROLE (queries)")
+    settings = config_module.load()
+    with _store(settings, create=True) as store:
+        if store.db.name != dialect.POSTGRESQL:
+            raise CommandError("db grant is for PostgreSQL: an SQLite file is guarded by its permissions")
+        try:
+            for statement in roles.grant(store.db, args.writer, args.reader):
+                print(statement)
+        except StoreError as exc:
+            raise CommandError(f"database: {exc}") from None
+    return 0
+
+
+def db_migrate(args: argparse.Namespace) -> int:
+    from slurm_plugin.storage import transfer
+    from slurm_plugin.storage.errors import StoreError
+
+    settings = config_module.load()
+    try:
+        with _store(settings, create=True) as target:
+            copied = transfer.copy_into(
+                args.source, target, lambda table, rows: print(f"{table}: {rows} rows")
+            )
+    except StoreError as exc:
+        raise CommandError(f"database: {exc}") from None
+    print(f"copied {copied['jobs']} jobs into {settings.database.url}")
+    return 0
+
+
+def ingest(args: argparse.Namespace) -> int:
+    from slurm_plugin.accounting import join, snapshots
+    from slurm_plugin.accounting.ingest import ingest_outbox
+
+    settings = config_module.load()
+    outbox = args.outbox or settings.paths.outbox
+    log = EventLog("ingest", settings.paths.log_file)
+    with _store(settings) as store:
+        result = ingest_outbox(
+            store,
+            outbox,
+            settings.paths.quarantine,
+            join.accountant(store, settings.accounting),
+            log,
+        )
+        running = (
+            snapshots.ingest_snapshots(store, outbox, settings.accounting, log) if not result.kept else 0
+        )
+    print(
+        f"{outbox}: {result.stored} stored, {result.duplicates} duplicates, "
+        f"{result.quarantined} quarantined, {result.kept} kept"
+        + (f", {running} running-job snapshots" if running else "")
+    )
+    return 1 if result.kept else 0
+
+
+def intensity_sync(args: argparse.Namespace) -> int:
+    from slurm_plugin.intensity.sync import sync
+
+    settings = config_module.load()
+    if not settings.intensity.providers:
+        raise CommandError("no intensity providers configured (intensity.providers)")
+    log = EventLog("intensity", settings.paths.log_file)
+    with _store(settings) as store:
+        results = sync(store, settings, log=log)
+    for result in results:
+        state = "ok" if result.ok else f"FAILED: {result.error}"
+        span = f"{_iso(result.start)} .. {_iso(result.end)}"
+        print(f"{result.provider} {result.zone}: {result.points} points {span} {state}")
+        for note in result.notes:
+            print(f"  note: {note}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def intensity_show(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    settings = config_module.load()
+    end = args.end or dt.datetime.now(dt.UTC)
+    start = args.start or end - dt.timedelta(days=1)
+    with _store(settings) as store:
+        points = store.intensity(args.zone, start, end)
+    if args.json:
+        print(json.dumps([_point_dict(p) for p in points], indent=1))
+        return 0
+    if not points:
+        raise CommandError(f"no intensity stored for zone {args.zone} between {_iso(start)} and {_iso(end)}")
+    rows = [(_iso(p.start), _iso(p.end), p.g_per_kwh, p.source, p.scope, _flags(p)) for p in points]
+    headers = ["start (UTC)", "end (UTC)", "gCO2e/kWh", "source", "scope", "flags"]
+    print(tabulate(rows, headers=headers, floatfmt=".1f"))  # tabulate re-parses pre-formatted numbers
+    return 0
+
+
+def recompute(args: argparse.Namespace) -> int:
+    from slurm_plugin.accounting import join
+
+    settings = config_module.load()
+    with _store(settings) as store:
+        result = join.recompute(store, settings.accounting, args.since)
+    print(f"{result.checked} parts checked, {result.changed} footprints updated (previous versions kept)")
+    return 0
+
+
+def _point_dict(point: IntensityPoint) -> dict:
+    data = asdict(point)
+    return {k: (_iso(v) if isinstance(v, dt.datetime) else v) for k, v in data.items()}
+
+
+def _flags(point: IntensityPoint) -> str:
+    return ",".join(name for name in ("forecast", "estimated") if getattr(point, name)) or "-"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def utc_datetime(text: str) -> dt.datetime:
+    """An argparse type: ISO date or date-time (UTC unless it names an offset), "today" or "yesterday"."""
+    days_back = {"today": 0, "yesterday": 1}.get(text)
+    if days_back is not None:
+        midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - dt.timedelta(days=days_back)
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an ISO date or date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register the accounting subcommands on the top-level parser."""
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="create the database or migrate it to this version").set_defaults(
+        run=db_upgrade
+    )
+    grant = db.add_parser("grant", help="PostgreSQL: grant roles their privileges (idempotent)")
+    grant.add_argument("--writer", metavar="ROLE", help="compute nodes' role: deliver records only")
+    grant.add_argument("--reader", metavar="ROLE", help="query service's role: read only")
+    grant.set_defaults(run=db_grant)
+    migrate = db.add_parser("migrate", help="copy an SQLite database into the configured PostgreSQL one")
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:////path.db")
+    migrate.set_defaults(run=db_migrate)
+
+    ingest_parser = commands.add_parser(
+        "ingest", help="move finished-job records from an outbox into the database"
+    )
+    ingest_parser.add_argument("--outbox", type=_path, help="outbox directory (default: paths.outbox)")
+    ingest_parser.set_defaults(run=ingest)
+
+    intensity = commands.add_parser("intensity", help="grid carbon intensity series")
+    sub = intensity.add_subparsers(dest="intensity", required=True)
+    sub.add_parser("sync", help="fetch the configured series (run where there is internet)").set_defaults(
+        run=intensity_sync
+    )
+    show = sub.add_parser("show", help="print the stored series of a zone")
+    show.add_argument("--zone", required=True)
+    show.add_argument("--start", type=utc_datetime, help="UTC start (default: a day before --end)")
+    show.add_argument("--end", type=utc_datetime, help="UTC end (default: now)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=intensity_show)
+
+    again = commands.add_parser("recompute", help="recompute footprints with the intensity data now stored")
+    again.add_argument("--since", type=utc_datetime, help="only parts that ended at or after this UTC date")
+    again.set_defaults(run=recompute)
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+def report_error(exc: CommandError) -> int:
+    print(f"jobcarbon: {exc}", file=sys.stderr)
+    return 1

@@ -1,0 +1,241 @@
+"""The query commands of `jobcarbon`: `<jobid>` / `show`, `jobs` and `serve`.
+
+The caller is the real uid (os.getuid()); with `visibility.socket` set the question goes to the
+query service, which finds the caller itself from the socket, otherwise to the database directly.
+Either way the same visibility rules choose what comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from slurm_plugin import config as config_module
+from slurm_plugin.cli.accounting import CommandError, utc_datetime
+
+DEFAULT_WINDOW = dt.timedelta(days=7)
+
+
+def show(args: argparse.Namespace) -> int:
+    from slurm_plugin.query import job_summary_text, slurm_ids
+
+    settings = config_module.load()
+    try:
+        ref = slurm_ids.parse(args.job)
+        job_id = ref.job_id if ref.is_raw else _resolve(ref)
+    except slurm_ids.JobIdError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        summary = _ask_or_read(settings, "summary", {"op": "show", "job_id": job_id, "cluster": args.cluster})
+    except _NotStored:
+        raise CommandError(_not_stored(ref, job_id)) from None
+    if summary["state"] == "running":
+        _add_projection(summary, ref)
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+    else:
+        print(job_summary_text.render(summary, _timezone(settings)))
+    return 0
+
+
+def _add_projection(summary: dict[str, Any], ref: Any) -> None:
+    """A running job's projection to its time limit, which only Slurm knows (sacct, as the caller)."""
+    from slurm_plugin.query import running, slurm_ids
+
+    try:
+        found = slurm_ids.lookup(slurm_ids.JobRef(str(summary["job_id"]), summary["job_id"]))
+    except slurm_ids.JobIdError:
+        found = None
+    limit = found.time_limit_s if found else None
+    summary.setdefault("progress", {})["projection"] = running.project(summary, limit)
+
+
+def _resolve(ref: Any) -> int:
+    """The raw id of an array task or het component, from sacct; errors say what Slurm said."""
+    from slurm_plugin.query import slurm_ids
+
+    found = slurm_ids.lookup(ref)
+    if found is None:
+        raise slurm_ids.JobIdError(f"no job {ref.text} in Slurm's accounting (sacct)")
+    if found.phase == "pending":
+        raise slurm_ids.JobIdError(f"job {ref.text} is still pending: nothing has been measured yet")
+    return found.raw_id
+
+
+def _not_stored(ref: Any, job_id: int) -> str:
+    """Why a job has no summary, as far as Slurm (run as the caller, with its own privacy) can tell.
+
+    The query's answer for a job the caller may not see is the same as for an unknown one, and so is
+    this message: it depends only on what sacct shows the caller.
+    """
+    from slurm_plugin.query import slurm_ids
+
+    unknown = f"no job {ref.text} in the jobcarbon database"
+    try:
+        found = slurm_ids.lookup(slurm_ids.JobRef(str(job_id), job_id)) if slurm_ids.sacct_path() else None
+    except slurm_ids.JobIdError:
+        return unknown
+    if found is None:
+        return unknown
+    if found.phase == "pending":
+        return f"job {ref.text} is still pending: nothing has been measured yet"
+    if found.phase == "running":
+        # Hook for live summaries: a running job has no database row until its epilog.
+        return f"job {ref.text} is still running: its summary is available when it ends"
+    return f"job {ref.text} ended ({found.state}) but was not measured (or not ingested yet)"
+
+
+def jobs(args: argparse.Namespace) -> int:
+    from slurm_plugin.query import job_list
+    from slurm_plugin.storage.readonly import MAX_LIMIT, JobFilter
+
+    if not 0 <= args.limit <= MAX_LIMIT:
+        raise CommandError(f"--limit must be from 0 to {MAX_LIMIT}")
+    settings = config_module.load()
+    until = args.until or dt.datetime.now(dt.UTC)
+    since = args.since or until - DEFAULT_WINDOW
+    wanted = JobFilter(
+        since_s=since.timestamp(),
+        until_s=until.timestamp(),
+        users=args.user,
+        accounts=args.account,
+        partitions=args.partition,
+        states=tuple(state.lower() for state in args.state),
+        mine=not (args.all_users or args.user or args.account),
+        limit=args.limit,
+    )
+    document = _ask_or_read(settings, "list", {"op": "jobs", **wanted.to_request()})
+    if args.json:
+        print(json.dumps(document, indent=1, ensure_ascii=False))
+    elif args.csv:
+        sys.stdout.write(job_list.csv_text(document))
+    else:
+        print(job_list.table(document, _timezone(settings)))
+    return 0
+
+
+class _NotStored(Exception):
+    """No such job the caller may see: from the service or the database, the same."""
+
+
+def _ask_or_read(settings: config_module.Config, key: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The service's answer when a socket is configured, else the same query on the database."""
+    if settings.visibility.socket is None:
+        return _read(settings, request)
+    from slurm_plugin.query import client
+
+    try:
+        return client.ask(settings.visibility.socket, request)[key]
+    except client.Refused as exc:
+        if exc.kind == "not_found":
+            raise _NotStored from None
+        raise CommandError(str(exc)) from None
+    except client.ServiceError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyError:
+        raise CommandError("the jobcarbon query service gave no usable answer") from None
+
+
+def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, Any]:
+    """The query on the database, as the caller's real uid."""
+    from slurm_plugin.query import running, visibility
+    from slurm_plugin.storage import readonly
+
+    scope = visibility.scope_for(visibility.Viewer.from_uid(os.getuid()), settings.visibility)
+    try:
+        reader = readonly.Reader.open(
+            settings.database.url,
+            settings.database.busy_timeout_s,
+            password_file=settings.database.password_file,
+        )
+        try:
+            if request["op"] == "show":
+                return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
+            return readonly.job_list(reader, scope, readonly.JobFilter.from_request(request))
+        finally:
+            reader.close()
+    except readonly.JobNotFound:
+        raise _NotStored from None
+    except readonly.QueryError as exc:
+        raise CommandError(f"database: {exc}") from None
+
+
+def _timezone(settings: config_module.Config) -> dt.tzinfo:
+    name = settings.accounting.timezone
+    if name == "UTC":
+        return dt.UTC
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise CommandError(f"accounting.timezone {name!r} is not a known time zone") from None
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from slurm_plugin.query import client, service
+    from slurm_plugin.storage import readonly
+
+    settings = config_module.load()
+    path = args.socket or settings.visibility.socket
+    if path is None:
+        raise CommandError("no socket to serve on: set visibility.socket or pass --socket")
+
+    def ready(where: Path) -> None:
+        print(f"jobcarbon serve: listening on {where} (visibility {settings.visibility.mode})", flush=True)
+
+    try:
+        service.serve(settings, Path(path), ready)
+    except (readonly.QueryError, client.ServiceError) as exc:
+        raise CommandError(f"serve: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"serve: {path}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, as sacct takes them."""
+    names = tuple(n for n in text.split(",") if n)
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated names")
+    return names
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register show, jobs and serve on the top-level parser (`jobcarbon <jobid>` means show)."""
+    config_help = argparse.SUPPRESS  # also accepted after the command: `jobcarbon 123 --config F`
+    one = commands.add_parser("show", help="summary of one finished job (also: jobcarbon JOBID)")
+    one.add_argument("job", help="job id: 123, array task 123_4 or het component 123+1")
+    one.add_argument("--cluster", help="the cluster, where several share the database")
+    one.add_argument("--json", action="store_true", help="the summary as JSON (jobcarbon/job-summary/1)")
+    one.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    one.set_defaults(run=show)
+
+    many = commands.add_parser("jobs", help="recent jobs with their energy and carbon, like sacct")
+    many.add_argument("-u", "--user", type=_names, default=(), help="only these users (comma-separated)")
+    many.add_argument("-A", "--account", type=_names, default=(), help="only these accounts")
+    many.add_argument("-r", "--partition", type=_names, default=(), help="only these partitions")
+    many.add_argument("-s", "--state", type=_names, default=(), help="only these states (completed)")
+    many.add_argument("-a", "--all-users", action="store_true", help="every job you may see, not only yours")
+    many.add_argument(
+        "-S", "--since", type=utc_datetime, help="jobs running at or after (default: 7 days ago)"
+    )
+    many.add_argument("-E", "--until", type=utc_datetime, help="jobs running at or before (default: now)")
+    many.add_argument(
+        "--limit", type=int, default=100, help="newest N jobs (0: up to 10000); totals cover all"
+    )
+    output = many.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="JSON (jobcarbon/job-list/1)")
+    output.add_argument("--csv", action="store_true", help="CSV with a header line")
+    many.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    many.set_defaults(run=jobs)
+
+    service = commands.add_parser("serve", help="the read-only query service on a Unix socket (systemd)")
+    service.add_argument("--socket", type=Path, help="socket path (default: visibility.socket)")
+    service.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    service.set_defaults(run=serve_command)

@@ -1,0 +1,93 @@
+"""`jobcarbon report`: parse the arguments, build the monthly report, render it, write it out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from slurm_plugin.cli.accounting import CommandError
+
+FORMATS = ("table", "csv", "json", "html")
+
+
+def report(args: argparse.Namespace) -> int:
+    from slurm_plugin import config
+    from slurm_plugin.reports import monthly
+    from slurm_plugin.storage import readonly
+
+    settings = config.load()
+    request = monthly.Request(
+        month=args.month,
+        by=args.by,
+        timezone=settings.accounting.timezone,
+        now_s=time.time(),
+        embodied=settings.embodied,
+    )
+    render = _renderer(args.format)  # before the database: a missing extra fails fast
+    try:
+        monthly.resolve_month(request.month, request.timezone, request.now_s)
+        if request.by not in monthly.BY:
+            raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")
+        reader = readonly.Reader.open(
+            settings.database.url,
+            settings.database.busy_timeout_s,
+            password_file=settings.database.password_file,
+        )
+        try:
+            document = monthly.build(reader, request)
+            text = render(document, reader)
+        finally:
+            reader.close()
+    except (monthly.ReportError, readonly.QueryError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.output:
+        meta = document["metadata"]
+        _write(Path(args.output.format(month=meta["month"], by=meta["by"], format=args.format)), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _renderer(fmt: str):
+    from slurm_plugin.reports import formats
+
+    if fmt != "html":
+        return lambda document, reader: formats.FORMATS[fmt](document)
+    try:
+        from slurm_plugin.reports import html
+    except ImportError as exc:
+        raise CommandError(
+            f"--format html needs matplotlib ({exc.name} is missing): pip install 'jobcarbon[report]'"
+        ) from None
+    return html.render
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace `path` whole: a reader (a web server, a mail job) never sees half a report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        raise CommandError(f"--output {path}: {exc.strerror or exc}") from None
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register `jobcarbon report` on the top-level parser."""
+    parser = commands.add_parser(
+        "report", help="a month's energy and carbon per account, user, group or partition"
+    )
+    parser.add_argument(
+        "--month", required=True, help="YYYY-MM in accounting.timezone, or 'last' for the previous month"
+    )
+    # Checked by the command, not argparse's choices, so a bad value is one line and exit 1 like the rest.
+    parser.add_argument("--by", default="account", help="account (default), user, group or partition")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument(
+        "--output", help="write to this file instead of stdout; {month}, {by} and {format} are filled in"
+    )
+    parser.set_defaults(run=report)

@@ -1,0 +1,323 @@
+"""The node agent: one lightweight process that hosts the samplers of every job on the node.
+
+Started on demand by the first prolog (or run permanently with `--persistent`), it serves start/stop
+requests on a Unix socket, ticks the shared `NodeSampler`, and exits when no job is left. Its only
+state is the spool, so a killed agent is replaced by the next prolog or epilog and resumes every
+job it finds there; the lost interval is marked in the job's record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Any
+
+from slurm_plugin import config as config_module
+from slurm_plugin.eventlog import EventLog
+from slurm_plugin.node import agent_client, jobenv
+from slurm_plugin.node.sampler import NodeSampler
+from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize, lock_file
+from slurm_plugin.safefile import ensure_dir
+
+MAX_REQUEST = 4096
+LOCK_WAIT_S = 10.0
+SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
+
+
+class Agent:
+    def __init__(self, config: config_module.Config, log: EventLog, persistent: bool = False):
+        self.config = config
+        self.log = log
+        self.persistent = persistent
+        self.spool = Spool(config.paths.spool, config.sampler.journal_fsync)
+        self.sampler = NodeSampler(config, log)
+        self.job_locks: dict[str, int] = {}
+        self.server: socket.socket | None = None
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self._delivery_pid: int | None = None
+        self._delivery_due = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._listen()
+        interval = self.config.sampler.interval_s
+        next_tick = self._tick() + interval
+        self._scan()  # the prolog that started us could not notify us: its job is in the spool
+        next_scan = time.monotonic() + SCAN_INTERVAL_S
+        snapshots = self.config.sampler.snapshot_interval_s
+        next_snapshot = time.monotonic() + snapshots
+        while not self.stopping:
+            events = self.selector.select(max(next_tick - time.time(), 0.0))
+            for _key, _events in events:
+                self._serve_one()
+            if events or time.monotonic() >= next_scan:
+                self._scan()
+                next_scan = time.monotonic() + SCAN_INTERVAL_S
+            if time.time() >= next_tick:
+                next_tick = max(next_tick + interval, self._tick() + interval / 2)
+            if snapshots and time.monotonic() >= next_snapshot:
+                self._snapshot()
+                next_snapshot = time.monotonic() + snapshots
+            self._deliver()
+            if not self.sampler.jobs and not self.persistent and self._idle_exit():
+                break
+        self._close()
+
+    def _listen(self) -> None:
+        """Bind the socket; we hold the agent lock, so any existing socket file is stale."""
+        self.spool.prepare()
+        self.spool.socket.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            server.bind(str(self.spool.socket))
+        finally:
+            os.umask(old_umask)
+        server.listen(128)
+        server.setblocking(False)
+        self.selector.register(server, selectors.EVENT_READ)
+        self.server = server
+
+    def _idle_exit(self) -> bool:
+        """Stop listening, then look once more: a prolog that raced us either is seen now or starts a
+        new agent (which waits for our lock)."""
+        self._unlisten()
+        self._adopt()
+        if self.spool.job_keys():
+            self._listen()
+            self._scan()
+            return False
+        return True
+
+    def _unlisten(self) -> None:
+        if self.server is not None:
+            self.selector.unregister(self.server)
+            self.server.close()
+            self.server = None
+            self.spool.socket.unlink(missing_ok=True)
+
+    def _snapshot(self) -> None:
+        """Publish every running job's figures so far (`jobcarbon <jobid>` on a running job)."""
+        from slurm_plugin import record
+        from slurm_plugin.node import journal
+
+        now = time.time()
+        for key, tracker in list(self.sampler.jobs.items()):
+            try:
+                samples = journal.read(tracker.journal.path)
+                document = record.build(samples, now, [], running=True)
+                record.write(self.config.paths.outbox, document, fsync=False)
+            except Exception as exc:  # a snapshot is a convenience: never stop sampling for it
+                self.log("warning", f"job {key}: no running snapshot: {type(exc).__name__}: {exc}")
+                continue
+            self._delivery_due = True
+
+    def _deliver(self) -> None:
+        """Start one detached deliverer for records written since the last one started; reap it."""
+        if self._delivery_pid is not None:
+            if os.waitpid(self._delivery_pid, os.WNOHANG)[0] == 0:
+                return  # still running; a new one starts when it is done
+            self._delivery_pid = None
+        if self._delivery_due and self.config.database.deliver_from_nodes:
+            self._delivery_due = False
+            self._delivery_pid = agent_client.spawn_delivery(self.config.source)
+
+    def _close(self) -> None:
+        if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
+            agent_client.spawn_delivery(self.config.source)
+        self._unlisten()
+        for key in list(self.sampler.jobs):
+            self.sampler.remove(key)
+        for fd in self.job_locks.values():
+            os.close(fd)
+        self.job_locks.clear()
+
+    def _tick(self) -> float:
+        try:
+            return self.sampler.tick()
+        except Exception as exc:  # the sampler loop boundary: log, keep sampling
+            self.log("error", f"sample failed: {type(exc).__name__}: {exc}")
+            return time.time()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _adopt(self, key: str | None = None) -> None:
+        """Jobs whose prolog found no agent listening (fastpath.py) become job directories."""
+        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", key):
+            self.log("error", f"prolog message {problem}")
+
+    def _scan(self) -> None:
+        """Adopt job directories we do not sample yet and finalise jobs whose stop was requested."""
+        self._adopt()
+        for key in self.spool.job_keys():
+            if key not in self.sampler.jobs:
+                self._start(key)
+            if key in self.sampler.jobs and self.spool.stop_time(key) is not None:
+                self._stop(key)
+
+    def _start(self, key: str) -> None:
+        fd = self.spool.lock_job(key)
+        if fd is None:
+            return  # an epilog is finalising it
+        try:
+            if self._rebooted(key):
+                self._finalize_after_reboot(key, fd)
+                return
+            info, start_s = self.spool.load_job(key)
+            journal = self.spool.job_dir(key) / "journal.jsonl"
+            resumed = "sampler was not running" if journal.exists() else None
+            self.sampler.add(info, start_s, journal, resumed)
+        except Exception as exc:
+            os.close(fd)
+            self.log("error", f"job {key}: cannot start sampling: {type(exc).__name__}: {exc}")
+            if isinstance(exc, ValueError | KeyError):
+                self.spool.set_aside(key)  # unreadable job.json: keep it for inspection, stop retrying
+            return
+        self.job_locks[key] = fd
+        self.log("info", f"job {key}: sampling started ({len(self.sampler.jobs)} jobs on node)")
+
+    def _rebooted(self, key: str) -> bool:
+        recorded, now = self.spool.job_boot_id(key), boot_id()
+        return recorded is not None and now is not None and recorded != now
+
+    def _finalize_after_reboot(self, key: str, fd: int) -> None:
+        """A job from before a reboot: it died with the node, so close its record at the last sample."""
+        journal = self.spool.job_dir(key) / "journal.jsonl"
+        _info, start_s = self.spool.load_job(key)
+        end_s = max(journal.stat().st_mtime if journal.exists() else start_s, start_s)
+        try:
+            path = finalize(
+                self.spool, key, end_s, ["the node rebooted during the job"], self.config.paths.outbox
+            )
+        finally:
+            os.close(fd)
+        self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
+        self._delivery_due = True
+
+    def _stop(self, key: str) -> str | None:
+        end_s = self.spool.stop_time(key) or time.time()
+        self._tick()
+        self.sampler.remove(key)
+        try:
+            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
+        except Exception as exc:
+            self.log("error", f"job {key}: cannot write record: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            fd = self.job_locks.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+        self.log("info", f"job {key}: record written to {path}")
+        self._delivery_due = True
+        return str(path)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _serve_one(self) -> None:
+        if self.server is None:
+            return
+        try:
+            connection, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        with connection:
+            connection.settimeout(1.0)
+            try:
+                message = self._receive(connection)
+                reply = self._handle(message)
+                connection.sendall(json.dumps(reply).encode() + b"\n")
+            except BrokenPipeError:
+                pass  # a prolog's notification does not wait for the reply
+            except (OSError, ValueError) as exc:
+                self.log("warning", f"bad request: {exc}")
+
+    @staticmethod
+    def _receive(connection: socket.socket) -> dict[str, Any]:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = connection.recv(MAX_REQUEST)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST:
+                raise ValueError("request too long")
+        message = json.loads(data)
+        if not isinstance(message, dict):
+            raise ValueError("request is not an object")
+        return message
+
+    def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("op") in ("prolog", "epilog"):
+            return self._hook(message["op"], message.get("env"))
+        op, key = message.get("op"), str(message.get("key", ""))
+        if op == "status":
+            return {"ok": True, "pid": os.getpid(), "jobs": sorted(self.sampler.jobs)}
+        if op not in ("start", "stop") or not KEY.fullmatch(key):
+            return {"ok": False, "error": "unknown request"}
+        if op == "start":
+            if key not in self.sampler.jobs:
+                self._start(key)
+            return {"ok": key in self.sampler.jobs}
+        if key not in self.sampler.jobs:
+            self._scan()  # adopts it first if its directory is there
+        path = self._stop(key) if key in self.sampler.jobs else None
+        return {"ok": path is not None, "record": path}
+
+    def _hook(self, hook: str, env: Any) -> dict[str, Any]:
+        """A hook's fast path (fastpath.py): its Slurm variables, validated as the full path does; then
+        the prolog's spool entry written and the job sampled, or the epilog's stop recorded and the job
+        finalised. A refusal sends the hook down the full path."""
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            return {"ok": False, "error": "env must map names to strings"}
+        try:
+            info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
+            if hook == "epilog":
+                self._adopt(info.key)
+                if not self.spool.request_stop(info.key, time.time()):
+                    return {"ok": True, "record": None}  # no sampler ever started for this job here
+                return self._handle({"op": "stop", "key": info.key})
+            self.spool.create_job(info, time.time())
+        except (jobenv.JobEnvError, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+        if info.key not in self.sampler.jobs:
+            self._start(info.key)
+        return {"ok": info.key in self.sampler.jobs, "key": info.key}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobcarbon agent", description=__doc__)
+    parser.add_argument("--persistent", action="store_true", help="keep running when no job is left")
+    args = parser.parse_args(argv)
+    os.closerange(3, 256)
+    config = config_module.load()
+    log = EventLog("agent", config.paths.log_file)
+    spool = Spool(config.paths.spool)
+    ensure_dir(spool.root)
+    lock = lock_file(spool.agent_lock, LOCK_WAIT_S)
+    if lock is None:
+        return 0  # a live agent holds the lock and will find the job in the spool
+    agent = Agent(config, log, persistent=args.persistent)
+    gc.freeze()  # the ~100k objects of start-up are never garbage: keep the collector from rescanning them
+    signal.signal(signal.SIGTERM, lambda *_: setattr(agent, "stopping", True))
+    log("info", f"agent started (pid {os.getpid()})")
+    try:
+        agent.run()
+    except Exception as exc:
+        log("error", f"agent stopped: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        os.close(lock)
+    log("info", "agent exiting: no job left")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

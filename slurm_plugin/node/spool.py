@@ -1,0 +1,191 @@
+"""The node spool: one private directory per running job, shared by the prolog, agent and epilog.
+
+`<spool>/jobs/<jobid>.<restart>/` holds `job.json` (written by the prolog), `journal.jsonl` (the
+sampler's samples), `stop` (the epilog's end time) and `lock` (held by whoever samples or finalises
+the job). The directory is the job's state: whoever finds it can resume or finalise the job, so a
+dead agent or a missed socket message loses samples at most, never the job.
+
+`<spool>/incoming/<jobid>.<restart>.json` is a prolog's message left by the fast path when no agent
+was listening (fastpath.py); the agent it started, or the job's epilog if that comes first, turns it
+into the job's directory under `incoming.lock`, so exactly one of them does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from slurm_plugin.node.fastpath import INCOMING, boot_id
+from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
+from slurm_plugin.safefile import atomic_write, ensure_dir, read_nofollow
+
+KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
+INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
+ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
+STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
+
+
+class Spool:
+    def __init__(self, root: Path, fsync: bool = True):
+        self.root = root
+        self.fsync = fsync
+        self.jobs = root / "jobs"
+        self.socket = root / "agent.sock"
+        self.agent_lock = root / "agent.lock"
+        self.incoming = root / INCOMING
+
+    def prepare(self) -> None:
+        ensure_dir(self.root)
+        ensure_dir(self.jobs)
+        ensure_dir(self.incoming)
+
+    def adopt_incoming(self, cluster: str, node: str, key: str | None = None) -> list[str]:
+        """Turn the prolog messages in incoming/ (all, or only `key`'s) into job directories; return
+        one problem per message refused (moved aside as incoming/failed-*)."""
+        names = self._incoming_names(key)
+        if not names:
+            return []
+        lock = lock_file(self.root / "incoming.lock", ADOPT_WAIT_S)
+        if lock is None:
+            return [f"{self.incoming}: another process holds incoming.lock; left for it"]
+        try:
+            return [problem for name in names if (problem := self._adopt(name, cluster, node))]
+        finally:
+            os.close(lock)
+
+    def _incoming_names(self, key: str | None) -> list[str]:
+        if key is not None:
+            name = f"{key}.json"
+            return [name] if os.path.lexists(self.incoming / name) else []
+        try:
+            entries = list(os.scandir(self.incoming))
+        except FileNotFoundError:
+            return []
+        _sweep_temporaries(entries)
+        return sorted(entry.name for entry in entries if INCOMING_NAME.fullmatch(entry.name))
+
+    def _adopt(self, name: str, cluster: str, node: str) -> str | None:
+        """One message; None when adopted (or already gone: adopted by someone else)."""
+        path = self.incoming / name
+        try:
+            message = json.loads(read_nofollow(path))
+            info = from_env(message["env"], cluster, node)
+            if f"{info.key}.json" != name:
+                raise JobEnvError(f"the message is for job {info.key}")
+            self.create_job(info, float(message["time"]), message.get("boot") or None)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, JobEnvError) as exc:
+            path.rename(self.incoming / f"failed-{name}-{int(time.time())}")
+            return f"{path}: refused, moved aside: {exc}"
+        path.unlink()
+        return None
+
+    def job_dir(self, key: str) -> Path:
+        if not KEY.fullmatch(key):
+            raise ValueError(f"invalid job key {key[:40]!r}")
+        return self.jobs / key
+
+    def create_job(self, info: JobInfo, start_s: float, boot: str | None = None) -> Path:
+        """Record a starting job (in this boot unless `boot` says otherwise); a repeated prolog for the
+        same run keeps the first start time."""
+        directory = ensure_dir(self.job_dir(info.key))
+        target = directory / "job.json"
+        if not target.exists():
+            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot or boot_id()}
+            # No fsync: a power cut that loses this file also killed the job it describes.
+            atomic_write(target, json.dumps(payload).encode(), fsync=False)
+        return directory
+
+    def job_boot_id(self, key: str) -> str | None:
+        """The boot the job started in; None for spool entries written before jobcarbon recorded it."""
+        data = json.loads((self.job_dir(key) / "job.json").read_bytes())
+        return data.get("boot_id")
+
+    def request_stop(self, key: str, end_s: float) -> bool:
+        """Leave the job's end time for whoever finalises it; False when no sampler ever ran here."""
+        directory = self.job_dir(key)
+        if not directory.is_dir():
+            return False
+        stop = directory / "stop"
+        if not stop.exists():
+            atomic_write(stop, json.dumps({"end": end_s}).encode(), fsync=self.fsync)
+        return True
+
+    def job_keys(self) -> list[str]:
+        try:
+            return sorted(entry.name for entry in os.scandir(self.jobs) if KEY.fullmatch(entry.name))
+        except FileNotFoundError:
+            return []
+
+    def load_job(self, key: str) -> tuple[JobInfo, float]:
+        data = json.loads((self.job_dir(key) / "job.json").read_bytes())
+        return JobInfo.from_dict(data["job"]), float(data["start"])
+
+    def stop_time(self, key: str) -> float | None:
+        try:
+            return float(json.loads((self.job_dir(key) / "stop").read_bytes())["end"])
+        except FileNotFoundError:
+            return None
+
+    def lock_job(self, key: str, wait_s: float = 0.0) -> int | None:
+        """An exclusive lock on the job directory, or None if another process holds it."""
+        return lock_file(self.job_dir(key) / "lock", wait_s)
+
+    def set_aside(self, key: str) -> None:
+        """Move a job directory out of the scan (its name no longer matches KEY) without losing it."""
+        self.job_dir(key).rename(self.jobs / f"failed-{key}-{int(time.time())}")
+
+    def remove_job(self, key: str) -> None:
+        import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
+
+        shutil.rmtree(self.job_dir(key), ignore_errors=True)
+
+
+def lock_file(path: Path, wait_s: float) -> int | None:
+    """flock(LOCK_EX) on `path`, retrying for up to `wait_s`; the fd is the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
+    """Remove the dotfile temporaries in incoming/ that prologs killed mid-write left behind."""
+    stale = time.time() - STALE_TEMPORARY_S
+    for entry in entries:
+        if entry.name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < stale:
+                    os.unlink(entry.path)
+
+
+def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
+    """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
+    from slurm_plugin import record
+    from slurm_plugin.node import journal
+
+    journal_path = spool.job_dir(key) / "journal.jsonl"
+    if journal_path.exists():
+        samples = journal.read(journal_path)
+    else:
+        info, start_s = spool.load_job(key)
+        samples = journal.Journal({"job": info.to_dict(), "start": start_s})
+        partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
+    document = record.build(samples, end_s, partial_reasons)
+    path = record.write(outbox, document, fsync=spool.fsync)
+    (outbox / record.RUNNING_DIR / path.name).unlink(missing_ok=True)  # superseded snapshot
+    spool.remove_job(key)
+    return path

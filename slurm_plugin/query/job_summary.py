@@ -1,0 +1,302 @@
+"""The summary of one job, `jobcarbon <jobid>`: built from stored rows, rendered as text or JSON.
+
+Pure: `build` takes what `queries` read and returns the document whose schema is
+`job_summary_schema.json` (`jobcarbon/job-summary/1`, documented in docs/querying.md); `render`
+turns that document into the text a user reads, so the query service can send the document and the
+CLI render it (`jobview_text`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
+
+SCHEMA = "jobcarbon/job-summary/1"
+COLUMNS = 40  # sparkline width
+METHODS = ("measured", "integrated", "apportioned", "estimated")  # least direct last, as record.py
+# Passenger-car emissions per km: the EEA's 2024 average for new cars (provisional data), the value
+# carbontracker 2.4.3 ships in carbontracker/emissions/conversion/co2eq.csv.
+CAR_G_PER_KM = 106.8
+CAR_SOURCE = "EEA 2024 new-car average, as in Carbontracker 2.4.3"
+QUALITY = {
+    "measured_series": "measured",
+    "forecast_series": "forecast",
+    "zone_yearly": "yearly average",
+    "country_yearly": "yearly average",
+    "constant": "configured constant",
+    "world": "world average",
+}
+__all__ = ["RUNGS", "SCHEMA", "build", "iso", "mig_suffix"]
+
+
+def build(
+    job: dict[str, Any],
+    parts: Sequence[dict[str, Any]],
+    around: Sequence[dict[str, Any]] = (),
+    other_runs: Sequence[tuple[str, int]] = (),
+    state: str = "completed",
+) -> dict[str, Any]:
+    """The summary document of one job run: `job` (a jobs row), its parts (job_parts rows with
+    `footprint`, `timeline`, `gpu_devices`), the intensity slots around it, and its other runs."""
+    start_s, end_s = job["start_s"], job["end_s"]
+    energy = _energy(parts)
+    carbon = _carbon(parts)
+    return {
+        "schema": SCHEMA,
+        "state": state,
+        "cluster": job["cluster"],
+        "job_id": job["job_id"],
+        "restart_count": job["restart_count"],
+        "other_runs": [{"cluster": c, "restart_count": r} for c, r in other_runs],
+        "user": job["user_name"],
+        "uid": job["uid"],
+        "account": job["account"],
+        "partition": job["partition"],
+        "nodes": [p["node"] for p in parts],
+        "start": iso(start_s),
+        "end": iso(end_s),
+        "elapsed_s": round(max(end_s - start_s, 0.0), 3),
+        "energy": energy,
+        "carbon": carbon,
+        "coverage": _coverage(parts),
+        "power": _power(parts, start_s, end_s),
+        "equivalent": _equivalent(carbon),
+        "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
+        "estimates": _estimates(energy, carbon),
+    }
+
+
+def parse_iso(text: str) -> float:
+    """UTC epoch seconds of a record's ISO time ("...Z")."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def iso(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _weakest(methods: Sequence[str | None]) -> str | None:
+    known = [m for m in methods if m in METHODS]
+    return max(known, key=METHODS.index) if known else None
+
+
+def _component(parts: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    measured = [p for p in parts if p[f"{name}_j"] is not None]
+    if not measured:
+        return None
+    joules = sum(p[f"{name}_j"] for p in measured)
+    return {"joules": round(joules, 3), "method": _weakest([p[f"{name}_method"] for p in measured])}
+
+
+def _energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cpu": _component(parts, "cpu"),
+        "dram": _component(parts, "dram"),
+        "gpus": _gpus(parts),
+        "total_j": round(sum(p["total_j"] for p in parts), 3),
+    }
+
+
+def _gpus(parts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """GPU energy grouped by model (MIG slices apart from whole GPUs), with each device listed."""
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for part in parts:
+        described = {g["uuid"]: g for g in part["gpus"]}
+        devices = part["gpu_devices"]
+        if not devices and part["gpu_j"] is not None:  # record unreadable: the part's total only
+            devices = {"unknown": {"joules": part["gpu_j"], "method": part["gpu_method"]}}
+        for uuid, used in sorted(devices.items()):
+            gpu = described.get(uuid, {})
+            key = (gpu.get("model") or "unknown model", gpu.get("parent_uuid") is not None)
+            device = {"id": uuid, "node": part["node"], "joules": used["joules"], "method": used["method"]}
+            if gpu.get("parent_uuid"):
+                device.update(parent=gpu["parent_uuid"], share=gpu.get("share"))
+            groups.setdefault(key, []).append(device)
+    return [
+        {
+            "model": model,
+            "mig": mig,
+            "count": len(devices),
+            "joules": round(sum(d["joules"] for d in devices), 3),
+            "method": _weakest([d["method"] for d in devices]),
+            "devices": devices,
+        }
+        for (model, mig), devices in sorted(groups.items())
+    ]
+
+
+def _carbon(parts: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Footprints of the parts summed; None when no part has one yet."""
+    prints = [p["footprint"] for p in parts if p["footprint"]]
+    if not prints:
+        return None
+    it_j = sum(f["it_energy_j"] for f in prints)
+    facility_j = sum(f["facility_energy_j"] for f in prints)
+    co2e_g = sum(f["co2e_g"] for f in prints)
+    by_rung: dict[str, float] = {}
+    for f in prints:
+        for rung, joules in f["energy_by_rung_j"].items():
+            by_rung[rung] = by_rung.get(rung, 0.0) + joules
+    rung = max(by_rung, key=RUNGS.index) if by_rung else "none"
+    mix: dict[str, float] = {}
+    for name, joules in by_rung.items():
+        mix[QUALITY[name]] = mix.get(QUALITY[name], 0.0) + (joules / it_j if it_j else 0.0)
+    return {
+        "it_energy_j": round(it_j, 3),
+        "facility_energy_j": round(facility_j, 3),
+        "pue": round(facility_j / it_j, 4) if it_j else None,
+        "co2e_g": round(co2e_g, 4),
+        "effective_g_per_kwh": round(co2e_g / (facility_j / J_PER_KWH), 3) if facility_j else 0.0,
+        "zone": next((f["zone"] for f in prints if f.get("zone")), None),
+        "sources": sorted({s for f in prints for s in f["sources"]}),
+        "scopes": sorted({s for f in prints for s in f["scopes"]}),
+        "rung": rung,
+        "quality": QUALITY.get(rung, "none"),
+        "quality_mix": {k: round(v, 4) for k, v in sorted(mix.items(), key=lambda kv: (-kv[1], kv[0]))},
+        "measured_intensity_fraction": round(by_rung.get("measured_series", 0.0) / it_j, 4) if it_j else 0.0,
+        "energy_by_rung_j": {
+            k: round(v, 3) for k, v in sorted(by_rung.items(), key=lambda kv: RUNGS.index(kv[0]))
+        },
+        "parts_without_footprint": [p["node"] for p in parts if not p["footprint"]],
+    }
+
+
+def _coverage(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    wall = sum(p["elapsed_s"] for p in parts)
+    covered = sum(p["coverage_fraction"] * p["elapsed_s"] for p in parts)
+    prefix = (lambda p: f"{p['node']}: ") if len(parts) > 1 else (lambda p: "")
+    return {
+        "fraction": round(covered / wall, 4) if wall > 0 else 0.0,
+        "partial": any(p["status"] == "partial" for p in parts),
+        "reasons": [prefix(p) + r for p in parts for r in p["partial_reasons"]],
+        "notes": [prefix(p) + n for p in parts for n in p["notes"]],
+    }
+
+
+def _power(parts: Sequence[dict[str, Any]], start_s: float, end_s: float) -> dict[str, Any]:
+    """IT power (energy ÷ time) in up to COLUMNS equal slices of the job; None where nothing was measured.
+
+    A timeline row's energy is spread evenly over the row, as in the footprint; the nodes' powers add.
+    """
+    n = min(COLUMNS, max((len(p["timeline"]) for p in parts), default=0))
+    if n == 0 or end_s <= start_s:
+        return {"step_s": 0.0, "watts": [], "peak_w": None, "mean_w": None}
+    step = (end_s - start_s) / n
+    watts: list[float | None] = [None] * n
+    for part in parts:
+        energy, covered = _slices(part["timeline"], start_s, step, n)
+        for i in range(n):
+            if covered[i] > 0:
+                watts[i] = (watts[i] or 0.0) + energy[i] / covered[i]
+    seen = [w for w in watts if w is not None]
+    total_j = sum(p["total_j"] for p in parts)
+    return {
+        "step_s": round(step, 3),
+        "watts": [None if w is None else round(w, 1) for w in watts],
+        "peak_w": round(max(seen), 1) if seen else None,
+        "mean_w": round(total_j / (end_s - start_s), 1),
+    }
+
+
+def _slices(
+    rows: Sequence[Sequence[Any]], start_s: float, step: float, n: int
+) -> tuple[list[float], list[float]]:
+    """Energy and measured time in each of n slices, from the timeline's running totals.
+
+    A day at 10 s is 8,640 rows a node: the totals are built once (itertools.accumulate) and read at
+    the n + 1 slice edges by bisection, instead of visiting every row for every slice.
+    """
+    rows = [r for r in rows if r[1] > r[0] and not (r[2] is None and r[3] is None and r[4] is None)]
+    if not rows:
+        return [0.0] * n, [0.0] * n
+    starts, ends = [r[0] for r in rows], [r[1] for r in rows]
+    joules = [(c or 0.0) + (d or 0.0) + (g or 0.0) for _, _, c, d, g in rows]
+    energy_before = [0.0, *itertools.accumulate(joules)]
+    time_before = [0.0, *itertools.accumulate(e - s for s, e in zip(starts, ends, strict=True))]
+
+    def totals(t: float) -> tuple[float, float]:
+        i = bisect.bisect_right(ends, t)  # rows before i ended by t
+        if i < len(rows) and starts[i] < t:  # t inside row i: its share so far
+            inside = (t - starts[i]) / (ends[i] - starts[i])
+            return energy_before[i] + joules[i] * inside, time_before[i] + (t - starts[i])
+        return energy_before[i], time_before[i]
+
+    edges = [totals(start_s + k * step) for k in range(n + 1)]
+    energy = [b[0] - a[0] for a, b in itertools.pairwise(edges)]
+    covered = [b[1] - a[1] for a, b in itertools.pairwise(edges)]
+    return energy, covered
+
+
+def _equivalent(carbon: dict[str, Any] | None) -> dict[str, Any] | None:
+    if carbon is None:
+        return None
+    return {
+        "car_km": round(carbon["co2e_g"] / CAR_G_PER_KM, 4),
+        "car_g_per_km": CAR_G_PER_KM,
+        "source": CAR_SOURCE,
+    }
+
+
+def _day_range(carbon: dict[str, Any] | None, around: Sequence[dict[str, Any]], middle_s: float) -> Any:
+    """The job's facility energy at the lowest and highest stored intensity of its zone within ±12 h."""
+    if carbon is None or not around:
+        return None
+    slots: dict[float, dict[str, Any]] = {}
+    for slot in around:  # ordered by start then forecast: an actual wins over a forecast of its slot
+        slots.setdefault(slot["start_s"], slot)
+    ranked = sorted(slots.values(), key=lambda s: (s["g_per_kwh"], s["start_s"]))
+    kwh = carbon["facility_energy_j"] / J_PER_KWH
+
+    def at(slot: dict[str, Any]) -> dict[str, Any]:
+        g = slot["g_per_kwh"]
+        return {
+            "start": iso(slot["start_s"]),
+            "end": iso(slot["end_s"]),
+            "g_per_kwh": g,
+            "co2e_g": round(kwh * g, 4),
+        }
+
+    return {
+        "window_start": iso(middle_s - 12 * 3600),
+        "window_end": iso(middle_s + 12 * 3600),
+        "slots": len(slots),
+        "greenest": at(ranked[0]),
+        "dirtiest": at(max(ranked, key=lambda s: (s["g_per_kwh"], -s["start_s"]))),
+    }
+
+
+def _estimates(energy: dict[str, Any], carbon: dict[str, Any] | None) -> list[str]:
+    """Plain statements of every figure that is a model or an average rather than a measurement."""
+    found = []
+    for name in ("cpu", "dram"):
+        if (energy[name] or {}).get("method") == "estimated":
+            found.append(f"{name.upper()} energy is estimated from a power model")
+    for gpu in energy["gpus"]:
+        if gpu["method"] == "estimated":
+            how = "its share of the parent GPU's measured energy" if gpu["mig"] else "a power model"
+            found.append(f"GPU {gpu['model']}{mig_suffix(gpu)} energy is estimated as {how}")
+    if carbon is None:
+        return found
+    for quality, fraction in carbon["quality_mix"].items():
+        if quality == "forecast":
+            found.append(
+                f"intensity for {fraction:.0%} of the energy is a forecast (`jobcarbon recompute` updates it)"
+            )
+        elif quality != "measured":
+            found.append(
+                f"intensity for {fraction:.0%} of the energy is a {quality}, not the grid at that time"
+            )
+    found += [
+        f"no footprint yet for {node} (`jobcarbon recompute`)" for node in carbon["parts_without_footprint"]
+    ]
+    return found
+
+
+def mig_suffix(gpu: dict[str, Any]) -> str:
+    """ " (MIG)" after a MIG slice's model, unless the model says so already."""
+    return " (MIG)" if gpu["mig"] and "MIG" not in gpu["model"] else ""

@@ -1,0 +1,188 @@
+"""The job summary as text: what `jobcarbon <jobid>` prints, from a `jobview.build` document.
+
+Times are rendered in the site's time zone (accounting.timezone); the document itself stays UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from slurm_plugin.accounting.footprint import J_PER_KWH
+from slurm_plugin.query.job_summary import mig_suffix
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def render(summary: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
+    """The summary as a user reads it; times in `tz` (accounting.timezone)."""
+    lines = [*_header(summary, tz), "", *_energy_lines(summary), "", *_carbon_lines(summary, tz)]
+    if summary["estimates"]:
+        lines += ["", *(f"* estimate: {e}" for e in summary["estimates"])]
+    if summary["state"] == "running":
+        lines += ["", *_progress_lines(summary)]
+    return "\n".join(lines)
+
+
+def _progress_lines(s: dict[str, Any]) -> list[str]:
+    """A running job: figures are so far (up to the last snapshot), plus the projection if known."""
+    progress = s.get("progress") or {}
+    lines = [f"still running: figures up to {s['end']} (the node publishes them every few minutes)"]
+    projection = progress.get("projection")
+    if projection:
+        lines.append(
+            f"  at its time limit ({duration(projection['time_limit_s'])}), at the last 15 minutes' "
+            f"{projection['recent_power_w']:.0f} W: {projection['energy_j'] / 3.6e6:.3f} kWh, "
+            f"{projection['co2e_g'] / 1000:.3f} kg CO2e (projected)"
+        )
+    elif progress.get("recent_power_w"):
+        lines.append(f"  recent power {progress['recent_power_w']:.0f} W (time limit unknown: no projection)")
+    return lines
+
+
+def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
+    runs = ""
+    if s["other_runs"]:
+        runs = f" (run {s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
+    return [
+        f"job {s['job_id']} on cluster {s['cluster']}: {s['state']}{runs}",
+        _row("user", f"{s['user']} (uid {s['uid']})"),
+        _row("account", s["account"] or "-"),
+        _row("partition", s["partition"] or "-"),
+        _row("nodes", f"{len(s['nodes'])}: {', '.join(s['nodes'])}"),
+        _row("start", local(s["start"], tz)),
+        _row("end", local(s["end"], tz)),
+        _row("elapsed", duration(s["elapsed_s"])),
+    ]
+
+
+def _row(label: str, value: str) -> str:
+    return f"  {label:<11} {value}"
+
+
+def _energy_lines(s: dict[str, Any]) -> list[str]:
+    energy, carbon = s["energy"], s["carbon"]
+    rows: list[tuple[str, str, str]] = []
+    for name in ("cpu", "dram"):
+        if energy[name]:
+            rows.append((name.upper(), joules(energy[name]["joules"]), _flag(energy[name]["method"])))
+        else:
+            rows.append((name.upper(), "-", "not measured"))
+    for gpu in energy["gpus"]:
+        label = f"GPU {gpu['model']}{mig_suffix(gpu)} ×{gpu['count']}"
+        rows.append((label, joules(gpu["joules"]), _flag(gpu["method"])))
+    rows.append(("IT energy", joules(energy["total_j"]), ""))
+    if carbon and carbon["pue"]:
+        rows.append((f"facility (PUE {carbon['pue']:.2f})", joules(carbon["facility_energy_j"]), ""))
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    return ["energy"] + [f"  {a:<{width}}  {b:>{value_width}}  {c}".rstrip() for a, b, c in rows]
+
+
+def _flag(method: str | None) -> str:
+    return f"{method} *" if method == "estimated" else (method or "")
+
+
+def _carbon_lines(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
+    carbon, coverage = s["carbon"], s["coverage"]
+    lines = ["carbon"]
+    if carbon is None:
+        lines.append(_row("CO2e", "not computed yet (`jobcarbon recompute`)"))
+    else:
+        lines += [
+            _row(
+                "CO2e", f"{grams(carbon['co2e_g'])} at {carbon['effective_g_per_kwh']:.0f} g/kWh (effective)"
+            ),
+            _row("zone", carbon["zone"] or "- (no zone configured)"),
+            _row("source", f"{', '.join(carbon['sources'])} ({', '.join(carbon['scopes'])})"),
+            _row("quality", _quality(carbon)),
+        ]
+    covered = f"{coverage['fraction']:.0%} of the wall time measured"
+    if coverage["partial"]:
+        covered += " (partial: " + "; ".join(coverage["reasons"]) + ")"
+    lines.append(_row("coverage", covered))
+    lines += [_row("note", note) for note in coverage["notes"]]
+    power = s["power"]
+    if power["watts"]:
+        spark = sparkline(power["watts"])
+        lines.append(_row("power", f"{spark}  peak {power['peak_w']:.0f} W, mean {power['mean_w']:.0f} W"))
+    if s["equivalent"]:
+        eq = s["equivalent"]
+        by_car = f"≈ {_number(eq['car_km'])} km by car ({eq['car_g_per_km']} g/km: {eq['source']})"
+        lines.append(_row("equals", by_car))
+    if s["day_range"]:
+        lines += _day_lines(s["day_range"], tz)
+    return lines
+
+
+def _quality(carbon: dict[str, Any]) -> str:
+    mix = carbon["quality_mix"]
+    if len(mix) <= 1:
+        return carbon["quality"] + (" *" if carbon["quality"] != "measured" else "")
+    return ", ".join(f"{k} {v:.0%}" for k, v in mix.items()) + " *"
+
+
+def _day_lines(day: dict[str, Any], tz: dt.tzinfo) -> list[str]:
+    def slot(name: str) -> str:
+        found = day[name]
+        when = local(found["start"], tz, "%H:%M %Z")
+        return f"{name} {when} at {found['g_per_kwh']:.0f} g/kWh: {grams(found['co2e_g'])} CO2e"
+
+    return [
+        _row("same day", f"the same energy within ±12 h ({day['slots']} intensity slots) would have emitted"),
+        _row("", slot("greenest")),
+        _row("", slot("dirtiest")),
+    ]
+
+
+def sparkline(watts: Sequence[float | None]) -> str:
+    """One bar per value, scaled to the largest; a space where nothing was measured."""
+    top = max((w for w in watts if w is not None), default=0.0)
+    bars = []
+    for w in watts:
+        if w is None:
+            bars.append(" ")
+        else:
+            bars.append(
+                BARS[min(int(w / top * (len(BARS) - 1) + 0.5), len(BARS) - 1)] if top > 0 else BARS[0]
+            )
+    return "".join(bars)
+
+
+def local(iso_text: str, tz: dt.tzinfo, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
+    moment = dt.datetime.fromisoformat(iso_text.replace("Z", "+00:00"))
+    return moment.astimezone(tz).strftime(fmt)
+
+
+def duration(seconds: float) -> str:
+    """sacct's elapsed notation: [D-]HH:MM:SS."""
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def _number(value: float) -> str:
+    """Three significant figures, without an exponent."""
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - int(f"{abs(value):e}".split("e")[1]))
+    return f"{value:.{digits}f}"
+
+
+def joules(value: float) -> str:
+    if value < 3600:
+        return f"{_number(value)} J"
+    if value < J_PER_KWH:
+        return f"{_number(value / 3600)} Wh"
+    return f"{_number(value / J_PER_KWH)} kWh"
+
+
+def grams(value: float) -> str:
+    """A mass of CO2e in g, kg or t."""
+    if value < 1000:
+        return f"{_number(value)} g"
+    if value < 1e6:
+        return f"{_number(value / 1000)} kg"
+    return f"{_number(value / 1e6)} t"

@@ -1,0 +1,130 @@
+"""`jobcarbon <jobid>` on a running job: its figures so far, and a projection to its time limit.
+
+Built from the newest snapshot of each of its parts (`running_parts`, see snapshots.py); the
+projection assumes the job keeps the power of its last 15 minutes and the intensity it has seen.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from slurm_plugin.query import job_summary, visibility
+from slurm_plugin.storage import readonly
+from slurm_plugin.storage.readonly import AROUND_S, JobNotFound, Reader
+
+RECENT_S = 900.0
+
+_RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
+    footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
+
+
+def summary(
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
+) -> dict[str, Any]:
+    """The summary so far of a running job the scope may see; JobNotFound otherwise."""
+    rows = [
+        r
+        for r in reader.rows(_RUNNING, (job_id,))
+        if (cluster is None or r["cluster"] == cluster) and visibility.may_see(scope, r["uid"], r["account"])
+    ]
+    if not rows:
+        raise JobNotFound(job_id)
+    latest = (rows[-1]["cluster"], rows[-1]["restart_count"])
+    records = [
+        (json.loads(zlib.decompress(r["record_zlib"])), json.loads(r["footprint_json"] or "null"))
+        for r in rows
+        if (r["cluster"], r["restart_count"]) == latest
+    ]
+    parts = [_part(record, footprint) for record, footprint in records]
+    first = records[0][0]
+    job = {
+        "cluster": first["cluster"],
+        "job_id": first["job_id"],
+        "restart_count": first["restart_count"],
+        "user_name": first["user"],
+        "uid": first["uid"],
+        "account": first["account"],
+        "partition": first["partition"],
+        "start_s": min(p["start_s"] for p in parts),
+        "end_s": max(p["end_s"] for p in parts),
+    }
+    zone = next(
+        (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
+    )
+    middle = (job["start_s"] + job["end_s"]) / 2
+    around = (
+        reader.rows(readonly.INTENSITY_AROUND, (zone, middle + AROUND_S, middle - AROUND_S)) if zone else []
+    )
+    document = job_summary.build(job, parts, [dict(r) for r in around], state="running")
+    document["progress"] = {"recent_power_w": recent_power_w(parts)}
+    return document
+
+
+def job_or_running(
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None
+) -> dict[str, Any]:
+    """The finished job's summary, else the running job's summary so far."""
+    try:
+        return readonly.job_summary(reader, scope, job_id, cluster)
+    except JobNotFound:
+        return summary(reader, scope, job_id, cluster)
+
+
+def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str, Any]:
+    """A running record in the shape of a stored part (readonly._part)."""
+    origin = job_summary.parse_iso(record["timeline"]["origin"])
+    energy = record["energy"]
+    part: dict[str, Any] = {
+        "node": record["node"],
+        "start_s": job_summary.parse_iso(record["start"]),
+        "end_s": job_summary.parse_iso(record["end"]),
+        "elapsed_s": record["elapsed_s"],
+        "cpu_count": record["allocated_cpus"]["count"],
+        "gpus": record["gpus"],
+        "total_j": energy["total_joules"],
+        "coverage_fraction": record["coverage"]["fraction"],
+        "status": "running",
+        "partial_reasons": record["partial_reasons"],
+        "notes": record["notes"],
+        "footprint": footprint,
+        "timeline": [(origin + r[0], origin + r[1], *r[2:]) for r in record["timeline"]["rows"]],
+        "gpu_devices": (energy.get("gpu") or {}).get("devices") or {},
+    }
+    for component in ("cpu", "dram", "gpu"):
+        part[f"{component}_j"] = (energy[component] or {}).get("joules")
+        part[f"{component}_method"] = (energy[component] or {}).get("method")
+    return part
+
+
+def recent_power_w(parts: list[dict[str, Any]]) -> float | None:
+    """The job's power over its last 15 minutes of samples (all of them for a younger job)."""
+    total = 0.0
+    for part in parts:
+        rows = part["timeline"]
+        if not rows:
+            continue
+        recent = [r for r in rows if r[0] >= rows[-1][1] - RECENT_S]
+        window = sum(r[1] - r[0] for r in recent)
+        if window > 0:
+            total += sum(sum(j for j in r[2:] if j is not None) for r in recent) / window
+    return round(total, 3) if total else None
+
+
+def project(document: dict[str, Any], time_limit_s: float | None) -> dict[str, Any] | None:
+    """Energy and CO2e at the time limit, if the job keeps its recent power and intensity."""
+    power = (document.get("progress") or {}).get("recent_power_w")
+    elapsed = document["elapsed_s"]
+    if not power or time_limit_s is None or time_limit_s <= elapsed:
+        return None
+    carbon = document.get("carbon") or {}
+    it_j = carbon.get("it_energy_j") or document["energy"]["total_j"]
+    extra_j = power * (time_limit_s - elapsed)
+    ratio = (it_j + extra_j) / it_j if it_j else 1.0
+    return {
+        "time_limit_s": time_limit_s,
+        "recent_power_w": power,
+        "energy_j": round(it_j + extra_j, 3),
+        "co2e_g": round((carbon.get("co2e_g") or 0.0) * ratio, 4),
+    }

@@ -1,0 +1,201 @@
+"""`jobcarbon <jobid>`, `show` and `jobs` as whole processes: output, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from slurm_plugin.cli.main import with_default_command
+from tests import jobdb
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = "import sys; from slurm_plugin.cli.main import main; sys.exit(main())"
+GOLDEN = REPO / "tests" / "fixtures" / "jobview"
+SCHEMA = json.loads((REPO / "slurm_plugin" / "query" / "job_summary_schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, module_db_url: str) -> dict:
+    """The scenarios and a job that measured nothing, on SQLite and on PostgreSQL in turn."""
+    directory = tmp_path_factory.mktemp("cli")
+    ids = jobdb.build_scenarios(module_db_url)
+    store = jobdb.open_store(module_db_url)
+    jobdb.store_jobs(store, [jobdb.Job(300, cpu_w=0.0, notes=["job cgroup never found"])])
+    store.close()
+    config = directory / "jobcarbon.yaml"
+    config.write_text(f"database:\n  url: {json.dumps(module_db_url)}\nvisibility:\n  mode: all\n")
+    return {"dir": directory, "ids": ids, "config": config}
+
+
+def environment(config: Path, path: Path | None = None) -> dict[str, str]:
+    """A bare environment for the CLI; PGPASSFILE passes (the PostgreSQL password, set by conftest)."""
+    env = {"JOBCARBON_CONFIG": str(config), "PATH": str(path or "/nonexistent"), "PYTHONPATH": str(REPO)}
+    return env | ({"PGPASSFILE": os.environ["PGPASSFILE"]} if "PGPASSFILE" in os.environ else {})
+
+
+def sacct_answering(directory: Path, output: str) -> Path:
+    """A directory to use as PATH whose `sacct` prints `output`."""
+    directory.mkdir(exist_ok=True)
+    (directory / "sacct").write_text(f"#!/bin/sh\nprintf '%s' '{output}'\n")
+    (directory / "sacct").chmod(stat.S_IRWXU)
+    return directory
+
+
+def jobcarbon(*args: str, config: Path, path: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        env=environment(config, path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("jobcarbon: ")
+    return lines[0]
+
+
+def test_jobid_alone_prints_the_summary(site: dict) -> None:
+    done = jobcarbon(str(site["ids"]["single-node"]), config=site["config"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (GOLDEN / "single-node.txt").read_text()
+
+
+def test_show_json_is_valid(site: dict) -> None:
+    done = jobcarbon("show", str(site["ids"]["gpu"]), "--json", config=site["config"])
+    assert done.returncode == 0, done.stderr
+    jsonschema.validate(json.loads(done.stdout), SCHEMA)
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "1;id", "9" * 5000, "4_", "+1"])
+def test_malformed_ids_are_one_line(site: dict, bad: str) -> None:
+    assert "is not a job id" in one_line_error(jobcarbon(bad, config=site["config"]))
+
+
+def test_unknown_job_is_one_line(site: dict, tmp_path: Path) -> None:
+    line = one_line_error(jobcarbon("999999", config=site["config"], path=sacct_answering(tmp_path, "")))
+    assert line == "jobcarbon: no job 999999 in the jobcarbon database"
+
+
+def test_unknown_job_without_sacct_is_the_same_line(site: dict) -> None:
+    line = one_line_error(jobcarbon("999999", config=site["config"]))
+    assert line == "jobcarbon: no job 999999 in the jobcarbon database"
+
+
+def test_pending_job_is_one_line(site: dict, tmp_path: Path) -> None:
+    path = sacct_answering(tmp_path, "999999|PENDING\n")
+    assert "still pending" in one_line_error(jobcarbon("999999", config=site["config"], path=path))
+
+
+def test_running_job_is_one_line(site: dict, tmp_path: Path) -> None:
+    path = sacct_answering(tmp_path, "999999|RUNNING\n")
+    assert "still running" in one_line_error(jobcarbon("999999", config=site["config"], path=path))
+
+
+def test_ended_but_never_stored_is_one_line(site: dict, tmp_path: Path) -> None:
+    path = sacct_answering(tmp_path, "999999|COMPLETED\n")
+    assert "ended (COMPLETED) but was not measured" in one_line_error(
+        jobcarbon("999999", config=site["config"], path=path)
+    )
+
+
+def test_stored_but_not_measured_is_one_line(site: dict) -> None:
+    assert "measured nothing: job cgroup never found" in one_line_error(
+        jobcarbon("300", config=site["config"])
+    )
+
+
+def test_array_task_resolves_through_sacct(site: dict, tmp_path: Path) -> None:
+    path = sacct_answering(tmp_path, f"{site['ids']['gpu']}|COMPLETED\n")
+    done = jobcarbon("777_3", "--json", config=site["config"], path=path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["job_id"] == site["ids"]["gpu"]
+
+
+def test_array_task_needs_sacct(site: dict) -> None:
+    assert "sacct is not installed" in one_line_error(jobcarbon("777_3", config=site["config"]))
+
+
+def test_pending_array_task(site: dict, tmp_path: Path) -> None:
+    path = sacct_answering(tmp_path, "778|PENDING\n")
+    assert "still pending" in one_line_error(jobcarbon("777+1", config=site["config"], path=path))
+
+
+def test_service_down_is_one_line(site: dict, tmp_path: Path) -> None:
+    config = tmp_path / "client.yaml"
+    config.write_text(f"visibility:\n  socket: {tmp_path / 'no.sock'}\n")
+    assert "query service is not running" in one_line_error(jobcarbon("101", config=config))
+    assert "query service is not running" in one_line_error(jobcarbon("jobs", config=config))
+
+
+def test_missing_database_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"database:\n  url: sqlite:///{tmp_path / 'none.db'}\n")
+    assert "does not exist" in one_line_error(jobcarbon("101", config=config))
+
+
+def test_jobs_table_json_and_csv(site: dict) -> None:
+    common = ("jobs", "--all-users", "--since", "2026-01-01", "--until", "2026-01-02")
+    table = jobcarbon(*common, config=site["config"])
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[-1].startswith("7 jobs: ")
+    document = json.loads(jobcarbon(*common, "--json", "-A", "chemistry", config=site["config"]).stdout)
+    assert [j["job_id"] for j in document["jobs"]] == [106]
+    csv_lines = jobcarbon(*common, "--csv", "-u", "bob", config=site["config"]).stdout.splitlines()
+    assert len(csv_lines) == 2
+    assert ",106,0,bob,chemistry," in csv_lines[1]
+
+
+def test_jobs_default_is_the_callers_own(site: dict) -> None:
+    # Every stored job belongs to uid 1000 or 1001; the caller (this test) is neither, unless root's 0.
+    document = json.loads(jobcarbon("jobs", "-S", "2026-01-01", "--json", config=site["config"]).stdout)
+    assert document["jobs"] == []
+    assert document["filters"]["mine"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["123"], ["show", "123"]),
+        (["123", "--json"], ["show", "123", "--json"]),
+        (["--config", "f", "123"], ["--config", "f", "show", "123"]),
+        (["--config=f", "123_4"], ["--config=f", "show", "123_4"]),
+        (["-1"], ["show", "--", "-1"]),
+        (["jobs", "-a"], ["jobs", "-a"]),
+        (["--version"], ["--version"]),
+        ([], []),
+    ],
+)
+def test_a_bare_job_id_means_show(argv: list[str], expected: list[str]) -> None:
+    assert with_default_command(argv, frozenset({"show", "jobs", "serve"})) == expected
+
+
+def test_the_read_path_stays_light(site: dict) -> None:
+    """`jobcarbon JOBID` starts fast: no sqlite_utils (it imports numpy), requests or tabulate."""
+    probe = (
+        "import sys, contextlib, io; from slurm_plugin.cli.main import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): code = main(['{site['ids']['gpu']}'])\n"
+        "heavy = ('sqlite_utils', 'numpy', 'requests', 'tabulate')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=environment(site["config"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "0 []"

@@ -1,0 +1,253 @@
+"""Monthly reports: months cut in the site's time zone (DST included), conservation, every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from slurm_plugin.accounting import join, months
+from slurm_plugin.config import Accounting, Embodied
+from slurm_plugin.reports import formats, monthly
+from slurm_plugin.storage import Store, readonly
+from tests import jobdb
+from tests.jobdb import HOUR, Job, gpu
+
+SCHEMA = json.loads((Path(monthly.__file__).parent / "monthly_report_schema.json").read_text())
+BERLIN = "Europe/Berlin"
+SETTINGS = Accounting(zone="DE", pue=1.2, timezone=BERLIN)
+JAN31 = 1769817600.0  # 2026-01-31T00:00Z; Berlin's February starts at 23:00Z (UTC+1)
+MAR31 = 1774915200.0  # 2026-03-31T00:00Z; after the DST change (29 March) April starts at 22:00Z (UTC+2)
+MONTHS = ("2025-11", "2025-12", "2026-01", "2026-02", "2026-03", "2026-04", "2026-05")
+A100 = gpu(0)
+MIG = gpu(10, "NVIDIA A100-SXM4-80GB MIG 3g.40gb", parent=gpu(9)["uuid"], share=3 / 7)
+
+
+def jobs() -> list[Job]:
+    return [
+        Job(1, start=JAN31 + 22 * HOUR, rows=120),  # 1 h in January, 1 h in February (Berlin)
+        Job(2, start=MAR31 + 21 * HOUR, rows=120, account="chem", user="bob", uid=1001),  # DST edge
+        *(Job(3, node=n, start=jobdb.DAY + 5 * HOUR, rows=90) for n in ("node001", "node002")),  # multi-node
+        Job(4250, start=jobdb.DAY + 2 * HOUR, account="bio", uid=1002, user="carol"),  # array task 4242_1
+        Job(4251, start=jobdb.DAY + 3 * HOUR, account="bio", uid=1002, user="carol"),  # array task 4242_2
+        Job(5, partition="gpu", gpus=[A100], gpu_w={A100["uuid"]: (300.0, "measured")}, start=JAN31),
+        Job(6, partition="gpu", gpus=[MIG], gpu_w={MIG["uuid"]: (100.0, "estimated")}, start=JAN31 + HOUR),
+        Job(7, account="idle", start=jobdb.DAY - 40 * 86400.0, rows=30),  # November only
+    ]
+
+
+def fill(url: str) -> Store:
+    """The store at `url` holding `jobs()` and DE's intensity series for 1 January."""
+    opened = jobdb.open_store(url)
+    opened.upsert_intensity(jobdb.day_series())
+    jobdb.store_jobs(opened, jobs(), SETTINGS)
+    return opened
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """The jobs on SQLite and on PostgreSQL in turn (`db_url`)."""
+    opened = fill(db_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def reader(store: Store, db_url: str) -> Iterator[readonly.Reader]:
+    opened = readonly.Reader.open(db_url)
+    yield opened
+    opened.close()
+
+
+def build(reader: readonly.Reader, month: str, by: str = "account", **extra) -> dict:
+    return monthly.build(reader, monthly.Request(month, by, BERLIN, time.time(), **extra))
+
+
+def test_month_boundaries_follow_the_time_zone_and_dst() -> None:
+    assert months.parse("2026-02", BERLIN).start_s == JAN31 + 23 * HOUR
+    assert months.parse("2026-04", BERLIN).start_s == MAR31 + 22 * HOUR
+    assert (
+        months.parse("2026-03", BERLIN).end_s - months.parse("2026-03", BERLIN).start_s
+        == (31 * 24 - 1) * HOUR
+    )
+    with pytest.raises(ValueError, match="not a month"):
+        months.parse("2026-13", BERLIN)
+
+
+def test_a_part_crossing_a_month_is_split_by_time_and_sums_to_its_footprint(store: Store) -> None:
+    for part_id in store.parts():
+        whole = store.footprint(part_id)
+        split = store.footprint_months(whole["footprint_id"])
+        for name in ("it_energy_j", "facility_energy_j", "co2e_g"):
+            assert sum(m[name] for m in split) == pytest.approx(whole[name], rel=1e-9, abs=1e-9)
+        timeline = store.timeline(part_id)
+        for k, name in enumerate(("cpu_j", "dram_j", "gpu_j"), start=2):
+            expected = sum(row[k] or 0.0 for row in timeline)
+            assert sum(m[name] for m in split) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    first = store.footprint_months(store.footprint(store.parts()[0])["footprint_id"])
+    assert [m["month"] for m in first] == ["2026-01", "2026-02"]
+    assert first[0]["it_energy_j"] == pytest.approx(first[1]["it_energy_j"])  # a symmetric load curve
+    assert [m["core_hours"] for m in first] == pytest.approx([4.0, 4.0])  # 4 CPUs x 1 h each side
+
+
+def test_the_sum_of_all_monthly_reports_is_the_sum_of_all_jobs(store: Store, reader: readonly.Reader) -> None:
+    footprints = [store.footprint(p) for p in store.parts()]
+    for by in monthly.BY:
+        totals = [build(reader, m, by)["totals"] for m in MONTHS]
+        assert sum(t["co2e_kg"] for t in totals) == pytest.approx(
+            sum(f["co2e_g"] for f in footprints) / 1000, abs=1e-5
+        )
+        assert sum(t["facility_kwh"] for t in totals) == pytest.approx(
+            sum(f["facility_energy_j"] for f in footprints) / 3.6e6, abs=1e-5
+        )
+
+
+def test_rows_add_up_to_the_totals_and_groups_without_jobs_show_zeros(reader: readonly.Reader) -> None:
+    document = build(reader, "2026-02")
+    rows = {r["group"]: r for r in document["rows"]}
+    assert set(rows) == {"physics", "chem", "bio", "idle"}  # idle ran in November
+    assert rows["idle"]["jobs"] == 0
+    assert rows["idle"]["co2e_kg"] == 0.0
+    assert rows["idle"]["effective_g_per_kwh"] is None
+    for name in ("jobs", "cpu_core_hours", "it_kwh", "facility_kwh", "co2e_kg", "gpu_hours"):
+        assert sum(r[name] for r in document["rows"]) == pytest.approx(document["totals"][name], abs=1e-5)
+    assert sum(r["co2e_share"] for r in document["rows"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_multi_node_and_array_jobs_count_as_jobs_not_parts(reader: readonly.Reader) -> None:
+    january = {r["group"]: r for r in build(reader, "2026-01")["rows"]}
+    assert january["bio"]["jobs"] == 2  # two array tasks
+    assert january["physics"]["jobs"] == 4  # 1 (January half), 3 (two nodes), 5, 6
+    assert january["physics"]["cpu_core_hours"] == pytest.approx(4 * (1 + 1.5 * 2 + 1 + 1))
+
+
+def test_gpu_hours_by_model_and_data_quality(reader: readonly.Reader) -> None:
+    gpus = {r["group"]: r for r in build(reader, "2026-01", "partition")["rows"]}["gpu"]
+    assert gpus["gpu_hours_by_model"] == pytest.approx({A100["model"]: 1.0, MIG["model"]: 3 / 7})
+    assert 0 < gpus["measured_energy_share"] < 1  # the MIG slice's energy is estimated
+    assert gpus["series_intensity_co2e_share"] == 0.0  # 31 January has no stored series: yearly average
+    january = build(reader, "2026-01")["totals"]
+    assert 0 < january["series_intensity_co2e_share"] < 1  # 1 January is covered by the series
+
+
+def test_embodied_emissions_are_a_separate_scope_3_column(reader: readonly.Reader) -> None:
+    plain = build(reader, "2026-01", "partition")
+    factors = Embodied(gpu_kg_co2e=1500.0, gpu_lifetime_years=5.0)
+    with_embodied = build(reader, "2026-01", "partition", embodied=factors)
+    assert with_embodied["totals"]["co2e_kg"] == plain["totals"]["co2e_kg"]
+    gpus = {r["group"]: r for r in with_embodied["rows"]}["gpu"]
+    assert gpus["embodied_co2e_kg"] == pytest.approx((1 + 3 / 7) * 1500 / (5 * 8766), abs=1e-6)
+    assert plain["totals"]["embodied_co2e_kg"] is None
+    assert "embodied_scope3_co2e_kg" in formats.to_csv(with_embodied).splitlines()[0]
+    jsonschema.validate(with_embodied, SCHEMA)
+
+
+def test_csv_parses_back_to_the_same_numbers_and_json_matches_its_schema(reader: readonly.Reader) -> None:
+    document = build(reader, "2026-01", "partition")
+    jsonschema.validate(document, SCHEMA)
+    assert json.loads(formats.to_json(document)) == document
+    parsed = list(csv.DictReader(io.StringIO(formats.to_csv(document))))
+    for line, row in zip(parsed, [*document["rows"], document["totals"]], strict=True):
+        assert line["group"] == row["group"]
+        assert int(line["jobs"]) == row["jobs"]
+        for key, column in formats.COLUMNS[2:-1]:
+            assert (float(line[column]) if line[column] else None) == row[key]
+        for model, hours in row["gpu_hours_by_model"].items():
+            assert float(line[f"gpu_hours[{model}]"]) == hours
+    table = formats.to_table(document)
+    assert "Europe/Berlin" in table
+    assert "location-based scope 2" in table
+
+
+def test_a_rerun_is_identical_unless_footprints_were_recomputed(
+    store: Store, reader: readonly.Reader
+) -> None:
+    first, second = build(reader, "2026-01"), build(reader, "2026-01")
+    assert formats.to_json(first) == formats.to_json(second)
+    assert first["metadata"]["recomputed"]["footprints"] == 0
+    join.recompute(store, Accounting(zone="DE", pue=1.3, timezone=BERLIN), None)
+    third = build(reader, "2026-01")
+    assert third["metadata"]["recomputed"]["footprints"] > 0
+    assert third["metadata"]["generated_at"] != first["metadata"]["generated_at"]
+
+
+def test_recompute_fills_months_of_footprints_stored_without_them(store: Store) -> None:
+    store.db.execute("DELETE FROM footprint_months")
+    versions = {p: store.footprint(p)["version"] for p in store.parts()}
+    result = join.recompute(store, SETTINGS, None)
+    assert result.changed == 0
+    assert result.months_filled == len(versions)
+    assert {p: store.footprint(p)["version"] for p in store.parts()} == versions
+    assert store.footprint_months(store.footprint(store.parts()[0])["footprint_id"])
+
+
+def test_a_bad_month_a_future_month_and_an_unknown_grouping_are_refused(reader: readonly.Reader) -> None:
+    for month, by, message in (
+        ("2026-1", "account", "not a month"),
+        ("2999-01", "account", "in the future"),
+        ("2026-01", "project", "choose one of"),
+    ):
+        with pytest.raises(monthly.ReportError, match=message):
+            build(reader, month, by)
+
+
+def test_both_backends_give_the_same_report_in_every_format(tmp_path: Path, postgres_url: str) -> None:
+    """Same rows in the same order, same rounding, same types: JSON, CSV, table and the HTML page's
+    intensity curve alike. Only `generated_at` differs: the newest footprint's computation time."""
+    factors = Embodied(gpu_kg_co2e=1500.0, gpu_lifetime_years=5.0, node_kg_co2e=2000.0)
+    rendered: list[dict[tuple[str, ...], str]] = []
+    for url in (f"sqlite:///{tmp_path / 'same.db'}", postgres_url):
+        fill(url).close()
+        opened = readonly.Reader.open(url)
+        try:
+            outputs = {}
+            for month in MONTHS:
+                curve = monthly.intensity_curve(opened, ["DE"], months.parse(month, BERLIN))
+                assert bool(curve["DE"]) == (month == "2026-01")
+                outputs[month, "curve"] = repr(curve)  # with the types: 0 is not 0.0
+                for by in monthly.BY:
+                    document = build(opened, month, by, embodied=factors)
+                    document["metadata"]["generated_at"] = None
+                    jsonschema.validate(document, SCHEMA)
+                    for name, render in formats.FORMATS.items():
+                        outputs[month, by, name] = render(document)
+            rendered.append(outputs)
+        finally:
+            opened.close()
+    on_sqlite, on_postgres = rendered
+    assert len(on_sqlite) == len(MONTHS) * (1 + len(monthly.BY) * len(formats.FORMATS))
+    for key, expected in on_sqlite.items():
+        assert on_postgres[key] == expected, key
+
+
+def test_clusters_and_recomputed_footprints_are_listed_in_code_point_order(db_url: str) -> None:
+    """As SQLite sorts text, whatever the PostgreSQL server's collation: one created with a linguistic
+    locale (en_US.UTF-8, ICU "en") would put "atlas" before "Vega" and "nodea" before "nodeB"."""
+    store = jobdb.open_store(db_url)
+    try:
+        if db_url.startswith("postgresql"):
+            for table, column in (("jobs", "cluster"), ("job_parts", "node")):
+                store.db.execute(f'ALTER TABLE {table} ALTER COLUMN {column} TYPE TEXT COLLATE "en-x-icu"')
+        clusters, nodes = ("atlas", "Vega"), ("nodea", "nodeB")
+        jobdb.store_jobs(store, [Job(8, cluster=c, node=n, start=JAN31) for c in clusters for n in nodes])
+        join.recompute(store, Accounting(zone="DE", pue=1.3, timezone=BERLIN), None)
+    finally:
+        store.close()
+    reader = readonly.Reader.open(db_url)
+    try:
+        meta = build(reader, "2026-01")["metadata"]
+    finally:
+        reader.close()
+    assert meta["clusters"] == ["Vega", "atlas"]
+    assert [(r["cluster"], r["node"]) for r in meta["recomputed"]["listed"]] == [
+        ("Vega", "nodeB"),
+        ("Vega", "nodea"),
+        ("atlas", "nodeB"),
+        ("atlas", "nodea"),
+    ]
