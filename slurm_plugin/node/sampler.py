@@ -19,8 +19,10 @@ from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, P
 from slurm_plugin.node.counters import EnergyCounter, Method
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
-from slurm_plugin.sensors import SensorUnavailable, procstat
-from slurm_plugin.sensors.cgroup import JobCgroup, JobRef, JobUsage, find_job_cgroup
+from slurm_plugin.sensors import procstat
+from slurm_plugin.sensors.base import SensorUnavailable
+from slurm_plugin.sensors.cgroup import find_job_cgroup
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
@@ -265,7 +267,7 @@ class NodeSampler:
             tracker.cgroup = find_job_cgroup(
                 self.config.cgroup,
                 self.config.paths.cgroupfs,
-                JobRef(info.job_id, info.uid, info.node, info.sluid),
+                CgroupKey(info.job_id, info.uid, info.node, info.sluid),
             )
         cpu_s = 0.0
         if tracker.cgroup is not None:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from slurm_plugin.sensors.base import Probe, Status
+
 # proc(5): /proc/stat times are in USER_HZ units, reported by sysconf(_SC_CLK_TCK).
 USER_HZ = os.sysconf("SC_CLK_TCK")
 BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is inside user)
@@ -69,3 +71,25 @@ def parse_meminfo_total(text: str) -> int:
 
 def read_mem_total_bytes(procfs: Path) -> int:
     return parse_meminfo_total((procfs / "meminfo").read_text())
+
+
+class ProcSensor:
+    """Node CPU time and memory size as `jobcarbon doctor` sees them; the agent cannot sample without."""
+
+    name = "procfs"
+
+    def __init__(self, procfs: Path):
+        self.procfs = Path(procfs)
+
+    def probe(self) -> Probe:
+        try:
+            cpu = read_node_cpu(self.procfs)
+            memory = read_mem_total_bytes(self.procfs)
+        except FileNotFoundError as exc:
+            return Probe(Status.ABSENT, f"{self.procfs}: {exc}")
+        except (OSError, ValueError) as exc:
+            return Probe(Status.ERROR, f"{self.procfs}: {exc}")
+        return Probe(Status.OK, f"{cpu.ncpus} CPUs, {memory / 1024**3:.1f} GiB memory")
+
+    def close(self) -> None:
+        """Nothing is held: every read opens its file afresh."""

@@ -9,16 +9,12 @@ import pytest
 
 from slurm_plugin.config import Cgroup
 from slurm_plugin.sensors import cgroup_v1, cgroup_v2
-from slurm_plugin.sensors.cgroup import (
-    JobRef,
-    JobUsage,
-    detect_version,
-    find_job_cgroup,
-    flat_keyed,
-    parse_cpulist,
-)
+from slurm_plugin.sensors.base import Status
+from slurm_plugin.sensors.cgroup import CgroupSensor, detect_version, find_job_cgroup
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.files import flat_keyed, parse_cpulist
 
-JOB = JobRef(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
+JOB = CgroupKey(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
 CPUS = frozenset({0, 1, 2, 3, 8})
 USAGE = JobUsage(cpu_s=1234.56789, memory_bytes=1_610_612_736 - 402_653_184, cpus=CPUS)
 
@@ -199,6 +195,16 @@ def test_no_cgroups(tmp_path: Path) -> None:
     assert find_job_cgroup(Cgroup(), tmp_path, JOB) is None
 
 
+def test_probe_says_absent_mismatched_or_where_slurm_is(tmp_path: Path) -> None:
+    assert CgroupSensor(Cgroup(), tmp_path).probe().status is Status.ABSENT
+    v2_tree(tmp_path)
+    mismatch = CgroupSensor(Cgroup(version="v1"), tmp_path).probe()
+    assert (mismatch.status, mismatch.reason) == (Status.ERROR, f"configured v1 but {tmp_path} is v2")
+    found = CgroupSensor(Cgroup(), tmp_path).probe()
+    assert found.status is Status.OK
+    assert found.reason.startswith(f"v2 at {tmp_path}; ")
+
+
 # -- cgroup v1 ------------------------------------------------------------------------------------
 
 
@@ -250,9 +256,10 @@ def test_v1_without_cpuset_files_has_no_cpus(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "job", [JobRef(4243, 1000, "node001"), JobRef(4242, 1001, "node001"), JobRef(4242, 1000, "node002")]
+    "job",
+    [CgroupKey(4243, 1000, "node001"), CgroupKey(4242, 1001, "node001"), CgroupKey(4242, 1000, "node002")],
 )
-def test_v1_absent_job(tmp_path: Path, job: JobRef) -> None:
+def test_v1_absent_job(tmp_path: Path, job: CgroupKey) -> None:
     v1_tree(tmp_path)
     assert find_job_cgroup(Cgroup(), tmp_path, job) is None
 
@@ -296,7 +303,7 @@ def test_v2_layouts(tmp_path: Path, scope: str, name: str) -> None:
 
 def test_v2_sluid_directory_needs_the_sluid(tmp_path: Path) -> None:
     v2_tree(tmp_path, name="s0KZ3M1Q7H2B4X")
-    assert find_job_cgroup(Cgroup(), tmp_path, JobRef(4242, 1000, "node001")) is None
+    assert find_job_cgroup(Cgroup(), tmp_path, CgroupKey(4242, 1000, "node001")) is None
 
 
 def test_v2_configured_slice(tmp_path: Path) -> None:
@@ -310,7 +317,7 @@ def test_v2_configured_slice(tmp_path: Path) -> None:
 
 def test_v2_absent_job(tmp_path: Path) -> None:
     v2_tree(tmp_path)
-    assert find_job_cgroup(Cgroup(), tmp_path, JobRef(4243, 1000, "node001")) is None
+    assert find_job_cgroup(Cgroup(), tmp_path, CgroupKey(4243, 1000, "node001")) is None
 
 
 def test_forced_version_is_obeyed(tmp_path: Path) -> None:

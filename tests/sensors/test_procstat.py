@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin.sensors import procstat
+from slurm_plugin.sensors.base import Status
 from slurm_plugin.sensors.procstat import NodeCpu
 
 PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
@@ -72,3 +73,11 @@ def test_missing_procfs_is_an_os_error(tmp_path: Path) -> None:
         procstat.read_node_cpu(tmp_path)
     with pytest.raises(FileNotFoundError):
         procstat.read_mem_total_bytes(tmp_path)
+
+
+def test_probe_reports_the_node_or_why_not(tmp_path: Path) -> None:
+    assert procstat.ProcSensor(PROC).probe().status is Status.OK
+    assert procstat.ProcSensor(tmp_path / "absent").probe().status is Status.ABSENT
+    (tmp_path / "stat").write_text("cpu 1 2\n")
+    (tmp_path / "meminfo").write_text("MemTotal: 1024 kB\n")
+    assert procstat.ProcSensor(tmp_path).probe().status is Status.ERROR

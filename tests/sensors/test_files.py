@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.sensors import READ_SIZE, read_int, read_text
+from slurm_plugin.sensors.files import READ_SIZE, read_int, read_text
 
 
 def test_read_int_takes_a_counter_with_its_newline(tmp_path: Path) -> None:
