@@ -29,7 +29,7 @@ _MEASURED = Method.MEASURED
 # Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
 @dataclass(slots=True)
 class EnergyDelta:
-    """Energy over one interval and how it was obtained; also a job's share (`attribution.Part`)."""
+    """Energy over one interval and how it was obtained; also a job's share (`attribution.Share`)."""
 
     joules: float
     method: Method

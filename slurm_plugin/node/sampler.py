@@ -15,7 +15,7 @@ from typing import Any
 
 from slurm_plugin.config import Config
 from slurm_plugin.node import attribution
-from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Part
+from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
 from slurm_plugin.node.counters import EnergyCounter, Method
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
@@ -233,11 +233,11 @@ class NodeSampler:
     def _tracked_gpus(self) -> set[str]:
         return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
 
-    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Part]:
+    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Share]:
         """Energy of `parents` since their last reading; the first reading is a baseline."""
         if not parents or self._nvml is None:
             return {}
-        energy: dict[str, Part] = {}
+        energy: dict[str, Share] = {}
         for uuid, reading in self._nvml.read(parents).items():
             counter = self._gpu_counters.get(uuid)
             if counter is None:
@@ -246,11 +246,11 @@ class NodeSampler:
             resets = counter.resets
             delta = counter.update(now, reading.energy_mj, power_w)
             if delta is not None:
-                energy[uuid] = delta  # a counter's delta is already a Part
+                energy[uuid] = delta  # a counter's delta is already a Share
             elif counter.resets > resets and previous is not None:
                 bridged = self._nvml.power_mw(uuid)  # counter reset (driver reload): integrate power
                 if bridged is not None:
-                    energy[uuid] = Part(bridged / 1000 * (now - previous), Method.INTEGRATED)
+                    energy[uuid] = Share(bridged / 1000 * (now - previous), Method.INTEGRATED)
                 self._note_gpu(
                     uuid, f"GPU {uuid}: energy counter reset; one interval integrated from power", now
                 )
@@ -307,6 +307,6 @@ class NodeSampler:
         tracker.journal.append(entry)
 
 
-def _part(part: Part | None) -> list[Any] | None:
+def _part(part: Share | None) -> list[Any] | None:
     """[joules, method] for the journal; the method is a StrEnum, which JSON writes as its value."""
     return None if part is None else [round(part.joules, 4), part.method]
