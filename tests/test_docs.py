@@ -10,8 +10,8 @@ import pytest
 
 from slurm_plugin import config
 from slurm_plugin.cli.main import build_parser
+from slurm_plugin.methods import Method
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share, attribute
-from slurm_plugin.node.counters import Method
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024**3

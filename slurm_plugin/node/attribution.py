@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slurm_plugin.node.counters import EnergyDelta, Method
+from slurm_plugin.methods import Method
+from slurm_plugin.node.counters import EnergyDelta
 
 GIB = 1024**3
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.config import Config
+from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
-from slurm_plugin.node.counters import EnergyCounter, Method
+from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.sensors import procstat

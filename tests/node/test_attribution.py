@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from slurm_plugin.methods import Method
 from slurm_plugin.node.attribution import (
     GIB,
     GpuClaim,
@@ -17,7 +18,6 @@ from slurm_plugin.node.attribution import (
     attribute,
     estimated_cpu_j,
 )
-from slurm_plugin.node.counters import Method
 
 # One 10 s interval on a 4-core node with 64 GiB and 20 W of idle package power (200 J static).
 NODE = NodeInterval(
