@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin import record
 from slurm_plugin.accounting.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.config import Accounting, Config, Database, Paths
@@ -112,7 +113,7 @@ def _deliverer(
     paths = Paths(outbox=outbox, quarantine=Path(scratch) / "quarantine")
     config = Config(paths=paths, database=database, accounting=Accounting(zone=ZONE))
     for n in range(args.records):
-        record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
+        outbox_files.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
     barriers[0].wait(timeout=300)
     began, cpu = time.time(), _cpu_s()
     if args.prepared:
@@ -137,7 +138,7 @@ def _prepare(config: Config) -> list[Batch]:
     store = _open(config)
     try:
         account = join.accountant(store, config.accounting)
-        files = ingest.pending(config.paths.outbox)
+        files = outbox_files.pending(config.paths.outbox)
         return [
             ingest.prepare_batch(store, files[start : start + ingest.BATCH], config.paths.quarantine, account)
             for start in range(0, len(files), ingest.BATCH)
