@@ -40,6 +40,7 @@ from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.node.journal import Journal
 from slurm_plugin.storage import Store, dialect
+from slurm_plugin.times import utc
 from testbed import postgres
 
 if TYPE_CHECKING:  # the deliverer's database stack: imported on the clock, as `deliver_outbox` does
@@ -85,7 +86,7 @@ def synthetic_record(job_id: int, node: str, rows: int, rng: random.Random) -> d
 def _hourly_intensity(rows: int) -> list[IntensityPoint]:
     """The zone's hourly series from a day before the records' start to a day after their end."""
     rng, hour = random.Random(0), dt.timedelta(hours=1)
-    first = dt.datetime.fromtimestamp(START, dt.UTC) - dt.timedelta(days=1)
+    first = utc(START) - dt.timedelta(days=1)
     hours = 48 + math.ceil(rows * 10 / 3600)
     return [
         IntensityPoint(

@@ -43,6 +43,7 @@ class Samples(Protocol):
 
 
 def _iso(epoch_s: float) -> str:
+    """A record's times are to the millisecond."""
     return iso_z(epoch_s, "milliseconds")
 
 

@@ -6,14 +6,14 @@ store, reports and the CLI agree to the millisecond. Local time is a matter of r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 
-def utc(moment: datetime | float | str) -> datetime:
+def utc(moment: date | float | str) -> datetime:
     """An aware UTC datetime from epoch seconds, a datetime or ISO 8601 text ("Z" or an offset).
 
-    A datetime or text without an offset is taken as UTC, never as the host's local time. Text that
-    is not ISO 8601 raises ValueError.
+    A datetime or text without an offset is taken as UTC, never as the host's local time; a date is
+    its midnight UTC. Text that is not ISO 8601 raises ValueError.
     """
     if isinstance(moment, int | float):
         return datetime.fromtimestamp(moment, UTC)
@@ -21,11 +21,11 @@ def utc(moment: datetime | float | str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def epoch_s(moment: datetime | float | str) -> float:
+def epoch_s(moment: date | float | str) -> float:
     """UTC epoch seconds of `moment` (see `utc`)."""
     return float(moment) if isinstance(moment, int | float) else utc(moment).timestamp()
 
 
-def iso_z(moment: datetime | float | str, timespec: str = "auto") -> str:
+def iso_z(moment: date | float | str, timespec: str = "auto") -> str:
     """ISO 8601 in UTC ending in "Z" (2024-03-06T19:00:00.250Z); `timespec` as `datetime.isoformat`."""
     return utc(moment).isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -43,5 +43,5 @@ def test_epoch_and_datetimes_round_trip() -> None:
 
 
 def test_text_that_is_not_iso_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Invalid isoformat"):
         utc("yesterday Z")
