@@ -105,21 +105,6 @@ class _EnergyCurve:
         return self.before[i] + self.energy[i] * inside
 
 
-def compute(
-    rows: Sequence[tuple[float, float, float]],
-    slots: Sequence[Slot],
-    fallback: Fallback,
-    pue_at: Callable[[float], float],
-    pue_changes: Sequence[float] = (),
-    zone: str | None = None,
-) -> Footprint:
-    """Footprint of a timeline of (start_s, end_s, it_joules) rows, sorted and non-overlapping."""
-    if not rows:
-        return Footprint(zone=zone)
-    starts, ends, joules = ([row[k] for row in rows] for k in range(3))
-    return compute_columns(starts, ends, joules, slots, fallback, pue_at, pue_changes, zone)
-
-
 def compute_columns(
     starts: Sequence[float],
     ends: Sequence[float],
@@ -130,7 +115,8 @@ def compute_columns(
     pue_changes: Sequence[float] = (),
     zone: str | None = None,
 ) -> Footprint:
-    """`compute` on the timeline as three columns: no tuple per interval (a week at 10 s has 60,480)."""
+    """Footprint of a timeline of intervals, sorted and non-overlapping, given as three columns (start_s,
+    end_s, it_joules): no tuple per interval (a week at 10 s has 60,480)."""
     result = Footprint(zone=zone)
     if not starts:
         return result

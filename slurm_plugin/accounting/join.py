@@ -200,7 +200,6 @@ def accountant(store: IntensitySource, settings: Accounting) -> Callable[[NewPar
 class RecomputeResult:
     checked: int = 0
     changed: int = 0
-    months_filled: int = 0  # footprints unchanged whose monthly figures were missing or cut differently
 
 
 def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | None) -> RecomputeResult:
@@ -215,7 +214,6 @@ def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | 
             result.changed += 1
         elif _months_differ(store, current, fresh):
             store.replace_footprint_months(current["footprint_id"], fresh["months"])
-            result.months_filled += 1
     return result
 
 

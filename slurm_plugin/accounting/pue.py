@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from slurm_plugin.config import PueRule
 from slurm_plugin.times import epoch_s
 
-DAY_S = 86400.0
-
 
 def _specificity(rule: PueRule) -> int:
     return (2 if rule.partition is not None else 0) + (1 if rule.start or rule.end else 0)

@@ -61,7 +61,7 @@ class NodeSampler:
         self.procfs = config.paths.procfs
         self._stat_path = str(self.procfs / "stat")
         self.rapl = RaplSensor(config.paths.sysfs)
-        self.ncpus = procstat.read_node_cpu(self.procfs).ncpus
+        self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
         self.max_power_w, self.idle_power_w = self._cpu_power_model()
         self.jobs: dict[str, JobTracker] = {}
