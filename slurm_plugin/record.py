@@ -18,6 +18,11 @@ from typing import Any, Protocol
 from slurm_plugin import __version__
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.methods import ORDER, Method
+
+# Kept one release: a node agent of the previous release, still running across the upgrade, imports this
+# module lazily when a job ends and writes the record through it.
+from slurm_plugin.outbox import RUNNING_DIR as RUNNING_DIR
+from slurm_plugin.outbox import write as write
 from slurm_plugin.times import iso_z, utc
 
 SCHEMA = "jobcarbon/job-node-record/1"

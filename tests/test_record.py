@@ -277,3 +277,9 @@ def test_a_built_record_parses_and_only_a_snapshot_is_running() -> None:
 def test_a_bad_record_is_a_jobcarbon_error_and_a_value_error() -> None:
     assert issubclass(record.RecordError, JobcarbonError)
     assert issubclass(record.RecordError, ValueError)
+
+
+def test_an_agent_of_the_previous_release_still_writes_through_record() -> None:
+    from slurm_plugin import outbox
+
+    assert (record.write, record.RUNNING_DIR) == (outbox.write, outbox.RUNNING_DIR)

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from slurm_plugin.sensors.base import Finding, Probe, SensorUnavailable, Status
+from slurm_plugin.sensors import SensorUnavailable, Status  # not from .base: see sensors/__init__.py
+from slurm_plugin.sensors.base import Finding, Probe
 
 if TYPE_CHECKING:
     from pathlib import Path
