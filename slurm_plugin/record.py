@@ -290,16 +290,21 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and "\x00" not in value and value.encode() is not None
 
 
+def _name(value: Any) -> bool:
+    """A cluster or node name: it becomes part of the outbox file name."""
+    return isinstance(value, str) and NAME.fullmatch(value) is not None
+
+
 def _stamp(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and utc(value) is not None
 
 
 FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "schema": (lambda v: v == SCHEMA, repr(SCHEMA)),
-    "cluster": (lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "cluster": (_name, "a name of 1-128 of [A-Za-z0-9_.@+-]"),
     "job_id": (_count, "an integer >= 0"),
     "restart_count": (_count, "an integer >= 0"),
-    "node": (lambda v: isinstance(v, str) and NAME.fullmatch(v), "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "node": (_name, "a name of 1-128 of [A-Za-z0-9_.@+-]"),
     "user": (_text, "a string"),
     "uid": (_count, "an integer >= 0"),
     "gid": (_count, "an integer >= 0"),

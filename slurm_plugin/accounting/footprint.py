@@ -129,17 +129,17 @@ def compute_columns(
     slot_starts = [s.start_s for s in slots]
     used: dict[str, set[str]] = {"sources": set(), "scopes": set()}
     for a, b in itertools.pairwise(bounds):
-        joules = curve.at(b) - curve.at(a)
-        if joules <= 0:
+        energy_j = curve.at(b) - curve.at(a)
+        if energy_j <= 0:
             continue
         middle = (a + b) / 2
         g, rung, source, scope = _intensity_at(slots, slot_starts, middle, fallback)
         pue = pue_at(middle)
-        result.it_energy_j += joules
-        result.facility_energy_j += joules * pue
-        co2e_g = joules * pue / J_PER_KWH * g
+        result.it_energy_j += energy_j
+        result.facility_energy_j += energy_j * pue
+        co2e_g = energy_j * pue / J_PER_KWH * g
         result.co2e_g += co2e_g
-        result.energy_by_rung_j[rung] = result.energy_by_rung_j.get(rung, 0.0) + joules
+        result.energy_by_rung_j[rung] = result.energy_by_rung_j.get(rung, 0.0) + energy_j
         result.co2e_by_rung_g[rung] = result.co2e_by_rung_g.get(rung, 0.0) + co2e_g
         used["sources"].add(source)
         used["scopes"].add(scope)

@@ -92,7 +92,7 @@ def cpu_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool)
     dynamic = total - static
     cores = max(node.ncpus, sum(job.cpus for job in jobs), 1)
     busy = max(node.cpu_busy_s, sum(max(job.cpu_s, 0.0) for job in jobs))
-    shares = []
+    shares: list[Share | None] = []
     for job in jobs:
         static_share = static * job.cpus / cores
         dynamic_share = dynamic * max(job.cpu_s, 0.0) / busy if busy > 0 else 0.0
