@@ -12,7 +12,6 @@ from slurm_plugin.sensors import cgroup_v1, cgroup_v2
 from slurm_plugin.sensors.base import Status
 from slurm_plugin.sensors.cgroup import CgroupSensor, detect_version, find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
-from slurm_plugin.sensors.files import flat_keyed, parse_cpulist
 
 JOB = CgroupKey(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
 CPUS = frozenset({0, 1, 2, 3, 8})
@@ -128,45 +127,6 @@ def v2_tree(root: Path, scope: str = "slurmstepd.scope", name: str = "job_4242")
     write(job / "cpuset.cpus.effective", "0-3,8\n")
     write(job / "step_0" / "cpu.stat", V2_CPU_STAT)
     return job
-
-
-# -- pure parsers ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("0-3,8\n", {0, 1, 2, 3, 8}),
-        ("0", {0}),
-        ("0-1,4-5,10-11", {0, 1, 4, 5, 10, 11}),
-        ("\n", set()),
-        ("", set()),
-        ("3-3", {3}),
-    ],
-)
-def test_parse_cpulist(text: str, expected: set[int]) -> None:
-    assert parse_cpulist(text) == frozenset(expected)
-
-
-@pytest.mark.parametrize("text", ["3-1", "a", "-1", "0-70000", "0-3;8", "0-3,x"])
-def test_parse_cpulist_refuses_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match=r"bad cpu range|invalid literal"):
-        parse_cpulist(text)
-
-
-def test_flat_keyed_picks_the_exact_key() -> None:
-    assert flat_keyed(V1_MEMORY_STAT, "total_inactive_file") == 402653184
-    assert flat_keyed(V1_MEMORY_STAT, "inactive_file") == 0
-    assert flat_keyed(V2_MEMORY_STAT, "inactive_file") == 402653184
-    assert flat_keyed(V2_MEMORY_STAT, "file") == 536870912  # not file_mapped, file_dirty, ...
-    assert flat_keyed(V2_CPU_STAT, "usage_usec") == 1234567890  # the first line
-    assert flat_keyed("anon 5\ninactive_file 7", "inactive_file") == 7  # a last line without newline
-    assert flat_keyed("anon 5\n", "inactive_file") == 0
-
-
-def test_flat_keyed_refuses_a_value_that_is_not_a_number() -> None:
-    with pytest.raises(ValueError, match="invalid literal"):
-        flat_keyed("anon 5\ninactive_file x\n", "inactive_file")
 
 
 # -- version --------------------------------------------------------------------------------------
