@@ -27,6 +27,7 @@ from slurm_plugin.accounting import footprint, join
 from slurm_plugin.config import Accounting, PueRule
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import Store
+from slurm_plugin.times import utc
 
 TARGET_MS = 50
 INTERVAL_S = 10  # bench.ingest.synthetic_record's sampling
@@ -40,7 +41,7 @@ def _stored_week(scratch: Path, days: float) -> tuple[Store, int, int]:
     intervals = round(days * 86400 / INTERVAL_S)
     part_id = store.add_part(synthetic_record(1, "node001", intervals, random.Random(7)))
     assert part_id is not None
-    base = dt.datetime.fromtimestamp(START, dt.UTC)
+    base = utc(START)
     hours = round(days * 24)
     rng = random.Random(8)
     slot = dt.timedelta(hours=1)

@@ -33,12 +33,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin import record
 from slurm_plugin.accounting.delivery import DELIVER_TIMEOUT_S, deliver_outbox
 from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.node.journal import Journal
 from slurm_plugin.storage import Store, dialect
+from slurm_plugin.times import utc
 from testbed import postgres
 
 if TYPE_CHECKING:  # the deliverer's database stack: imported on the clock, as `deliver_outbox` does
@@ -84,7 +86,7 @@ def synthetic_record(job_id: int, node: str, rows: int, rng: random.Random) -> d
 def _hourly_intensity(rows: int) -> list[IntensityPoint]:
     """The zone's hourly series from a day before the records' start to a day after their end."""
     rng, hour = random.Random(0), dt.timedelta(hours=1)
-    first = dt.datetime.fromtimestamp(START, dt.UTC) - dt.timedelta(days=1)
+    first = utc(START) - dt.timedelta(days=1)
     hours = 48 + math.ceil(rows * 10 / 3600)
     return [
         IntensityPoint(
@@ -112,7 +114,7 @@ def _deliverer(
     paths = Paths(outbox=outbox, quarantine=Path(scratch) / "quarantine")
     config = Config(paths=paths, database=database, accounting=Accounting(zone=ZONE))
     for n in range(args.records):
-        record.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
+        outbox_files.write(outbox, synthetic_record(n, f"node{index:03d}", args.rows, rng), fsync=args.fsync)
     barriers[0].wait(timeout=300)
     began, cpu = time.time(), _cpu_s()
     if args.prepared:
@@ -137,7 +139,7 @@ def _prepare(config: Config) -> list[Batch]:
     store = _open(config)
     try:
         account = join.accountant(store, config.accounting)
-        files = ingest.pending(config.paths.outbox)
+        files = outbox_files.pending(config.paths.outbox)
         return [
             ingest.prepare_batch(store, files[start : start + ingest.BATCH], config.paths.quarantine, account)
             for start in range(0, len(files), ingest.BATCH)

@@ -1,10 +1,50 @@
-"""Read finished-job records back from a node's outbox, for `jobcarbon records` and the ingest."""
+"""A node's outbox: where finished-job records (and running jobs' snapshots, in `running/`) wait for
+the database, one file per job run per node, each written atomically.
+
+The node writes into it; the deliverer and `jobcarbon ingest` take `pending` records and `waiting`
+snapshots out of it; `jobcarbon records` shows what is there (`find`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from slurm_plugin.safefile import atomic_write, ensure_dir
+
+RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives
+
+
+def filename(record: dict[str, Any]) -> str:
+    return f"{record['cluster']}_{record['job_id']}_{record['restart_count']}_{record['node']}.json"
+
+
+def write(outbox: Path, record: dict[str, Any], fsync: bool = True) -> Path:
+    """Write the record atomically into the outbox (a running job's snapshot into outbox/running/);
+    a rewrite of the same job run replaces it, and a finished record its job's last snapshot."""
+    ensure_dir(outbox, 0o755)
+    running = outbox / RUNNING_DIR
+    if record["status"] == "running":
+        outbox = ensure_dir(running, 0o755)
+    path = outbox / filename(record)
+    atomic_write(path, json.dumps(record, indent=1).encode() + b"\n", mode=0o640, fsync=fsync)
+    if outbox != running:
+        (running / path.name).unlink(missing_ok=True)
+    return path
+
+
+def pending(outbox: Path) -> list[Path]:
+    """The record files in the outbox, by name; temporaries (dotfiles) are not records yet."""
+    try:
+        return sorted(p for p in outbox.glob("*.json") if not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def waiting(outbox: Path) -> list[Path]:
+    """The running snapshots in the outbox, by name."""
+    return sorted((outbox / RUNNING_DIR).glob("*.json"))
 
 
 def find(outbox: Path, job_id: int | None = None) -> list[dict[str, Any]]:

@@ -1,29 +1,55 @@
-"""The finished-job record: one JSON document per job run per node, written atomically to the outbox.
+"""The finished-job record's contract: one JSON document per job run per node, built here and checked
+here (`parse`) before anything stores it.
 
 Its shape is `record_schema.json` (documented in docs/record.md). The record is built only from the
-journal, so the sampler and the epilog's crash path produce the same document from the same samples.
+journal's samples, so the sampler and the epilog's crash path produce the same document from the same
+samples; the outbox it travels through is `slurm_plugin.outbox`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import operator
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from slurm_plugin import __version__
-from slurm_plugin.node.counters import Method
-from slurm_plugin.node.journal import Journal
-from slurm_plugin.safefile import atomic_write, ensure_dir
+from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.methods import ORDER, Method
+
+# Kept one release: a node agent of the previous release, still running across the upgrade, imports this
+# module lazily when a job ends and writes the record through it.
+from slurm_plugin.outbox import RUNNING_DIR as RUNNING_DIR
+from slurm_plugin.outbox import write as write
+from slurm_plugin.times import iso_z, utc
 
 SCHEMA = "jobcarbon/job-node-record/1"
-RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives
-# Least direct last: a component's overall method is the least direct one among its intervals.
-METHOD_ORDER = [Method.MEASURED, Method.INTEGRATED, Method.APPORTIONED, Method.ESTIMATED]
+NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
+METHODS = frozenset(Method)
+MAX_INT = 2**63 - 1  # SQL BIGINT
+NUMBERS = frozenset({int, float})  # JSON numbers; bool is an int subclass but not a number here
+ROW_TYPES = NUMBERS | {type(None)}
+
+
+class RecordError(JobcarbonError, ValueError):
+    """A document is not a valid job record; the message names the field."""
+
+
+class Samples(Protocol):
+    """What a record is built from: a job's journal as the node reads it (`node.journal.Journal`)."""
+
+    header: dict[str, Any]
+    intervals: list[dict[str, Any]]
+    notes: list[str]
+    resumes: list[dict[str, Any]]
+    torn: bool
 
 
 def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """A record's times are to the millisecond."""
+    return iso_z(epoch_s, "milliseconds")
 
 
 class _Component:
@@ -42,7 +68,7 @@ class _Component:
     def summary(self) -> dict[str, Any] | None:
         if not self.by_method:
             return None
-        weakest = max(self.by_method, key=lambda m: METHOD_ORDER.index(Method(m)))
+        weakest = max(self.by_method, key=lambda m: ORDER.index(Method(m)))
         return {
             "joules": round(sum(self.by_method.values()), 3),
             "method": weakest,
@@ -51,7 +77,7 @@ class _Component:
 
 
 def build(
-    journal: Journal, end_s: float, partial_reasons: list[str], running: bool = False
+    journal: Samples, end_s: float, partial_reasons: list[str], running: bool = False
 ) -> dict[str, Any]:
     """The record for a journal whose job ended at `end_s` (or, `running`, a snapshot up to then);
     `partial_reasons` mark lost sampling."""
@@ -103,7 +129,7 @@ def _j(value: float | None) -> float | None:
 
 
 def _document(
-    journal: Journal,
+    journal: Samples,
     start_s: float,
     end_s: float,
     covered: float,
@@ -164,16 +190,143 @@ def _gpu_total(devices: dict[str, Any]) -> dict[str, Any] | None:
     return {**total, "devices": devices} if total else None
 
 
-def filename(record: dict[str, Any]) -> str:
-    return f"{record['cluster']}_{record['job_id']}_{record['restart_count']}_{record['node']}.json"
+# --- checking a record read back -----------------------------------------------------------------
 
 
-def write(outbox: Path, record: dict[str, Any], fsync: bool = True) -> Path:
-    """Write the record atomically into the outbox (a running job's snapshot into outbox/running/);
-    a rewrite of the same job run replaces it."""
-    ensure_dir(outbox, 0o755)
-    if record["status"] == "running":
-        outbox = ensure_dir(outbox / RUNNING_DIR, 0o755)
-    path = outbox / filename(record)
-    atomic_write(path, json.dumps(record, indent=1).encode() + b"\n", mode=0o640, fsync=fsync)
-    return path
+def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> dict[str, Any]:
+    """The record in `data`, checked for every field the store reads; RecordError names the first bad one.
+    A finished record is complete or partial; `statuses=("running",)` reads a running job's snapshot."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise RecordError("record: must be a JSON object")
+    for field, (valid, expected) in FIELDS.items():
+        _check(record, field, valid, expected)
+    _check(record, "status", statuses.__contains__, " or ".join(map(repr, statuses)))
+    for component in ("cpu", "dram", "gpu"):
+        if record["energy"][component] is not None:
+            _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
+            _check(record, f"energy.{component}.method", METHODS.__contains__, f"one of {sorted(METHODS)}")
+    _check_rows(record["timeline"]["rows"])
+    return record
+
+
+def _check(record: dict[str, Any], field: str, valid: Callable[[Any], bool], expected: str) -> None:
+    value: Any = record
+    for key in field.split("."):
+        if not isinstance(value, dict):
+            raise RecordError(f"{field}: missing (its parent is not an object)")
+        if key not in value:
+            raise RecordError(f"{field}: missing")
+        value = value[key]
+    if not _safe(valid, value):
+        raise RecordError(f"{field}: must be {expected}, not {json.dumps(value)[:60]}")
+
+
+def _check_rows(rows: list[Any]) -> None:
+    """Every row is [start_s, end_s, cpu_j, dram_j, gpu_j]; rows are most of a record, so a valid one
+    passes in a few C-level sweeps, and only a failing one is walked row by row to name the first bad one."""
+    if not _rows_pass(rows):
+        _find_bad_row(rows)
+
+
+def _rows_pass(rows: list[Any]) -> bool:
+    """True if every row is valid; False if one may not be (the row-by-row check then decides)."""
+    if not rows:
+        return True
+    try:
+        columns = list(zip(*rows, strict=True))
+    except (TypeError, ValueError):  # a row that is not a list, or rows of different lengths
+        return False
+    if len(columns) != 5:
+        return False
+    starts, ends, *energies = columns
+    if (set(map(type, starts)) | set(map(type, ends))) - NUMBERS:
+        return False  # None, bool, str (a string or an object as a row iterates as strings)
+    if not (min(starts) >= 0 and all(map(operator.le, starts, ends)) and max(ends) <= MAX_INT):
+        return False  # NaN fails `le`, an infinite end the maximum
+    joules = list(itertools.chain(*energies))
+    if set(map(type, joules)) - ROW_TYPES:
+        return False
+    measured = list(filter(None, joules))  # without nulls; zeros pass anyway
+    try:
+        # all >= 0, so a sum <= MAX_INT bounds each; NaN and infinity fail the comparison
+        return min(measured, default=0) >= 0 and sum(measured) <= MAX_INT
+    except OverflowError:  # an integer beyond float range beside a float
+        return False
+
+
+def _find_bad_row(rows: list[Any]) -> None:
+    for index, row in enumerate(rows):
+        if type(row) is not list or len(row) != 5:
+            raise RecordError(f"timeline.rows[{index}]: must be [start_s, end_s, cpu_j, dram_j, gpu_j]")
+        t0, t1, *energies = row
+        if not (type(t0) in NUMBERS and type(t1) in NUMBERS and 0 <= t0 <= t1 <= MAX_INT):
+            raise RecordError(f"timeline.rows[{index}]: start_s and end_s must be numbers >= 0, start first")
+        for value in energies:
+            if value is not None and not (type(value) in NUMBERS and 0 <= value <= MAX_INT):
+                raise RecordError(f"timeline.rows[{index}]: energies must be numbers >= 0 or null")
+
+
+def _safe(valid: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(valid(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+def _amount(value: Any) -> bool:
+    return type(value) in NUMBERS and 0 <= value <= MAX_INT  # NaN and infinity fail the comparisons
+
+
+def _text(value: Any) -> bool:
+    """Text both databases store as given: UTF-8-encodable (no lone surrogate) and without NUL."""
+    return isinstance(value, str) and "\x00" not in value and value.encode() is not None
+
+
+def _name(value: Any) -> bool:
+    """A cluster or node name: it becomes part of the outbox file name."""
+    return isinstance(value, str) and NAME.fullmatch(value) is not None
+
+
+def _stamp(value: Any) -> bool:
+    return isinstance(value, str) and value.endswith("Z") and utc(value) is not None
+
+
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "schema": (lambda v: v == SCHEMA, repr(SCHEMA)),
+    "cluster": (_name, "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "job_id": (_count, "an integer >= 0"),
+    "restart_count": (_count, "an integer >= 0"),
+    "node": (_name, "a name of 1-128 of [A-Za-z0-9_.@+-]"),
+    "user": (_text, "a string"),
+    "uid": (_count, "an integer >= 0"),
+    "gid": (_count, "an integer >= 0"),
+    "account": (lambda v: v is None or _text(v), "a string or null"),
+    "partition": (lambda v: v is None or _text(v), "a string or null"),
+    "start": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "end": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "elapsed_s": (_amount, "a number >= 0"),
+    "allocated_cpus.count": (_count, "an integer >= 0"),
+    "allocated_cpus.list": (_text, "a string"),
+    "gpus": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v), "a list of objects"),
+    "energy.cpu": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.dram": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.gpu": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "energy.total_joules": (_amount, "a number >= 0"),
+    "timeline.origin": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "timeline.rows": (lambda v: isinstance(v, list), "a list"),
+    "coverage.fraction": (lambda v: _amount(v) and v <= 1, "a number from 0 to 1"),
+    "partial_reasons": (
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "a string list",
+    ),
+    "notes": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a string list"),
+    "software.version": (_text, "a string"),
+}

@@ -10,8 +10,8 @@ import pytest
 
 from slurm_plugin import config
 from slurm_plugin.cli.main import build_parser
-from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Part, attribute
-from slurm_plugin.node.counters import Method
+from slurm_plugin.methods import Method
+from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share, attribute
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024**3
@@ -32,12 +32,12 @@ def test_worked_example_in_attribution_doc_matches_the_code() -> None:
         JobInterval("A", cpu_s=10, cpus=1, memory_bytes=8 * GIB, gpus=[GpuClaim("GPU-a", "GPU-a")]),
         JobInterval("B", cpu_s=1, cpus=2, memory_bytes=2 * GIB, gpus=[GpuClaim("MIG-b", "GPU-b", 3 / 7)]),
     ]
-    gpus = {"GPU-a": Part(2500, Method.MEASURED), "GPU-b": Part(1400, Method.MEASURED)}
+    gpus = {"GPU-a": Share(2500, Method.MEASURED), "GPU-b": Share(1400, Method.MEASURED)}
     result = attribute(node, jobs, gpus)
     a, b = result["A"], result["B"]
     assert (a.cpu.joules, b.cpu.joules) == pytest.approx((600, 250))
     assert (a.dram.joules, b.dram.joules) == pytest.approx((7.5, 1.875))
-    assert a.gpus["GPU-a"] == Part(2500, Method.MEASURED)
+    assert a.gpus["GPU-a"] == Share(2500, Method.MEASURED)
     assert b.gpus["MIG-b"].joules == pytest.approx(600)
     assert b.gpus["MIG-b"].method == Method.ESTIMATED
     total_a = a.cpu.joules + a.dram.joules + a.gpus["GPU-a"].joules

@@ -1,16 +1,21 @@
-"""The finished-job record, built from a hand-written journal and checked against record_schema.json."""
+"""The finished-job record, built from a hand-written journal, checked against record_schema.json, and
+parsed back as the ingest does."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slurm_plugin import __version__, record
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.node.journal import Journal
-from tests.storage.conftest import GPU
+from tests.storage.conftest import GPU, make_record
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "slurm_plugin" / "record_schema.json"
 START = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -198,16 +203,83 @@ def test_record_validates_against_the_schema(build: Any) -> None:
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(build())
 
 
-@pytest.mark.usefixtures("slurmd_umask")
-def test_write_is_atomic_and_named_after_the_run(tmp_path: Path) -> None:
-    outbox = tmp_path / "outbox"
-    document = record.build(journal(), END, [])
-    path = record.write(outbox, document, fsync=False)
-    assert path == outbox / "hpc_4242_0_node001.json"
-    assert json.loads(path.read_text()) == document
-    assert path.stat().st_mode & 0o777 == 0o640
-    assert outbox.stat().st_mode & 0o777 == 0o755
-    rewritten = record.write(outbox, {**document, "status": "partial"}, fsync=True)
-    assert rewritten == path
-    assert json.loads(path.read_text())["status"] == "partial"
-    assert sorted(p.name for p in outbox.iterdir()) == ["hpc_4242_0_node001.json"]
+def spoil(field: str, value: Any) -> bytes:
+    document = make_record()
+    target = document
+    *parents, last = field.split(".")
+    for key in parents:
+        target = target[key]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return json.dumps(document).encode()
+
+
+GOOD_NUMBER = st.one_of(st.integers(0, 2**63 - 1), st.floats(0, 1e6))
+GOOD_ROW = st.builds(
+    lambda times, energies: [*sorted(times), *energies],
+    st.lists(GOOD_NUMBER, min_size=2, max_size=2),
+    st.lists(st.none() | GOOD_NUMBER, min_size=3, max_size=3),
+)
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-5, max_value=2**64), st.floats(), st.just("1.0")
+)
+ANY_ROW = st.none() | st.lists(ANY_VALUE, min_size=4, max_size=6)
+
+
+@given(st.lists(st.one_of(GOOD_ROW, GOOD_ROW, GOOD_ROW, ANY_ROW), max_size=6))
+def test_the_fast_row_check_agrees_with_the_row_by_row_one(rows: list[Any]) -> None:
+    try:
+        record._find_bad_row(rows)
+    except record.RecordError:
+        assert not record._rows_pass(rows)
+        with pytest.raises(record.RecordError):
+            record._check_rows(rows)
+    else:
+        record._check_rows(rows)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"schema": "jobcarbon/job-node-record/1", ', "not JSON"),
+        (b"[1, 2]", "record: must be a JSON object"),
+        (spoil("node", KeyError), "node: missing"),
+        (spoil("job_id", "4242"), "job_id: must be an integer >= 0"),
+        (spoil("uid", True), "uid: must be an integer >= 0"),
+        (spoil("energy.cpu.joules", -1.0), "energy.cpu.joules: must be a number >= 0"),
+        (spoil("energy.gpu.method", "guessed"), "energy.gpu.method: must be one of"),
+        (spoil("start", "2026-01-01T00:00:00"), "start: must be a UTC ISO 8601 time"),
+        (spoil("end", "yesterday Z"), "end: must be a UTC ISO 8601 time"),
+        (spoil("coverage.fraction", 1.5), "coverage.fraction: must be a number from 0 to 1"),
+        (spoil("timeline.rows", [[0, 10, -5, None, None]]), "timeline.rows[0]: energies"),
+        (spoil("timeline.rows", [[10, 0, 1, 1, 1]]), "timeline.rows[0]: start_s and end_s"),
+        (spoil("schema", "jobcarbon/job-node-record/2"), "schema: must be"),
+        (spoil("cluster", "a b"), "cluster: must be a name"),
+        (spoil("account", "phys\udc80ics"), "account: must be a string or null"),  # a lone surrogate
+        (spoil("user", "ali\x00ce"), "user: must be a string"),
+        (spoil("allocated_cpus", None), "allocated_cpus.count: missing"),
+    ],
+)
+def test_parse_names_the_first_bad_field(data: bytes, reason: str) -> None:
+    with pytest.raises(record.RecordError, match=re.escape(reason)):
+        record.parse(data)
+
+
+def test_a_built_record_parses_and_only_a_snapshot_is_running() -> None:
+    data = json.dumps(record.build(journal(), END, [])).encode()
+    assert record.parse(data)["job_id"] == 4242
+    with pytest.raises(record.RecordError, match="status: must be 'running'"):
+        record.parse(data, statuses=("running",))
+
+
+def test_a_bad_record_is_a_jobcarbon_error_and_a_value_error() -> None:
+    assert issubclass(record.RecordError, JobcarbonError)
+    assert issubclass(record.RecordError, ValueError)
+
+
+def test_an_agent_of_the_previous_release_still_writes_through_record() -> None:
+    from slurm_plugin import outbox
+
+    assert (record.write, record.RUNNING_DIR) == (outbox.write, outbox.RUNNING_DIR)

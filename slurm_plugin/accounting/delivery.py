@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from slurm_plugin import config as config_module
+from slurm_plugin import outbox
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node.spool import Spool, lock_file
 
@@ -25,10 +26,10 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
         join,
         snapshots,  # the database stack: imported once we hold the lock
     )
-    from slurm_plugin.accounting.ingest import ingest_outbox, pending
+    from slurm_plugin.accounting.ingest import ingest_outbox
     from slurm_plugin.storage.store import Store, StoreError
 
-    if not (pending(config.paths.outbox) or snapshots.waiting(config.paths.outbox)):
+    if not (outbox.pending(config.paths.outbox) or outbox.waiting(config.paths.outbox)):
         return 0
     timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
     try:
@@ -39,7 +40,7 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
     stored = 0
     try:
         for _ in range(ROUNDS):
-            if not pending(config.paths.outbox):
+            if not outbox.pending(config.paths.outbox):
                 break
             result = ingest_outbox(
                 store,

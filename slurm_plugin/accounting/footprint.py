@@ -105,21 +105,6 @@ class _EnergyCurve:
         return self.before[i] + self.energy[i] * inside
 
 
-def compute(
-    rows: Sequence[tuple[float, float, float]],
-    slots: Sequence[Slot],
-    fallback: Fallback,
-    pue_at: Callable[[float], float],
-    pue_changes: Sequence[float] = (),
-    zone: str | None = None,
-) -> Footprint:
-    """Footprint of a timeline of (start_s, end_s, it_joules) rows, sorted and non-overlapping."""
-    if not rows:
-        return Footprint(zone=zone)
-    starts, ends, joules = ([row[k] for row in rows] for k in range(3))
-    return compute_columns(starts, ends, joules, slots, fallback, pue_at, pue_changes, zone)
-
-
 def compute_columns(
     starts: Sequence[float],
     ends: Sequence[float],
@@ -130,7 +115,8 @@ def compute_columns(
     pue_changes: Sequence[float] = (),
     zone: str | None = None,
 ) -> Footprint:
-    """`compute` on the timeline as three columns: no tuple per interval (a week at 10 s has 60,480)."""
+    """Footprint of a timeline of intervals, sorted and non-overlapping, given as three columns (start_s,
+    end_s, it_joules): no tuple per interval (a week at 10 s has 60,480)."""
     result = Footprint(zone=zone)
     if not starts:
         return result
@@ -143,17 +129,17 @@ def compute_columns(
     slot_starts = [s.start_s for s in slots]
     used: dict[str, set[str]] = {"sources": set(), "scopes": set()}
     for a, b in itertools.pairwise(bounds):
-        joules = curve.at(b) - curve.at(a)
-        if joules <= 0:
+        energy_j = curve.at(b) - curve.at(a)
+        if energy_j <= 0:
             continue
         middle = (a + b) / 2
         g, rung, source, scope = _intensity_at(slots, slot_starts, middle, fallback)
         pue = pue_at(middle)
-        result.it_energy_j += joules
-        result.facility_energy_j += joules * pue
-        co2e_g = joules * pue / J_PER_KWH * g
+        result.it_energy_j += energy_j
+        result.facility_energy_j += energy_j * pue
+        co2e_g = energy_j * pue / J_PER_KWH * g
         result.co2e_g += co2e_g
-        result.energy_by_rung_j[rung] = result.energy_by_rung_j.get(rung, 0.0) + joules
+        result.energy_by_rung_j[rung] = result.energy_by_rung_j.get(rung, 0.0) + energy_j
         result.co2e_by_rung_g[rung] = result.co2e_by_rung_g.get(rung, 0.0) + co2e_g
         used["sources"].add(source)
         used["scopes"].add(scope)

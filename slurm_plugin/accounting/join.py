@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from slurm_plugin.accounting import footprint, months, pue
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint, static
+from slurm_plugin.times import epoch_s, utc
 
 if TYPE_CHECKING:
     from slurm_plugin.storage.store import NewPart
@@ -70,7 +71,7 @@ Run = Callable[[Sequence[float], Sequence[float], Sequence[float]], footprint.Fo
 
 def _runner(part: dict[str, Any], store: PartSource, settings: Accounting, first: float, last: float) -> Run:
     """`compute_columns` bound to the part's intensity, fallback and PUE: a timeline in, a footprint out."""
-    start, end = _utc(part["start"]), _utc(part["end"])
+    start, end = utc(part["start"]), utc(part["end"])
     points = store.intensity(settings.zone, start - SLOT_MARGIN, end) if settings.zone else []
     slots, rung = footprint.slots_from_points(points), fallback(settings)
     changes = pue.change_points(settings.pue_rules, first, last)
@@ -101,7 +102,7 @@ def compute_part_fields(
     part = store.part(part_id)
     columns = store.timeline_columns(part_id)
     starts, ends, joules = footprint.it_columns(*columns)
-    start_s, end_s = _utc(part["start"]).timestamp(), _utc(part["end"]).timestamp()
+    start_s, end_s = epoch_s(part["start"]), epoch_s(part["end"])
     first, last = (starts[0], ends[-1]) if starts else (start_s, end_s)
     run = _runner(part, store, settings, first, last)
     whole = run(starts, ends, joules)
@@ -116,7 +117,7 @@ def compute_record(
     store: FootprintStore, record: dict[str, Any], settings: Accounting
 ) -> footprint.Footprint:
     """The footprint of a record not stored as a part: a running job's snapshot."""
-    origin = _utc(record["timeline"]["origin"]).timestamp()
+    origin = epoch_s(record["timeline"]["origin"])
     nan = float("nan")  # "not measured" in timeline columns, as the store packs them
     rows = [
         (origin + r[0], origin + r[1], *(nan if j is None else j for j in r[2:]))
@@ -199,7 +200,6 @@ def accountant(store: IntensitySource, settings: Accounting) -> Callable[[NewPar
 class RecomputeResult:
     checked: int = 0
     changed: int = 0
-    months_filled: int = 0  # footprints unchanged whose monthly figures were missing or cut differently
 
 
 def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | None) -> RecomputeResult:
@@ -214,7 +214,6 @@ def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | 
             result.changed += 1
         elif _months_differ(store, current, fresh):
             store.replace_footprint_months(current["footprint_id"], fresh["months"])
-            result.months_filled += 1
     return result
 
 
@@ -237,11 +236,3 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
-
-
-def _utc(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC)
-    if isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)

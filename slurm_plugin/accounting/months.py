@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from slurm_plugin.accounting.footprint import Footprint
+from slurm_plugin.times import epoch_s
 
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 SECONDS_PER_HOUR = 3600.0
@@ -124,7 +125,7 @@ def split(
     """A part's figures per month of `timezone`: `run` (the footprint formula bound to the part's
     intensity and PUE) on each month's slice, so Σ months == `whole`. Every part has at least the
     month it started in, even without energy."""
-    start_s, end_s = _epoch(part["start"]), _epoch(part["end"])
+    start_s, end_s = epoch_s(part["start"]), epoch_s(part["end"])
     t0s, t1s = columns[0], columns[1]
     first = min(start_s, t0s[0]) if len(t0s) else start_s
     last = max(end_s, t1s[-1]) if len(t1s) else end_s
@@ -169,11 +170,3 @@ def split(
 def _nansum(column: Sequence[float]) -> float:
     total = sum(column)  # without a generator: most timelines have no gap
     return total if total == total else sum(v for v in column if v == v)  # NaN != NaN: not measured
-
-
-def _epoch(value: Any) -> float:
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    if isinstance(value, int | float):
-        return float(value)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

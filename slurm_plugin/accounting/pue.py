@@ -6,16 +6,10 @@ Rules are matched on the part's partition and on UTC dates; the most specific ma
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 
 from slurm_plugin.config import PueRule
-
-DAY_S = 86400.0
-
-
-def _epoch(day: dt.date) -> float:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+from slurm_plugin.times import epoch_s
 
 
 def _specificity(rule: PueRule) -> int:
@@ -28,9 +22,9 @@ def pue_at(rules: Sequence[PueRule], default: float, partition: str | None, when
     for rule in rules:
         if rule.partition is not None and rule.partition != partition:
             continue
-        if rule.start is not None and when_s < _epoch(rule.start):
+        if rule.start is not None and when_s < epoch_s(rule.start):
             continue
-        if rule.end is not None and when_s >= _epoch(rule.end):
+        if rule.end is not None and when_s >= epoch_s(rule.end):
             continue
         rank = _specificity(rule)
         if rank >= best_rank:
@@ -43,6 +37,6 @@ def change_points(rules: Sequence[PueRule], start_s: float, end_s: float) -> lis
     points = set()
     for rule in rules:
         for day in (rule.start, rule.end):
-            if day is not None and start_s < _epoch(day) < end_s:
-                points.add(_epoch(day))
+            if day is not None and start_s < epoch_s(day) < end_s:
+                points.add(epoch_s(day))
     return sorted(points)

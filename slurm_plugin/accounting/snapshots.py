@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin.accounting import join
-from slurm_plugin.accounting.ingest import RecordError, parse
 from slurm_plugin.config import Accounting
-from slurm_plugin.record import RUNNING_DIR
+from slurm_plugin.record import RecordError, parse
 from slurm_plugin.storage import Store
 
 
@@ -23,7 +23,7 @@ def ingest_snapshots(
 ) -> int:
     """Store the newest snapshot of every running part; returns how many were stored."""
     stored = 0
-    for path in waiting(outbox):
+    for path in outbox_files.waiting(outbox):
         try:
             before = os.stat(path)
             data = path.read_bytes()
@@ -39,11 +39,6 @@ def ingest_snapshots(
         stored += store.upsert_running(record, data, footprint)
         _unlink_if_unchanged(path, before)
     return stored
-
-
-def waiting(outbox: Path) -> list[Path]:
-    """The running snapshots in the outbox, by name."""
-    return sorted((outbox / RUNNING_DIR).glob("*.json"))
 
 
 def _unlink_if_unchanged(path: Path, seen: os.stat_result) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.intensity import IntensityPoint
+from slurm_plugin.times import iso_z, utc
 
 
 class CommandError(Exception):
@@ -167,7 +168,7 @@ def _flags(point: IntensityPoint) -> str:
 
 
 def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return iso_z(moment, "minutes")
 
 
 def utc_datetime(text: str) -> dt.datetime:
@@ -177,10 +178,9 @@ def utc_datetime(text: str) -> dt.datetime:
         midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return midnight - dt.timedelta(days=days_back)
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return utc(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an ISO date or date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from slurm_plugin import config as config_module
 from slurm_plugin.node import agent_client
 from slurm_plugin.node.spool import Spool
-from slurm_plugin.sensors import SensorUnavailable, procstat
-from slurm_plugin.sensors.cgroup import detect_version
+from slurm_plugin.sensors.base import Probe, Sensor, SensorUnavailable, Status
+from slurm_plugin.sensors.registry import NODE_SENSORS
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def run(config_file: str | None = None) -> list[Check]:
         return [Check("config", "error", str(exc))]
     source = str(config.source) if config.source else "no file: built-in defaults"
     checks = [Check("config", "ok", source)]
-    probes = (check_procfs, check_cgroup, check_rapl, check_nvml, check_spool, check_outbox, check_database)
+    probes = (check_sensors, check_spool, check_outbox, check_database)
     for probe in probes:
         try:
             checks.extend(probe(config))
@@ -43,70 +44,45 @@ def run(config_file: str | None = None) -> list[Check]:
     return checks
 
 
-def check_procfs(config: config_module.Config) -> list[Check]:
-    try:
-        cpu = procstat.read_node_cpu(config.paths.procfs)
-        memory = procstat.read_mem_total_bytes(config.paths.procfs)
-    except (OSError, ValueError) as exc:
-        return [Check("procfs", "error", f"{config.paths.procfs}: {exc}")]
-    return [Check("procfs", "ok", f"{cpu.ncpus} CPUs, {memory / 1024**3:.1f} GiB memory")]
+# Sources the agent cannot sample without: their absence is an error, not a normal node.
+REQUIRED = frozenset({"procfs", "cgroup"})
+# What the sampler does instead when a source is not usable.
+FALLBACK = {"rapl": "CPU energy will be estimated (TDP x utilisation), flagged"}
 
 
-def check_cgroup(config: config_module.Config) -> list[Check]:
-    root = config.paths.cgroupfs
-    detected = detect_version(root)
-    wanted = config.cgroup.version
-    if detected is None:
-        return [Check("cgroup", "error", f"{root}: neither a cgroup v2 nor a v1 cpuacct hierarchy")]
-    if wanted != "auto" and wanted != detected:
-        return [Check("cgroup", "error", f"configured {wanted} but {root} is {detected}")]
-    if detected == "v2":
-        base = root / config.cgroup.v2_slice
-        found = sorted(p.name for p in base.glob("*slurmstepd.scope")) if base.is_dir() else []
-    else:
-        found = sorted(p.name for p in (root / "cpuacct").glob(f"{config.cgroup.v1_prepend}*"))
-    where = ", ".join(found) if found else "no Slurm directory yet (created by slurmstepd at the first job)"
-    return [Check("cgroup", "ok", f"{detected} at {root}; {where}")]
-
-
-def check_rapl(config: config_module.Config) -> list[Check]:
-    from slurm_plugin.sensors.rapl import RaplSensor
-
-    sensor = RaplSensor(config.paths.sysfs)
-    ok, detail = sensor.available()
-    checks = [Check("rapl", "ok" if ok else ("absent" if not sensor.zones else "warning"), detail)]
-    if not ok:
-        checks.append(Check("rapl", "ok", "CPU energy will be estimated (TDP x utilisation), flagged"))
-    checks += [Check("rapl", "ok", f"ignored {zone}: {why}") for zone, why in sensor.ignored]
+def check_sensors(config: config_module.Config) -> list[Check]:
+    """One verdict per node sensor of the registry, then what each found (GPUs, ignored zones)."""
+    checks: list[Check] = []
+    for name, open_sensor in NODE_SENSORS.items():
+        probe = _probe(open_sensor, config)
+        checks.append(Check(name, _verdict(name, probe.status), probe.reason))
+        if probe.status is not Status.OK and name in FALLBACK:
+            checks.append(Check(name, "ok", FALLBACK[name]))
+        checks += [Check(f.name, _verdict(name, f.status), f.detail) for f in probe.findings]
     return checks
 
 
-def check_nvml(config: config_module.Config) -> list[Check]:
-    from slurm_plugin.sensors.nvml import NvmlSensor
-
+def _probe(open_sensor: Callable[[config_module.Config], Sensor], config: config_module.Config) -> Probe:
+    """The sensor's probe; a bug in one sensor must not hide the others."""
     try:
-        sensor = NvmlSensor.open(config.nvml)
+        sensor = open_sensor(config)
+        try:
+            return sensor.probe()
+        finally:
+            sensor.close()
     except SensorUnavailable as exc:
-        return [Check("nvml", "absent", str(exc))]
-    try:
-        devices = sensor.devices()
-        readings = sensor.read([d.uuid for d in devices])
-    finally:
-        sensor.close()
-    checks = [Check("nvml", "ok", f"{len(devices)} GPU(s)")]
-    for index, device in enumerate(devices):
-        reading = readings.get(device.uuid)
-        energy = "energy counter" if reading and reading.energy_mj is not None else "power only"
-        state = reading.status.value if reading else "unread"
-        checks.append(
-            Check(
-                f"gpu {index}",
-                "ok" if reading and reading.status.value in ("ok", "not_supported") else "warning",
-                f"{device.uuid} {device.name} minor={device.minor} pci={device.pci_bus_id} "
-                f"{energy} ({state})",
-            )
-        )
-    return checks
+        return Probe(exc.status, str(exc))
+    except Exception as exc:
+        return Probe(Status.ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _verdict(name: str, status: Status) -> str:
+    """A sensor status as a doctor status: absent is normal unless the agent needs the source."""
+    if status in (Status.OK, Status.NOT_SUPPORTED):
+        return "ok"
+    if name in REQUIRED:
+        return "error"
+    return "absent" if status is Status.ABSENT else "warning"
 
 
 def check_spool(config: config_module.Config) -> list[Check]:

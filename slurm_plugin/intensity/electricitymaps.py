@@ -15,6 +15,7 @@ import requests
 from slurm_plugin import config
 from slurm_plugin.intensity import IntensityPoint, Scope, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
+from slurm_plugin.times import iso_z
 
 NAME = "electricitymaps"
 DEFAULT_BASE_URL = "https://api.electricitymaps.com"
@@ -50,7 +51,9 @@ class ElectricityMaps:
         start, end = http.check_range(start, end, self.max_range)
         if not self._past_range_denied:
             try:
-                points = self._get("past-range", "data", start=_iso(start), end=_iso(end))
+                points = self._get(
+                    "past-range", "data", start=iso_z(start, "seconds"), end=iso_z(end, "seconds")
+                )
             except ProviderError as exc:
                 if exc.status not in DENIED:
                     raise
@@ -130,11 +133,6 @@ class ElectricityMaps:
             estimated=row.get("isEstimated") is True,
             fetched_at=fetched_at,
         )
-
-
-def _iso(moment: datetime) -> str:
-    """UTC time as the API writes it, e.g. 2024-03-06T19:00:00Z."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _within(points: list[IntensityPoint], start: datetime, end: datetime) -> list[IntensityPoint]:

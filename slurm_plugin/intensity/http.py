@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from slurm_plugin import __version__, config
+from slurm_plugin.times import utc
 
 USER_AGENT = f"jobcarbon/{__version__} (grid carbon intensity sync; python-requests/{requests.__version__})"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -161,10 +162,9 @@ def timestamp(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise ShapeError(f"{where} is {value!r}, expected an ISO 8601 time")
     try:
-        parsed = datetime.fromisoformat(value)
+        return utc(value)
     except ValueError:
         raise ShapeError(f"{where} is {value!r}, expected an ISO 8601 time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def overlaps(point_start: datetime, point_end: datetime, start: datetime, end: datetime) -> bool:

@@ -106,7 +106,7 @@ class Agent:
 
     def _snapshot(self) -> None:
         """Publish every running job's figures so far (`jobcarbon <jobid>` on a running job)."""
-        from slurm_plugin import record
+        from slurm_plugin import outbox, record
         from slurm_plugin.node import journal
 
         now = time.time()
@@ -114,7 +114,7 @@ class Agent:
             try:
                 samples = journal.read(tracker.journal.path)
                 document = record.build(samples, now, [], running=True)
-                record.write(self.config.paths.outbox, document, fsync=False)
+                outbox.write(self.config.paths.outbox, document, fsync=False)
             except Exception as exc:  # a snapshot is a convenience: never stop sampling for it
                 self.log("warning", f"job {key}: no running snapshot: {type(exc).__name__}: {exc}")
                 continue

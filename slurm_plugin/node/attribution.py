@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slurm_plugin.node.counters import EnergyDelta, Method
+from slurm_plugin.methods import Method
+from slurm_plugin.node.counters import EnergyDelta
 
 GIB = 1024**3
 
@@ -53,20 +54,21 @@ class GpuClaim:
     share: float = 1.0
 
 
-# An amount of energy and how it was obtained: a counter's delta is one, so a measured GPU's delta is
-# passed through as its part rather than copied into another object on every tick.
-Part = EnergyDelta
+# A job's share of an interval's energy and how it was obtained (not a "part", which is a job's record on
+# one node): a counter's delta is one, so a measured GPU's delta is passed through as its share rather
+# than copied into another object on every tick.
+Share = EnergyDelta
 
 
 @dataclass(slots=True)
 class JobEnergy:
-    cpu: Part | None = None
-    dram: Part | None = None
-    gpus: dict[str, Part] = field(default_factory=dict)
+    cpu: Share | None = None
+    dram: Share | None = None
+    gpus: dict[str, Share] = field(default_factory=dict)
 
 
 def attribute(
-    node: NodeInterval, jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Part]
+    node: NodeInterval, jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Share]
 ) -> dict[str, JobEnergy]:
     """Split one interval's node energy between `jobs`; `gpu_energy` is per physical GPU UUID."""
     exclusive = len(jobs) == 1 and jobs[0].cpus >= node.ncpus
@@ -78,64 +80,64 @@ def attribute(
     }
 
 
-def cpu_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Part | None]:
+def cpu_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Share | None]:
     """Static power by allocated cores, the rest by the job's share of node CPU time."""
     if node.cpu_j is None:
         return [None] * len(jobs)
     total = max(node.cpu_j, 0.0)
     if exclusive:
-        return [Part(total, node.cpu_method)]
+        return [Share(total, node.cpu_method)]
     method = Method.APPORTIONED if node.cpu_method == Method.MEASURED else node.cpu_method
     static = min(node.idle_power_w * node.duration_s, total)
     dynamic = total - static
     cores = max(node.ncpus, sum(job.cpus for job in jobs), 1)
     busy = max(node.cpu_busy_s, sum(max(job.cpu_s, 0.0) for job in jobs))
-    parts = []
+    shares: list[Share | None] = []
     for job in jobs:
         static_share = static * job.cpus / cores
         dynamic_share = dynamic * max(job.cpu_s, 0.0) / busy if busy > 0 else 0.0
-        parts.append(Part(static_share + dynamic_share, method))
-    return parts
+        shares.append(Share(static_share + dynamic_share, method))
+    return shares
 
 
-def dram_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Part | None]:
+def dram_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Share | None]:
     """Measured DRAM energy by memory share; without a DRAM counter, a W-per-GB estimate."""
     if node.dram_j is None:
         return [
-            Part(node.dram_w_per_gb * job.memory_bytes / GIB * node.duration_s, Method.ESTIMATED)
+            Share(node.dram_w_per_gb * job.memory_bytes / GIB * node.duration_s, Method.ESTIMATED)
             for job in jobs
         ]
     total = max(node.dram_j, 0.0)
     if exclusive:
-        return [Part(total, Method.MEASURED)]
+        return [Share(total, Method.MEASURED)]
     memory = max(node.mem_total_bytes, sum(job.memory_bytes for job in jobs), 1)
-    return [Part(total * max(job.memory_bytes, 0) / memory, Method.APPORTIONED) for job in jobs]
+    return [Share(total * max(job.memory_bytes, 0) / memory, Method.APPORTIONED) for job in jobs]
 
 
-def gpu_shares(jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Part]) -> dict[str, dict[str, Part]]:
+def gpu_shares(jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Share]) -> dict[str, dict[str, Share]]:
     """Whole GPUs are their job's; MIG slices get their share (estimated); oversubscription is split."""
     claimed: dict[str, float] = defaultdict(float)
     for job in jobs:
         for claim in job.gpus:
             claimed[claim.parent_uuid] += claim.share
-    result: dict[str, dict[str, Part]] = {}
+    result: dict[str, dict[str, Share]] = {}
     for job in jobs:
-        parts: dict[str, Part] = {}
+        shares: dict[str, Share] = {}
         for claim in job.gpus:
             measured = gpu_energy.get(claim.parent_uuid)
             if measured is None:
                 continue
             scale = max(claimed[claim.parent_uuid], 1.0)
             if claim.share == 1.0 and scale == 1.0 and measured.joules >= 0:
-                parts[claim.uuid] = measured  # a whole GPU of its own: the measurement as it is
+                shares[claim.uuid] = measured  # a whole GPU of its own: the measurement as it is
                 continue
             method = measured.method
             if claim.share < 1.0:
                 method = Method.ESTIMATED
             elif scale > 1.0:
                 method = Method.APPORTIONED
-            parts[claim.uuid] = Part(max(measured.joules, 0.0) * claim.share / scale, method)
-        result[job.key] = parts
+            shares[claim.uuid] = Share(max(measured.joules, 0.0) * claim.share / scale, method)
+        result[job.key] = shares
     return result
 
 

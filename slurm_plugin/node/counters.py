@@ -9,17 +9,8 @@ reload): a delta is never negative, and an interval that cannot be measured is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Method(StrEnum):
-    """How a component's energy was obtained, from most to least direct."""
-
-    MEASURED = "measured"  # difference of a hardware energy counter
-    INTEGRATED = "integrated"  # power readings integrated over time
-    APPORTIONED = "apportioned"  # a share of a measured node-level counter
-    ESTIMATED = "estimated"  # a model (TDP x utilisation, W per GB, MIG slice share)
-
+from slurm_plugin.methods import Method
 
 # Looked up once: on Python 3.11 `Method.MEASURED` goes through EnumType.__getattr__ (~0.2 µs), and a
 # dozen counters are updated on every tick.
@@ -29,7 +20,7 @@ _MEASURED = Method.MEASURED
 # Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
 @dataclass(slots=True)
 class EnergyDelta:
-    """Energy over one interval and how it was obtained; also a job's share (`attribution.Part`)."""
+    """Energy over one interval and how it was obtained; also a job's share (`attribution.Share`)."""
 
     joules: float
     method: Method

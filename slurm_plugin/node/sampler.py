@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.config import Config
+from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
-from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Part
-from slurm_plugin.node.counters import EnergyCounter, Method
+from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
+from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
-from slurm_plugin.sensors import SensorUnavailable, procstat
-from slurm_plugin.sensors.cgroup import JobCgroup, JobRef, JobUsage, find_job_cgroup
+from slurm_plugin.sensors import procstat
+from slurm_plugin.sensors.base import SensorUnavailable
+from slurm_plugin.sensors.cgroup import find_job_cgroup
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
@@ -58,7 +61,7 @@ class NodeSampler:
         self.procfs = config.paths.procfs
         self._stat_path = str(self.procfs / "stat")
         self.rapl = RaplSensor(config.paths.sysfs)
-        self.ncpus = procstat.read_node_cpu(self.procfs).ncpus
+        self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
         self.max_power_w, self.idle_power_w = self._cpu_power_model()
         self.jobs: dict[str, JobTracker] = {}
@@ -231,11 +234,11 @@ class NodeSampler:
     def _tracked_gpus(self) -> set[str]:
         return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
 
-    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Part]:
+    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Share]:
         """Energy of `parents` since their last reading; the first reading is a baseline."""
         if not parents or self._nvml is None:
             return {}
-        energy: dict[str, Part] = {}
+        energy: dict[str, Share] = {}
         for uuid, reading in self._nvml.read(parents).items():
             counter = self._gpu_counters.get(uuid)
             if counter is None:
@@ -244,11 +247,11 @@ class NodeSampler:
             resets = counter.resets
             delta = counter.update(now, reading.energy_mj, power_w)
             if delta is not None:
-                energy[uuid] = delta  # a counter's delta is already a Part
+                energy[uuid] = delta  # a counter's delta is already a Share
             elif counter.resets > resets and previous is not None:
                 bridged = self._nvml.power_mw(uuid)  # counter reset (driver reload): integrate power
                 if bridged is not None:
-                    energy[uuid] = Part(bridged / 1000 * (now - previous), Method.INTEGRATED)
+                    energy[uuid] = Share(bridged / 1000 * (now - previous), Method.INTEGRATED)
                 self._note_gpu(
                     uuid, f"GPU {uuid}: energy counter reset; one interval integrated from power", now
                 )
@@ -265,7 +268,7 @@ class NodeSampler:
             tracker.cgroup = find_job_cgroup(
                 self.config.cgroup,
                 self.config.paths.cgroupfs,
-                JobRef(info.job_id, info.uid, info.node, info.sluid),
+                CgroupKey(info.job_id, info.uid, info.node, info.sluid),
             )
         cpu_s = 0.0
         if tracker.cgroup is not None:
@@ -305,6 +308,6 @@ class NodeSampler:
         tracker.journal.append(entry)
 
 
-def _part(part: Part | None) -> list[Any] | None:
+def _part(part: Share | None) -> list[Any] | None:
     """[joules, method] for the journal; the method is a StrEnum, which JSON writes as its value."""
     return None if part is None else [round(part.joules, 4), part.method]

@@ -174,6 +174,7 @@ def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
 
 def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
     """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
+    from slurm_plugin import outbox as outbox_files
     from slurm_plugin import record
     from slurm_plugin.node import journal
 
@@ -185,7 +186,6 @@ def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], o
         samples = journal.Journal({"job": info.to_dict(), "start": start_s})
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
     document = record.build(samples, end_s, partial_reasons)
-    path = record.write(outbox, document, fsync=spool.fsync)
-    (outbox / record.RUNNING_DIR / path.name).unlink(missing_ok=True)  # superseded snapshot
+    path = outbox_files.write(outbox, document, fsync=spool.fsync)  # replaces the job's last snapshot
     spool.remove_job(key)
     return path

@@ -11,8 +11,9 @@ import io
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH
-from slurm_plugin.query.job_summary import QUALITY, RUNGS, iso
+from slurm_plugin.query.job_summary import QUALITY, RUNGS
 from slurm_plugin.query.job_summary_text import duration, local
+from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-list/1"
 CSV_COLUMNS = (
@@ -26,7 +27,11 @@ def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str,
     jobs = [_job(row) for row in rows]
     return {
         "schema": SCHEMA,
-        "filters": {**filters, "since": iso(filters["since_s"]), "until": iso(filters["until_s"])},
+        "filters": {
+            **filters,
+            "since": iso_z(filters["since_s"], "seconds"),
+            "until": iso_z(filters["until_s"], "seconds"),
+        },
         "jobs": jobs,
         "truncated": totals["jobs"] > len(jobs),
         "totals": {
@@ -50,8 +55,8 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "account": row["account"],
         "partition": row["partition"],
         "state": "completed",
-        "start": iso(row["start_s"]),
-        "end": iso(row["end_s"]),
+        "start": iso_z(row["start_s"], "seconds"),
+        "end": iso_z(row["end_s"], "seconds"),
         "elapsed_s": round(row["end_s"] - row["start_s"], 3),
         "nodes": row["nodes"],
         "energy_j": round(row["energy_j"], 3),

@@ -9,12 +9,12 @@ CLI render it (`jobview_text`).
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
+from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-summary/1"
 COLUMNS = 40  # sparkline width
@@ -31,7 +31,7 @@ QUALITY = {
     "constant": "configured constant",
     "world": "world average",
 }
-__all__ = ["RUNGS", "SCHEMA", "build", "iso", "mig_suffix"]
+__all__ = ["RUNGS", "SCHEMA", "build", "mig_suffix"]
 
 
 def build(
@@ -58,8 +58,8 @@ def build(
         "account": job["account"],
         "partition": job["partition"],
         "nodes": [p["node"] for p in parts],
-        "start": iso(start_s),
-        "end": iso(end_s),
+        "start": iso_z(start_s, "seconds"),
+        "end": iso_z(end_s, "seconds"),
         "elapsed_s": round(max(end_s - start_s, 0.0), 3),
         "energy": energy,
         "carbon": carbon,
@@ -69,15 +69,6 @@ def build(
         "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
         "estimates": _estimates(energy, carbon),
     }
-
-
-def parse_iso(text: str) -> float:
-    """UTC epoch seconds of a record's ISO time ("...Z")."""
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def iso(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _weakest(methods: Sequence[str | None]) -> str | None:
@@ -255,15 +246,15 @@ def _day_range(carbon: dict[str, Any] | None, around: Sequence[dict[str, Any]], 
     def at(slot: dict[str, Any]) -> dict[str, Any]:
         g = slot["g_per_kwh"]
         return {
-            "start": iso(slot["start_s"]),
-            "end": iso(slot["end_s"]),
+            "start": iso_z(slot["start_s"], "seconds"),
+            "end": iso_z(slot["end_s"], "seconds"),
             "g_per_kwh": g,
             "co2e_g": round(kwh * g, 4),
         }
 
     return {
-        "window_start": iso(middle_s - 12 * 3600),
-        "window_end": iso(middle_s + 12 * 3600),
+        "window_start": iso_z(middle_s - 12 * 3600, "seconds"),
+        "window_end": iso_z(middle_s + 12 * 3600, "seconds"),
         "slots": len(slots),
         "greenest": at(ranked[0]),
         "dirtiest": at(max(ranked, key=lambda s: (s["g_per_kwh"], -s["start_s"]))),

@@ -11,6 +11,7 @@ from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH
 from slurm_plugin.query.job_summary import mig_suffix
+from slurm_plugin.times import utc
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -151,8 +152,7 @@ def sparkline(watts: Sequence[float | None]) -> str:
 
 
 def local(iso_text: str, tz: dt.tzinfo, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
-    moment = dt.datetime.fromisoformat(iso_text.replace("Z", "+00:00"))
-    return moment.astimezone(tz).strftime(fmt)
+    return utc(iso_text).astimezone(tz).strftime(fmt)
 
 
 def duration(seconds: float) -> str:

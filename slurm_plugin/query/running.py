@@ -13,6 +13,7 @@ from typing import Any
 from slurm_plugin.query import job_summary, visibility
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import AROUND_S, JobNotFound, Reader
+from slurm_plugin.times import epoch_s
 
 RECENT_S = 900.0
 
@@ -74,12 +75,12 @@ def job_or_running(
 
 def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str, Any]:
     """A running record in the shape of a stored part (readonly._part)."""
-    origin = job_summary.parse_iso(record["timeline"]["origin"])
+    origin = epoch_s(record["timeline"]["origin"])
     energy = record["energy"]
     part: dict[str, Any] = {
         "node": record["node"],
-        "start_s": job_summary.parse_iso(record["start"]),
-        "end_s": job_summary.parse_iso(record["end"]),
+        "start_s": epoch_s(record["start"]),
+        "end_s": epoch_s(record["end"]),
         "elapsed_s": record["elapsed_s"],
         "cpu_count": record["allocated_cpus"]["count"],
         "gpus": record["gpus"],

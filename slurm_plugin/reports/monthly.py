@@ -18,6 +18,7 @@ from slurm_plugin.accounting import months
 from slurm_plugin.accounting.footprint import J_PER_KWH, METHODOLOGY_VERSION
 from slurm_plugin.config import Embodied
 from slurm_plugin.storage.readonly import Reader
+from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/monthly-report/1"
 SCOPE = "location-based scope 2"
@@ -217,7 +218,7 @@ def _metadata(
         "embodied": _embodied_meta(request.embodied),
         "methodology_version": METHODOLOGY_VERSION,
         # The newest data the report includes, not the wall clock: re-runs of a closed month are identical.
-        "generated_at": _iso(as_of) if as_of else None,
+        "generated_at": iso_z(as_of) if as_of else None,
         "recomputed": {
             "footprints": len(recomputed),
             "listed": [
@@ -226,7 +227,7 @@ def _metadata(
                     "job_id": r["job_id"],
                     "node": r["node"],
                     "version": r["version"],
-                    "computed_at": _iso(r["computed_at_s"]),
+                    "computed_at": iso_z(r["computed_at_s"]),
                 }
                 for r in recomputed[:RECOMPUTED_LISTED]
             ],
@@ -260,7 +261,3 @@ def _r(value: float | None) -> float:
 
 def _kwh(joules: float | None) -> float:
     return _r((joules or 0.0) / J_PER_KWH)
-
-
-def _iso(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat().replace("+00:00", "Z")

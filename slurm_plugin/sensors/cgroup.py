@@ -7,60 +7,12 @@ until it appears and keep the last reading once `read` fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from slurm_plugin.config import Cgroup
-
-
-# Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
-@dataclass(slots=True)
-class JobUsage:
-    cpu_s: float  # cumulative CPU time of every process the job ever ran
-    memory_bytes: int  # memory in use, page cache that can be dropped excluded
-    cpus: frozenset[int]  # the cpuset the job may run on
-
-
-@dataclass(frozen=True, slots=True)
-class JobRef:
-    """What identifies a job's cgroup directory."""
-
-    job_id: int
-    uid: int
-    node: str
-    sluid: str | None = None
-
-
-class JobCgroup(Protocol):
-    path: Path
-
-    def read(self) -> JobUsage:
-        """Current usage; raises OSError once the cgroup is gone."""
-        ...
-
-
-def parse_cpulist(text: str) -> frozenset[int]:
-    """Parse a kernel cpu list such as "0-3,8,10-11"; raises ValueError on anything else."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        first, last = int(low), int(high or low)
-        if first < 0 or last < first or last > 65535:
-            raise ValueError(f"bad cpu range {part!r}")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
-
-
-def flat_keyed(text: str, key: str) -> int:
-    """The value of `key` in a flat-keyed file such as memory.stat or cpu.stat (0 when absent).
-
-    Found by one search rather than a split into lines: v1's total_inactive_file is near the end.
-    """
-    _, found, rest = ("\n" + text).partition(f"\n{key} ")
-    return int(rest.partition("\n")[0]) if found else 0
+from slurm_plugin.sensors import cgroup_v1, cgroup_v2
+from slurm_plugin.sensors.base import Probe, Status
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup
 
 
 def detect_version(cgroupfs: Path) -> str | None:
@@ -72,13 +24,39 @@ def detect_version(cgroupfs: Path) -> str | None:
     return None
 
 
-def find_job_cgroup(settings: Cgroup, cgroupfs: Path, job: JobRef) -> JobCgroup | None:
+def find_job_cgroup(settings: Cgroup, cgroupfs: Path, job: CgroupKey) -> JobCgroup | None:
     """The job's cgroup if it exists now, for the configured or detected cgroup version."""
-    from slurm_plugin.sensors import cgroup_v1, cgroup_v2
-
     version = settings.version if settings.version != "auto" else detect_version(cgroupfs)
     if version == "v1":
         return cgroup_v1.find(cgroupfs, settings.v1_prepend, job)
     if version == "v2":
         return cgroup_v2.find(cgroupfs, settings.v2_slice, job)
     return None
+
+
+class CgroupSensor:
+    """The node's cgroup hierarchy as `jobcarbon doctor` sees it; jobs are read via `find_job_cgroup`."""
+
+    name = "cgroup"
+
+    def __init__(self, settings: Cgroup, cgroupfs: Path):
+        self.settings = settings
+        self.cgroupfs = Path(cgroupfs)
+
+    def probe(self) -> Probe:
+        root, wanted = self.cgroupfs, self.settings.version
+        detected = detect_version(root)
+        if detected is None:
+            return Probe(Status.ABSENT, f"{root}: neither a cgroup v2 nor a v1 cpuacct hierarchy")
+        if wanted != "auto" and wanted != detected:
+            return Probe(Status.ERROR, f"configured {wanted} but {root} is {detected}")
+        if detected == "v2":
+            base = root / self.settings.v2_slice
+            found = sorted(p.name for p in base.glob("*slurmstepd.scope")) if base.is_dir() else []
+        else:
+            found = sorted(p.name for p in (root / "cpuacct").glob(f"{self.settings.v1_prepend}*"))
+        where = ", ".join(found) or "no Slurm directory yet (created by slurmstepd at the first job)"
+        return Probe(Status.OK, f"{detected} at {root}; {where}")
+
+    def close(self) -> None:
+        """Nothing is held: every read opens its file afresh."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors import read_int, read_text
-from slurm_plugin.sensors.cgroup import JobRef, JobUsage, flat_keyed, parse_cpulist
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 CPUSET_FILES = ("cpuset.effective_cpus", "cpuset.cpus")  # the first one present is used
@@ -59,7 +59,7 @@ def _memory(usage_path: str, stat_path: str) -> int:
     return max(usage - cache, 0)
 
 
-def find(cgroupfs: Path, prepend: str, job: JobRef) -> V1JobCgroup | None:
+def find(cgroupfs: Path, prepend: str, job: CgroupKey) -> V1JobCgroup | None:
     """The job's directories if the cpuacct one exists; both Slurm top-level names are tried."""
     relative = [
         Path(f"{prepend}_{job.node}", f"uid_{job.uid}", f"job_{job.job_id}"),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors import read_int, read_text
-from slurm_plugin.sensors.cgroup import JobRef, JobUsage, flat_keyed, parse_cpulist
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 
 class V2JobCgroup:
@@ -35,7 +35,7 @@ class V2JobCgroup:
             return frozenset()
 
 
-def find(cgroupfs: Path, slice_name: str, job: JobRef) -> V2JobCgroup | None:
+def find(cgroupfs: Path, slice_name: str, job: CgroupKey) -> V2JobCgroup | None:
     """The job's directory under either scope name, by job id or SLUID."""
     names = [f"job_{job.job_id}"] + ([job.sluid] if job.sluid else [])
     for scope in (f"{job.node}_slurmstepd.scope", "slurmstepd.scope"):

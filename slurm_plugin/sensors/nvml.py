@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from slurm_plugin.sensors import SensorUnavailable, Status
+from slurm_plugin.sensors import SensorUnavailable, Status  # not from .base: see sensors/__init__.py
+from slurm_plugin.sensors.base import Finding, Probe
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,6 +93,8 @@ def _split(name: str, value: str | None, problems: list[str]) -> list[str]:
 class NvmlSensor:
     """An initialised NVML session with the node's GPUs enumerated once at open."""
 
+    name = "nvml"
+
     def __init__(self, nvml: Any, settings: config.Nvml):
         self._nvml = nvml
         self._settings = settings
@@ -117,16 +120,17 @@ class NvmlSensor:
         except pynvml.NVMLError_LibraryNotFound:
             raise SensorUnavailable(NO_LIBRARY) from None
         except pynvml.NVMLError as exc:
-            raise SensorUnavailable(f"nvml: initialisation failed: {exc}") from None
+            raise SensorUnavailable(f"nvml: initialisation failed: {exc}", Status.ERROR) from None
         sensor = cls(pynvml, settings)
         try:
             sensor._enumerate()
         except pynvml.NVMLError as exc:
             sensor.close()
-            raise SensorUnavailable(f"nvml: cannot count GPUs: {exc}") from None
+            raise SensorUnavailable(f"nvml: cannot count GPUs: {exc}", Status.ERROR) from None
         if not sensor._devices:
             sensor.close()
-            raise SensorUnavailable(f"nvml: no usable GPUs ({'; '.join(sensor.problems) or 0})")
+            status = Status.ERROR if sensor.problems else Status.ABSENT
+            raise SensorUnavailable(f"nvml: no usable GPUs ({'; '.join(sensor.problems) or 0})", status)
         return sensor
 
     def _enumerate(self) -> None:
@@ -283,6 +287,13 @@ class NvmlSensor:
         except self._nvml.NVMLError as exc:
             return None, str(exc)
 
+    def probe(self) -> Probe:
+        """The GPUs found and whether each has an energy counter, one finding per GPU."""
+        devices = self.devices()
+        readings = self.read([d.uuid for d in devices])
+        findings = tuple(_finding(n, device, readings.get(device.uuid)) for n, device in enumerate(devices))
+        return Probe(Status.OK, f"{len(devices)} GPU(s)", findings)
+
     def close(self) -> None:
         """End the NVML session; safe to call twice."""
         if self._open:
@@ -292,12 +303,19 @@ class NvmlSensor:
                 self._nvml.nvmlShutdown()
 
 
+def _finding(index: int, device: GpuDevice, reading: GpuReading | None) -> Finding:
+    energy = "energy counter" if reading and reading.energy_mj is not None else "power only"
+    state = reading.status if reading else Status.ERROR
+    detail = f"{device.uuid} {device.name} minor={device.minor} pci={device.pci_bus_id} {energy} ({state})"
+    return Finding(f"gpu {index}", state, detail)
+
+
 def _preload(library: Path) -> None:
     """Load the library by path with RTLD_GLOBAL so pynvml's CDLL("libnvidia-ml.so.1") reuses it
     (matched by its soname); this is how the test bed reaches slurmd's scrubbed environment."""
     if not library.is_file():
-        raise SensorUnavailable(f"nvml: nvml.library {library} does not exist")
+        raise SensorUnavailable(f"nvml: nvml.library {library} does not exist", Status.ERROR)
     try:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
-        raise SensorUnavailable(f"nvml: cannot load nvml.library {library}: {exc}") from None
+        raise SensorUnavailable(f"nvml: cannot load nvml.library {library}: {exc}", Status.ERROR) from None

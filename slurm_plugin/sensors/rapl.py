@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from slurm_plugin.sensors import Reading, Status, read_int
+from slurm_plugin.sensors.base import Finding, Probe, Reading, Status
+from slurm_plugin.sensors.files import read_int
 
 # Several drivers can expose the same package counter; the first one present wins. intel-rapl is the
 # MSR driver (also AMD Zen), -tpmi the newer Xeon interface, -mmio the thermal driver's mirror of it.
@@ -69,17 +70,22 @@ class RaplSensor:
         """One raw reading per used zone; an unreadable zone gets a status, never an exception."""
         return [_read_zone(zone, path) for zone, path in zip(self.zones, self._energy_paths, strict=True)]
 
-    def available(self) -> tuple[bool, str]:
-        """Whether RAPL can be used here, and a one-line reason for `jobcarbon doctor`."""
+    def probe(self) -> Probe:
+        """Which zones are readable here; ignored zones are listed as findings for `jobcarbon doctor`."""
+        ignored = tuple(Finding(self.name, Status.OK, f"ignored {zone}: {why}") for zone, why in self.ignored)
         if not self.zones:
-            return False, self._absent_reason
+            return Probe(Status.ABSENT, self._absent_reason, ignored)
         readings = self.read()
         good = [r.channel for r in readings if r.status is Status.OK]
         bad = [f"{r.channel}: {r.reason}" for r in readings if r.status is not Status.OK]
         if not good:
-            return False, "; ".join(bad)
+            denied = all(r.status is Status.UNREADABLE for r in readings)
+            return Probe(Status.UNREADABLE if denied else Status.ERROR, "; ".join(bad), ignored)
         message = f"{len(good)} zone(s) readable: {', '.join(good)}"
-        return True, message + (f"; not readable: {'; '.join(bad)}" if bad else "")
+        return Probe(Status.OK, message + (f"; not readable: {'; '.join(bad)}" if bad else ""), ignored)
+
+    def close(self) -> None:
+        """Nothing is held: every read opens its counter afresh."""
 
     def _classify(self, entry: _Found) -> RaplZone | None:
         """The zone if its counter is summed, else record why it is not and return None."""

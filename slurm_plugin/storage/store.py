@@ -16,12 +16,13 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import backend, dialect, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
+from slurm_plugin.times import iso_z, utc
 
 __all__ = ["RecordRejected", "Store", "StoreError", "StoreUnavailable"]
 
@@ -42,7 +43,7 @@ def _epoch(moment: datetime) -> float:
 
 
 def _moment(epoch_s: float | None) -> datetime | None:
-    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC)
+    return None if epoch_s is None else utc(epoch_s)
 
 
 def _iso_epoch(text: str) -> float:
@@ -55,7 +56,7 @@ def _json(value: Any) -> str:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return iso_z(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

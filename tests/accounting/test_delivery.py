@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin import config as config_module
-from slurm_plugin import record
 from slurm_plugin.accounting.delivery import deliver_outbox
-from slurm_plugin.accounting.ingest import pending
+from slurm_plugin.outbox import pending, write
 from slurm_plugin.storage import Store, dialect
 from testbed import postgres
 from tests.simnode import REPO, SimNode, wait_for
@@ -115,7 +114,11 @@ def deliver_by_hand(node: SimNode) -> None:
 
 def test_a_finished_job_reaches_the_database_with_its_footprint(node: SimNode, database: Database) -> None:
     run_job(node, 61)
-    wait_for(lambda: not pending(node.outbox) and stored_parts(database), timeout_s=30, what="delivery")
+    wait_for(
+        lambda: not pending(node.outbox) and stored_parts(database),
+        timeout_s=30,
+        what="delivery",
+    )
     store = database.open()
     try:
         (part_id,) = store.parts()
@@ -214,7 +217,7 @@ def test_an_empty_outbox_opens_no_session(tmp_path: Path) -> None:
     said: list[str] = []
     assert deliver_outbox(config, lambda level, message: said.append(message)) == 0
     assert said == []
-    record.write(outbox, make_record(status="running"))  # a running job's snapshot is work too
+    write(outbox, make_record(status="running"))  # a running job's snapshot is work too
     assert deliver_outbox(config, lambda level, message: said.append(message)) == 0
     assert len(said) == 1
     assert "records stay in" in said[0]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
 from slurm_plugin.accounting import footprint, pue
-from slurm_plugin.accounting.footprint import Fallback, Slot, compute
+from slurm_plugin.accounting.footprint import Fallback, Footprint, Slot, compute_columns
 from slurm_plugin.config import PueRule
 from slurm_plugin.intensity import IntensityPoint
 
@@ -19,6 +20,12 @@ WORLD = Fallback(472.94, "world", "Ember", "lifecycle")
 
 def flat(value: float):
     return lambda _t: value
+
+
+def compute(rows: list[tuple[float, float, float]], *args: Any, **kwargs: Any) -> Footprint:
+    """`compute_columns` on rows written out by hand as (start_s, end_s, it_joules)."""
+    starts, ends, joules = zip(*rows, strict=True) if rows else ((), (), ())
+    return compute_columns(starts, ends, joules, *args, **kwargs)
 
 
 def test_worked_example_crossing_two_slots() -> None:
@@ -99,13 +106,12 @@ def test_it_columns_sum_components_and_skip_unmeasured_nan() -> None:
     assert (list(starts), list(ends), joules) == ([0, 10], [10, 20], [7.0, 0])
 
 
-def test_columns_and_rows_give_the_same_footprint() -> None:
+def test_a_series_covering_part_of_the_job_leaves_the_rest_to_the_fallback() -> None:
     rows = [(T0 + i * 600, T0 + (i + 1) * 600, 1000.0 + i) for i in range(12)]
     slots = [Slot(T0 + 1800, T0 + 5400, 200, "measured_series", "em", "lifecycle")]
-    by_rows = compute(rows, slots, WORLD, flat(1.2))
-    by_columns = footprint.compute_columns(*zip(*rows, strict=True), slots, WORLD, flat(1.2))
-    assert by_columns == by_rows
-    assert by_rows.rung == "world"
+    result = compute(rows, slots, WORLD, flat(1.2))
+    assert result.rung == "world"
+    assert result.measured_intensity_fraction == pytest.approx(0.5)
 
 
 def test_week_long_job_conserves_energy() -> None:

@@ -271,15 +271,19 @@ def test_recompute_since_skips_parts_that_ended_earlier(store: Store) -> None:
 NEW_YEAR_EVE = dt.datetime(2025, 12, 31, 22, 30, tzinfo=dt.UTC)  # 23:30 in Berlin
 
 
-def test_the_footprint_computed_at_ingest_is_what_a_recompute_finds(store: Store) -> None:
+def test_the_footprint_computed_at_ingest_is_what_a_recompute_finds(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Ingest accounts the record before storing it; a recompute reads the stored part back. Same inputs,
     # same numbers: nothing changes, not even the monthly figures (a job across New Year in Berlin).
     store.upsert_intensity([point("DE", (m, m + 15), 200 + m) for m in range(0, 120, 15)])
     settings = Accounting(zone="DE", pue=1.3, timezone="Europe/Berlin")
     add(store, [(0, 20, kwh(0.2), kwh(0.01), None), (20, 40, None, None, kwh(0.3))], settings)
     add(store, [(0, 90, kwh(0.5), kwh(0.02), kwh(0.1))], settings, job_id=2, start=NEW_YEAR_EVE)
+    refilled: list[object] = []
+    monkeypatch.setattr(store, "replace_footprint_months", lambda *args: refilled.append(args))
     result = join.recompute(store, settings, None)
-    assert (result.checked, result.changed, result.months_filled) == (2, 0, 0)
+    assert (result.checked, result.changed, refilled) == (2, 0, [])
 
 
 def test_an_intensity_window_answers_as_the_store_with_one_query_while_requests_fall_inside(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin import record
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin.accounting import join
 from slurm_plugin.cli import main
 from slurm_plugin.config import Accounting
@@ -97,9 +97,9 @@ def test_db_upgrade_never_creates_a_missing_directory(tmp_path: Path, monkeypatc
 
 def test_ingest_stores_accounts_and_counts(node: Node, store: Store, capsys) -> None:
     for name in ("node001", "node002"):
-        record.write(node.outbox, make_record(node=name), fsync=False)
-    record.write(node.outbox, make_record(node="node003", job_id=1), fsync=False)
-    record.write(node.outbox, make_record(node="node003", job_id=1), fsync=False)  # rewritten: one file
+        outbox_files.write(node.outbox, make_record(node=name), fsync=False)
+    outbox_files.write(node.outbox, make_record(node="node003", job_id=1), fsync=False)
+    outbox_files.write(node.outbox, make_record(node="node003", job_id=1), fsync=False)  # rewritten: one file
     (node.outbox / "hpc_9_0_broken.json").write_text("{")
     code, out, _ = run(capsys, "ingest")
     assert (code, out) == (0, f"{node.outbox}: 3 stored, 0 duplicates, 1 quarantined, 0 kept\n")
@@ -115,12 +115,12 @@ def test_ingest_stores_accounts_and_counts(node: Node, store: Store, capsys) -> 
 
 def test_ingest_reads_another_outbox_and_counts_duplicates(node: Node, store: Store, capsys) -> None:
     other = node.root / "other"
-    record.write(other, make_record(), fsync=False)
+    outbox_files.write(other, make_record(), fsync=False)
     assert (
         run(capsys, "ingest", "--outbox", str(other))[1]
         == f"{other}: 1 stored, 0 duplicates, 0 quarantined, 0 kept\n"
     )
-    record.write(other, make_record(), fsync=False)
+    outbox_files.write(other, make_record(), fsync=False)
     assert run(capsys, "ingest", "--outbox", str(other)) == (
         0,
         f"{other}: 0 stored, 1 duplicates, 0 quarantined, 0 kept\n",
@@ -135,7 +135,7 @@ def test_ingest_keeps_records_while_the_database_is_locked(
     monkeypatch.setenv("JOBCARBON_CONFIG", str(node.config))
     Store.open(node.url, 5.0).close()
     for name in ("node001", "node002"):
-        record.write(node.outbox, make_record(node=name), fsync=False)
+        outbox_files.write(node.outbox, make_record(node=name), fsync=False)
     holder = sqlite3.connect(node.db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -159,7 +159,7 @@ def test_ingest_keeps_records_when_there_is_no_database(
     )
     node = Node(tmp_path, url)
     monkeypatch.setenv("JOBCARBON_CONFIG", str(node.config))
-    written = record.write(node.outbox, make_record(), fsync=False)
+    written = outbox_files.write(node.outbox, make_record(), fsync=False)
     code, out, err = run(capsys, "ingest")
     assert (code, out) == (1, "")
     assert err.startswith("jobcarbon: database: ")

@@ -53,3 +53,16 @@ def test_a_database_out_of_reach_is_a_warning_not_an_error(
 ) -> None:
     (check,) = by_name(doctor.run(str(node_with(tmp_path, database).config)))["database"]
     assert (check.status, words in check.detail) == (status, True)
+
+
+def test_each_registered_sensor_is_probed_and_a_broken_one_hides_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(config: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(doctor.NODE_SENSORS, "rapl", broken)
+    checks = by_name(doctor.run(str(node_with(tmp_path, "  deliver_from_nodes: false\n").config)))
+    assert (checks["rapl"][0].status, checks["rapl"][0].detail) == ("warning", "RuntimeError: a bug")
+    assert checks["procfs"][0].status == "ok"
+    assert "nvml" in checks

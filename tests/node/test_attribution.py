@@ -8,16 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from slurm_plugin.methods import Method
 from slurm_plugin.node.attribution import (
     GIB,
     GpuClaim,
     JobInterval,
     NodeInterval,
-    Part,
+    Share,
     attribute,
     estimated_cpu_j,
 )
-from slurm_plugin.node.counters import Method
 
 # One 10 s interval on a 4-core node with 64 GiB and 20 W of idle package power (200 J static).
 NODE = NodeInterval(
@@ -34,32 +34,32 @@ BURNER = JobInterval("101.0", cpu_s=20.0, cpus=2, memory_bytes=16 * GIB)  # two 
 SLEEPER = JobInterval("102.0", cpu_s=0.0, cpus=2, memory_bytes=8 * GIB)  # `sleep 3600`
 
 
-def approx_part(joules: float, method: Method) -> Part:
-    return Part(pytest.approx(joules), method)
+def approx_share(joules: float, method: Method) -> Share:
+    return Share(pytest.approx(joules), method)
 
 
 def test_burner_and_sleeper_share_idle_power_by_cores_and_the_rest_by_cpu_time() -> None:
     result = attribute(NODE, [BURNER, SLEEPER], {})
     # static 200 J by cores: 100 J each; dynamic 800 J by CPU time: 800 x 20/25 = 640 J to the burner
-    assert result["101.0"].cpu == approx_part(740.0, Method.APPORTIONED)
-    assert result["102.0"].cpu == approx_part(100.0, Method.APPORTIONED)
+    assert result["101.0"].cpu == approx_share(740.0, Method.APPORTIONED)
+    assert result["102.0"].cpu == approx_share(100.0, Method.APPORTIONED)
     # the daemons' 160 J stays with the node
     # DRAM by share of node memory: 60 x 16/64 and 60 x 8/64
-    assert result["101.0"].dram == approx_part(15.0, Method.APPORTIONED)
-    assert result["102.0"].dram == approx_part(7.5, Method.APPORTIONED)
+    assert result["101.0"].dram == approx_share(15.0, Method.APPORTIONED)
+    assert result["102.0"].dram == approx_share(7.5, Method.APPORTIONED)
     assert result["101.0"].gpus == {}
 
 
 def test_exclusive_node_gets_everything_with_the_node_method() -> None:
     whole = JobInterval("103.0", cpu_s=3.0, cpus=4, memory_bytes=1 * GIB)
     result = attribute(NODE, [whole], {})
-    assert result["103.0"].cpu == Part(1000.0, Method.MEASURED)
-    assert result["103.0"].dram == Part(60.0, Method.MEASURED)
+    assert result["103.0"].cpu == Share(1000.0, Method.MEASURED)
+    assert result["103.0"].dram == Share(60.0, Method.MEASURED)
 
 
 def test_one_job_on_part_of_the_node_is_not_exclusive() -> None:
     result = attribute(NODE, [BURNER], {})
-    assert result["101.0"].cpu == approx_part(740.0, Method.APPORTIONED)
+    assert result["101.0"].cpu == approx_share(740.0, Method.APPORTIONED)
 
 
 def test_no_cpu_counter_means_no_cpu_part() -> None:
@@ -81,15 +81,15 @@ def test_without_rapl_the_estimate_is_split_and_stays_estimated() -> None:
     node = NodeInterval(10.0, cpu_j, Method.ESTIMATED, None, 25.0, 4, 64 * GIB, 20.0)
     result = attribute(node, [BURNER, SLEEPER], {})
     # static 200 J: 100 J each; dynamic 500 J x 20/25 = 400 J to the burner
-    assert result["101.0"].cpu == approx_part(500.0, Method.ESTIMATED)
-    assert result["102.0"].cpu == approx_part(100.0, Method.ESTIMATED)
+    assert result["101.0"].cpu == approx_share(500.0, Method.ESTIMATED)
+    assert result["102.0"].cpu == approx_share(100.0, Method.ESTIMATED)
 
 
 def test_without_a_dram_counter_memory_is_estimated_per_gb() -> None:
     node = NodeInterval(10.0, 1000.0, Method.MEASURED, None, 25.0, 4, 64 * GIB, 20.0)
     result = attribute(node, [BURNER, SLEEPER], {})
-    assert result["101.0"].dram == approx_part(0.3725 * 16 * 10, Method.ESTIMATED)  # 59.6 J
-    assert result["102.0"].dram == approx_part(0.3725 * 8 * 10, Method.ESTIMATED)
+    assert result["101.0"].dram == approx_share(0.3725 * 16 * 10, Method.ESTIMATED)  # 59.6 J
+    assert result["102.0"].dram == approx_share(0.3725 * 8 * 10, Method.ESTIMATED)
 
 
 def test_cgroup_time_above_node_busy_time_is_scaled_down() -> None:
@@ -98,8 +98,8 @@ def test_cgroup_time_above_node_busy_time_is_scaled_down() -> None:
     a = JobInterval("1.0", cpu_s=20.0, cpus=2, memory_bytes=0)
     b = JobInterval("2.0", cpu_s=20.0, cpus=2, memory_bytes=0)
     result = attribute(node, [a, b], {})
-    assert result["1.0"].cpu == approx_part(500.0, Method.APPORTIONED)
-    assert result["2.0"].cpu == approx_part(500.0, Method.APPORTIONED)
+    assert result["1.0"].cpu == approx_share(500.0, Method.APPORTIONED)
+    assert result["2.0"].cpu == approx_share(500.0, Method.APPORTIONED)
 
 
 def test_overallocated_cores_share_idle_power_proportionally() -> None:
@@ -107,18 +107,18 @@ def test_overallocated_cores_share_idle_power_proportionally() -> None:
     a = JobInterval("1.0", cpu_s=0.0, cpus=2, memory_bytes=0)
     b = JobInterval("2.0", cpu_s=0.0, cpus=2, memory_bytes=0)
     result = attribute(node, [a, b], {})
-    assert result["1.0"].cpu == approx_part(100.0, Method.APPORTIONED)
+    assert result["1.0"].cpu == approx_share(100.0, Method.APPORTIONED)
 
 
 def test_whole_gpu_belongs_to_its_job() -> None:
     job = JobInterval("7.0", 0.0, 1, 0, gpus=(GpuClaim("GPU-aaaa", "GPU-aaaa"),))
-    energy = {"GPU-aaaa": Part(3000.0, Method.MEASURED), "GPU-idle": Part(500.0, Method.MEASURED)}
-    assert attribute(NODE, [job], energy)["7.0"].gpus == {"GPU-aaaa": Part(3000.0, Method.MEASURED)}
+    energy = {"GPU-aaaa": Share(3000.0, Method.MEASURED), "GPU-idle": Share(500.0, Method.MEASURED)}
+    assert attribute(NODE, [job], energy)["7.0"].gpus == {"GPU-aaaa": Share(3000.0, Method.MEASURED)}
 
 
 def test_integrated_gpu_energy_keeps_its_method() -> None:
     job = JobInterval("7.0", 0.0, 1, 0, gpus=(GpuClaim("GPU-aaaa", "GPU-aaaa"),))
-    energy = {"GPU-aaaa": Part(3000.0, Method.INTEGRATED)}
+    energy = {"GPU-aaaa": Share(3000.0, Method.INTEGRATED)}
     assert attribute(NODE, [job], energy)["7.0"].gpus["GPU-aaaa"].method == Method.INTEGRATED
 
 
@@ -126,17 +126,17 @@ def test_mig_slices_get_their_share_estimated() -> None:
     # an A100 split into 3g.20gb and 2g.10gb instances: 3/7 and 2/7 of the GPU's counter
     a = JobInterval("8.0", 0.0, 1, 0, gpus=(GpuClaim("MIG-1111", "GPU-bbbb", 3 / 7),))
     b = JobInterval("9.0", 0.0, 1, 0, gpus=(GpuClaim("MIG-2222", "GPU-bbbb", 2 / 7),))
-    result = attribute(NODE, [a, b], {"GPU-bbbb": Part(1400.0, Method.MEASURED)})
-    assert result["8.0"].gpus == {"MIG-1111": approx_part(600.0, Method.ESTIMATED)}
-    assert result["9.0"].gpus == {"MIG-2222": approx_part(400.0, Method.ESTIMATED)}
+    result = attribute(NODE, [a, b], {"GPU-bbbb": Share(1400.0, Method.MEASURED)})
+    assert result["8.0"].gpus == {"MIG-1111": approx_share(600.0, Method.ESTIMATED)}
+    assert result["9.0"].gpus == {"MIG-2222": approx_share(400.0, Method.ESTIMATED)}
 
 
 def test_oversubscribed_gpu_is_split_evenly() -> None:
     claim = (GpuClaim("GPU-cccc", "GPU-cccc"),)
     jobs = [JobInterval("10.0", 0.0, 1, 0, gpus=claim), JobInterval("11.0", 0.0, 1, 0, gpus=claim)]
-    result = attribute(NODE, jobs, {"GPU-cccc": Part(1200.0, Method.MEASURED)})
-    assert result["10.0"].gpus == {"GPU-cccc": approx_part(600.0, Method.APPORTIONED)}
-    assert result["11.0"].gpus == {"GPU-cccc": approx_part(600.0, Method.APPORTIONED)}
+    result = attribute(NODE, jobs, {"GPU-cccc": Share(1200.0, Method.MEASURED)})
+    assert result["10.0"].gpus == {"GPU-cccc": approx_share(600.0, Method.APPORTIONED)}
+    assert result["11.0"].gpus == {"GPU-cccc": approx_share(600.0, Method.APPORTIONED)}
 
 
 def test_unmeasured_gpu_is_left_out() -> None:
@@ -147,9 +147,9 @@ def test_unmeasured_gpu_is_left_out() -> None:
 def test_negative_node_energy_is_clamped() -> None:
     node = NodeInterval(10.0, -5.0, Method.MEASURED, -1.0, 25.0, 4, 64 * GIB, 20.0)
     job = JobInterval("7.0", 0.0, 1, 0, gpus=(GpuClaim("GPU-aaaa", "GPU-aaaa"),))
-    result = attribute(node, [BURNER, job], {"GPU-aaaa": Part(-3.0, Method.MEASURED)})
-    assert result["101.0"].cpu == Part(0.0, Method.APPORTIONED)
-    assert result["101.0"].dram == Part(0.0, Method.APPORTIONED)
+    result = attribute(node, [BURNER, job], {"GPU-aaaa": Share(-3.0, Method.MEASURED)})
+    assert result["101.0"].cpu == Share(0.0, Method.APPORTIONED)
+    assert result["101.0"].dram == Share(0.0, Method.APPORTIONED)
     assert result["7.0"].gpus["GPU-aaaa"].joules == 0.0
 
 
@@ -177,7 +177,7 @@ job_fields = st.tuples(
 )
 gpu_energy = st.dictionaries(
     st.sampled_from(PARENTS),
-    st.builds(Part, st.floats(min_value=-100, max_value=1e6), st.sampled_from(list(Method))),
+    st.builds(Share, st.floats(min_value=-100, max_value=1e6), st.sampled_from(list(Method))),
 )
 
 
@@ -200,7 +200,7 @@ def at_most(total: float, bound: float) -> bool:
 
 @given(node=nodes, fields=st.lists(job_fields, max_size=6), energy=gpu_energy)
 def test_no_job_is_negative_and_jobs_never_exceed_the_node(
-    node: NodeInterval, fields: list[tuple], energy: dict[str, Part]
+    node: NodeInterval, fields: list[tuple], energy: dict[str, Share]
 ) -> None:
     jobs, parent_of = make_jobs(fields)
     result = attribute(node, jobs, energy)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slurm_plugin.node.counters import EnergyCounter, EnergyDelta, Method
+from slurm_plugin.methods import Method
+from slurm_plugin.node.counters import EnergyCounter, EnergyDelta
 
 UJ = 1e-6  # RAPL energy_uj
 MJ = 1e-3  # nvmlDeviceGetTotalEnergyConsumption, millijoules

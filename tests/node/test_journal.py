@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from slurm_plugin.methods import Method
 from slurm_plugin.node import journal
-from slurm_plugin.node.counters import Method
 from slurm_plugin.node.journal import JournalError, JournalWriter
 
 HEADER = {

@@ -9,8 +9,8 @@ import pytest
 
 from slurm_plugin.accounting import snapshots
 from slurm_plugin.config import Visibility
+from slurm_plugin.outbox import RUNNING_DIR, filename
 from slurm_plugin.query import running, visibility
-from slurm_plugin.record import RUNNING_DIR, filename
 from slurm_plugin.storage import readonly
 from tests.jobdb import SETTINGS, open_store
 from tests.storage.conftest import make_record

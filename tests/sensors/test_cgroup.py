@@ -9,16 +9,11 @@ import pytest
 
 from slurm_plugin.config import Cgroup
 from slurm_plugin.sensors import cgroup_v1, cgroup_v2
-from slurm_plugin.sensors.cgroup import (
-    JobRef,
-    JobUsage,
-    detect_version,
-    find_job_cgroup,
-    flat_keyed,
-    parse_cpulist,
-)
+from slurm_plugin.sensors.base import Status
+from slurm_plugin.sensors.cgroup import CgroupSensor, detect_version, find_job_cgroup
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
 
-JOB = JobRef(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
+JOB = CgroupKey(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
 CPUS = frozenset({0, 1, 2, 3, 8})
 USAGE = JobUsage(cpu_s=1234.56789, memory_bytes=1_610_612_736 - 402_653_184, cpus=CPUS)
 
@@ -134,45 +129,6 @@ def v2_tree(root: Path, scope: str = "slurmstepd.scope", name: str = "job_4242")
     return job
 
 
-# -- pure parsers ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("0-3,8\n", {0, 1, 2, 3, 8}),
-        ("0", {0}),
-        ("0-1,4-5,10-11", {0, 1, 4, 5, 10, 11}),
-        ("\n", set()),
-        ("", set()),
-        ("3-3", {3}),
-    ],
-)
-def test_parse_cpulist(text: str, expected: set[int]) -> None:
-    assert parse_cpulist(text) == frozenset(expected)
-
-
-@pytest.mark.parametrize("text", ["3-1", "a", "-1", "0-70000", "0-3;8", "0-3,x"])
-def test_parse_cpulist_refuses_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match=r"bad cpu range|invalid literal"):
-        parse_cpulist(text)
-
-
-def test_flat_keyed_picks_the_exact_key() -> None:
-    assert flat_keyed(V1_MEMORY_STAT, "total_inactive_file") == 402653184
-    assert flat_keyed(V1_MEMORY_STAT, "inactive_file") == 0
-    assert flat_keyed(V2_MEMORY_STAT, "inactive_file") == 402653184
-    assert flat_keyed(V2_MEMORY_STAT, "file") == 536870912  # not file_mapped, file_dirty, ...
-    assert flat_keyed(V2_CPU_STAT, "usage_usec") == 1234567890  # the first line
-    assert flat_keyed("anon 5\ninactive_file 7", "inactive_file") == 7  # a last line without newline
-    assert flat_keyed("anon 5\n", "inactive_file") == 0
-
-
-def test_flat_keyed_refuses_a_value_that_is_not_a_number() -> None:
-    with pytest.raises(ValueError, match="invalid literal"):
-        flat_keyed("anon 5\ninactive_file x\n", "inactive_file")
-
-
 # -- version --------------------------------------------------------------------------------------
 
 
@@ -197,6 +153,16 @@ def test_no_cgroups(tmp_path: Path) -> None:
     assert detect_version(tmp_path) is None
     assert detect_version(tmp_path / "absent") is None
     assert find_job_cgroup(Cgroup(), tmp_path, JOB) is None
+
+
+def test_probe_says_absent_mismatched_or_where_slurm_is(tmp_path: Path) -> None:
+    assert CgroupSensor(Cgroup(), tmp_path).probe().status is Status.ABSENT
+    v2_tree(tmp_path)
+    mismatch = CgroupSensor(Cgroup(version="v1"), tmp_path).probe()
+    assert (mismatch.status, mismatch.reason) == (Status.ERROR, f"configured v1 but {tmp_path} is v2")
+    found = CgroupSensor(Cgroup(), tmp_path).probe()
+    assert found.status is Status.OK
+    assert found.reason.startswith(f"v2 at {tmp_path}; ")
 
 
 # -- cgroup v1 ------------------------------------------------------------------------------------
@@ -250,9 +216,10 @@ def test_v1_without_cpuset_files_has_no_cpus(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "job", [JobRef(4243, 1000, "node001"), JobRef(4242, 1001, "node001"), JobRef(4242, 1000, "node002")]
+    "job",
+    [CgroupKey(4243, 1000, "node001"), CgroupKey(4242, 1001, "node001"), CgroupKey(4242, 1000, "node002")],
 )
-def test_v1_absent_job(tmp_path: Path, job: JobRef) -> None:
+def test_v1_absent_job(tmp_path: Path, job: CgroupKey) -> None:
     v1_tree(tmp_path)
     assert find_job_cgroup(Cgroup(), tmp_path, job) is None
 
@@ -296,7 +263,7 @@ def test_v2_layouts(tmp_path: Path, scope: str, name: str) -> None:
 
 def test_v2_sluid_directory_needs_the_sluid(tmp_path: Path) -> None:
     v2_tree(tmp_path, name="s0KZ3M1Q7H2B4X")
-    assert find_job_cgroup(Cgroup(), tmp_path, JobRef(4242, 1000, "node001")) is None
+    assert find_job_cgroup(Cgroup(), tmp_path, CgroupKey(4242, 1000, "node001")) is None
 
 
 def test_v2_configured_slice(tmp_path: Path) -> None:
@@ -310,7 +277,7 @@ def test_v2_configured_slice(tmp_path: Path) -> None:
 
 def test_v2_absent_job(tmp_path: Path) -> None:
     v2_tree(tmp_path)
-    assert find_job_cgroup(Cgroup(), tmp_path, JobRef(4243, 1000, "node001")) is None
+    assert find_job_cgroup(Cgroup(), tmp_path, CgroupKey(4243, 1000, "node001")) is None
 
 
 def test_forced_version_is_obeyed(tmp_path: Path) -> None:

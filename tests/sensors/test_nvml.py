@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from slurm_plugin.node.counters import EnergyCounter
-from slurm_plugin.sensors import SensorUnavailable, Status
+from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.nvml import NO_LIBRARY, NvmlSensor
 from testbed.nvml_standin import CONFIG_ENV, CONFIG_NAME, GPU_IS_LOST, FakeGpu, FakeMig, write_config
 
@@ -238,16 +238,19 @@ def test_config_next_to_the_library_is_used_without_the_environment(
 def test_unavailable_by_configuration(
     nvml_standin_env: NvmlStandIn, changes: dict[str, object], reason: str
 ) -> None:
-    with pytest.raises(SensorUnavailable, match=reason):
+    with pytest.raises(SensorUnavailable, match=reason) as caught:
         NvmlSensor.open(nvml_standin_env.settings(**changes))
+    assert caught.value.status is (Status.ABSENT if reason == "disabled" else Status.ERROR)
 
 
 def test_unavailable_when_init_fails_or_no_gpus(nvml_standin_env: NvmlStandIn) -> None:
-    with pytest.raises(SensorUnavailable, match="initialisation failed: Driver Not Loaded"):
+    with pytest.raises(SensorUnavailable, match="initialisation failed: Driver Not Loaded") as failed:
         NvmlSensor.open(nvml_standin_env.settings())  # no config file: no driver
+    assert failed.value.status is Status.ERROR
     nvml_standin_env.write([])
-    with pytest.raises(SensorUnavailable, match="no usable GPUs"):
+    with pytest.raises(SensorUnavailable, match="no usable GPUs") as none:
         NvmlSensor.open(nvml_standin_env.settings())
+    assert none.value.status is Status.ABSENT
 
 
 def test_unavailable_without_the_library(
@@ -262,6 +265,14 @@ def test_unavailable_without_the_library(
     with pytest.raises(SensorUnavailable) as caught:
         NvmlSensor.open(nvml_standin_env.settings(library=None))
     assert str(caught.value) == NO_LIBRARY
+    assert caught.value.status is Status.ABSENT
+
+
+def test_probe_lists_each_gpu_with_its_energy_source(sensor: NvmlSensor) -> None:
+    probe = sensor.probe()
+    assert (probe.status, probe.reason) == (Status.OK, "5 GPU(s)")
+    assert [f.name for f in probe.findings] == [f"gpu {n}" for n in range(5)]
+    assert probe.findings[0].detail.startswith(f"{A} ")
 
 
 def test_close_twice_is_harmless(sensor: NvmlSensor) -> None:

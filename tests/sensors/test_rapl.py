@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin.node.counters import EnergyCounter
-from slurm_plugin.sensors import Status, rapl
+from slurm_plugin.sensors import rapl
+from slurm_plugin.sensors.base import Status
 from slurm_plugin.sensors.rapl import RaplSensor
 from testbed.powermodel import build_powercap_tree, set_energy
 
@@ -152,9 +153,9 @@ def test_permission_denied_is_unreadable_and_does_not_hide_other_zones(
     assert readings["package-0"].value is None
     assert "CVE-2020-8694" in readings["package-0"].reason
     assert all(readings[c].status is Status.OK for c in ("dram-0", "package-1", "dram-1"))
-    ok, message = sensor.available()
-    assert ok
-    assert "package-0" in message
+    probe = sensor.probe()
+    assert probe.status is Status.OK
+    assert "package-0" in probe.reason
 
 
 def test_all_zones_unreadable_means_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,9 +166,9 @@ def test_all_zones_unreadable_means_unavailable(tmp_path: Path, monkeypatch: pyt
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(rapl, "read_int", deny)
-    ok, message = sensor.available()
-    assert not ok
-    assert "root-only" in message
+    probe = sensor.probe()
+    assert probe.status is Status.UNREADABLE
+    assert "root-only" in probe.reason
 
 
 def test_other_errors_are_error_status(tmp_path: Path) -> None:
@@ -189,9 +190,9 @@ def test_absent_powercap_means_no_zones_and_a_reason(tmp_path: Path) -> None:
     sensor = RaplSensor(tmp_path)
     assert sensor.zones == []
     assert sensor.read() == []
-    ok, message = sensor.available()
-    assert not ok
-    assert "no powercap zones" in message
+    probe = sensor.probe()
+    assert probe.status is Status.ABSENT
+    assert "no powercap zones" in probe.reason
 
 
 def test_powercap_without_rapl_packages_says_what_was_skipped(tmp_path: Path) -> None:
@@ -201,10 +202,11 @@ def test_powercap_without_rapl_packages_says_what_was_skipped(tmp_path: Path) ->
         shutil.rmtree(root / dirname)
     (root / "dtpm:0").mkdir()
     (root / "dtpm:0" / "name").write_text("soc\n")
-    ok, message = RaplSensor(tmp_path).available()
-    assert not ok
-    assert "psys" in message
-    assert "dtpm" in message
+    probe = RaplSensor(tmp_path).probe()
+    assert probe.status is Status.ABSENT
+    assert "psys" in probe.reason
+    assert "dtpm" in probe.reason
+    assert {f.detail.split(":")[0] for f in probe.findings} >= {"ignored dtpm"}
 
 
 def test_counter_wraparound_gives_positive_delta(tmp_path: Path) -> None:

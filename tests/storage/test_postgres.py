@@ -12,10 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from slurm_plugin import record
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin.accounting import join
 from slurm_plugin.accounting.delivery import deliver_outbox
-from slurm_plugin.accounting.ingest import pending
 from slurm_plugin.cli import main
 from slurm_plugin.config import Accounting, Config, Database, Paths
 from slurm_plugin.storage import (
@@ -140,7 +139,7 @@ def test_64_nodes_deliver_through_a_server_restart_each_record_once(
     for index in range(NODES):
         outbox = tmp_path / f"outbox-{index:02d}"
         for n in range(RECORDS_PER_NODE):
-            record.write(outbox, make_record(job_id=n, node=f"node{index:03d}", rows=360), fsync=False)
+            outbox_files.write(outbox, make_record(job_id=n, node=f"node{index:03d}", rows=360), fsync=False)
         paths = Paths(outbox=outbox, quarantine=tmp_path / "quarantine")
         configs.append(Config(paths=paths, database=Database(url=postgres_url, busy_timeout_s=5.0)))
     total = NODES * RECORDS_PER_NODE
@@ -160,11 +159,11 @@ def test_64_nodes_deliver_through_a_server_restart_each_record_once(
             worker.join(timeout=120)
     finally:
         postgres_server.ctl("start")
-    left = sum(len(pending(c.paths.outbox)) for c in configs)
+    left = sum(len(outbox_files.pending(c.paths.outbox)) for c in configs)
     assert 0 < left < total  # the outage was in the middle: some stored, some kept for later
     for config in configs:
         deliver_outbox(config, lambda level, message: None)  # the next deliveries, once it is back
-    assert sum(len(pending(c.paths.outbox)) for c in configs) == 0
+    assert sum(len(outbox_files.pending(c.paths.outbox)) for c in configs) == 0
     check = Store.open(postgres_url, 5.0)
     keys = check.db.execute(
         "SELECT j.job_id, p.node FROM job_parts p JOIN jobs j ON j.id = p.job ORDER BY 1, 2"
