@@ -13,13 +13,15 @@ import re
 import shutil
 from dataclasses import dataclass
 
+from slurm_plugin.errors import JobcarbonError
+
 MAX_TEXT = 24  # "4294967295_4294967295" fits; anything longer is not a job id
 MAX_ID = 2**32 - 1  # Slurm job ids are uint32_t (slurm.h)
 SACCT_TIMEOUT_S = 5.0
 _FORM = re.compile(r"(\d+)(?:([_+])(\d+))?")
 
 
-class JobIdError(Exception):
+class JobIdError(JobcarbonError):
     """Not a job id, or its array/het form could not be resolved; the message is one line."""
 
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from slurm_plugin.accounting import months
 from slurm_plugin.accounting.footprint import J_PER_KWH, METHODOLOGY_VERSION
 from slurm_plugin.config import Embodied
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.storage.readonly import Reader
 
 SCHEMA = "jobcarbon/monthly-report/1"
@@ -65,7 +66,7 @@ _INTENSITY = """SELECT zone, start_s, end_s, g_per_kwh, forecast FROM intensity
 WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
 
 
-class ReportError(Exception):
+class ReportError(JobcarbonError):
     """The report cannot be made as asked (bad month, future month, unknown grouping); one line."""
 
 

@@ -1,7 +1,9 @@
 """The store's exceptions, the same for every backend, so callers never import a driver."""
 
+from slurm_plugin.errors import JobcarbonError
 
-class StoreError(Exception):
+
+class StoreError(JobcarbonError):
     """The database URL is unusable, or the database cannot be used by this version."""
 
 

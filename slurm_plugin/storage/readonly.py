@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.query import job_list as job_list_document
 from slurm_plugin.query import job_summary as job_summary_document
 from slurm_plugin.query import visibility
@@ -37,7 +38,7 @@ _RUNG_RANK = (
 )
 
 
-class QueryError(Exception):
+class QueryError(JobcarbonError):
     """A query failed in a way the user can act on; the message is one line."""
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from slurm_plugin.accounting import join, months
 from slurm_plugin.config import Accounting, Embodied
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.reports import formats, monthly
 from slurm_plugin.storage import Store, readonly
 from tests import jobdb
@@ -195,6 +196,8 @@ def test_a_bad_month_a_future_month_and_an_unknown_grouping_are_refused(reader: 
     ):
         with pytest.raises(monthly.ReportError, match=message):
             build(reader, month, by)
+    assert issubclass(monthly.ReportError, JobcarbonError)
+    assert monthly.ReportError.exit_code == 1
 
 
 def test_both_backends_give_the_same_report_in_every_format(tmp_path: Path, postgres_url: str) -> None:
