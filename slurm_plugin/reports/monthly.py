@@ -107,7 +107,7 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
     )
     found = {row["grp"]: dict(row) for row in reader.rows(_GROUPS.format(col=col), params)}
     by_model = _gpu_models(reader, col, params)
-    known = [r[0] for r in reader.rows(f"SELECT DISTINCT {col} FROM jobs j")]  # noqa: S608 - BY only
+    known = [r["grp"] for r in reader.rows(f"SELECT DISTINCT {col} AS grp FROM jobs j")]  # noqa: S608 - BY only
     sums = dict.fromkeys((*SUMS, "jobs"), 0.0)
     rows = []
     for key in sorted(set(known) | set(found), key=lambda k: (k is None, str(k))):
@@ -203,7 +203,7 @@ def _metadata(
     )
     as_of = max((max(f["computed_s"] or 0, f["received_s"] or 0) for f in found.values()), default=None)
     return {
-        "clusters": sorted(r[0] for r in reader.rows(_CLUSTERS, params)),
+        "clusters": sorted(r["cluster"] for r in reader.rows(_CLUSTERS, params)),
         "month": month.name,
         "by": request.by,
         "period": {
@@ -250,7 +250,10 @@ def _embodied_meta(embodied: Embodied) -> dict[str, Any] | None:
 def intensity_curve(reader: Reader, zones: list[str], month: months.Month) -> dict[str, list[tuple]]:
     """Per zone, the stored series over the month as (start_s, end_s, g_per_kwh, forecast)."""
     return {
-        zone: [tuple(r)[1:] for r in reader.rows(_INTENSITY, (zone, month.end_s, month.start_s))]
+        zone: [
+            (r["start_s"], r["end_s"], r["g_per_kwh"], r["forecast"])
+            for r in reader.rows(_INTENSITY, (zone, month.end_s, month.start_s))
+        ]
         for zone in zones
     }
 

@@ -13,3 +13,10 @@ class StoreUnavailable(StoreError):
 
 class RecordRejected(StoreError):
     """The database refused the data as inconsistent (a constraint failed)."""
+
+
+class DeadlinePassed(StoreUnavailable):
+    """A read ran past its request's deadline and was stopped (see `backend.connect`)."""
+
+    def __init__(self) -> None:
+        super().__init__("the query took too long and was stopped")

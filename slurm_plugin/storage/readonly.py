@@ -1,29 +1,27 @@
-"""Read-only queries behind `jobcarbon <jobid>` and `jobcarbon jobs`, on plain sqlite3 or psycopg.
+"""Read-only queries behind `jobcarbon <jobid>` and `jobcarbon jobs`, through `backend.connect`'s
+read-only mode (SQLite `mode=ro`, PostgreSQL read-only transactions).
 
 Not through `storage.Store`: sqlite_utils imports numpy, which alone costs more start-up time than a
-summary may take. The database is opened read-only (SQLite `mode=ro`, PostgreSQL read-only
-transactions), by the query service or by a user allowed to read it; every read is filtered by
-`visibility`. A request can carry a deadline, enforced inside SQLite by a progress handler and by
-PostgreSQL's statement_timeout.
+summary may take. The database is opened by the query service or by a user allowed to read it; every
+read is filtered by `visibility`. A request can carry a deadline, enforced inside SQLite by a progress
+handler and by PostgreSQL's statement_timeout.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.query import job_list as job_list_document
 from slurm_plugin.query import job_summary as job_summary_document
 from slurm_plugin.query import visibility
-from slurm_plugin.storage import dialect, packed_timeline
-from slurm_plugin.storage.errors import StoreError
+from slurm_plugin.storage import backend, packed_timeline
+from slurm_plugin.storage.backend import Backend
+from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
 STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
 MAX_LIMIT = 10_000
@@ -58,36 +56,11 @@ class JobNotMeasured(QueryError):
     """The job is stored but nothing was measured (no cgroup found, sampler never ran, ...)."""
 
 
-class Row(tuple):
-    """A PostgreSQL row as sqlite3.Row reads: by position, by column name, and as a mapping."""
-
-    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
-        row = super().__new__(cls, values)
-        row.names = names
-        return row
-
-    def __getitem__(self, key: Any) -> Any:
-        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
-
-    def keys(self) -> list[str]:
-        return list(self.names)
-
-
-def _row_factory(cursor: Any) -> Any:
-    names = {column.name: i for i, column in enumerate(cursor.description or ())}
-    return lambda values: Row(values, names)
-
-
 class Reader:
-    """One read-only connection; `deadline` (time.monotonic) interrupts queries that run past it."""
+    """A read-only connection, `backend.connect`'s query mode; every failure is DatabaseUnavailable."""
 
-    def __init__(self, conn: Any, where: str, backend: str = dialect.SQLITE, deadline: float | None = None):
-        self.conn = conn
-        self.where = where  # for messages: the file, or the URL without its parameters
-        self.backend = backend
-        self.deadline = deadline
-        if backend == dialect.SQLITE:
-            self.conn.row_factory = sqlite3.Row
+    def __init__(self, db: Backend):
+        self.db = db
 
     @classmethod
     def open(
@@ -97,91 +70,26 @@ class Reader:
         deadline: float | None = None,
         password_file: str | None = None,
     ) -> Reader:
+        """`deadline` (time.monotonic) stops any query that runs past it."""
         try:
-            kind = dialect.backend_of(url)
-        except dialect.UrlError as exc:
-            raise DatabaseUnavailable(str(exc)) from None
-        if kind == dialect.POSTGRESQL:
-            return cls._open_postgres(url, busy_timeout_s, deadline, password_file)
-        path = dialect.sqlite_path(url)
-        try:
-            with open(path, "rb"):  # a clear "permission denied" rather than SQLite's "unable to open"
-                pass
-            conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=busy_timeout_s)
-        except PermissionError:
-            raise DatabaseUnavailable(
-                f"{path}: permission denied (in `own` visibility mode users query through the "
-                "service: set visibility.socket)"
-            ) from None
-        except FileNotFoundError:
-            raise DatabaseUnavailable(
-                f"{path} does not exist (create it with `jobcarbon db upgrade`)"
-            ) from None
-        except (OSError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(f"{path}: {exc}") from None
-        if deadline is not None:
-            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        return cls(conn, path)
-
-    @classmethod
-    def _open_postgres(
-        cls, url: str, busy_timeout_s: float, deadline: float | None, password_file: str | None
-    ) -> Reader:
-        try:
-            from slurm_plugin.storage import postgres_backend
-
-            conn = postgres_backend.connect(
-                url, password_file, busy_timeout_s, read_only=True, row_factory=_row_factory
+            db = backend.connect(
+                url, busy_timeout_s, password_file=password_file, read_only=True, deadline=deadline
             )
-        except ImportError as exc:
-            raise DatabaseUnavailable(
-                f"PostgreSQL needs psycopg: pip install 'jobcarbon[postgresql]' ({exc})"
-            ) from None
         except StoreError as exc:
             raise DatabaseUnavailable(str(exc)) from None
-        return cls(conn, url.split("?", 1)[0], dialect.POSTGRESQL, deadline)
+        return cls(db)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
-    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[Any]:
-        if self.backend == dialect.POSTGRESQL:
-            return self._postgres_rows(sql, params)
+    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "interrupted" in str(exc):
-                raise DatabaseUnavailable("the query took too long and was stopped") from None
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-
-    def _postgres_rows(self, sql: str, params: dict[str, Any] | Sequence[Any]) -> list[Any]:
-        import psycopg
-        from psycopg import errors as pg_errors
-
-        from slurm_plugin.storage import postgres_backend
-
-        try:
-            with postgres_backend.driver_errors():
-                try:
-                    self._bound_by_deadline()
-                    return self.conn.execute(dialect.postgres_sql(sql), params).fetchall()
-                except pg_errors.QueryCanceled:
-                    raise DatabaseUnavailable("the query took too long and was stopped") from None
+            with self.db.errors():
+                return self.db.query(sql, params)
+        except DeadlinePassed as exc:
+            raise DatabaseUnavailable(str(exc)) from None
         except StoreError as exc:
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-        except psycopg.Error as exc:  # as sqlite3.DatabaseError: a read-only refusal, a bad query
-            raise DatabaseUnavailable(f"{self.where}: {' '.join(str(exc).split())}") from None
-
-    def _bound_by_deadline(self) -> None:
-        """Each query may take only what is left of the request's time (PostgreSQL's statement_timeout)."""
-        if self.deadline is None:
-            return
-        left_ms = int((self.deadline - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            raise DatabaseUnavailable("the query took too long and was stopped")
-        self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(left_ms),))
+            raise DatabaseUnavailable(f"{self.db.where}: {exc}") from None
 
 
 # --- one job ----------------------------------------------------------------------------------------
@@ -234,7 +142,7 @@ def _part(reader: Reader, row: Any) -> dict[str, Any]:
     )
     part["footprint"] = json.loads(found[0]["fields_json"]) if found else None
     timeline = reader.rows("SELECT columns_f64 FROM timeline WHERE part_id = ?", (row["id"],))
-    part["timeline"] = packed_timeline.decode(timeline[0][0]) if timeline else []
+    part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
     part["gpu_devices"] = _gpu_devices(reader, row["id"]) if part["gpus"] or part["gpu_j"] else {}
     return part
 

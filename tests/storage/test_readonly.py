@@ -152,7 +152,7 @@ def test_a_query_past_its_deadline_is_stopped(url: str) -> None:
 
 def test_a_query_that_runs_into_its_deadline_is_stopped_there(url: str) -> None:
     reader = readonly.Reader.open(url, deadline=time.monotonic() + 0.3)
-    assert reader.rows("SELECT 1")[0][0] == 1  # time left: the first query runs
+    assert reader.rows("SELECT 1 AS one") == [{"one": 1}]  # time left: the first query runs
     with pytest.raises(readonly.DatabaseUnavailable, match="too long"):
         reader.rows(ENDLESS)
     reader.close()
@@ -170,11 +170,11 @@ def test_a_query_that_runs_into_its_deadline_is_stopped_there(url: str) -> None:
 )
 def test_queries_use_their_index(reader: readonly.Reader, sql: str, index: str) -> None:
     explain = "EXPLAIN QUERY PLAN"
-    if reader.backend == dialect.POSTGRESQL:
+    if reader.db.name == dialect.POSTGRESQL:
         # Over six rows PostgreSQL rightly prefers a table scan: forbid it, to see which index fits.
         reader.rows("SELECT set_config('enable_seqscan', 'off', false)")
         explain = "EXPLAIN"
-    plan = " ".join(row[-1] for row in reader.rows(f"{explain} {sql}"))
+    plan = " ".join(str(list(row.values())[-1]) for row in reader.rows(f"{explain} {sql}"))
     assert index in plan
 
 
