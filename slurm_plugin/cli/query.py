@@ -48,7 +48,7 @@ def _add_projection(summary: dict[str, Any], ref: Any) -> None:
     from slurm_plugin.query import running, slurm_ids
 
     try:
-        found = slurm_ids.lookup(slurm_ids.JobRef(str(summary["job_id"]), summary["job_id"]))
+        found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
     except slurm_ids.JobIdError:
         found = None
     limit = found.time_limit_s if found else None
@@ -77,7 +77,7 @@ def _not_stored(ref: Any, job_id: int) -> str:
 
     unknown = f"no job {ref.text} in the jobcarbon database"
     try:
-        found = slurm_ids.lookup(slurm_ids.JobRef(str(job_id), job_id)) if slurm_ids.sacct_path() else None
+        found = slurm_ids.lookup(slurm_ids.JobSpec(str(job_id), job_id)) if slurm_ids.sacct_path() else None
     except slurm_ids.JobIdError:
         return unknown
     if found is None:
