@@ -48,7 +48,7 @@ def _add_projection(summary: dict[str, Any], ref: Any) -> None:
     from slurm_plugin.query import running, slurm_ids
 
     try:
-        found = slurm_ids.lookup(slurm_ids.JobRef(str(summary["job_id"]), summary["job_id"]))
+        found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
     except slurm_ids.JobIdError:
         found = None
     limit = found.time_limit_s if found else None
@@ -77,7 +77,7 @@ def _not_stored(ref: Any, job_id: int) -> str:
 
     unknown = f"no job {ref.text} in the jobcarbon database"
     try:
-        found = slurm_ids.lookup(slurm_ids.JobRef(str(job_id), job_id)) if slurm_ids.sacct_path() else None
+        found = slurm_ids.lookup(slurm_ids.JobSpec(str(job_id), job_id)) if slurm_ids.sacct_path() else None
     except slurm_ids.JobIdError:
         return unknown
     if found is None:
@@ -92,7 +92,7 @@ def _not_stored(ref: Any, job_id: int) -> str:
 
 def jobs(args: argparse.Namespace) -> int:
     from slurm_plugin.query import job_list
-    from slurm_plugin.storage.readonly import MAX_LIMIT, JobFilter
+    from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter
 
     if not 0 <= args.limit <= MAX_LIMIT:
         raise CommandError(f"--limit must be from 0 to {MAX_LIMIT}")
@@ -143,7 +143,8 @@ def _ask_or_read(settings: config_module.Config, key: str, request: dict[str, An
 
 def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, Any]:
     """The query on the database, as the caller's real uid."""
-    from slurm_plugin.query import running, visibility
+    from slurm_plugin.query import job_list, running, visibility
+    from slurm_plugin.query.job_summary import JobNotFound
     from slurm_plugin.storage import readonly
 
     scope = visibility.scope_for(visibility.Viewer.from_uid(os.getuid()), settings.visibility)
@@ -156,10 +157,10 @@ def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, 
         try:
             if request["op"] == "show":
                 return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
-            return readonly.job_list(reader, scope, readonly.JobFilter.from_request(request))
+            return job_list.job_list(reader, scope, job_list.JobFilter.from_request(request))
         finally:
             reader.close()
-    except readonly.JobNotFound:
+    except JobNotFound:
         raise _NotStored from None
     except readonly.QueryError as exc:
         raise CommandError(f"database: {exc}") from None

@@ -38,11 +38,12 @@ def report(args: argparse.Namespace) -> int:
         )
         try:
             document = monthly.build(reader, request)
-            text = render(document, reader)
+            curves = monthly.intensity_curves(reader, document) if args.format == "html" else {}
         finally:
             reader.close()
     except (monthly.ReportError, readonly.QueryError) as exc:
         raise CommandError(str(exc)) from None
+    text = render(document, curves)
     if args.output:
         meta = document["metadata"]
         _write(Path(args.output.format(month=meta["month"], by=meta["by"], format=args.format)), text)
@@ -55,7 +56,7 @@ def _renderer(fmt: str):
     from slurm_plugin.reports import formats
 
     if fmt != "html":
-        return lambda document, reader: formats.FORMATS[fmt](document)
+        return lambda document, curves: formats.FORMATS[fmt](document)
     try:
         from slurm_plugin.reports import html
     except ImportError as exc:

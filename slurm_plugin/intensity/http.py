@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from slurm_plugin import __version__, config
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.times import utc
 
 USER_AGENT = f"jobcarbon/{__version__} (grid carbon intensity sync; python-requests/{requests.__version__})"
@@ -26,7 +27,7 @@ RETRY_AFTER_MAX_S = 120.0  # Energi Data Service asks for ~60 s; a sync must not
 _SECRET_WORDS = ("token", "key", "auth", "password", "secret", "signature")
 
 
-class ProviderError(Exception):
+class ProviderError(JobcarbonError):
     """A provider could not deliver: one line naming the provider, the URL and the problem."""
 
     def __init__(self, provider: str, url: str, problem: str, status: int | None = None):
@@ -37,7 +38,7 @@ class ProviderError(Exception):
         super().__init__(f"{provider}: {self.url}: {self.problem}")
 
 
-class ShapeError(ValueError):
+class ShapeError(JobcarbonError):
     """A JSON answer is unusable (missing field, wrong type, other zone); the provider adds name and URL."""
 
 

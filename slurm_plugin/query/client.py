@@ -1,4 +1,4 @@
-"""The client side of the query service (`serve.py`): one request, one answer, over a Unix socket.
+"""The client side of the query service (`service.py`): one request, one answer, over a Unix socket.
 
 Kept apart from the service so that `jobcarbon <jobid>` asking the service imports socket and json
 only: the SQL and visibility code run in the service.
@@ -11,16 +11,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from slurm_plugin.errors import JobcarbonError
+
 MAX_REQUEST_BYTES = 4096
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0  # the service's limit for one request; the client waits a little longer
 
 
-class ServiceError(Exception):
+class ServiceError(JobcarbonError):
     """The service cannot be reached or gave no usable answer; the message is one line."""
 
 
-class Refused(Exception):
+class Refused(JobcarbonError):
     """The service answered with a refusal: `kind` as in the protocol, the message its one line."""
 
     def __init__(self, kind: str, message: str):

@@ -1,6 +1,7 @@
 """`jobcarbon jobs`: recent jobs as a document (`jobcarbon/job-list/1`), a table like sacct's, or CSV.
 
-Pure: `build` shapes the rows `queries.job_list` read; `table` and `csv_text` render the document.
+`job_list` reads the jobs a filter and a viewer's scope select (`storage.readonly.job_listing`); `build`
+shapes those rows, purely; `table` and `csv_text` render the document.
 """
 
 from __future__ import annotations
@@ -8,19 +9,97 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH
+from slurm_plugin.query import visibility
 from slurm_plugin.query.job_summary import QUALITY, RUNGS
 from slurm_plugin.query.job_summary_text import duration, local
+from slurm_plugin.storage import readonly
+from slurm_plugin.storage.readonly import QueryError, Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-list/1"
+STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
+MAX_LIMIT = 10_000
+MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
     "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "start", "end",
     "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
     "coverage_fraction", "partial",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """`jobcarbon jobs` filters; empty tuples mean "any". `mine`: only the viewer's own jobs."""
+
+    since_s: float
+    until_s: float
+    users: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    mine: bool = True
+    limit: int = 100
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> JobFilter:
+        """Validate a service request's fields; QueryError on anything unexpected."""
+        since, until = request.get("since_s"), request.get("until_s")
+        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (since, until)):
+            raise QueryError("since_s and until_s must be numbers (UTC epoch seconds)")
+        names = {
+            key: _names(request.get(key, []), key) for key in ("users", "accounts", "partitions", "states")
+        }
+        limit, mine = request.get("limit", 100), request.get("mine", True)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
+            raise QueryError(f"limit must be an integer from 0 to {MAX_LIMIT}")
+        if not isinstance(mine, bool):
+            raise QueryError("mine must be true or false")
+        return cls(float(since), float(until), mine=mine, limit=limit, **names)
+
+    def to_request(self) -> dict[str, Any]:
+        return {
+            "since_s": self.since_s,
+            "until_s": self.until_s,
+            "users": list(self.users),
+            "accounts": list(self.accounts),
+            "partitions": list(self.partitions),
+            "states": list(self.states),
+            "mine": self.mine,
+            "limit": self.limit,
+        }
+
+    def selection(self, scope: visibility.Scope) -> readonly.JobSelection:
+        """What the database is asked for: these filters, within what the scope may see."""
+        return readonly.JobSelection(
+            since_s=self.since_s,
+            until_s=self.until_s,
+            visible=readonly.visible_filter(scope.everything, scope.uid, scope.accounts),
+            limit=self.limit if self.limit > 0 else MAX_LIMIT,
+            rungs=RUNGS,
+            owner_uid=scope.uid if self.mine else None,
+            users=self.users,
+            accounts=self.accounts,
+            partitions=self.partitions,
+            ended=not self.states or bool(set(self.states) & set(STATES)),
+        )
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_VALUES:
+        raise QueryError(f"{key} must be a list of at most {MAX_VALUES} names")
+    if not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value):
+        raise QueryError(f"{key} must hold non-empty names")
+    return tuple(value)
+
+
+def job_list(reader: Reader, scope: visibility.Scope, wanted: JobFilter) -> dict[str, Any]:
+    """The jobs matching `wanted` that the scope may see, newest first, with totals over all matches."""
+    rows, totals = readonly.job_listing(reader, wanted.selection(scope))
+    return build(rows, totals, wanted.to_request())
 
 
 def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The summary of one job, `jobcarbon <jobid>`: built from stored rows, rendered as text or JSON.
 
-Pure: `build` takes what `queries` read and returns the document whose schema is
-`job_summary_schema.json` (`jobcarbon/job-summary/1`, documented in docs/querying.md); `render`
-turns that document into the text a user reads, so the query service can send the document and the
-CLI render it (`jobview_text`).
+`job_summary` reads a finished job through `storage.readonly` and applies visibility; `build` is pure:
+it takes those rows and returns the document whose schema is `job_summary_schema.json`
+(`jobcarbon/job-summary/1`, documented in docs/querying.md). `job_summary_text` turns that document
+into the text a user reads, so the query service can send the document and the CLI render it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
+from slurm_plugin.query import visibility
+from slurm_plugin.storage import readonly
+from slurm_plugin.storage.readonly import QueryError, Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-summary/1"
 COLUMNS = 40  # sparkline width
+AROUND_S = 12 * 3600.0  # greenest/dirtiest: the intensity series within ±12 h of the job's midpoint
 METHODS = ("measured", "integrated", "apportioned", "estimated")  # least direct last, as record.py
 # Passenger-car emissions per km: the EEA's 2024 average for new cars (provisional data), the value
 # carbontracker 2.4.3 ships in carbontracker/emissions/conversion/co2eq.csv.
@@ -31,7 +35,55 @@ QUALITY = {
     "constant": "configured constant",
     "world": "world average",
 }
-__all__ = ["RUNGS", "SCHEMA", "build", "mig_suffix"]
+__all__ = ["RUNGS", "SCHEMA", "JobNotFound", "JobNotMeasured", "build", "job_summary", "mig_suffix"]
+
+
+class JobNotFound(QueryError):
+    """No such job, or not one the caller may see: the same answer, so a refusal reveals nothing."""
+
+    def __init__(self, job_id: int):
+        super().__init__(f"no job {job_id} in the jobcarbon database")
+        self.job_id = job_id
+
+
+class JobNotMeasured(QueryError):
+    """The job is stored but nothing was measured (no cgroup found, sampler never ran, ...)."""
+
+
+def job_summary(
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
+) -> dict[str, Any]:
+    """The summary document of the latest run of a finished job the scope may see."""
+    runs = [
+        run
+        for run in readonly.job_runs(reader, job_id)
+        if (cluster is None or run["cluster"] == cluster)
+        and visibility.may_see(scope, run["uid"], run["account"])
+    ]
+    if not runs:
+        raise JobNotFound(job_id)
+    job = runs[-1]
+    parts = readonly.job_parts(reader, job["id"])
+    if not parts:
+        raise JobNotFound(job_id)
+    if all(p["total_j"] == 0 and p["coverage_fraction"] == 0 for p in parts):
+        why = next(iter(n for p in parts for n in p["notes"] + p["partial_reasons"]), "no samples")
+        raise JobNotMeasured(f"job {job_id} ran but jobcarbon measured nothing: {why}")
+    others = [(r["cluster"], r["restart_count"]) for r in runs[:-1]]
+    return build(job, parts, intensity_around(reader, job, parts), others)
+
+
+def intensity_around(
+    reader: Reader, job: dict[str, Any], parts: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The stored series of the job's zone within AROUND_S of its midpoint (none without a zone)."""
+    zone = next(
+        (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
+    )
+    if zone is None:
+        return []
+    middle = (job["start_s"] + job["end_s"]) / 2
+    return readonly.intensity_between(reader, zone, middle - AROUND_S, middle + AROUND_S)
 
 
 def build(

@@ -1,4 +1,4 @@
-"""The job summary as text: what `jobcarbon <jobid>` prints, from a `jobview.build` document.
+"""The job summary as text: what `jobcarbon <jobid>` prints, from a `job_summary.build` document.
 
 Times are rendered in the site's time zone (accounting.timezone); the document itself stays UTC.
 """

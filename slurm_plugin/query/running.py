@@ -11,14 +11,12 @@ import zlib
 from typing import Any
 
 from slurm_plugin.query import job_summary, visibility
+from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly
-from slurm_plugin.storage.readonly import AROUND_S, JobNotFound, Reader
+from slurm_plugin.storage.readonly import Reader
 from slurm_plugin.times import epoch_s
 
 RECENT_S = 900.0
-
-_RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
-    footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
 
 
 def summary(
@@ -27,7 +25,7 @@ def summary(
     """The summary so far of a running job the scope may see; JobNotFound otherwise."""
     rows = [
         r
-        for r in reader.rows(_RUNNING, (job_id,))
+        for r in readonly.running_parts(reader, job_id)
         if (cluster is None or r["cluster"] == cluster) and visibility.may_see(scope, r["uid"], r["account"])
     ]
     if not rows:
@@ -51,14 +49,8 @@ def summary(
         "start_s": min(p["start_s"] for p in parts),
         "end_s": max(p["end_s"] for p in parts),
     }
-    zone = next(
-        (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
-    )
-    middle = (job["start_s"] + job["end_s"]) / 2
-    around = (
-        reader.rows(readonly.INTENSITY_AROUND, (zone, middle + AROUND_S, middle - AROUND_S)) if zone else []
-    )
-    document = job_summary.build(job, parts, [dict(r) for r in around], state="running")
+    around = job_summary.intensity_around(reader, job, parts)
+    document = job_summary.build(job, parts, around, state="running")
     document["progress"] = {"recent_power_w": recent_power_w(parts)}
     return document
 
@@ -68,13 +60,13 @@ def job_or_running(
 ) -> dict[str, Any]:
     """The finished job's summary, else the running job's summary so far."""
     try:
-        return readonly.job_summary(reader, scope, job_id, cluster)
+        return job_summary.job_summary(reader, scope, job_id, cluster)
     except JobNotFound:
         return summary(reader, scope, job_id, cluster)
 
 
 def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str, Any]:
-    """A running record in the shape of a stored part (readonly._part)."""
+    """A running record in the shape of a stored part (readonly.job_parts)."""
     origin = epoch_s(record["timeline"]["origin"])
     energy = record["energy"]
     part: dict[str, Any] = {

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.config import Config
-from slurm_plugin.query import client, running, visibility
+from slurm_plugin.query import client, job_list, running, visibility
 from slurm_plugin.query.client import MAX_REQUEST_BYTES, ServiceError
+from slurm_plugin.query.job_summary import JobNotFound, JobNotMeasured
 from slurm_plugin.storage import readonly
 
 REQUEST_TIMEOUT_S = client.REQUEST_TIMEOUT_S  # socket reads and writes, and the SQL of one request
@@ -58,9 +59,9 @@ def answer(request: Any, uid: int, settings: Config) -> dict[str, Any]:
             return _dispatch(request, reader, scope)
         finally:
             reader.close()
-    except readonly.JobNotFound as exc:
+    except JobNotFound as exc:
         return {"ok": False, "kind": "not_found", "error": str(exc)}
-    except readonly.JobNotMeasured as exc:
+    except JobNotMeasured as exc:
         return {"ok": False, "kind": "not_measured", "error": str(exc)}
     except readonly.DatabaseUnavailable as exc:
         return {"ok": False, "kind": "unavailable", "error": str(exc)}
@@ -80,8 +81,8 @@ def _dispatch(request: Any, reader: readonly.Reader, scope: visibility.Scope) ->
             raise readonly.QueryError("cluster must be a name")
         return {"ok": True, "summary": running.job_or_running(reader, scope, job_id, cluster)}
     if op == "jobs":
-        wanted = readonly.JobFilter.from_request(request)
-        return {"ok": True, "list": readonly.job_list(reader, scope, wanted)}
+        wanted = job_list.JobFilter.from_request(request)
+        return {"ok": True, "list": job_list.job_list(reader, scope, wanted)}
     raise readonly.QueryError("op must be show or jobs")
 
 

@@ -13,18 +13,20 @@ import re
 import shutil
 from dataclasses import dataclass
 
+from slurm_plugin.errors import JobcarbonError
+
 MAX_TEXT = 24  # "4294967295_4294967295" fits; anything longer is not a job id
 MAX_ID = 2**32 - 1  # Slurm job ids are uint32_t (slurm.h)
 SACCT_TIMEOUT_S = 5.0
 _FORM = re.compile(r"(\d+)(?:([_+])(\d+))?")
 
 
-class JobIdError(Exception):
+class JobIdError(JobcarbonError):
     """Not a job id, or its array/het form could not be resolved; the message is one line."""
 
 
 @dataclass(frozen=True)
-class JobRef:
+class JobSpec:
     """A job as typed: the job id, and the array task or het component when given."""
 
     text: str
@@ -37,8 +39,8 @@ class JobRef:
         return self.separator is None
 
 
-def parse(text: str) -> JobRef:
-    """A JobRef, or JobIdError naming (a shortened form of) the text."""
+def parse(text: str) -> JobSpec:
+    """A JobSpec, or JobIdError naming (a shortened form of) the text."""
     match = _FORM.fullmatch(text) if len(text) <= MAX_TEXT and text.isascii() else None
     if match is None:
         raise JobIdError(f"{_shown(text)} is not a job id (expected 123, 123_4 or 123+1)")
@@ -46,7 +48,7 @@ def parse(text: str) -> JobRef:
     numbers = [int(job_id)] + ([int(index)] if index is not None else [])
     if numbers[0] == 0 or any(n > MAX_ID for n in numbers):
         raise JobIdError(f"{_shown(text)} is not a job id (out of range)")
-    return JobRef(text, numbers[0], separator, numbers[1] if index is not None else None)
+    return JobSpec(text, numbers[0], separator, numbers[1] if index is not None else None)
 
 
 def _shown(text: str) -> str:
@@ -80,31 +82,31 @@ def sacct_path() -> str | None:
     return os.path.abspath(found) if found else None
 
 
-def lookup(ref: JobRef, timeout_s: float = SACCT_TIMEOUT_S) -> SlurmJob | None:
+def lookup(spec: JobSpec, timeout_s: float = SACCT_TIMEOUT_S) -> SlurmJob | None:
     """The job as Slurm's accounting knows it (run as the caller, so Slurm's own privacy applies)."""
     import subprocess
 
     sacct = sacct_path()
     if sacct is None:
-        raise JobIdError(f"cannot resolve job {ref.text}: sacct is not installed or not on PATH")
-    argv = [sacct, "-n", "-X", "-P", "-j", ref.text, "-o", "JobIDRaw,State,TimelimitRaw"]
+        raise JobIdError(f"cannot resolve job {spec.text}: sacct is not installed or not on PATH")
+    argv = [sacct, "-n", "-X", "-P", "-j", spec.text, "-o", "JobIDRaw,State,TimelimitRaw"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        raise JobIdError(f"cannot resolve job {ref.text}: sacct did not answer in {timeout_s:g} s") from None
+        raise JobIdError(f"cannot resolve job {spec.text}: sacct did not answer in {timeout_s:g} s") from None
     except OSError as exc:
-        raise JobIdError(f"cannot resolve job {ref.text}: cannot run sacct: {exc.strerror}") from None
+        raise JobIdError(f"cannot resolve job {spec.text}: cannot run sacct: {exc.strerror}") from None
     if done.returncode != 0:
         problem = (done.stderr.strip().splitlines() or ["failed"])[-1][:200]
-        raise JobIdError(f"cannot resolve job {ref.text}: sacct: {problem}")
-    return _first(done.stdout, ref)
+        raise JobIdError(f"cannot resolve job {spec.text}: sacct: {problem}")
+    return _first(done.stdout, spec)
 
 
-def _first(output: str, ref: JobRef) -> SlurmJob | None:
+def _first(output: str, spec: JobSpec) -> SlurmJob | None:
     for line in output.splitlines():
         raw, _, rest = line.strip().partition("|")
         state, _, limit = rest.partition("|")
-        if not raw.isdigit() or (ref.is_raw and int(raw) != ref.job_id):
+        if not raw.isdigit() or (spec.is_raw and int(raw) != spec.job_id):
             continue
         minutes = int(limit) if limit.isdigit() else None  # "UNLIMITED", "Partition_Limit": unknown
         return SlurmJob(int(raw), (state.split() or ["UNKNOWN"])[0], minutes * 60.0 if minutes else None)

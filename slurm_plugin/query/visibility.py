@@ -3,14 +3,14 @@
 `all`: everyone sees every job. `own`: a user sees the jobs that ran under their uid, coordinators of
 an account see that account's jobs, and root and the configured admins see everything. The viewer is
 always a real uid (the caller's, or the peer's from SO_PEERCRED in the query service) and the name
-the password database gives for it; never a name or variable the caller can set.
+the password database gives for it; never a name or variable the caller can set. The same rule in
+SQL, for listings, is `storage.readonly.visible_filter`.
 """
 
 from __future__ import annotations
 
 import pwd
 from dataclasses import dataclass
-from typing import Any
 
 from slurm_plugin.config import Visibility
 
@@ -53,15 +53,3 @@ def scope_for(viewer: Viewer, settings: Visibility) -> Scope:
 
 def may_see(scope: Scope, job_uid: int, account: str | None) -> bool:
     return scope.everything or job_uid == scope.uid or (account is not None and account in scope.accounts)
-
-
-def sql_filter(scope: Scope, alias: str = "j") -> tuple[str, dict[str, Any]]:
-    """A WHERE condition on the jobs table (as `alias`) with the same meaning as `may_see`."""
-    if scope.everything:
-        return "1 = 1", {}
-    params: dict[str, Any] = {"vis_uid": scope.uid}
-    names = [f":vis_acct{i}" for i in range(len(scope.accounts))]
-    params.update({name[1:]: account for name, account in zip(names, sorted(scope.accounts), strict=True)})
-    if not names:
-        return f"{alias}.uid = :vis_uid", params
-    return f"({alias}.uid = :vis_uid OR {alias}.account IN ({', '.join(names)}))", params

@@ -1,6 +1,6 @@
 """The monthly report as text: a table for people, CSV for spreadsheets, JSON with its schema.
 
-Numbers are already rounded by `report.build`; this module only lays them out, so every format
+Numbers are already rounded by `monthly.build`; this module only lays them out, so every format
 carries the same figures (tests/reports/test_monthly.py parses the CSV back).
 """
 

@@ -1,7 +1,8 @@
 """The monthly report as one self-contained HTML file: a bar chart per group, the month's intensity
 curve and the table, for people. Charts are matplotlib SVG inlined in the page, with text drawn as
 paths (`svg.fonttype: path`): no script, stylesheet, font or image is fetched, so it reads offline.
-matplotlib is the optional extra `jobcarbon[report]`; importing this module without it fails.
+matplotlib is the optional extra `jobcarbon[report]`; importing this module without it fails. It only
+renders: the document and the curves come from `monthly.build` and `monthly.intensity_curves`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ matplotlib.use("Agg")  # no display on a head node or in a timer
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from slurm_plugin.accounting import months
 from slurm_plugin.reports import formats
-from slurm_plugin.storage.readonly import Reader
+from slurm_plugin.reports.monthly import Curve
 
 MAX_BARS = 30  # more groups than this are summed into "others" in the chart (the table has them all)
 STYLE = """body{font-family:sans-serif;margin:2em;color:#222}
@@ -30,10 +30,9 @@ td:first-child{text-align:left}
 tr.total td{font-weight:bold}.meta{color:#555;font-size:14px}figure{margin:1em 0}"""
 
 
-def render(document: dict[str, Any], reader: Reader) -> str:
+def render(document: dict[str, Any], curves: dict[str, Curve]) -> str:
+    """The page: the report document, and its zones' intensity curves over the month."""
     meta = document["metadata"]
-    month = months.parse(meta["month"], meta["period"]["time_zone"])
-    curves = _curves(reader, meta["zones"], month)
     title = f"jobcarbon {meta['month']} by {meta['by']}"
     parts = [
         "<!DOCTYPE html>",
@@ -48,12 +47,6 @@ def render(document: dict[str, Any], reader: Reader) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
-
-
-def _curves(reader: Reader, zones: list[str], month: months.Month) -> dict[str, list[tuple]]:
-    from slurm_plugin.reports import monthly
-
-    return monthly.intensity_curve(reader, zones, month)
 
 
 def _bars(document: dict[str, Any]) -> Figure:
@@ -72,7 +65,7 @@ def _bars(document: dict[str, Any]) -> Figure:
     return figure
 
 
-def _intensity(curves: dict[str, list[tuple]], timezone: str) -> Figure:
+def _intensity(curves: dict[str, Curve], timezone: str) -> Figure:
     figure, axes = plt.subplots(figsize=(9, 3))
     zone = ZoneInfo(timezone)
     for name, points in curves.items():

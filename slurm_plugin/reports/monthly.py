@@ -1,15 +1,14 @@
 """Monthly reports (`jobcarbon report`): a month's energy and carbon per account, user, group or partition.
 
-Read-only, on plain sqlite3 through `queries.Reader` (no sqlite_utils on read paths). The figures come
-from footprint_months, which accounting writes with each footprint: a job's energy counts in the month
-of the site's time zone in which it was used, so the reports of all months add up to all jobs. One
-GROUP BY over the current footprints' months; documented in docs/reports.md.
+Read-only, through `storage.readonly.Reader` (no sqlite_utils on read paths); the SQL is
+`storage.month_reads`. A job's energy counts in the month of the site's time zone in which it was used,
+so the reports of all months add up to all jobs; documented in docs/reports.md. `build` makes the
+document every format renders; `intensity_curves` gathers what the HTML page draws besides it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,56 +16,23 @@ from zoneinfo import ZoneInfo
 from slurm_plugin.accounting import months
 from slurm_plugin.accounting.footprint import J_PER_KWH, METHODOLOGY_VERSION
 from slurm_plugin.config import Embodied
+from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.storage import month_reads, readonly
+from slurm_plugin.storage.month_reads import SUMS
 from slurm_plugin.storage.readonly import Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/monthly-report/1"
-SCOPE = "location-based scope 2"
-EMBODIED_SCOPE = "scope 3 (embodied, per device-hour)"
+EMISSIONS_SCOPE = "location-based scope 2"  # the GHG Protocol's scope, not visibility.Scope
+EMBODIED_EMISSIONS_SCOPE = "scope 3 (embodied, per device-hour)"
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 DIGITS = 6  # every number is rounded once, here, so table, CSV, JSON and HTML agree
 RECOMPUTED_LISTED = 20
-# The report's group column; `group` is the Unix group by gid, for sites that bill by group.
-BY = {"account": "j.account", "user": "j.user_name", "group": "j.gid", "partition": "j.partition"}
-SUMS = (
-    "core_hours",
-    "node_hours",
-    "gpu_hours",
-    "cpu_j",
-    "dram_j",
-    "gpu_j",
-    "it_energy_j",
-    "facility_energy_j",
-    "co2e_g",
-    "estimated_j",
-    "series_co2e_g",
-)
-_CURRENT_MONTH = """FROM footprint_months m JOIN footprints f ON f.id = m.footprint_id
-JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job
-WHERE m.month = :month AND f.is_current = 1"""
-_GROUPS = (
-    "SELECT {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
-    + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
-    + ", MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
-    + _CURRENT_MONTH
-    + " GROUP BY grp"
-)
-_GPU_MODELS = f"SELECT {{col}} AS grp, m.gpu_hours_json {_CURRENT_MONTH} AND m.gpu_hours > 0"
-# Zones, sources and clusters without the job join: each would otherwise cost as much as a third of the
-# main query on a million jobs (bench/monthly_report.py).
-_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
-JOIN footprints f ON f.id = m.footprint_id WHERE m.month = :month AND f.is_current = 1"""
-# Text is ordered in Python, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts
-# "atlas" before "Vega"), SQLite by code point; the report must not depend on the backend.
-_CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
-WHERE j.end_s >= :month_start AND j.start_s < :month_end"""
-_RECOMPUTED = f"""SELECT j.cluster, j.job_id, p.node, f.version, f.computed_at_s {_CURRENT_MONTH}
-    AND f.version > 1 AND f.computed_at_s >= :month_end"""
-_INTENSITY = """SELECT zone, start_s, end_s, g_per_kwh, forecast FROM intensity
-WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
+BY = tuple(month_reads.GROUP_COLUMNS)  # the report's groupings
+Curve = list[tuple[float, float, float, Any]]  # (start_s, end_s, g_per_kwh, forecast) slots, in time order
 
 
-class ReportError(Exception):
+class ReportError(JobcarbonError):
     """The report cannot be made as asked (bad month, future month, unknown grouping); one line."""
 
 
@@ -101,13 +67,9 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
     except (ValueError, KeyError) as exc:
         raise ReportError(f"accounting.timezone {request.timezone!r} is not a known time zone") from exc
     month = resolve_month(request.month, request.timezone, request.now_s)
-    col, params = (
-        BY[request.by],
-        {"month": month.name, "month_start": month.start_s, "month_end": month.end_s},
-    )
-    found = {row["grp"]: dict(row) for row in reader.rows(_GROUPS.format(col=col), params)}
-    by_model = _gpu_models(reader, col, params)
-    known = [r[0] for r in reader.rows(f"SELECT DISTINCT {col} FROM jobs j")]  # noqa: S608 - BY only
+    found = month_reads.group_sums(reader, request.by, month.name)
+    by_model = month_reads.gpu_hours_by_model(reader, request.by, month.name)
+    known = month_reads.group_keys(reader, request.by)
     sums = dict.fromkeys((*SUMS, "jobs"), 0.0)
     rows = []
     for key in sorted(set(known) | set(found), key=lambda k: (k is None, str(k))):
@@ -124,19 +86,10 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
     table.sort(key=lambda r: (-r["co2e_kg"], r["group"]))
     return {
         "schema": SCHEMA,
-        "metadata": _metadata(reader, request, month, params, found),
+        "metadata": _metadata(reader, request, month, found),
         "rows": table,
         "totals": _row("total", sums, all_models, total_co2e, request.embodied),
     }
-
-
-def _gpu_models(reader: Reader, col: str, params: dict[str, Any]) -> dict[Any, dict[str, float]]:
-    found: dict[Any, dict[str, float]] = {}
-    for row in reader.rows(_GPU_MODELS.format(col=col), params):
-        models = found.setdefault(row["grp"], {})
-        for model, hours in json.loads(row["gpu_hours_json"]).items():
-            models[model] = models.get(model, 0.0) + hours
-    return found
 
 
 def _label(by: str, key: Any) -> str:
@@ -189,21 +142,16 @@ def _embodied_kg(f: dict[str, Any], embodied: Embodied) -> float | None:
     return _r(kg)
 
 
-def _metadata(
-    reader: Reader, request: Request, month: months.Month, params: dict[str, Any], found: dict
-) -> dict[str, Any]:
+def _metadata(reader: Reader, request: Request, month: months.Month, found: dict) -> dict[str, Any]:
     zone = ZoneInfo(request.timezone)
-    zones, sources = set(), set()
-    for row in reader.rows(_SOURCES, params):
-        if row["zone"]:
-            zones.add(row["zone"])
-        sources.update(json.loads(row["sources_json"]))
+    zones, sources = month_reads.zones_and_sources(reader, month.name)
     recomputed = sorted(
-        reader.rows(_RECOMPUTED, params), key=lambda r: (r["cluster"], r["job_id"], r["node"])
+        month_reads.recomputed_after(reader, month.name, month.end_s),
+        key=lambda r: (r["cluster"], r["job_id"], r["node"]),
     )
     as_of = max((max(f["computed_s"] or 0, f["received_s"] or 0) for f in found.values()), default=None)
     return {
-        "clusters": sorted(r[0] for r in reader.rows(_CLUSTERS, params)),
+        "clusters": sorted(month_reads.clusters_between(reader, month.start_s, month.end_s)),
         "month": month.name,
         "by": request.by,
         "period": {
@@ -214,7 +162,7 @@ def _metadata(
         "closed": month.end_s <= request.now_s,
         "zones": sorted(zones),
         "sources": sorted(sources),
-        "scope": SCOPE,
+        "scope": EMISSIONS_SCOPE,
         "embodied": _embodied_meta(request.embodied),
         "methodology_version": METHODOLOGY_VERSION,
         # The newest data the report includes, not the wall clock: re-runs of a closed month are identical.
@@ -239,7 +187,7 @@ def _embodied_meta(embodied: Embodied) -> dict[str, Any] | None:
     if embodied.gpu_kg_co2e is None and embodied.node_kg_co2e is None:
         return None
     return {
-        "scope": EMBODIED_SCOPE,
+        "scope": EMBODIED_EMISSIONS_SCOPE,
         "gpu_kg_co2e": embodied.gpu_kg_co2e,
         "gpu_lifetime_years": embodied.gpu_lifetime_years,
         "node_kg_co2e": embodied.node_kg_co2e,
@@ -247,11 +195,16 @@ def _embodied_meta(embodied: Embodied) -> dict[str, Any] | None:
     }
 
 
-def intensity_curve(reader: Reader, zones: list[str], month: months.Month) -> dict[str, list[tuple]]:
-    """Per zone, the stored series over the month as (start_s, end_s, g_per_kwh, forecast)."""
+def intensity_curves(reader: Reader, document: dict[str, Any]) -> dict[str, Curve]:
+    """Per zone of the report, its stored intensity series over the report's month (the HTML chart)."""
+    meta = document["metadata"]
+    month = months.parse(meta["month"], meta["period"]["time_zone"])
     return {
-        zone: [tuple(r)[1:] for r in reader.rows(_INTENSITY, (zone, month.end_s, month.start_s))]
-        for zone in zones
+        zone: [
+            (r["start_s"], r["end_s"], r["g_per_kwh"], r["forecast"])
+            for r in readonly.intensity_between(reader, zone, month.start_s, month.end_s)
+        ]
+        for zone in meta["zones"]
     }
 
 

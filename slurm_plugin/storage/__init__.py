@@ -1,7 +1,8 @@
 """The accounting database, on SQLite or PostgreSQL; all of jobcarbon's SQL lives in this package.
 
-`Store` is imported on first use: the read-only query path imports `dialect` and `postgres_backend`
-from here without the store's dependencies.
+`Store` is imported on first use: the read-only query path (`readonly`, `month_reads`) opens the
+database through `backend.connect(..., read_only=True)` without the store's dependencies; `query/` and
+`reports/` build their documents from the rows it returns.
 """
 
 from typing import Any

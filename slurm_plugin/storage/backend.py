@@ -32,9 +32,18 @@ class Backend(Protocol):
 
 
 def connect(
-    url: str, busy_timeout_s: float, create: bool = True, password_file: str | None = None
+    url: str,
+    busy_timeout_s: float,
+    create: bool = True,
+    password_file: str | None = None,
+    read_only: bool = False,
+    deadline: float | None = None,
 ) -> Backend:
-    """A connection to the database the URL names; its driver is imported only when needed."""
+    """A connection to the database the URL names; its driver is imported only when needed.
+
+    `read_only` is the query path's mode: the database must exist and is never written; a query that
+    runs past `deadline` (time.monotonic) is stopped with DeadlinePassed.
+    """
     try:
         kind = dialect.backend_of(url)
     except dialect.UrlError as exc:
@@ -42,9 +51,11 @@ def connect(
     if kind == dialect.SQLITE:
         from slurm_plugin.storage.sqlite_backend import SqliteBackend
 
+        if read_only:
+            return SqliteBackend.connect_read_only(url, busy_timeout_s, deadline)
         return SqliteBackend.connect(url, busy_timeout_s, create)
     try:
         from slurm_plugin.storage.postgres_backend import PostgresBackend
     except ImportError as exc:
         raise StoreError(f"PostgreSQL needs psycopg: pip install 'jobcarbon[postgresql]' ({exc})") from None
-    return PostgresBackend.connect(url, busy_timeout_s, password_file)
+    return PostgresBackend.connect(url, busy_timeout_s, password_file, read_only, deadline)

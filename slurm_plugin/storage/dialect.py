@@ -1,6 +1,6 @@
 """Which backend a database URL names, and the shared SQL text as PostgreSQL takes it.
 
-Standard library only: the read-only query path imports this without the store's dependencies.
+Standard library and `errors` only: the read-only query path imports this without the store's dependencies.
 The shared text uses SQLite's placeholders (`?`, `:name`) and types; PostgreSQL gets psycopg's
 placeholders, identity columns for rowid keys, BYTEA for BLOB and 64-bit integers throughout (Slurm
 job ids pass 2^31).
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+
+from slurm_plugin.errors import JobcarbonError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -22,7 +24,7 @@ _TOKENS = re.compile(r"'[^']*'|::|%|\?|(?<![\w:]):([A-Za-z_]\w*)")
 _ROWID_KEY = re.compile(r"\bid INTEGER PRIMARY KEY\b")
 
 
-class UrlError(ValueError):
+class UrlError(JobcarbonError):
     """The database URL is not one jobcarbon can use; the message says what is wrong."""
 
 

@@ -1,7 +1,9 @@
 """The store's exceptions, the same for every backend, so callers never import a driver."""
 
+from slurm_plugin.errors import JobcarbonError
 
-class StoreError(Exception):
+
+class StoreError(JobcarbonError):
     """The database URL is unusable, or the database cannot be used by this version."""
 
 
@@ -11,3 +13,10 @@ class StoreUnavailable(StoreError):
 
 class RecordRejected(StoreError):
     """The database refused the data as inconsistent (a constraint failed)."""
+
+
+class DeadlinePassed(StoreUnavailable):
+    """A read ran past its request's deadline and was stopped (see `backend.connect`)."""
+
+    def __init__(self) -> None:
+        super().__init__("the query took too long and was stopped")

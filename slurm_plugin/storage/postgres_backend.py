@@ -3,6 +3,8 @@
 The password never travels on a command line or in the URL: it comes from `database.password_file`
 (a file only its owner may read) or from libpq's own PGPASSWORD / PGPASSFILE / ~/.pgpass. Timeouts are
 short on purpose: a node that cannot reach the server keeps its records in the outbox for later.
+Queries connect read-only (`default_transaction_read_only`), each statement bounded by what is left of
+the request's deadline (`statement_timeout`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import contextlib
 import math
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -22,7 +25,7 @@ from psycopg.types.numeric import FloatLoader
 
 from slurm_plugin.storage import dialect
 from slurm_plugin.storage.backend import Params
-from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
+from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreError, StoreUnavailable
 
 MIN_CONNECT_TIMEOUT_S = 2  # libpq's floor
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
@@ -36,6 +39,8 @@ def driver_errors() -> Iterator[None]:
         yield
     except (pg_errors.IntegrityError, pg_errors.DataError) as exc:
         raise RecordRejected(_one_line(exc)) from exc
+    except pg_errors.QueryCanceled:  # statement_timeout, set by `PostgresBackend.query` for a deadline
+        raise DeadlinePassed from None
     except pg_errors.InsufficientPrivilege as exc:
         raise StoreUnavailable(f"permission denied: {_one_line(exc)} (see docs/postgresql.md)") from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -72,11 +77,7 @@ def read_password(path: str) -> str:
 
 
 def connect(
-    url: str,
-    password_file: str | None,
-    timeout_s: float,
-    read_only: bool = False,
-    row_factory: Callable[..., Any] | None = None,
+    url: str, password_file: str | None, timeout_s: float, read_only: bool = False
 ) -> psycopg.Connection:
     """An autocommit connection; `timeout_s` bounds the connect and any wait for a lock."""
     try:
@@ -96,7 +97,7 @@ def connect(
     if password_file:
         params["password"] = read_password(password_file)
     with driver_errors():
-        conn = psycopg.connect(autocommit=True, row_factory=row_factory or psycopg.rows.tuple_row, **params)
+        conn = psycopg.connect(autocommit=True, **params)
     # SUM over integers is NUMERIC in PostgreSQL: read it as float, as SQLite's REAL sums are.
     conn.adapters.register_loader("numeric", FloatLoader)
     return conn
@@ -107,15 +108,23 @@ class PostgresBackend:
 
     name = dialect.POSTGRESQL
 
-    def __init__(self, conn: psycopg.Connection, where: str):
+    def __init__(self, conn: psycopg.Connection, where: str, deadline: float | None = None):
         self.conn = conn
         self.where = where
+        self.deadline = deadline  # time.monotonic(); bounds `query` only, the read path's one call
 
     @classmethod
-    def connect(cls, url: str, busy_timeout_s: float, password_file: str | None = None) -> PostgresBackend:
-        conn = connect(url, password_file, busy_timeout_s)
+    def connect(
+        cls,
+        url: str,
+        busy_timeout_s: float,
+        password_file: str | None = None,
+        read_only: bool = False,
+        deadline: float | None = None,
+    ) -> PostgresBackend:
+        conn = connect(url, password_file, busy_timeout_s, read_only)
         info = conn.info
-        return cls(conn, f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}")
+        return cls(conn, f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}", deadline)
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return driver_errors()
@@ -130,8 +139,18 @@ class PostgresBackend:
             cursor.executemany(dialect.postgres_sql(sql), rows)
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        self._bound_by_deadline()
         with self.conn.cursor(row_factory=dict_row) as cursor:
             return cursor.execute(dialect.postgres_sql(sql), params).fetchall()
+
+    def _bound_by_deadline(self) -> None:
+        """Each query may take only what is left of the request's time (the server's statement_timeout)."""
+        if self.deadline is None:
+            return
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise DeadlinePassed
+        self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(left_ms),))
 
     def ddl(self, sql: str) -> None:
         self.conn.execute(dialect.postgres_ddl(sql))

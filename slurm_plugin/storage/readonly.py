@@ -1,43 +1,30 @@
-"""Read-only queries behind `jobcarbon <jobid>` and `jobcarbon jobs`, on plain sqlite3 or psycopg.
+"""Read-only queries behind `jobcarbon <jobid>`, `jobcarbon jobs` and the query service: the SQL, and
+rows or plain data back; `query/` builds the documents from them.
 
-Not through `storage.Store`: sqlite_utils imports numpy, which alone costs more start-up time than a
-summary may take. The database is opened read-only (SQLite `mode=ro`, PostgreSQL read-only
-transactions), by the query service or by a user allowed to read it; every read is filtered by
-`visibility`. A request can carry a deadline, enforced inside SQLite by a progress handler and by
+Through `backend.connect`'s read-only mode (SQLite `mode=ro`, PostgreSQL read-only transactions), not
+through `storage.Store`: sqlite_utils imports numpy, which alone costs more start-up time than a
+summary may take. A request can carry a deadline, enforced inside SQLite by a progress handler and by
 PostgreSQL's statement_timeout.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from slurm_plugin.query import job_list as job_list_document
-from slurm_plugin.query import job_summary as job_summary_document
-from slurm_plugin.query import visibility
-from slurm_plugin.storage import dialect, packed_timeline
-from slurm_plugin.storage.errors import StoreError
+from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.storage import backend, packed_timeline
+from slurm_plugin.storage.backend import Backend
+from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
-STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
-MAX_LIMIT = 10_000
-MAX_VALUES = 50  # names in one filter
-AROUND_S = 12 * 3600.0  # greenest/dirtiest: the intensity series within ±12 h of the job's midpoint
 _ENERGY_KEY = b'"energy":'
 _DECODER = json.JSONDecoder()
-_RUNG_RANK = (
-    "CASE f.rung "
-    + " ".join(f"WHEN '{r}' THEN {i}" for i, r in enumerate(job_summary_document.RUNGS))
-    + " END"
-)
 
 
-class QueryError(Exception):
+class QueryError(JobcarbonError):
     """A query failed in a way the user can act on; the message is one line."""
 
 
@@ -45,48 +32,11 @@ class DatabaseUnavailable(QueryError):
     """The database is missing, unreadable by the caller, or too busy."""
 
 
-class JobNotFound(QueryError):
-    """No such job, or not one the caller may see: the same answer, so a refusal reveals nothing."""
-
-    def __init__(self, job_id: int):
-        super().__init__(f"no job {job_id} in the jobcarbon database")
-        self.job_id = job_id
-
-
-class JobNotMeasured(QueryError):
-    """The job is stored but nothing was measured (no cgroup found, sampler never ran, ...)."""
-
-
-class Row(tuple):
-    """A PostgreSQL row as sqlite3.Row reads: by position, by column name, and as a mapping."""
-
-    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
-        row = super().__new__(cls, values)
-        row.names = names
-        return row
-
-    def __getitem__(self, key: Any) -> Any:
-        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
-
-    def keys(self) -> list[str]:
-        return list(self.names)
-
-
-def _row_factory(cursor: Any) -> Any:
-    names = {column.name: i for i, column in enumerate(cursor.description or ())}
-    return lambda values: Row(values, names)
-
-
 class Reader:
-    """One read-only connection; `deadline` (time.monotonic) interrupts queries that run past it."""
+    """A read-only connection, `backend.connect`'s query mode; every failure is DatabaseUnavailable."""
 
-    def __init__(self, conn: Any, where: str, backend: str = dialect.SQLITE, deadline: float | None = None):
-        self.conn = conn
-        self.where = where  # for messages: the file, or the URL without its parameters
-        self.backend = backend
-        self.deadline = deadline
-        if backend == dialect.SQLITE:
-            self.conn.row_factory = sqlite3.Row
+    def __init__(self, db: Backend):
+        self.db = db
 
     @classmethod
     def open(
@@ -96,91 +46,26 @@ class Reader:
         deadline: float | None = None,
         password_file: str | None = None,
     ) -> Reader:
+        """`deadline` (time.monotonic) stops any query that runs past it."""
         try:
-            kind = dialect.backend_of(url)
-        except dialect.UrlError as exc:
-            raise DatabaseUnavailable(str(exc)) from None
-        if kind == dialect.POSTGRESQL:
-            return cls._open_postgres(url, busy_timeout_s, deadline, password_file)
-        path = dialect.sqlite_path(url)
-        try:
-            with open(path, "rb"):  # a clear "permission denied" rather than SQLite's "unable to open"
-                pass
-            conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=busy_timeout_s)
-        except PermissionError:
-            raise DatabaseUnavailable(
-                f"{path}: permission denied (in `own` visibility mode users query through the "
-                "service: set visibility.socket)"
-            ) from None
-        except FileNotFoundError:
-            raise DatabaseUnavailable(
-                f"{path} does not exist (create it with `jobcarbon db upgrade`)"
-            ) from None
-        except (OSError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(f"{path}: {exc}") from None
-        if deadline is not None:
-            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        return cls(conn, path)
-
-    @classmethod
-    def _open_postgres(
-        cls, url: str, busy_timeout_s: float, deadline: float | None, password_file: str | None
-    ) -> Reader:
-        try:
-            from slurm_plugin.storage import postgres_backend
-
-            conn = postgres_backend.connect(
-                url, password_file, busy_timeout_s, read_only=True, row_factory=_row_factory
+            db = backend.connect(
+                url, busy_timeout_s, password_file=password_file, read_only=True, deadline=deadline
             )
-        except ImportError as exc:
-            raise DatabaseUnavailable(
-                f"PostgreSQL needs psycopg: pip install 'jobcarbon[postgresql]' ({exc})"
-            ) from None
         except StoreError as exc:
             raise DatabaseUnavailable(str(exc)) from None
-        return cls(conn, url.split("?", 1)[0], dialect.POSTGRESQL, deadline)
+        return cls(db)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
-    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[Any]:
-        if self.backend == dialect.POSTGRESQL:
-            return self._postgres_rows(sql, params)
+    def rows(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "interrupted" in str(exc):
-                raise DatabaseUnavailable("the query took too long and was stopped") from None
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-
-    def _postgres_rows(self, sql: str, params: dict[str, Any] | Sequence[Any]) -> list[Any]:
-        import psycopg
-        from psycopg import errors as pg_errors
-
-        from slurm_plugin.storage import postgres_backend
-
-        try:
-            with postgres_backend.driver_errors():
-                try:
-                    self._bound_by_deadline()
-                    return self.conn.execute(dialect.postgres_sql(sql), params).fetchall()
-                except pg_errors.QueryCanceled:
-                    raise DatabaseUnavailable("the query took too long and was stopped") from None
+            with self.db.errors():
+                return self.db.query(sql, params)
+        except DeadlinePassed as exc:
+            raise DatabaseUnavailable(str(exc)) from None
         except StoreError as exc:
-            raise DatabaseUnavailable(f"{self.where}: {exc}") from None
-        except psycopg.Error as exc:  # as sqlite3.DatabaseError: a read-only refusal, a bad query
-            raise DatabaseUnavailable(f"{self.where}: {' '.join(str(exc).split())}") from None
-
-    def _bound_by_deadline(self) -> None:
-        """Each query may take only what is left of the request's time (PostgreSQL's statement_timeout)."""
-        if self.deadline is None:
-            return
-        left_ms = int((self.deadline - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            raise DatabaseUnavailable("the query took too long and was stopped")
-        self.conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(left_ms),))
+            raise DatabaseUnavailable(f"{self.db.where}: {exc}") from None
 
 
 # --- one job ----------------------------------------------------------------------------------------
@@ -192,39 +77,37 @@ _PARTS = """SELECT id, node, start_s, end_s, elapsed_s, cpu_count, gpus_json, cp
     dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status, partial_reasons_json, notes_json
 FROM job_parts WHERE job = ? ORDER BY node"""
 
-INTENSITY_AROUND = """SELECT start_s, end_s, g_per_kwh, source, forecast FROM intensity
+_INTENSITY = """SELECT start_s, end_s, g_per_kwh, source, forecast FROM intensity
 WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
 
-
-def job_summary(
-    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
-) -> dict[str, Any]:
-    """The summary document (job_summary.build) of the latest run of a job the scope may see."""
-    runs = [
-        row
-        for row in reader.rows(_RUNS, (job_id,))
-        if (cluster is None or row["cluster"] == cluster)
-        and visibility.may_see(scope, row["uid"], row["account"])
-    ]
-    if not runs:
-        raise JobNotFound(job_id)
-    job = dict(runs[-1])
-    parts = [_part(reader, row) for row in reader.rows(_PARTS, (job["id"],))]
-    if not parts:
-        raise JobNotFound(job_id)
-    if all(p["total_j"] == 0 and p["coverage_fraction"] == 0 for p in parts):
-        why = next(iter(n for p in parts for n in p["notes"] + p["partial_reasons"]), "no samples")
-        raise JobNotMeasured(f"job {job_id} ran but jobcarbon measured nothing: {why}")
-    zone = next(
-        (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
-    )
-    middle = (job["start_s"] + job["end_s"]) / 2
-    around = reader.rows(INTENSITY_AROUND, (zone, middle + AROUND_S, middle - AROUND_S)) if zone else []
-    others = [(r["cluster"], r["restart_count"]) for r in runs[:-1]]
-    return job_summary_document.build(job, parts, [dict(r) for r in around], others)
+_RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
+    footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
 
 
-def _part(reader: Reader, row: Any) -> dict[str, Any]:
+def job_runs(reader: Reader, job_id: int) -> list[dict[str, Any]]:
+    """Every stored run of a Slurm job id (requeues, and other clusters sharing the database), the
+    latest last; the caller applies visibility."""
+    return reader.rows(_RUNS, (job_id,))
+
+
+def job_parts(reader: Reader, run_id: int) -> list[dict[str, Any]]:
+    """A run's parts (one a node) by node name, decoded: `gpus`, `partial_reasons`, `notes`, the current
+    `footprint` (or None), the `timeline` rows and the per-GPU energy `gpu_devices`."""
+    return [_part(reader, row) for row in reader.rows(_PARTS, (run_id,))]
+
+
+def running_parts(reader: Reader, job_id: int) -> list[dict[str, Any]]:
+    """The newest snapshot rows of a running job id, by cluster, run and node; records still compressed."""
+    return reader.rows(_RUNNING, (job_id,))
+
+
+def intensity_between(reader: Reader, zone: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
+    """A zone's stored intensity slots overlapping [start_s, end_s): start_s, end_s, g_per_kwh, source
+    and forecast, in time order (actuals before forecasts)."""
+    return reader.rows(_INTENSITY, (zone, end_s, start_s))
+
+
+def _part(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     part = dict(row)
     for name in ("gpus", "partial_reasons", "notes"):
         part[name] = json.loads(part.pop(f"{name}_json"))
@@ -233,7 +116,7 @@ def _part(reader: Reader, row: Any) -> dict[str, Any]:
     )
     part["footprint"] = json.loads(found[0]["fields_json"]) if found else None
     timeline = reader.rows("SELECT columns_f64 FROM timeline WHERE part_id = ?", (row["id"],))
-    part["timeline"] = packed_timeline.decode(timeline[0][0]) if timeline else []
+    part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
     part["gpu_devices"] = _gpu_devices(reader, row["id"]) if part["gpus"] or part["gpu_j"] else {}
     return part
 
@@ -277,74 +160,53 @@ def _record_energy(blob: bytes) -> dict[str, Any] | None:
 # --- many jobs --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobFilter:
-    """`jobcarbon jobs` filters; empty tuples mean "any". `mine`: only the viewer's own jobs."""
+def visible_filter(everything: bool, uid: int, accounts: Iterable[str], alias: str = "j") -> tuple[str, dict]:
+    """A WHERE condition on the jobs table (as `alias`) for a viewer who sees every job, or the jobs of
+    `uid` and of `accounts`: visibility.may_see in SQL."""
+    if everything:
+        return "1 = 1", {}
+    params: dict[str, Any] = {"vis_uid": uid}
+    names = [f":vis_acct{i}" for i, _ in enumerate(accounts)]
+    params.update({name[1:]: account for name, account in zip(names, sorted(accounts), strict=True)})
+    if not names:
+        return f"{alias}.uid = :vis_uid", params
+    return f"({alias}.uid = :vis_uid OR {alias}.account IN ({', '.join(names)}))", params
 
-    since_s: float
-    until_s: float
+
+@dataclass(frozen=True)
+class JobSelection:
+    """The stored jobs a listing covers, in plain values; empty tuples mean "any"."""
+
+    since_s: float  # jobs running at or after
+    until_s: float  # ... and at or before
+    visible: tuple[str, dict[str, Any]]  # visible_filter's condition and parameters
+    limit: int  # the newest this many; the totals cover every match
+    rungs: Sequence[str]  # intensity rungs, best first: `rung_rank` indexes this
+    owner_uid: int | None = None  # only this uid's jobs
     users: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()
     partitions: tuple[str, ...] = ()
-    states: tuple[str, ...] = ()
-    mine: bool = True
-    limit: int = 100
-
-    @classmethod
-    def from_request(cls, request: dict[str, Any]) -> JobFilter:
-        """Validate a service request's fields; QueryError on anything unexpected."""
-        since, until = request.get("since_s"), request.get("until_s")
-        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (since, until)):
-            raise QueryError("since_s and until_s must be numbers (UTC epoch seconds)")
-        names = {
-            key: _names(request.get(key, []), key) for key in ("users", "accounts", "partitions", "states")
-        }
-        limit, mine = request.get("limit", 100), request.get("mine", True)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
-            raise QueryError(f"limit must be an integer from 0 to {MAX_LIMIT}")
-        if not isinstance(mine, bool):
-            raise QueryError("mine must be true or false")
-        return cls(float(since), float(until), mine=mine, limit=limit, **names)
-
-    def to_request(self) -> dict[str, Any]:
-        return {
-            "since_s": self.since_s,
-            "until_s": self.until_s,
-            "users": list(self.users),
-            "accounts": list(self.accounts),
-            "partitions": list(self.partitions),
-            "states": list(self.states),
-            "mine": self.mine,
-            "limit": self.limit,
-        }
-
-
-def _names(value: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > MAX_VALUES:
-        raise QueryError(f"{key} must be a list of at most {MAX_VALUES} names")
-    if not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value):
-        raise QueryError(f"{key} must hold non-empty names")
-    return tuple(value)
+    ended: bool = True  # False: the filter admits no ended job, and the database stores only those
 
 
 # The page of jobs is chosen first, on the jobs table alone (an index on the filter and end_s, read
 # backwards, stops after :limit rows); only those jobs are then joined with their parts and footprints.
 # Grouping the whole join instead made SQLite scan every job in rowid order.
-_LIST = f"""WITH picked AS MATERIALIZED (
+_LIST = """WITH picked AS MATERIALIZED (
     SELECT j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
         j.start_s, j.end_s
-    FROM jobs j WHERE {{where}} ORDER BY j.end_s DESC, j.id DESC LIMIT :limit)
+    FROM jobs j WHERE {where} ORDER BY j.end_s DESC, j.id DESC LIMIT :limit)
 SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
     j.start_s, j.end_s, COUNT(p.id) AS nodes, SUM(p.total_j) AS energy_j,
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
     MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
-    MAX({_RUNG_RANK}) AS rung_rank
+    MAX({rung_rank}) AS rung_rank
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition, j.start_s,
     j.end_s
-ORDER BY j.end_s DESC, j.id DESC"""  # noqa: S608 - constant text, values bound
+ORDER BY j.end_s DESC, j.id DESC"""
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
     COALESCE(SUM(f.facility_energy_j), 0) AS facility_energy_j, COALESCE(SUM(f.co2e_g), 0) AS co2e_g
@@ -353,22 +215,24 @@ LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 WHERE {where}"""
 
 
-def job_list(reader: Reader, scope: visibility.Scope, wanted: JobFilter) -> dict[str, Any]:
-    """The jobs matching `wanted` that the scope may see, newest first, with totals over all matches."""
-    where, params = _where(scope, wanted)
-    params["limit"] = wanted.limit if wanted.limit > 0 else MAX_LIMIT
-    rows = [dict(r) for r in reader.rows(_LIST.format(where=where), params)]
-    totals = dict(reader.rows(_TOTALS.format(where=where), params)[0])
-    return job_list_document.build(rows, totals, wanted.to_request())
+def job_listing(reader: Reader, wanted: JobSelection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The newest matching jobs with their sums (`rung_rank`: the worst rung of their footprints), and
+    the totals over every match: jobs, energy_j, facility_energy_j, co2e_g."""
+    where, params = _where(wanted)
+    rank = " ".join(f"WHEN :rung{i} THEN {i}" for i in range(len(wanted.rungs)))
+    params.update({f"rung{i}": rung for i, rung in enumerate(wanted.rungs)}, limit=wanted.limit)
+    rows = reader.rows(_LIST.format(where=where, rung_rank=f"CASE f.rung {rank} END"), params)
+    totals = reader.rows(_TOTALS.format(where=where), params)[0]
+    return rows, totals
 
 
-def _where(scope: visibility.Scope, wanted: JobFilter) -> tuple[str, dict[str, Any]]:
-    condition, params = visibility.sql_filter(scope)
+def _where(wanted: JobSelection) -> tuple[str, dict[str, Any]]:
+    condition, visible_params = wanted.visible
     clauses = [condition, "j.end_s >= :since", "j.start_s <= :until"]
-    params.update(since=wanted.since_s, until=wanted.until_s)
-    if wanted.mine:
+    params = {**visible_params, "since": wanted.since_s, "until": wanted.until_s}
+    if wanted.owner_uid is not None:
         clauses.append("j.uid = :mine")
-        params["mine"] = scope.uid
+        params["mine"] = wanted.owner_uid
     for column, values in (
         ("user_name", wanted.users),
         ("account", wanted.accounts),
@@ -376,8 +240,8 @@ def _where(scope: visibility.Scope, wanted: JobFilter) -> tuple[str, dict[str, A
     ):
         if values:
             clauses.append(f"j.{column} IN ({_placeholders(column, values, params)})")
-    if wanted.states and not set(wanted.states) & set(STATES):
-        clauses.append("0 = 1")  # every stored job has ended: a filter on other states matches none
+    if not wanted.ended:
+        clauses.append("0 = 1")
     return " AND ".join(clauses), params
 
 

@@ -1,4 +1,5 @@
-"""The SQLite backend: one file, WAL, writers queued on the busy timeout by `BEGIN IMMEDIATE`.
+"""The SQLite backend: one file, WAL, writers queued on the busy timeout by `BEGIN IMMEDIATE`; readers
+open it with `mode=ro`.
 
 Plain sqlite3: a node's deliverer opens it once per pass, and sqlite_utils (which imports numpy when it
 is installed) would cost more start-up time than a record takes to store.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from slurm_plugin.storage import dialect
 from slurm_plugin.storage.backend import Params
-from slurm_plugin.storage.errors import RecordRejected, StoreUnavailable
+from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreUnavailable
 
 
 @contextlib.contextmanager
@@ -26,6 +28,10 @@ def driver_errors() -> Iterator[None]:
         raise RecordRejected(str(exc)) from exc
     except sqlite3.ProgrammingError:
         raise
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):  # by the progress handler of `connect_read_only`
+            raise DeadlinePassed from None
+        raise StoreUnavailable(str(exc)) from exc
     except sqlite3.DatabaseError as exc:
         raise StoreUnavailable(str(exc)) from exc
 
@@ -53,6 +59,29 @@ class SqliteBackend:
             except BaseException:
                 conn.close()
                 raise
+
+    @classmethod
+    def connect_read_only(cls, url: str, busy_timeout_s: float, deadline: float | None) -> SqliteBackend:
+        """`mode=ro`, for queries; a progress handler stops a statement that runs past `deadline`."""
+        path = dialect.sqlite_path(url)
+        try:
+            with open(path, "rb"):  # a clear "permission denied" rather than SQLite's "unable to open"
+                pass
+            conn = sqlite3.connect(
+                Path(path).as_uri() + "?mode=ro", uri=True, timeout=busy_timeout_s, isolation_level=None
+            )
+        except PermissionError:
+            raise StoreUnavailable(
+                f"{path}: permission denied (in `own` visibility mode users query through the "
+                "service: set visibility.socket)"
+            ) from None
+        except FileNotFoundError:
+            raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"{path}: {exc}") from None
+        if deadline is not None:
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        return cls(conn, path)
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return driver_errors()

@@ -13,6 +13,7 @@ import pytest
 from slurm_plugin.query import job_summary, job_summary_text, visibility
 from slurm_plugin.storage import readonly
 from tests import jobdb
+from tests.jobdb import DAY, HOUR, Job
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "jobview"
 UPDATE = os.environ.get("JOBCARBON_UPDATE_GOLDEN") == "1"  # rewrite the golden files from the code
@@ -29,7 +30,7 @@ def scenario_db(module_db_url: str) -> tuple[str, dict[str, int]]:
 def summary_of(url: str, job_id: int) -> dict[str, Any]:
     reader = readonly.Reader.open(url)
     try:
-        return readonly.job_summary(reader, EVERYTHING, job_id)
+        return job_summary.job_summary(reader, EVERYTHING, job_id)
     finally:
         reader.close()
 
@@ -155,3 +156,32 @@ def test_duration_is_sacct_notation(seconds: float, text: str) -> None:
 )
 def test_energy_units(joules: float, text: str) -> None:
     assert job_summary_text.joules(joules) == text
+
+
+def test_a_job_nobody_measured_is_an_error_of_its_own(db_url: str) -> None:
+    store = jobdb.open_store(db_url)
+    jobdb.store_jobs(store, [Job(301, cpu_w=0.0, notes=["job cgroup never found"])])
+    store.close()
+    reader = readonly.Reader.open(db_url)
+    with pytest.raises(job_summary.JobNotMeasured, match="cgroup never found"):
+        job_summary.job_summary(reader, EVERYTHING, 301)
+    reader.close()
+
+
+def test_a_hidden_job_reads_as_an_unknown_one(jobs_reader: readonly.Reader) -> None:
+    with pytest.raises(job_summary.JobNotFound) as hidden:
+        job_summary.job_summary(jobs_reader, visibility.Scope(False, 1001), 201)
+    with pytest.raises(job_summary.JobNotFound) as unknown:
+        job_summary.job_summary(jobs_reader, visibility.Scope(False, 1001), 999999)
+    assert str(hidden.value).replace("201", "N") == str(unknown.value).replace("999999", "N")
+
+
+def test_the_latest_run_of_a_requeued_job_is_shown(db_url: str) -> None:
+    store = jobdb.open_store(db_url)
+    jobdb.store_jobs(store, [Job(401, rows=5), Job(401, restart_count=1, start=DAY + 20 * HOUR, rows=5)])
+    store.close()
+    reader = readonly.Reader.open(db_url)
+    summary = job_summary.job_summary(reader, EVERYTHING, 401)
+    reader.close()
+    assert summary["restart_count"] == 1
+    assert summary["other_runs"] == [{"cluster": "hpc", "restart_count": 0}]

@@ -7,20 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.query.slurm_ids import JobIdError, JobRef, SlurmJob, lookup, parse
+from slurm_plugin.query.slurm_ids import JobIdError, JobSpec, SlurmJob, lookup, parse
 
 
 @pytest.mark.parametrize(
-    ("text", "ref"),
+    ("text", "spec"),
     [
-        ("4242", JobRef("4242", 4242)),
-        ("4242_7", JobRef("4242_7", 4242, "_", 7)),
-        ("4242+1", JobRef("4242+1", 4242, "+", 1)),
-        ("4294967295", JobRef("4294967295", 4294967295)),
+        ("4242", JobSpec("4242", 4242)),
+        ("4242_7", JobSpec("4242_7", 4242, "_", 7)),
+        ("4242+1", JobSpec("4242+1", 4242, "+", 1)),
+        ("4294967295", JobSpec("4294967295", 4294967295)),
     ],
 )
-def test_valid_forms(text: str, ref: JobRef) -> None:
-    assert parse(text) == ref
+def test_valid_forms(text: str, spec: JobSpec) -> None:
+    assert parse(text) == spec
 
 
 @pytest.mark.parametrize(

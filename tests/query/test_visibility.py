@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from slurm_plugin.config import Coordinator, Visibility
-from slurm_plugin.query.visibility import Scope, Viewer, may_see, scope_for, sql_filter
+from slurm_plugin.query.visibility import Scope, Viewer, may_see, scope_for
+from slurm_plugin.storage.readonly import visible_filter
 
 OWN = Visibility(
     mode="own",
@@ -68,6 +69,6 @@ def test_the_sql_filter_agrees_with_may_see() -> None:
     db.executemany("INSERT INTO jobs (uid, account) VALUES (?, ?)", jobs)
     for viewer in (ALICE, CAROL, BOSS, ROOT, Viewer(1001, "dave"), Viewer(7, None)):
         scope = scope_for(viewer, OWN)
-        where, params = sql_filter(scope)
+        where, params = visible_filter(scope.everything, scope.uid, scope.accounts)
         found = set(db.execute(f"SELECT uid, account FROM jobs j WHERE {where}", params))  # noqa: S608
         assert found == {job for job in jobs if may_see(scope, *job)}, viewer

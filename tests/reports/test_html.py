@@ -35,7 +35,7 @@ def page(tmp_path: Path, db_url: str) -> Path:
     reader = readonly.Reader.open(db_url)
     document = monthly.build(reader, monthly.Request("2026-01", "account", BERLIN, time.time()))
     target = tmp_path / "monthly.html"
-    target.write_text(report_html.render(document, reader))
+    target.write_text(report_html.render(document, monthly.intensity_curves(reader, document)))
     reader.close()
     return target
 

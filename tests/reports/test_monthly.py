@@ -14,6 +14,7 @@ import pytest
 
 from slurm_plugin.accounting import join, months
 from slurm_plugin.config import Accounting, Embodied
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.reports import formats, monthly
 from slurm_plugin.storage import Store, readonly
 from tests import jobdb
@@ -194,6 +195,8 @@ def test_a_bad_month_a_future_month_and_an_unknown_grouping_are_refused(reader: 
     ):
         with pytest.raises(monthly.ReportError, match=message):
             build(reader, month, by)
+    assert issubclass(monthly.ReportError, JobcarbonError)
+    assert monthly.ReportError.exit_code == 1
 
 
 def test_both_backends_give_the_same_report_in_every_format(tmp_path: Path, postgres_url: str) -> None:
@@ -207,11 +210,11 @@ def test_both_backends_give_the_same_report_in_every_format(tmp_path: Path, post
         try:
             outputs = {}
             for month in MONTHS:
-                curve = monthly.intensity_curve(opened, ["DE"], months.parse(month, BERLIN))
-                assert bool(curve["DE"]) == (month == "2026-01")
-                outputs[month, "curve"] = repr(curve)  # with the types: 0 is not 0.0
                 for by in monthly.BY:
                     document = build(opened, month, by, embodied=factors)
+                    curves = monthly.intensity_curves(opened, document)
+                    assert bool(curves.get("DE")) == (month == "2026-01")
+                    outputs[month, by, "curves"] = repr(curves)  # with the types: 0 is not 0.0
                     document["metadata"]["generated_at"] = None
                     jsonschema.validate(document, SCHEMA)
                     for name, render in formats.FORMATS.items():
@@ -220,7 +223,7 @@ def test_both_backends_give_the_same_report_in_every_format(tmp_path: Path, post
         finally:
             opened.close()
     on_sqlite, on_postgres = rendered
-    assert len(on_sqlite) == len(MONTHS) * (1 + len(monthly.BY) * len(formats.FORMATS))
+    assert len(on_sqlite) == len(MONTHS) * len(monthly.BY) * (1 + len(formats.FORMATS))
     for key, expected in on_sqlite.items():
         assert on_postgres[key] == expected, key
 

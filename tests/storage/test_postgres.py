@@ -83,7 +83,7 @@ def test_the_reader_role_reads_for_queries_and_writes_nothing(store: Store, make
     roles.grant(store.db, writer=None, reader=role.name)
     reader = readonly.Reader.open(role.url, password_file=role.password_file)
     try:
-        assert [tuple(r) for r in reader.rows("SELECT job_id, user_name FROM jobs")] == [(5, "alice")]
+        assert reader.rows("SELECT job_id, user_name FROM jobs") == [{"job_id": 5, "user_name": "alice"}]
         with pytest.raises(readonly.DatabaseUnavailable, match="read-only"):
             reader.rows("DELETE FROM jobs")
     finally:

@@ -1,4 +1,4 @@
-"""Read-only queries: job lists with filters and totals, refusals, indexes, deadlines."""
+"""The read path's SQL: runs, parts, intensity and listings as rows; refusals, indexes, deadlines."""
 
 from __future__ import annotations
 
@@ -7,25 +7,20 @@ import time
 import zlib
 from pathlib import Path
 
-import jsonschema
 import pytest
 
-from slurm_plugin.query import job_list
-from slurm_plugin.query.visibility import Scope
 from slurm_plugin.storage import dialect, readonly
 from testbed import postgres
 from tests import jobdb
 from tests.jobdb import DAY, HOUR, Job
 
-EVERYTHING = Scope(everything=True, uid=0)
-LIST_SCHEMA = json.loads((Path(readonly.__file__).parents[1] / "query" / "job_list_schema.json").read_text())
+RUNGS = ("measured_series", "forecast_series", "zone_yearly", "country_yearly", "constant", "world")
 JOBS = [
     Job(201, user="alice", uid=1000, account="physics", partition="batch", start=DAY + 1 * HOUR, rows=10),
-    Job(202, user="alice", uid=1000, account="chemistry", partition="gpu", start=DAY + 5 * HOUR, rows=10),
     Job(203, user="bob", uid=1001, account="chemistry", partition="batch", start=DAY + 9 * HOUR, rows=10),
-    Job(204, user="bob", uid=1001, account="biology", partition="batch", start=DAY + 30 * HOUR, rows=10),
-    Job(205, node="node001", user="carol", uid=1002, account="physics", start=DAY + 12 * HOUR, rows=10),
+    Job(203, user="bob", uid=1001, account="chemistry", start=DAY + 20 * HOUR, restart_count=1, rows=10),
     Job(205, node="node002", user="carol", uid=1002, account="physics", start=DAY + 12 * HOUR, rows=10),
+    Job(205, node="node001", user="carol", uid=1002, account="physics", start=DAY + 12 * HOUR, rows=10),
 ]
 
 
@@ -45,95 +40,51 @@ def reader(url: str) -> readonly.Reader:
     opened.close()
 
 
-def listed(reader: readonly.Reader, scope: Scope = EVERYTHING, **changes: object) -> dict:
-    wanted = {"since_s": DAY, "until_s": DAY + 48 * HOUR, "mine": False, **changes}
-    return readonly.job_list(reader, scope, readonly.JobFilter(**wanted))  # type: ignore[arg-type]
+def test_a_jobs_runs_come_oldest_first_with_their_parts_decoded(reader: readonly.Reader) -> None:
+    runs = readonly.job_runs(reader, 203)
+    assert [(r["job_id"], r["restart_count"]) for r in runs] == [(203, 0), (203, 1)]
+    parts = readonly.job_parts(reader, readonly.job_runs(reader, 205)[0]["id"])
+    assert [p["node"] for p in parts] == ["node001", "node002"]
+    assert len(parts[0]["timeline"]) == 10
+    assert parts[0]["footprint"]["zone"] == jobdb.SETTINGS.zone
+    assert parts[0]["notes"] == []
+    assert readonly.job_runs(reader, 999) == []
 
 
-def ids(document: dict) -> list[int]:
-    return [job["job_id"] for job in document["jobs"]]
+def test_intensity_between_is_the_overlapping_slots_in_time_order(reader: readonly.Reader) -> None:
+    slots = readonly.intensity_between(reader, jobdb.SETTINGS.zone, DAY + 1.5 * HOUR, DAY + 3 * HOUR)
+    assert [s["start_s"] for s in slots] == sorted(s["start_s"] for s in slots)
+    assert all(s["start_s"] < DAY + 3 * HOUR and s["end_s"] > DAY + 1.5 * HOUR for s in slots)
+    assert {s["start_s"] for s in slots} >= {DAY + HOUR, DAY + 2 * HOUR}
+    assert readonly.intensity_between(reader, "nowhere", DAY, DAY + HOUR) == []
 
 
-def test_newest_first_with_totals(reader: readonly.Reader) -> None:
-    document = listed(reader)
-    assert ids(document) == [204, 205, 203, 202, 201]
-    assert document["totals"]["jobs"] == 5
-    assert document["totals"]["energy_j"] == pytest.approx(sum(j["energy_j"] for j in document["jobs"]))
-    assert document["jobs"][1]["nodes"] == 2
-    jsonschema.validate(document, LIST_SCHEMA)
+def select(reader: readonly.Reader, visible: tuple[str, dict], **changes: object) -> tuple[list[dict], dict]:
+    wanted = {"since_s": DAY, "until_s": DAY + 48 * HOUR, "limit": 100, "rungs": RUNGS, **changes}
+    return readonly.job_listing(reader, readonly.JobSelection(visible=visible, **wanted))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("changes", "expected"),
-    [
-        ({"users": ("bob",)}, [204, 203]),
-        ({"accounts": ("chemistry",)}, [203, 202]),
-        ({"partitions": ("gpu",)}, [202]),
-        ({"users": ("alice", "carol"), "accounts": ("physics",)}, [205, 201]),
-        ({"states": ("completed",)}, [204, 205, 203, 202, 201]),
-        ({"states": ("running",)}, []),
-        ({"since_s": DAY + 4 * HOUR, "until_s": DAY + 10 * HOUR}, [203, 202]),
-    ],
-)
-def test_filters(reader: readonly.Reader, changes: dict, expected: list[int]) -> None:
-    assert ids(listed(reader, **changes)) == expected
+def test_a_listing_is_the_newest_jobs_and_the_totals_of_every_match(reader: readonly.Reader) -> None:
+    everyone = readonly.visible_filter(True, 0, ())
+    rows, totals = select(reader, everyone, limit=2)
+    assert [(r["job_id"], r["restart_count"], r["nodes"]) for r in rows] == [(203, 1, 1), (205, 0, 2)]
+    assert totals["jobs"] == 4
+    every_row, _ = select(reader, everyone)
+    assert totals["energy_j"] == pytest.approx(sum(r["energy_j"] for r in every_row))
+    assert totals["co2e_g"] == pytest.approx(sum(r["co2e_g"] for r in every_row))
+    assert {RUNGS[r["rung_rank"]] for r in every_row} <= set(RUNGS)
+    nothing = {"jobs": 0, "energy_j": 0, "facility_energy_j": 0, "co2e_g": 0}
+    assert select(reader, everyone, ended=False) == ([], nothing)
 
 
-def test_mine_is_the_viewers_uid_and_visibility_still_applies(reader: readonly.Reader) -> None:
-    bob = Scope(False, 1001)
-    assert ids(listed(reader, Scope(True, 1000), mine=True)) == [202, 201]
-    assert ids(listed(reader, bob)) == [204, 203]
-    assert ids(listed(reader, bob, users=("alice",))) == []
-    coordinator = Scope(False, 4000, frozenset({"chemistry"}))
-    assert ids(listed(reader, coordinator)) == [203, 202]
+def test_a_listing_keeps_to_what_the_viewer_may_see(reader: readonly.Reader) -> None:
+    def ids(visible: tuple[str, dict], **changes: object) -> list[int]:
+        return [r["job_id"] for r in select(reader, visible, **changes)[0]]
 
-
-def test_totals_cover_every_match_when_the_table_is_cut(reader: readonly.Reader) -> None:
-    document = listed(reader, limit=2)
-    assert ids(document) == [204, 205]
-    assert document["truncated"] is True
-    assert document["totals"]["jobs"] == 5
-    assert "showing the newest 2" in job_list.table(document)
-
-
-def test_table_and_csv(reader: readonly.Reader) -> None:
-    document = listed(reader)
-    lines = job_list.table(document).splitlines()
-    assert lines[0].split()[:3] == ["JobID", "User", "Account"]
-    assert lines[-1].startswith("5 jobs: ")
-    rows = job_list.csv_text(document).splitlines()
-    assert rows[0].split(",") == list(job_list.CSV_COLUMNS)
-    assert len(rows) == 6
-    assert rows[1].startswith("hpc,204,0,bob,biology,batch,completed,")
-
-
-def test_a_job_nobody_measured_is_an_error_of_its_own(db_url: str) -> None:
-    store = jobdb.open_store(db_url)
-    jobdb.store_jobs(store, [Job(301, cpu_w=0.0, notes=["job cgroup never found"])])
-    store.close()
-    reader = readonly.Reader.open(db_url)
-    with pytest.raises(readonly.JobNotMeasured, match="cgroup never found"):
-        readonly.job_summary(reader, EVERYTHING, 301)
-    reader.close()
-
-
-def test_a_hidden_job_reads_as_an_unknown_one(reader: readonly.Reader) -> None:
-    with pytest.raises(readonly.JobNotFound) as hidden:
-        readonly.job_summary(reader, Scope(False, 1001), 201)
-    with pytest.raises(readonly.JobNotFound) as unknown:
-        readonly.job_summary(reader, Scope(False, 1001), 999999)
-    assert str(hidden.value).replace("201", "N") == str(unknown.value).replace("999999", "N")
-
-
-def test_the_latest_run_of_a_requeued_job_is_shown(db_url: str) -> None:
-    store = jobdb.open_store(db_url)
-    jobdb.store_jobs(store, [Job(401, rows=5), Job(401, restart_count=1, start=DAY + 20 * HOUR, rows=5)])
-    store.close()
-    reader = readonly.Reader.open(db_url)
-    summary = readonly.job_summary(reader, EVERYTHING, 401)
-    reader.close()
-    assert summary["restart_count"] == 1
-    assert summary["other_runs"] == [{"cluster": "hpc", "restart_count": 0}]
+    assert ids(readonly.visible_filter(False, 1001, ())) == [203, 203]
+    assert ids(readonly.visible_filter(False, 1000, ("chemistry",))) == [203, 203, 201]
+    assert ids(readonly.visible_filter(False, 1000, ("chemistry",)), owner_uid=1000) == [201]
+    assert ids(readonly.visible_filter(True, 0, ()), accounts=("physics",), users=("carol",)) == [205]
 
 
 def test_the_connection_is_read_only(reader: readonly.Reader) -> None:
@@ -152,7 +103,7 @@ def test_a_query_past_its_deadline_is_stopped(url: str) -> None:
 
 def test_a_query_that_runs_into_its_deadline_is_stopped_there(url: str) -> None:
     reader = readonly.Reader.open(url, deadline=time.monotonic() + 0.3)
-    assert reader.rows("SELECT 1")[0][0] == 1  # time left: the first query runs
+    assert reader.rows("SELECT 1 AS one") == [{"one": 1}]  # time left: the first query runs
     with pytest.raises(readonly.DatabaseUnavailable, match="too long"):
         reader.rows(ENDLESS)
     reader.close()
@@ -170,27 +121,12 @@ def test_a_query_that_runs_into_its_deadline_is_stopped_there(url: str) -> None:
 )
 def test_queries_use_their_index(reader: readonly.Reader, sql: str, index: str) -> None:
     explain = "EXPLAIN QUERY PLAN"
-    if reader.backend == dialect.POSTGRESQL:
+    if reader.db.name == dialect.POSTGRESQL:
         # Over six rows PostgreSQL rightly prefers a table scan: forbid it, to see which index fits.
         reader.rows("SELECT set_config('enable_seqscan', 'off', false)")
         explain = "EXPLAIN"
-    plan = " ".join(row[-1] for row in reader.rows(f"{explain} {sql}"))
+    plan = " ".join(str(list(row.values())[-1]) for row in reader.rows(f"{explain} {sql}"))
     assert index in plan
-
-
-@pytest.mark.parametrize(
-    ("request_", "problem"),
-    [
-        ({"since_s": "x", "until_s": 1}, "numbers"),
-        ({"since_s": 0, "until_s": 1, "users": "alice"}, "list"),
-        ({"since_s": 0, "until_s": 1, "users": ["a"] * 51}, "at most"),
-        ({"since_s": 0, "until_s": 1, "limit": 10**9}, "limit"),
-        ({"since_s": 0, "until_s": 1, "mine": "yes"}, "mine"),
-    ],
-)
-def test_service_filters_are_validated(request_: dict, problem: str) -> None:
-    with pytest.raises(readonly.QueryError, match=problem):
-        readonly.JobFilter.from_request(request_)
 
 
 def test_missing_and_unreadable_databases_are_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,55 @@
+"""The monthly report's reads: a month's figures per group, its zones, sources and clusters, as rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from slurm_plugin.storage import month_reads, readonly
+from tests import jobdb
+from tests.jobdb import DAY, HOUR, Job
+
+JOBS = [
+    Job(1, account="physics", start=DAY + HOUR, rows=30),
+    Job(2, account="chem", user="bob", uid=1001, start=DAY + 2 * HOUR, rows=30),
+    Job(3, account="idle", start=DAY - 40 * 24 * HOUR, rows=30),  # November 2025 only
+]
+
+
+@pytest.fixture
+def reader(db_url: str) -> Iterator[readonly.Reader]:
+    store = jobdb.open_store(db_url)
+    store.upsert_intensity(jobdb.day_series())
+    jobdb.store_jobs(store, JOBS)
+    store.close()
+    opened = readonly.Reader.open(db_url)
+    yield opened
+    opened.close()
+
+
+def test_a_months_sums_per_group_and_every_group_known(reader: readonly.Reader) -> None:
+    sums = month_reads.group_sums(reader, "account", "2026-01")
+    assert set(sums) == {"physics", "chem"}
+    assert {key: row["jobs"] for key, row in sums.items()} == {"physics": 1, "chem": 1}
+    stored = reader.rows(
+        "SELECT j.account, f.it_energy_j, f.co2e_g FROM jobs j JOIN job_parts p ON p.job = j.id "
+        "JOIN footprints f ON f.part_id = p.id AND f.is_current = 1"
+    )
+    for row in stored:
+        if row["account"] in sums:
+            assert sums[row["account"]]["it_energy_j"] == pytest.approx(row["it_energy_j"])
+            assert sums[row["account"]]["co2e_g"] == pytest.approx(row["co2e_g"])
+    assert set(month_reads.group_keys(reader, "account")) == {"physics", "chem", "idle"}
+    assert set(month_reads.group_keys(reader, "user")) == {"alice", "bob"}
+    assert month_reads.gpu_hours_by_model(reader, "account", "2026-01") == {}
+
+
+def test_a_months_zones_sources_clusters_and_recomputations(reader: readonly.Reader) -> None:
+    zones, sources = month_reads.zones_and_sources(reader, "2026-01")
+    assert zones == {jobdb.SETTINGS.zone}
+    assert sources
+    assert month_reads.zones_and_sources(reader, "2026-03") == (set(), set())
+    assert month_reads.clusters_between(reader, DAY, DAY + 31 * 24 * HOUR) == {"hpc"}
+    assert month_reads.clusters_between(reader, DAY + 40 * 24 * HOUR, DAY + 41 * 24 * HOUR) == set()
+    assert month_reads.recomputed_after(reader, "2026-01", DAY + 31 * 24 * HOUR) == []
