@@ -80,6 +80,15 @@ def test_show_json_is_valid(site: dict) -> None:
     jsonschema.validate(json.loads(done.stdout), SCHEMA)
 
 
+def test_show_format_json_and_table_match_their_aliases(site: dict) -> None:
+    job = str(site["ids"]["gpu"])
+    as_json = jobcarbon("show", job, "--format", "json", config=site["config"])
+    assert as_json.stdout == jobcarbon("show", job, "--json", config=site["config"]).stdout
+    assert json.loads(as_json.stdout)["schema"] == "jobcarbon/job-summary/1"
+    table = jobcarbon(job, "--format", "table", config=site["config"])
+    assert table.stdout == jobcarbon(job, config=site["config"]).stdout
+
+
 @pytest.mark.parametrize("bad", ["abc", "-1", "1;id", "9" * 5000, "4_", "+1"])
 def test_malformed_ids_are_one_line(site: dict, bad: str) -> None:
     assert "is not a job id" in one_line_error(jobcarbon(bad, config=site["config"]))
@@ -157,6 +166,16 @@ def test_jobs_table_json_and_csv(site: dict) -> None:
     csv_lines = jobcarbon(*common, "--csv", "-u", "bob", config=site["config"]).stdout.splitlines()
     assert len(csv_lines) == 2
     assert ",106,0,bob,chemistry," in csv_lines[1]
+
+
+def test_jobs_format_matches_its_aliases(site: dict) -> None:
+    common = ("jobs", "--all-users", "--since", "2026-01-01", "--until", "2026-01-02")
+    for fmt in ("json", "csv"):
+        chosen = jobcarbon(*common, "--format", fmt, config=site["config"])
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout == jobcarbon(*common, f"--{fmt}", config=site["config"]).stdout
+    document = json.loads(jobcarbon(*common, "--format", "json", config=site["config"]).stdout)
+    assert document["schema"] == "jobcarbon/job-list/1"
 
 
 def test_jobs_default_is_the_callers_own(site: dict) -> None:
