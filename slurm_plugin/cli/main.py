@@ -50,18 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(with_default_command(argv, parser.get_default("commands")))
     try:
         return _dispatch(args)
-    except JobcarbonError as exc:
-        return _fail(args, str(exc), exc.exit_code)
     except BrokenPipeError:
         # The reader went away (`jobcarbon jobs | head`): stop quietly, as other tools do; output
         # still buffered goes to /dev/null so the interpreter's exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        line = _not_yet_rooted(exc)
-        if line is None:
-            raise
-        return _fail(args, line, 1)
+        failure = one_line(exc)
+        if failure is None:
+            raise  # a bug: keep its traceback
+        line, exit_code = failure
+        # `context` names a daemon's lines in its journal (serve).
+        print(f"jobcarbon: {args.context + ': ' if args.context else ''}{line}", file=sys.stderr)
+        return exit_code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -78,16 +79,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     return args.run(args, settings)
 
 
-def _fail(args: argparse.Namespace, line: str, exit_code: int) -> int:
-    """The one way a failure reaches the user; `context` names a daemon's lines in its journal."""
-    print(f"jobcarbon: {args.context + ': ' if args.context else ''}{line}", file=sys.stderr)
-    return exit_code
-
-
-# Issue 12 makes these JobcarbonError subclasses; until then the boundary knows them by name, with the
-# context their line needs. By name, not by import: a client that cannot read the install (or has not
-# loaded that module) imports nothing more, and an exception whose module never loaded was not raised.
-_NOT_YET_ROOTED = {
+# What a failure's line needs to say where it comes from, and (with "") the storage, query and report
+# errors that are not JobcarbonError subclasses yet (issue 12 converts them). By name, not by import:
+# a client that cannot read the install imports nothing more on its way out, and an exception whose
+# module never loaded was not raised.
+_CONTEXT = {
     "slurm_plugin.storage.errors.StoreError": "database: ",
     "slurm_plugin.storage.readonly.DatabaseUnavailable": "database: ",
     "slurm_plugin.storage.readonly.QueryError": "",
@@ -98,10 +94,17 @@ _NOT_YET_ROOTED = {
 }
 
 
-def _not_yet_rooted(exc: Exception) -> str | None:
-    """The one line for a storage, query or report error that is not a JobcarbonError yet."""
+def one_line(exc: Exception) -> tuple[str, int] | None:
+    """The line and exit code for a failure jobcarbon foresees; None for a bug."""
+    context = _context(exc)
+    if isinstance(exc, JobcarbonError):
+        return f"{context or ''}{exc}", exc.exit_code
+    return None if context is None else (f"{context}{exc}", 1)
+
+
+def _context(exc: Exception) -> str | None:
     for cls in type(exc).__mro__:
-        context = _NOT_YET_ROOTED.get(f"{cls.__module__}.{cls.__qualname__}")
+        context = _CONTEXT.get(f"{cls.__module__}.{cls.__qualname__}")
         if context is not None:
-            return f"{context}{exc}"
+            return context
     return None

@@ -132,3 +132,14 @@ def test_json_and_format_exclude_each_other(capsys) -> None:
         main.main(["doctor", "--json", "--format", "csv"])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_database_errors_say_so_before_and_after_they_derive_from_the_root() -> None:
+    from slurm_plugin.storage.errors import StoreError
+
+    class Rooted(StoreError, JobcarbonError):  # what issue 12 makes of StoreError
+        exit_code = 1
+
+    assert main.one_line(StoreError("x.db does not exist")) == ("database: x.db does not exist", 1)
+    assert main.one_line(Rooted("x.db does not exist")) == ("database: x.db does not exist", 1)
+    assert main.one_line(ValueError("a bug")) is None
