@@ -32,8 +32,9 @@ def show(args: argparse.Namespace, settings: Config) -> int:
         raise JobcarbonError(_not_stored(ref, job_id)) from None
     if summary["state"] == "running":
         _add_projection(summary, ref)
-    tz = _timezone(settings)
-    output.emit(output.Result(summary, table=lambda: job_summary_text.render(summary, tz)), args.format)
+    # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
+    result = output.Result(summary, table=lambda: job_summary_text.render(summary, _timezone(settings)))
+    output.emit(result, args.format)
     return 0
 
 
@@ -103,10 +104,11 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         limit=args.limit,
     )
     document = _ask_or_read(settings, "list", {"op": "jobs", **wanted.to_request()})
-    tz = _timezone(settings)
     output.emit(
         output.Result(
-            document, table=lambda: job_list.table(document, tz), csv=lambda: job_list.csv_text(document)
+            document,
+            table=lambda: job_list.table(document, _timezone(settings)),
+            csv=lambda: job_list.csv_text(document),
         ),
         args.format,
     )

@@ -218,3 +218,13 @@ def test_the_read_path_stays_light(site: dict) -> None:
         check=True,
     )
     assert done.stdout.strip() == "0 []"
+
+
+def test_an_unknown_time_zone_stops_the_text_not_the_json(site: dict, tmp_path: Path) -> None:
+    config = tmp_path / "mars.yaml"
+    config.write_text(site["config"].read_text() + "accounting:\n  timezone: Mars/Olympus_Mons\n")
+    job = str(site["ids"]["gpu"])
+    assert json.loads(jobcarbon(job, "--json", config=config).stdout)["job_id"] == site["ids"]["gpu"]
+    text = jobcarbon(job, config=config)
+    assert text.returncode == 2
+    assert one_line_error(text).endswith("accounting.timezone 'Mars/Olympus_Mons' is not a known time zone")
