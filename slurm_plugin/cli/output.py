@@ -45,9 +45,10 @@ def add_format_option(
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--format",
-        choices=(*FORMATS, *extra),
+        choices=(*FORMATS, *extra),  # all of them, so an unoffered one gets check_format's one line
         default="table",
-        help=f"{', '.join(offered)} (default: table); JSON is {schema}",
+        metavar="{" + ",".join(offered) + "}",
+        help=f"output format (default: table); JSON is {schema}",
     )
     group.add_argument("--json", dest="format", action="store_const", const="json", help="--format json")
     if csv_alias:
