@@ -1,6 +1,6 @@
 """Where the configuration file is, and its error type: light enough for the prolog to import.
 
-The prolog must not import PyYAML or the schema (see hookconfig.py), yet it needs to know which
+The prolog must not import PyYAML or the schema (see node/hook_settings.py), yet it needs to know which
 file to look at and to catch the configuration's one-line errors.
 """
 
@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.node.fastpath import CONFIG_ENV as ENV_VAR
 from slurm_plugin.node.fastpath import DEFAULT_CONFIG
 
 DEFAULT_PATH = Path(DEFAULT_CONFIG)
 
 
-class ConfigError(Exception):
+class ConfigError(JobcarbonError):
     """The configuration file is missing, unreadable or invalid; the message names file:line: key."""
+
+    exit_code = 2  # like a bad command line: nothing was attempted
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -11,6 +11,7 @@ class JobcarbonError(Exception):
     """A foreseeable failure, described in one line."""
 
     exit_code = 1
+    prefix = ""  # says where the line comes from when the message alone does not ("database: ")
 
 
 class UsageError(JobcarbonError):

@@ -9,6 +9,7 @@ import pytest
 
 from slurm_plugin import config, config_location
 from slurm_plugin.config import Config, ConfigError
+from slurm_plugin.errors import JobcarbonError
 
 SOURCE = Path("/etc/jobcarbon/config.yaml")
 
@@ -281,3 +282,8 @@ def test_errors_from_a_loaded_file_name_that_file(no_env: None, tmp_path: Path) 
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert str(caught.value) == f"{path}:4: sampler.interval_s: must be greater than 0, got -5.0"
+
+
+def test_a_config_error_is_a_jobcarbon_error_with_exit_2() -> None:
+    assert issubclass(ConfigError, JobcarbonError)
+    assert ConfigError("x").exit_code == 2

@@ -7,89 +7,70 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from slurm_plugin import config as config_module
+from slurm_plugin.cli import output
+from slurm_plugin.config import Config
+from slurm_plugin.errors import JobcarbonError, UsageError
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.times import iso_z, utc
 
-
-class CommandError(Exception):
-    """A failure the user can act on: one line on stderr, exit 1."""
+INTENSITY_SCHEMA = "jobcarbon/intensity/1"
+INTENSITY_COLUMNS = ("start", "end", "g_per_kwh", "source", "scope", "forecast", "estimated")
 
 
 @contextmanager
-def _store(settings: config_module.Config, create: bool = False) -> Iterator:
-    from slurm_plugin.storage.store import Store, StoreError
+def _store(settings: Config, create: bool = False) -> Iterator:
+    """The configured database, closed whatever happens; its errors reach the boundary unchanged."""
+    from slurm_plugin.storage.store import Store
 
-    try:
-        database = settings.database
-        store = Store.open(database.url, database.busy_timeout_s, create, database.password_file)
-    except StoreError as exc:
-        raise CommandError(f"database: {exc}") from None
+    database = settings.database
+    store = Store.open(database.url, database.busy_timeout_s, create, database.password_file)
     try:
         yield store
-    except StoreError as exc:  # e.g. the server went away, or this role may not do that
-        raise CommandError(f"database: {exc}") from None
     finally:
         store.close()
 
 
-def db_upgrade(args: argparse.Namespace) -> int:
+def db_upgrade(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.storage import schema
 
-    settings = config_module.load()
     with _store(settings, create=True) as store:
         version = schema.upgrade(store.db)
     print(f"database {settings.database.url}: schema version {version}")
     return 0
 
 
-def db_grant(args: argparse.Namespace) -> int:
+def db_grant(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.storage import dialect, roles
-    from slurm_plugin.storage.errors import StoreError
 
     if not (args.writer or args.reader):
-        raise CommandError("name a role: --writer ROLE (compute nodes) and/or --reader ROLE (queries)")
-    settings = config_module.load()
+        raise UsageError("name a role: --writer ROLE (compute nodes) and/or --reader ROLE (queries)")
     with _store(settings, create=True) as store:
         if store.db.name != dialect.POSTGRESQL:
-            raise CommandError("db grant is for PostgreSQL: an SQLite file is guarded by its permissions")
-        try:
-            for statement in roles.grant(store.db, args.writer, args.reader):
-                print(statement)
-        except StoreError as exc:
-            raise CommandError(f"database: {exc}") from None
+            raise JobcarbonError("db grant is for PostgreSQL: an SQLite file is guarded by its permissions")
+        for statement in roles.grant(store.db, args.writer, args.reader):
+            print(statement)
     return 0
 
 
-def db_migrate(args: argparse.Namespace) -> int:
+def db_migrate(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.storage import transfer
-    from slurm_plugin.storage.errors import StoreError
 
-    settings = config_module.load()
-    try:
-        with _store(settings, create=True) as target:
-            copied = transfer.copy_into(
-                args.source, target, lambda table, rows: print(f"{table}: {rows} rows")
-            )
-    except StoreError as exc:
-        raise CommandError(f"database: {exc}") from None
+    with _store(settings, create=True) as target:
+        copied = transfer.copy_into(args.source, target, lambda table, rows: print(f"{table}: {rows} rows"))
     print(f"copied {copied['jobs']} jobs into {settings.database.url}")
     return 0
 
 
-def ingest(args: argparse.Namespace) -> int:
+def ingest(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting import join, snapshots
     from slurm_plugin.accounting.ingest import ingest_outbox
 
-    settings = config_module.load()
     outbox = args.outbox or settings.paths.outbox
     log = EventLog("ingest", settings.paths.log_file)
     with _store(settings) as store:
@@ -111,12 +92,11 @@ def ingest(args: argparse.Namespace) -> int:
     return 1 if result.kept else 0
 
 
-def intensity_sync(args: argparse.Namespace) -> int:
+def intensity_sync(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.intensity.sync import sync
 
-    settings = config_module.load()
     if not settings.intensity.providers:
-        raise CommandError("no intensity providers configured (intensity.providers)")
+        raise JobcarbonError("no intensity providers configured (intensity.providers)")
     log = EventLog("intensity", settings.paths.log_file)
     with _store(settings) as store:
         results = sync(store, settings, log=log)
@@ -129,29 +109,41 @@ def intensity_sync(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def intensity_show(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    settings = config_module.load()
+def intensity_show(args: argparse.Namespace, settings: Config) -> int:
     end = args.end or dt.datetime.now(dt.UTC)
     start = args.start or end - dt.timedelta(days=1)
     with _store(settings) as store:
         points = store.intensity(args.zone, start, end)
-    if args.json:
-        print(json.dumps([_point_dict(p) for p in points], indent=1))
-        return 0
-    if not points:
-        raise CommandError(f"no intensity stored for zone {args.zone} between {_iso(start)} and {_iso(end)}")
-    rows = [(_iso(p.start), _iso(p.end), p.g_per_kwh, p.source, p.scope, _flags(p)) for p in points]
+    if not points and args.format == "table":  # JSON and CSV say "none" themselves: empty, exit 0
+        raise JobcarbonError(
+            f"no intensity stored for zone {args.zone} between {_iso(start)} and {_iso(end)}"
+        )
+    rows = [
+        [_iso(p.start), _iso(p.end), p.g_per_kwh, p.source, p.scope, p.forecast, p.estimated] for p in points
+    ]
+    document = {
+        "schema": INTENSITY_SCHEMA,
+        "zone": args.zone,
+        "start": _iso(start),
+        "end": _iso(end),
+        "points": [_point_dict(p) for p in points],
+    }
     headers = ["start (UTC)", "end (UTC)", "gCO2e/kWh", "source", "scope", "flags"]
-    print(tabulate(rows, headers=headers, floatfmt=".1f"))  # tabulate re-parses pre-formatted numbers
+    table = [[*row[:5], _flags(p)] for row, p in zip(rows, points, strict=True)]
+    output.emit(
+        output.Result(
+            document,
+            table=lambda: output.table_text(headers, table),
+            csv=lambda: output.csv_text(INTENSITY_COLUMNS, rows),
+        ),
+        args.format,
+    )
     return 0
 
 
-def recompute(args: argparse.Namespace) -> int:
+def recompute(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting import join
 
-    settings = config_module.load()
     with _store(settings) as store:
         result = join.recompute(store, settings.accounting, args.since)
     print(f"{result.checked} parts checked, {result.changed} footprints updated (previous versions kept)")
@@ -212,7 +204,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--zone", required=True)
     show.add_argument("--start", type=utc_datetime, help="UTC start (default: a day before --end)")
     show.add_argument("--end", type=utc_datetime, help="UTC end (default: now)")
-    show.add_argument("--json", action="store_true")
+    output.add_format_option(show, INTENSITY_SCHEMA)
     show.set_defaults(run=intensity_show)
 
     again = commands.add_parser("recompute", help="recompute footprints with the intensity data now stored")
@@ -222,8 +214,3 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _path(text: str) -> Path:
     return Path(text)
-
-
-def report_error(exc: CommandError) -> int:
-    print(f"jobcarbon: {exc}", file=sys.stderr)
-    return 1

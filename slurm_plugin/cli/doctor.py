@@ -26,11 +26,8 @@ class Check:
     detail: str
 
 
-def run(config_file: str | None = None) -> list[Check]:
-    try:
-        config = config_module.load(config_file)
-    except config_module.ConfigError as exc:
-        return [Check("config", "error", str(exc))]
+def run(config: config_module.Config) -> list[Check]:
+    """Every check on a loaded configuration (one that does not load is reported by the command)."""
     source = str(config.source) if config.source else "no file: built-in defaults"
     checks = [Check("config", "ok", source)]
     probes = (check_sensors, check_spool, check_outbox, check_database)

@@ -9,37 +9,32 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from slurm_plugin import config as config_module
-from slurm_plugin.cli.accounting import CommandError, utc_datetime
+from slurm_plugin.cli import output
+from slurm_plugin.cli.accounting import utc_datetime
+from slurm_plugin.config import Config, ConfigError
+from slurm_plugin.errors import JobcarbonError, UsageError
 
 DEFAULT_WINDOW = dt.timedelta(days=7)
 
 
-def show(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.query import job_summary_text, slurm_ids
 
-    settings = config_module.load()
-    try:
-        ref = slurm_ids.parse(args.job)
-        job_id = ref.job_id if ref.is_raw else _resolve(ref)
-    except slurm_ids.JobIdError as exc:
-        raise CommandError(str(exc)) from None
+    ref = slurm_ids.parse(args.job)
+    job_id = ref.job_id if ref.is_raw else _resolve(ref)
     try:
         summary = _ask_or_read(settings, "summary", {"op": "show", "job_id": job_id, "cluster": args.cluster})
     except _NotStored:
-        raise CommandError(_not_stored(ref, job_id)) from None
+        raise JobcarbonError(_not_stored(ref, job_id)) from None
     if summary["state"] == "running":
         _add_projection(summary, ref)
-    if args.json:
-        print(json.dumps(summary, indent=1, ensure_ascii=False))
-    else:
-        print(job_summary_text.render(summary, _timezone(settings)))
+    # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
+    result = output.Result(summary, table=lambda: job_summary_text.render(summary, _timezone(settings)))
+    output.emit(result, args.format)
     return 0
 
 
@@ -90,13 +85,12 @@ def _not_stored(ref: Any, job_id: int) -> str:
     return f"job {ref.text} ended ({found.state}) but was not measured (or not ingested yet)"
 
 
-def jobs(args: argparse.Namespace) -> int:
+def jobs(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.query import job_list
     from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter
 
     if not 0 <= args.limit <= MAX_LIMIT:
-        raise CommandError(f"--limit must be from 0 to {MAX_LIMIT}")
-    settings = config_module.load()
+        raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
     until = args.until or dt.datetime.now(dt.UTC)
     since = args.since or until - DEFAULT_WINDOW
     wanted = JobFilter(
@@ -110,12 +104,14 @@ def jobs(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     document = _ask_or_read(settings, "list", {"op": "jobs", **wanted.to_request()})
-    if args.json:
-        print(json.dumps(document, indent=1, ensure_ascii=False))
-    elif args.csv:
-        sys.stdout.write(job_list.csv_text(document))
-    else:
-        print(job_list.table(document, _timezone(settings)))
+    output.emit(
+        output.Result(
+            document,
+            table=lambda: job_list.table(document, _timezone(settings)),
+            csv=lambda: job_list.csv_text(document),
+        ),
+        args.format,
+    )
     return 0
 
 
@@ -123,7 +119,7 @@ class _NotStored(Exception):
     """No such job the caller may see: from the service or the database, the same."""
 
 
-def _ask_or_read(settings: config_module.Config, key: str, request: dict[str, Any]) -> dict[str, Any]:
+def _ask_or_read(settings: Config, key: str, request: dict[str, Any]) -> dict[str, Any]:
     """The service's answer when a socket is configured, else the same query on the database."""
     if settings.visibility.socket is None:
         return _read(settings, request)
@@ -134,39 +130,34 @@ def _ask_or_read(settings: config_module.Config, key: str, request: dict[str, An
     except client.Refused as exc:
         if exc.kind == "not_found":
             raise _NotStored from None
-        raise CommandError(str(exc)) from None
-    except client.ServiceError as exc:
-        raise CommandError(str(exc)) from None
+        raise
     except KeyError:
-        raise CommandError("the jobcarbon query service gave no usable answer") from None
+        raise JobcarbonError("the jobcarbon query service gave no usable answer") from None
 
 
-def _read(settings: config_module.Config, request: dict[str, Any]) -> dict[str, Any]:
+def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
     """The query on the database, as the caller's real uid."""
     from slurm_plugin.query import job_list, running, visibility
     from slurm_plugin.query.job_summary import JobNotFound
     from slurm_plugin.storage import readonly
 
     scope = visibility.scope_for(visibility.Viewer.from_uid(os.getuid()), settings.visibility)
+    reader = readonly.Reader.open(
+        settings.database.url,
+        settings.database.busy_timeout_s,
+        password_file=settings.database.password_file,
+    )
     try:
-        reader = readonly.Reader.open(
-            settings.database.url,
-            settings.database.busy_timeout_s,
-            password_file=settings.database.password_file,
-        )
-        try:
-            if request["op"] == "show":
-                return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
-            return job_list.job_list(reader, scope, job_list.JobFilter.from_request(request))
-        finally:
-            reader.close()
+        if request["op"] == "show":
+            return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
+        return job_list.job_list(reader, scope, job_list.JobFilter.from_request(request))
     except JobNotFound:
         raise _NotStored from None
-    except readonly.QueryError as exc:
-        raise CommandError(f"database: {exc}") from None
+    finally:
+        reader.close()
 
 
-def _timezone(settings: config_module.Config) -> dt.tzinfo:
+def _timezone(settings: Config) -> dt.tzinfo:
     name = settings.accounting.timezone
     if name == "UTC":
         return dt.UTC
@@ -175,27 +166,23 @@ def _timezone(settings: config_module.Config) -> dt.tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise CommandError(f"accounting.timezone {name!r} is not a known time zone") from None
+        raise ConfigError(f"accounting.timezone {name!r} is not a known time zone") from None
 
 
-def serve_command(args: argparse.Namespace) -> int:
-    from slurm_plugin.query import client, service
-    from slurm_plugin.storage import readonly
+def serve_command(args: argparse.Namespace, settings: Config) -> int:
+    from slurm_plugin.query import service
 
-    settings = config_module.load()
     path = args.socket or settings.visibility.socket
     if path is None:
-        raise CommandError("no socket to serve on: set visibility.socket or pass --socket")
+        raise UsageError("no socket to serve on: set visibility.socket or pass --socket")
 
     def ready(where: Path) -> None:
         print(f"jobcarbon serve: listening on {where} (visibility {settings.visibility.mode})", flush=True)
 
     try:
         service.serve(settings, Path(path), ready)
-    except (readonly.QueryError, client.ServiceError) as exc:
-        raise CommandError(f"serve: {exc}") from None
-    except OSError as exc:
-        raise CommandError(f"serve: {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # the socket's directory is missing, not ours, ...
+        raise JobcarbonError(f"{path}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -213,7 +200,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     one = commands.add_parser("show", help="summary of one finished job (also: jobcarbon JOBID)")
     one.add_argument("job", help="job id: 123, array task 123_4 or het component 123+1")
     one.add_argument("--cluster", help="the cluster, where several share the database")
-    one.add_argument("--json", action="store_true", help="the summary as JSON (jobcarbon/job-summary/1)")
+    output.add_format_option(one, "jobcarbon/job-summary/1", csv=False)
     one.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     one.set_defaults(run=show)
 
@@ -230,13 +217,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     many.add_argument(
         "--limit", type=int, default=100, help="newest N jobs (0: up to 10000); totals cover all"
     )
-    output = many.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="JSON (jobcarbon/job-list/1)")
-    output.add_argument("--csv", action="store_true", help="CSV with a header line")
+    output.add_format_option(many, "jobcarbon/job-list/1", csv_alias=True)
     many.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     many.set_defaults(run=jobs)
 
     service = commands.add_parser("serve", help="the read-only query service on a Unix socket (systemd)")
     service.add_argument("--socket", type=Path, help="socket path (default: visibility.socket)")
     service.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    service.set_defaults(run=serve_command)
+    service.set_defaults(run=serve_command, context="serve")  # its lines go to the journal: name them

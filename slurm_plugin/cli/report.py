@@ -6,19 +6,20 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from slurm_plugin.cli.accounting import CommandError
+from slurm_plugin.cli import output
+from slurm_plugin.config import Config
+from slurm_plugin.errors import JobcarbonError
 
-FORMATS = ("table", "csv", "json", "html")
+SCHEMA = "jobcarbon/monthly-report/1"
 
 
-def report(args: argparse.Namespace) -> int:
-    from slurm_plugin import config
-    from slurm_plugin.reports import monthly
+def report(args: argparse.Namespace, settings: Config) -> int:
+    from slurm_plugin.reports import formats, monthly
     from slurm_plugin.storage import readonly
 
-    settings = config.load()
     request = monthly.Request(
         month=args.month,
         by=args.by,
@@ -26,24 +27,26 @@ def report(args: argparse.Namespace) -> int:
         now_s=time.time(),
         embodied=settings.embodied,
     )
-    render = _renderer(args.format)  # before the database: a missing extra fails fast
+    html = _html_renderer() if args.format == "html" else None  # before the database: fail fast
+    monthly.resolve_month(request.month, request.timezone, request.now_s)
+    if request.by not in monthly.BY:
+        raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")
+    reader = readonly.Reader.open(
+        settings.database.url, settings.database.busy_timeout_s, password_file=settings.database.password_file
+    )
     try:
-        monthly.resolve_month(request.month, request.timezone, request.now_s)
-        if request.by not in monthly.BY:
-            raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")
-        reader = readonly.Reader.open(
-            settings.database.url,
-            settings.database.busy_timeout_s,
-            password_file=settings.database.password_file,
+        document = monthly.build(reader, request)
+        result = output.Result(
+            document,
+            table=lambda: formats.to_table(document),
+            csv=lambda: formats.to_csv(document),
+            extra={"html": lambda: html(document, monthly.intensity_curves(reader, document))}
+            if html
+            else {},
         )
-        try:
-            document = monthly.build(reader, request)
-            curves = monthly.intensity_curves(reader, document) if args.format == "html" else {}
-        finally:
-            reader.close()
-    except (monthly.ReportError, readonly.QueryError) as exc:
-        raise CommandError(str(exc)) from None
-    text = render(document, curves)
+        text = output.render(result, args.format)  # html reads the database for its charts
+    finally:
+        reader.close()
     if args.output:
         meta = document["metadata"]
         _write(Path(args.output.format(month=meta["month"], by=meta["by"], format=args.format)), text)
@@ -52,15 +55,11 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _renderer(fmt: str):
-    from slurm_plugin.reports import formats
-
-    if fmt != "html":
-        return lambda document, curves: formats.FORMATS[fmt](document)
+def _html_renderer() -> Callable:
     try:
         from slurm_plugin.reports import html
     except ImportError as exc:
-        raise CommandError(
+        raise JobcarbonError(
             f"--format html needs matplotlib ({exc.name} is missing): pip install 'jobcarbon[report]'"
         ) from None
     return html.render
@@ -74,7 +73,7 @@ def _write(path: Path, text: str) -> None:
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as exc:
-        raise CommandError(f"--output {path}: {exc.strerror or exc}") from None
+        raise JobcarbonError(f"--output {path}: {exc.strerror or exc}") from None
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -87,7 +86,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     # Checked by the command, not argparse's choices, so a bad value is one line and exit 1 like the rest.
     parser.add_argument("--by", default="account", help="account (default), user, group or partition")
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    output.add_format_option(parser, SCHEMA, extra=("html",))
     parser.add_argument(
         "--output", help="write to this file instead of stdout; {month}, {by} and {format} are filled in"
     )

@@ -23,7 +23,6 @@ import socket
 import socketserver
 import stat
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -176,14 +175,3 @@ def _clear_stale(path: Path) -> None:
     finally:
         probe.close()
     raise ServiceError(f"another query service is listening on {path}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m slurm_plugin.query.service [--config FILE] [--socket PATH]`, as `jobcarbon serve`."""
-    from slurm_plugin.cli import main
-
-    return main.main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

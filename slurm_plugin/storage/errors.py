@@ -6,6 +6,8 @@ from slurm_plugin.errors import JobcarbonError
 class StoreError(JobcarbonError):
     """The database URL is unusable, or the database cannot be used by this version."""
 
+    prefix = "database: "
+
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached now (down, locked, read-only, no permission): try again later."""

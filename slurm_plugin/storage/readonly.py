@@ -31,6 +31,8 @@ class QueryError(JobcarbonError):
 class DatabaseUnavailable(QueryError):
     """The database is missing, unreadable by the caller, or too busy."""
 
+    prefix = "database: "
+
 
 class Reader:
     """A read-only connection, `backend.connect`'s query mode; every failure is DatabaseUnavailable."""

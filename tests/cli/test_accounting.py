@@ -213,19 +213,50 @@ def test_intensity_show_json(store: Store, capsys) -> None:
         capsys, "intensity", "show", "--zone", "DE", "--start", "2026-03-02", "--end", "2026-03-03", "--json"
     )
     assert code == 0
-    assert json.loads(out) == [
-        {
-            "zone": "DE",
-            "start": "2026-03-02T10:00Z",
-            "end": "2026-03-02T11:00Z",
-            "g_per_kwh": 200.25,
-            "source": "electricitymaps",
-            "scope": "lifecycle",
-            "estimated": False,
-            "forecast": False,
-            "fetched_at": None,
-        }
-    ]
+    assert json.loads(out) == {
+        "schema": "jobcarbon/intensity/1",
+        "zone": "DE",
+        "start": "2026-03-02T00:00Z",
+        "end": "2026-03-03T00:00Z",
+        "points": [
+            {
+                "zone": "DE",
+                "start": "2026-03-02T10:00Z",
+                "end": "2026-03-02T11:00Z",
+                "g_per_kwh": 200.25,
+                "source": "electricitymaps",
+                "scope": "lifecycle",
+                "estimated": False,
+                "forecast": False,
+                "fetched_at": None,
+            }
+        ],
+    }
+
+
+def test_intensity_show_csv(store: Store, capsys) -> None:
+    store.upsert_intensity([de_point((0, 60), 200.25), de_point((60, 120), 300, forecast=True)])
+    code, out, _ = run(
+        capsys,
+        "intensity",
+        "show",
+        "--zone",
+        "DE",
+        "--start",
+        "2026-03-02",
+        "--end",
+        "2026-03-03",
+        "--format",
+        "csv",
+    )
+    assert (code, out.splitlines()) == (
+        0,
+        [
+            "start,end,g_per_kwh,source,scope,forecast,estimated",
+            "2026-03-02T10:00Z,2026-03-02T11:00Z,200.25,electricitymaps,lifecycle,False,False",
+            "2026-03-02T11:00Z,2026-03-02T12:00Z,300.0,electricitymaps,lifecycle,True,False",
+        ],
+    )
 
 
 def test_intensity_show_outside_the_data_is_one_line_and_exit_1(store: Store, capsys) -> None:
@@ -237,9 +268,10 @@ def test_intensity_show_outside_the_data_is_one_line_and_exit_1(store: Store, ca
     assert (
         err == "jobcarbon: no intensity stored for zone DE between 2026-03-01T00:00Z and 2026-03-02T00:00Z\n"
     )
-    assert run(
+    code, out, _ = run(
         capsys, "intensity", "show", "--zone", "DE", "--start", "2026-03-01", "--end", "2026-03-02", "--json"
-    )[:2] == (0, "[]\n")
+    )
+    assert (code, json.loads(out)["points"]) == (0, [])
 
 
 def test_intensity_show_refuses_a_bad_start(node: Node, capsys) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_plugin import config
 from slurm_plugin.cli import doctor
 from slurm_plugin.storage import Store, dialect
 from tests.simnode import SimNode
@@ -24,7 +25,7 @@ def by_name(checks: list[doctor.Check]) -> dict[str, list[doctor.Check]]:
 
 def test_every_source_is_checked_and_a_simulated_node_is_usable(tmp_path: Path) -> None:
     node = node_with(tmp_path, f"  url: sqlite:///{tmp_path / 'absent.db'}\n")
-    checks = by_name(doctor.run(str(node.config)))
+    checks = by_name(doctor.run(config.load(node.config)))
     assert set(checks) >= {"config", "procfs", "cgroup", "rapl", "nvml", "spool", "outbox", "database"}
     assert checks["config"][0].status == "ok"
     assert checks["cgroup"][0].status == "ok"
@@ -34,7 +35,7 @@ def test_every_source_is_checked_and_a_simulated_node_is_usable(tmp_path: Path) 
 def test_a_database_the_node_can_reach_is_ok_on_either_backend(tmp_path: Path, db_url: str) -> None:
     Store.open(db_url, 5.0).close()
     node = node_with(tmp_path, f"  url: '{db_url}'\n")
-    (check,) = by_name(doctor.run(str(node.config)))["database"]
+    (check,) = by_name(doctor.run(config.load(node.config)))["database"]
     assert check.status == "ok"
     assert check.detail.startswith(f"{dialect.backend_of(db_url)} at ")
 
@@ -51,7 +52,7 @@ def test_a_database_the_node_can_reach_is_ok_on_either_backend(tmp_path: Path, d
 def test_a_database_out_of_reach_is_a_warning_not_an_error(
     tmp_path: Path, database: str, status: str, words: str
 ) -> None:
-    (check,) = by_name(doctor.run(str(node_with(tmp_path, database).config)))["database"]
+    (check,) = by_name(doctor.run(config.load(node_with(tmp_path, database).config)))["database"]
     assert (check.status, words in check.detail) == (status, True)
 
 
@@ -62,7 +63,7 @@ def test_each_registered_sensor_is_probed_and_a_broken_one_hides_no_other(
         raise RuntimeError("a bug")
 
     monkeypatch.setitem(doctor.NODE_SENSORS, "rapl", broken)
-    checks = by_name(doctor.run(str(node_with(tmp_path, "  deliver_from_nodes: false\n").config)))
+    checks = by_name(doctor.run(config.load(node_with(tmp_path, "  deliver_from_nodes: false\n").config)))
     assert (checks["rapl"][0].status, checks["rapl"][0].detail) == ("warning", "RuntimeError: a bug")
     assert checks["procfs"][0].status == "ok"
     assert "nvml" in checks

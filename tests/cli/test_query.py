@@ -80,6 +80,15 @@ def test_show_json_is_valid(site: dict) -> None:
     jsonschema.validate(json.loads(done.stdout), SCHEMA)
 
 
+def test_show_format_json_and_table_match_their_aliases(site: dict) -> None:
+    job = str(site["ids"]["gpu"])
+    as_json = jobcarbon("show", job, "--format", "json", config=site["config"])
+    assert as_json.stdout == jobcarbon("show", job, "--json", config=site["config"]).stdout
+    assert json.loads(as_json.stdout)["schema"] == "jobcarbon/job-summary/1"
+    table = jobcarbon(job, "--format", "table", config=site["config"])
+    assert table.stdout == jobcarbon(job, config=site["config"]).stdout
+
+
 @pytest.mark.parametrize("bad", ["abc", "-1", "1;id", "9" * 5000, "4_", "+1"])
 def test_malformed_ids_are_one_line(site: dict, bad: str) -> None:
     assert "is not a job id" in one_line_error(jobcarbon(bad, config=site["config"]))
@@ -159,6 +168,16 @@ def test_jobs_table_json_and_csv(site: dict) -> None:
     assert ",106,0,bob,chemistry," in csv_lines[1]
 
 
+def test_jobs_format_matches_its_aliases(site: dict) -> None:
+    common = ("jobs", "--all-users", "--since", "2026-01-01", "--until", "2026-01-02")
+    for fmt in ("json", "csv"):
+        chosen = jobcarbon(*common, "--format", fmt, config=site["config"])
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout == jobcarbon(*common, f"--{fmt}", config=site["config"]).stdout
+    document = json.loads(jobcarbon(*common, "--format", "json", config=site["config"]).stdout)
+    assert document["schema"] == "jobcarbon/job-list/1"
+
+
 def test_jobs_default_is_the_callers_own(site: dict) -> None:
     # Every stored job belongs to uid 1000 or 1001; the caller (this test) is neither, unless root's 0.
     document = json.loads(jobcarbon("jobs", "-S", "2026-01-01", "--json", config=site["config"]).stdout)
@@ -199,3 +218,13 @@ def test_the_read_path_stays_light(site: dict) -> None:
         check=True,
     )
     assert done.stdout.strip() == "0 []"
+
+
+def test_an_unknown_time_zone_stops_the_text_not_the_json(site: dict, tmp_path: Path) -> None:
+    config = tmp_path / "mars.yaml"
+    config.write_text(site["config"].read_text() + "accounting:\n  timezone: Mars/Olympus_Mons\n")
+    job = str(site["ids"]["gpu"])
+    assert json.loads(jobcarbon(job, "--json", config=config).stdout)["job_id"] == site["ids"]["gpu"]
+    text = jobcarbon(job, config=config)
+    assert text.returncode == 2
+    assert one_line_error(text).endswith("accounting.timezone 'Mars/Olympus_Mons' is not a known time zone")

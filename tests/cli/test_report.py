@@ -51,6 +51,12 @@ def test_table_csv_and_json_on_stdout(configured: Path, capsys) -> None:
     assert gids == [("1000", 4), ("1002", 2), ("1001", 0)]
 
 
+def test_json_alias_is_format_json(configured: Path, capsys) -> None:
+    as_json = run(capsys, "report", "--month", "2026-01", "--json")
+    assert as_json == run(capsys, "report", "--month", "2026-01", "--format", "json")
+    assert json.loads(as_json[1])["schema"] == "jobcarbon/monthly-report/1"
+
+
 def test_output_fills_in_month_and_grouping(configured: Path, capsys) -> None:
     target = configured / "reports" / "{month}-{by}.{format}"
     args = ("report", "--month", "2026-02", "--by", "partition", "--format", "json", "--output", str(target))

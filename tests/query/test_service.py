@@ -130,7 +130,7 @@ def site(accounts: dict[str, Account], module_db_url: str, request: pytest.Fixtu
     (bin_dir / "sacct").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "sacct").chmod(0o755)
     service = subprocess.Popen(
-        [sys.executable, "-m", "slurm_plugin.query.service", "--config", str(paths["service"])],
+        [sys.executable, "-m", "slurm_plugin", "serve", "--config", str(paths["service"])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -302,7 +302,7 @@ def test_malformed_requests_are_refused(site: dict, payload: bytes, problem: str
 
 def test_a_second_service_on_the_same_socket_refuses_to_start(site: dict) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "slurm_plugin.query.service", "--config", str(site["configs"]["service"])],
+        [sys.executable, "-m", "slurm_plugin", "serve", "--config", str(site["configs"]["service"])],
         capture_output=True,
         text=True,
         timeout=30,
@@ -319,7 +319,8 @@ def test_the_service_stops_on_sigterm_and_removes_its_socket(site: dict, tmp_pat
         [
             sys.executable,
             "-m",
-            "slurm_plugin.query.service",
+            "slurm_plugin",
+            "serve",
             "--config",
             str(site["configs"]["service"]),
             "--socket",
