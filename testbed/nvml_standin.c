@@ -241,20 +241,20 @@ static double cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Burn the configured CPU time of `function`, as a real driver call does; count the call. */
+/* Burn the configured CPU time of `function`, as a real driver call does, then count the call. */
 static void charge(const char *function)
 {
     double end;
 
     if (!loaded) return;
-    count_call(function);
     for (int i = 0; i < state.cost_count; i++) {
         if (strcmp(state.costs[i].function, function)) continue;
         end = cpu_s() + (double)state.costs[i].cost_us / 1e6;
         while (cpu_s() < end) {
         }
-        return;
+        break;
     }
+    count_call(function); /* once done: a call still burning its cost has not answered yet */
 }
 
 /* Re-read the file if it changed; called with the lock held. */
