@@ -63,24 +63,27 @@ while time.monotonic() < end:
 
 
 class PowerIntegrator(threading.Thread):
-    """Integrates nvmlDeviceGetPowerUsage at 10 Hz (trapezoids) while the job runs."""
+    """Integrates nvmlDeviceGetPowerUsage at 10 Hz (trapezoids) while the job runs; keeps the readings
+    (wall-clock time, W) so the integral can also be taken over the record's own window."""
 
     def __init__(self, nvml: Any, handle: Any):
         super().__init__(daemon=True)
         self._nvml, self._handle = nvml, handle
-        self.joules = 0.0
-        self.samples = 0
-        self.peak_w = 0.0
+        self.readings: list[tuple[float, float]] = [(time.time(), self._watts())]
         self._halt = threading.Event()
 
     def run(self) -> None:
-        last_t, last_w = time.monotonic(), self._watts()
         while not self._halt.wait(0.1):
-            now, watts = time.monotonic(), self._watts()
-            self.joules += (now - last_t) * (watts + last_w) / 2
-            self.samples += 1
-            self.peak_w = max(self.peak_w, watts)
-            last_t, last_w = now, watts
+            self.readings.append((time.time(), self._watts()))
+
+    def joules(self, start: float = float("-inf"), end: float = float("inf")) -> float:
+        """The trapezoids' energy between `start` and `end` (clipped; power held within a step)."""
+        total = 0.0
+        for (t0, w0), (t1, w1) in zip(self.readings, self.readings[1:], strict=False):
+            inside = min(t1, end) - max(t0, start)
+            if inside > 0:
+                total += inside * (w0 + w1) / 2
+        return total
 
     def _watts(self) -> float:
         return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000
@@ -249,7 +252,9 @@ def _job(
     integrator = PowerIntegrator(nvml, handle)
     integrator.start()
     counter_start = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    prolog_at = counted_from = time.time()
     prolog_ms = _hook("prolog", env)
+    job_start = prolog_at + prolog_ms / 2000  # the agent notes the start while the prolog waits
     time.sleep(1)
     agent_cpu0, wall0 = _agent_cpu_s(root / "spool"), time.monotonic()
     for phase, seconds in phases:
@@ -260,6 +265,7 @@ def _job(
     agent_cpu_s, wall_s = _agent_cpu_s(root / "spool") - agent_cpu0, time.monotonic() - wall0
     epilog_ms = _hook("epilog", env)
     counter_j = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - counter_start) / 1000
+    counted = (counted_from, time.time())
     integrator.stop()
     record = _record(root / "outbox")
     gpu = (record or {}).get("energy", {}).get("gpu") or {}
@@ -270,9 +276,9 @@ def _job(
         "epilog_ms": epilog_ms,
         "phases": phases,
         "counter_j": round(counter_j, 1),
-        "power_10hz_j": round(integrator.joules, 1),
-        "power_samples": integrator.samples,
-        "peak_w": integrator.peak_w,
+        "power_10hz_j": round(integrator.joules(), 1),
+        "power_samples": len(integrator.readings),
+        "peak_w": max(watts for _, watts in integrator.readings),
         "record_gpu": gpu,
         "record_status": (record or {}).get("status"),
         "agent_cpu_ms_per_sample": round(agent_cpu_s * 1000 * interval_s / wall_s, 2),
@@ -287,9 +293,32 @@ def _job(
         "log_tail": (root / "jobcarbon.log").read_text()[-3000:] if (root / "jobcarbon.log").exists() else "",
     }
     if gpu.get("joules"):
-        result["record_vs_counter_pct"] = round(100 * (gpu["joules"] / counter_j - 1), 2)
-        result["record_vs_power_pct"] = round(100 * (gpu["joules"] / integrator.joules - 1), 2)
+        result |= _comparisons(gpu["joules"], (counter_j, *counted), integrator, job_start, record or {})
     return result
+
+
+def _comparisons(
+    record_j: float,
+    counter: tuple[float, float, float],
+    integrator: PowerIntegrator,
+    job_start: float,
+    record: dict[str, Any],
+) -> dict[str, float]:
+    """The record against the counter (joules, read from, read until) and the 10 Hz integral, over the
+    script's window (prolog to epilog, which the record does not cover: its first sample follows the
+    prolog) and over the record's own window, the counter's energy outside it taken from power."""
+    counter_j, counted_from, counted_until = counter
+    rows = record.get("timeline", {}).get("rows") or [[0.0, 0.0]]
+    start, end = job_start + rows[0][0], job_start + rows[-1][1]
+    inside_j = integrator.joules(start, end)
+    outside_j = integrator.joules(counted_from, start) + integrator.joules(end, counted_until)
+    return {
+        "record_vs_counter_pct": round(100 * (record_j / counter_j - 1), 2),
+        "record_vs_power_pct": round(100 * (record_j / integrator.joules() - 1), 2),
+        "uncovered_s": round(counted_until - counted_from - (end - start), 3),
+        "record_vs_counter_same_window_pct": round(100 * (record_j / (counter_j - outside_j) - 1), 2),
+        "record_vs_power_same_window_pct": round(100 * (record_j / inside_j - 1), 2),
+    }
 
 
 def _record(outbox: Path, timeout_s: float = 30.0) -> dict[str, Any] | None:
