@@ -36,14 +36,17 @@ class Node:
         return self.spool / "jobs" / key / "journal.jsonl"
 
 
-def build_node(root: Path, interval_s: float, gpus: int = 0, fsync: bool = True) -> Node:
-    """Write a 2-package RAPL tree with DRAM (4 summed zones), a v1 cgroup root and a config."""
+def build_node(
+    root: Path, interval_s: float, gpus: int = 0, fsync: bool = True, nvml_costs: dict[str, int] | None = None
+) -> Node:
+    """Write a 2-package RAPL tree with DRAM (4 summed zones), a v1 cgroup root and a config; the NVML
+    stand-in burns `nvml_costs` (µs of CPU per call, e.g. `nvml_standin.H200_COSTS_US`)."""
     root.mkdir(parents=True, exist_ok=True)
     sysfs, cgroupfs = root / "sys", root / "cgroup"
     powermodel.build_powercap_tree(sysfs, packages=2, dram=True)
     for controller in ("cpuacct", "memory", "cpuset"):
         (cgroupfs / controller).mkdir(parents=True, exist_ok=True)
-    library = _build_nvml(root / "nvml", gpus) if gpus else None
+    library = _build_nvml(root / "nvml", gpus, nvml_costs) if gpus else None
     node = Node(
         root=root,
         config=root / "jobcarbon.yaml",
@@ -79,7 +82,7 @@ def _config_text(node: Node, interval_s: float, fsync: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _build_nvml(directory: Path, count: int) -> Path:
+def _build_nvml(directory: Path, count: int, costs: dict[str, int] | None) -> Path:
     """Compile the stand-in and program `count` H100s; the library reads the config beside itself."""
     library = nvml_standin.build(directory)
     gpus = [
@@ -91,7 +94,7 @@ def _build_nvml(directory: Path, count: int) -> Path:
         )
         for index in range(count)
     ]
-    nvml_standin.write_config(directory / nvml_standin.CONFIG_NAME, gpus)
+    nvml_standin.write_config(directory / nvml_standin.CONFIG_NAME, gpus, costs=costs)
     return library
 
 

@@ -42,6 +42,7 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
     return [
         *_latency_rows(results),
         *_sampler_rows(results),
+        *_gpu_cost_rows(results["gpu_costs"]),
         *_accounting_rows(results),
         *_context_rows(results),
     ]
@@ -101,6 +102,42 @@ def _sampler_rows(results: dict[str, Any]) -> list[Metric]:
             "slurmstepd: ~5 MB PSS per job (320 MB for 64)",
         ),
         Metric("64 jobs: agent CPU per tick", density["cpu_ms_per_tick"], "ms", None),
+    ]
+
+
+def _gpu_cost_rows(gpu: dict[str, Any]) -> list[Metric]:
+    """Each 8-GPU figure with free stand-in calls (context) and with an H200's costs (the targets)."""
+    rows = []
+    for name, label, targets in (
+        ("free", "free NVML calls", (None, None, None, None)),
+        ("h200", "H200 call costs", (2.0, 0.05, 25, 40)),
+    ):
+        figures = gpu[name]
+        sample_1s, share_10s, prolog_p95, epilog_p95 = targets
+        rows += [
+            Metric(
+                f"8-GPU job, {label}: agent CPU per sample at 1 s",
+                figures["sampler_1s"]["schedstat_ms_per_sample"],
+                "ms",
+                sample_1s,
+            ),
+            Metric(
+                f"8-GPU job, {label}: agent CPU at 10 s",
+                figures["sampler_10s"]["cpu_pct_of_core"],
+                "% of a core",
+                share_10s,
+            ),
+            Metric(f"8-GPU job, {label}: prolog p50", figures["hooks"]["prolog"]["p50_ms"], "ms", None),
+            Metric(f"8-GPU job, {label}: prolog p95", figures["hooks"]["prolog"]["p95_ms"], "ms", prolog_p95),
+            Metric(f"8-GPU job, {label}: epilog p50", figures["hooks"]["epilog"]["p50_ms"], "ms", None),
+            Metric(f"8-GPU job, {label}: epilog p95", figures["hooks"]["epilog"]["p95_ms"], "ms", epilog_p95),
+        ]
+    ends = gpu["ends_together"]
+    return [
+        *rows,
+        Metric(f"{ends['jobs']} epilogs at once: agent ticks", ends["ticks"], "ticks", None),
+        Metric(f"{ends['jobs']} epilogs at once: all returned", ends["epilogs_returned_s"], "s", None),
+        Metric(f"{ends['jobs']} epilogs at once: all records written", ends["records_written_s"], "s", None),
     ]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import calibration, density, footprint, ingest, latency, report, sampler_cost, startup
+from bench import calibration, density, footprint, gpu_costs, ingest, latency, report, sampler_cost, startup
 from bench.hooks import REPO_ROOT
 from slurm_plugin.storage import dialect
 from testbed import postgres
@@ -54,6 +54,8 @@ def scenarios(plan: Plan, scratch: Path) -> dict[str, Callable[[], dict[str, Any
         "sampler": lambda: sampler_cost.measure(scratch, plan.sampler_s),
         "sampler_no_fsync": lambda: sampler_cost.measure(scratch, plan.sampler_s, fsync=False),
         "density": lambda: density.measure(scratch, plan.density_s),
+        # Free NVML calls and an H200's (issue 18); the H200 windows last a counter interval (120 s).
+        "gpu_costs": lambda: gpu_costs.measure(scratch / "gpu-costs", plan.sampler_s, plan.cold_runs),
         # Last: 64 deliverers leave much to write back, and PostgreSQL's server keeps writing WAL and
         # checkpointing for a while after they are done. Issue 6 asks for 64 on both backends.
         "ingest_sqlite_64": lambda: ingest.measure(scratch / "ingest-64", 1, processes=64),

@@ -68,6 +68,9 @@ class Nvml:
     enabled: bool = True
     library: Path | None = None
     slurm_index_order: Literal["minor_number", "pci_bus_id"] = "minor_number"
+    # Seconds between reads of each GPU's energy counter (also read at job start and end); power is read
+    # every tick. The counter costs ~3.85 ms of CPU per read on an H200 (docs/benchmarks.md).
+    counter_interval_s: float = field(default=120.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

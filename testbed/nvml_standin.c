@@ -6,16 +6,23 @@
  * library (slurmd scrubs the prolog's environment). The file is re-read whenever its inode, size or
  * mtime changes. Energy follows the programmed power exactly:
  *     energy_mj = energy_offset_mj + power_mw * (now_realtime - epoch_s)
+ * Real drivers are not free: "cost_us.<function>=N" makes every call of that function burn N µs of
+ * the caller's CPU (a busy wait on the thread's CPU clock), as an H200's energy counter burns 3.85 ms.
+ * "calls_file=PATH" counts the calls of each function in a shared file (name[56], uint64 count
+ * slots) that tests read while another process holds the library.
  * Signatures and struct layouts follow nvml.h as mirrored by pynvml.py (nvidia-ml-py 13.x).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <unistd.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -30,6 +37,9 @@ enum {
 #define MAX_GPUS 16
 #define MAX_MIGS 8
 #define STR_LEN 96
+#define MAX_COSTS 16
+#define CALL_SLOTS 64
+#define CALL_NAME 56
 
 typedef struct {
     char uuid[STR_LEN];
@@ -52,7 +62,20 @@ typedef struct {
 } gpu_t;
 
 typedef struct {
+    char function[CALL_NAME];
+    long cost_us;
+} cost_t;
+
+typedef struct {
+    char name[CALL_NAME];
+    unsigned long long count;
+} call_slot_t;
+
+typedef struct {
     double epoch_s;
+    int cost_count;
+    cost_t costs[MAX_COSTS];
+    char calls_file[PATH_MAX];
     char driver_version[STR_LEN];
     int init_ret;
     int gpu_count;
@@ -85,6 +108,8 @@ static struct stat loaded_stat;
 static char loaded_path[PATH_MAX];
 static int init_refcount;
 static handle_t handles[MAX_GPUS][MAX_MIGS + 1];
+static call_slot_t *calls; /* mmap of state.calls_file, or NULL */
+static char calls_path[PATH_MAX];
 
 static void config_path(char *out, size_t size)
 {
@@ -137,6 +162,11 @@ static void set_key(state_t *s, int in_mig, const char *key, const char *val)
     else if (!strcmp(key, "epoch_s")) s->epoch_s = strtod(val, NULL);
     else if (!strcmp(key, "driver_version")) copy_str(s->driver_version, STR_LEN, val);
     else if (!strcmp(key, "init_ret")) s->init_ret = atoi(val);
+    else if (!strcmp(key, "calls_file")) copy_str(s->calls_file, PATH_MAX, val);
+    else if (!strncmp(key, "cost_us.", 8) && strlen(key + 8) < CALL_NAME && s->cost_count < MAX_COSTS) {
+        memcpy(s->costs[s->cost_count].function, key + 8, strlen(key + 8) + 1);
+        s->costs[s->cost_count++].cost_us = atol(val);
+    }
 }
 
 /* One line: "[gpu]" opens a device, "[mig]" a slice of the last device, else key=value. */
@@ -172,6 +202,61 @@ static int parse_file(const char *path, state_t *s)
     return 0;
 }
 
+/* (Re)map the call-count file named by the config; called with the lock held. */
+static void map_calls(void)
+{
+    int fd;
+    void *mapped;
+    size_t size = CALL_SLOTS * sizeof(call_slot_t);
+
+    if (!strcmp(state.calls_file, calls_path)) return;
+    if (calls) munmap(calls, size);
+    calls = NULL;
+    copy_str(calls_path, sizeof(calls_path), state.calls_file);
+    if (!calls_path[0]) return;
+    fd = open(calls_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    if (ftruncate(fd, (off_t)size) == 0) {
+        mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (mapped != MAP_FAILED) calls = mapped;
+    }
+    close(fd);
+}
+
+static void count_call(const char *function)
+{
+    for (int i = 0; calls && i < CALL_SLOTS; i++) {
+        if (!calls[i].name[0]) copy_str(calls[i].name, CALL_NAME, function);
+        if (!strcmp(calls[i].name, function)) {
+            __atomic_add_fetch(&calls[i].count, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Burn the configured CPU time of `function`, as a real driver call does, then count the call. */
+static void charge(const char *function)
+{
+    double end;
+
+    if (!loaded) return;
+    for (int i = 0; i < state.cost_count; i++) {
+        if (strcmp(state.costs[i].function, function)) continue;
+        end = cpu_s() + (double)state.costs[i].cost_us / 1e6;
+        while (cpu_s() < end) {
+        }
+        break;
+    }
+    count_call(function); /* once done: a call still burning its cost has not answered yet */
+}
+
 /* Re-read the file if it changed; called with the lock held. */
 static void refresh(void)
 {
@@ -194,16 +279,19 @@ static void refresh(void)
         return;
     }
     state = fresh;
+    map_calls();
     loaded = 1;
     loaded_stat = st;
     copy_str(loaded_path, sizeof(loaded_path), path);
 }
 
 /* Lock, refresh and check that the library is initialised and the handle names a device. */
-static int enter(const handle_t *h, gpu_t **gpu, mig_t **mig)
+#define enter(h, gpu, mig) enter_as(__func__, h, gpu, mig)
+static int enter_as(const char *function, const handle_t *h, gpu_t **gpu, mig_t **mig)
 {
     pthread_mutex_lock(&lock);
     refresh();
+    charge(function);
     if (!init_refcount) return NVML_ERROR_UNINITIALIZED;
     if (!loaded) return NVML_ERROR_DRIVER_NOT_LOADED;
     if (!h) return NVML_SUCCESS;
@@ -474,5 +562,46 @@ EXPORT int nvmlDeviceGetAttributes_v2(handle_t *device, nvmlDeviceAttributes_t *
     attrs->computeInstanceSliceCount = m->slices;
     attrs->multiprocessorCount = 16 * m->slices;
     attrs->memorySizeMB = 10240ULL * m->slices;
+    return leave(NVML_SUCCESS);
+}
+
+/* nvmlFieldValue_t as nvml.h lays it out; only the energy counter and instant power are served. */
+typedef struct {
+    unsigned int fieldId, scopeId;
+    long long timestamp, latencyUsec;
+    int valueType, nvmlReturn;
+    unsigned long long value;
+} nvmlFieldValue_t;
+
+#define NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION 83
+#define NVML_FI_DEV_POWER_INSTANT 186
+#define NVML_VALUE_TYPE_UNSIGNED_INT 1
+#define NVML_VALUE_TYPE_UNSIGNED_LONG_LONG 3
+
+EXPORT int nvmlDeviceGetFieldValues(handle_t *device, int count, nvmlFieldValue_t *values)
+{
+    gpu_t *g;
+    mig_t *m;
+    double elapsed;
+    int ret = enter(device, &g, &m);
+    if (ret == NVML_SUCCESS && (!values || count < 0)) ret = NVML_ERROR_INVALID_ARGUMENT;
+    if (ret != NVML_SUCCESS) return leave(ret);
+    elapsed = now_s() - state.epoch_s;
+    for (int i = 0; i < count; i++) {
+        nvmlFieldValue_t *v = &values[i];
+        v->timestamp = (long long)(now_s() * 1e6);
+        v->latencyUsec = 0;
+        if (v->fieldId == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION) {
+            v->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+            v->nvmlReturn = m ? NVML_ERROR_NOT_SUPPORTED : g->energy_ret;
+            v->value = g->energy_offset_mj + (unsigned long long)((double)g->power_mw * (elapsed > 0 ? elapsed : 0));
+        } else if (v->fieldId == NVML_FI_DEV_POWER_INSTANT) {
+            v->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+            v->nvmlReturn = m ? NVML_ERROR_NOT_SUPPORTED : g->power_ret;
+            v->value = g->power_mw;
+        } else {
+            v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        }
+    }
     return leave(NVML_SUCCESS);
 }

@@ -5,12 +5,16 @@ The library reads `$NVML_STANDIN_CONFIG`, else `nvml-standin.conf` next to itsel
 when it changes. Its energy counter is `energy_offset_mj + power_mw × (now − epoch_s)`, so changing
 `power_mw` under the same epoch rescales the whole history; to change power without a jump, set
 `energy_offset_mj` to the counter's current value and `epoch_s` to now.
+
+`costs` models what each call costs on real hardware (`H200_COSTS_US`: the energy counter burns
+3.85 ms of CPU in the driver, power 10 µs), and `calls_file` counts the calls each function gets.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -23,6 +27,11 @@ CONFIG_NAME = "nvml-standin.conf"
 CONFIG_ENV = "NVML_STANDIN_CONFIG"
 NOT_SUPPORTED = 3  # NVML_ERROR_NOT_SUPPORTED
 GPU_IS_LOST = 15  # NVML_ERROR_GPU_IS_LOST
+ENERGY_CALL = "nvmlDeviceGetTotalEnergyConsumption"
+POWER_CALL = "nvmlDeviceGetPowerUsage"
+# CPU per call measured on an H200 (driver 580, docs/testing.md): the counter is the expensive one.
+H200_COSTS_US = {ENERGY_CALL: 3850, POWER_CALL: 10}
+_CALL_SLOT = struct.Struct("56sQ")  # call_slot_t in nvml_standin.c
 
 
 class BuildError(RuntimeError):
@@ -64,10 +73,18 @@ def _ret(supported: bool, error: int) -> int:
     return error or (0 if supported else NOT_SUPPORTED)
 
 
-def render(gpus: list[FakeGpu], epoch_s: float, driver_version: str = "550.54.15") -> str:
+def render(
+    gpus: list[FakeGpu],
+    epoch_s: float,
+    driver_version: str = "550.54.15",
+    costs: dict[str, int] | None = None,
+    calls_file: Path | None = None,
+) -> str:
     """The config file text: global keys, then one `[gpu]` block per device, `[mig]` after it."""
     lines = ["# nvml stand-in state (testbed/nvml_standin.py)", f"epoch_s={epoch_s:.6f}"]
     lines.append(f"driver_version={driver_version}")
+    lines += [f"cost_us.{function}={cost_us}" for function, cost_us in (costs or {}).items()]
+    lines += [f"calls_file={calls_file}"] if calls_file else []
     for gpu in gpus:
         lines += [
             "[gpu]",
@@ -87,13 +104,19 @@ def render(gpus: list[FakeGpu], epoch_s: float, driver_version: str = "550.54.15
     return "\n".join(lines) + "\n"
 
 
-def write_config(path: Path, gpus: list[FakeGpu], epoch_s: float | None = None) -> float:
+def write_config(
+    path: Path,
+    gpus: list[FakeGpu],
+    epoch_s: float | None = None,
+    costs: dict[str, int] | None = None,
+    calls_file: Path | None = None,
+) -> float:
     """Atomically replace the config (temp file + rename); return the epoch written."""
     epoch = time.time() if epoch_s is None else epoch_s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(render(gpus, epoch))
+        out.write(render(gpus, epoch, costs=costs, calls_file=calls_file))
     Path(tmp).chmod(0o644)
     # The library notices changes by inode, size and mtime; a freed inode can be reused and the
     # kernel's coarse clock can repeat an mtime, so make the mtime strictly newer.
@@ -102,6 +125,19 @@ def write_config(path: Path, gpus: list[FakeGpu], epoch_s: float | None = None) 
     os.utime(tmp, ns=(mtime_ns, mtime_ns))
     Path(tmp).replace(path)
     return epoch
+
+
+def call_counts(calls_file: Path) -> dict[str, int]:
+    """Calls per NVML function so far, from the library's shared count file (any process's calls)."""
+    try:
+        data = calls_file.read_bytes()
+    except FileNotFoundError:
+        return {}
+    counts = {}
+    for name, count in _CALL_SLOT.iter_unpack(data):
+        if name.strip(b"\0"):
+            counts[name.rstrip(b"\0").decode()] = count
+    return counts
 
 
 def build(dest_dir: Path) -> Path:

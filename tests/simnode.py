@@ -101,6 +101,11 @@ class SimNode:
         return sum(1 for entry in self.journal(job_id) if entry["type"] == "interval")
 
     def record(self, job_id: int) -> dict[str, Any] | None:
+        """The job's record; an epilog returns before the agent writes it, so wait while a stop is pending."""
+        stop = self.spool / "jobs" / f"{job_id}.0" / "stop"
+        deadline = time.monotonic() + 10.0
+        while stop.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         path = self.outbox / f"sim_{job_id}_0_{NODE}.json"
         return json.loads(path.read_text()) if path.exists() else None
 

@@ -1,7 +1,9 @@
 """The node agent: one lightweight process that hosts the samplers of every job on the node.
 
 Started on demand by the first prolog (or run permanently with `--persistent`), it serves start/stop
-requests on a Unix socket, ticks the shared `NodeSampler`, and exits when no job is left. Its only
+requests on a Unix socket, ticks the shared `NodeSampler`, and exits when no job is left. Requests
+that arrive together are served together: one tick for all their starts and stops, the answers, and
+only then the GPU readings and records, which no hook waits for. Its only
 state is the spool, so a killed agent is replaced by the next prolog or epilog and resumes every
 job it finds there; the lost interval is marked in the job's record.
 """
@@ -9,6 +11,7 @@ job it finds there; the lost interval is marked in the job's record.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -28,6 +31,7 @@ from slurm_plugin.safefile import ensure_dir
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0
 SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
+MAX_BATCH = 256  # requests served with one tick; more wait for the next round
 
 
 class Agent:
@@ -56,8 +60,8 @@ class Agent:
         next_snapshot = time.monotonic() + snapshots
         while not self.stopping:
             events = self.selector.select(max(next_tick - time.time(), 0.0))
-            for _key, _events in events:
-                self._serve_one()
+            if events:
+                self._serve()
             if events or time.monotonic() >= next_scan:
                 self._scan()
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
@@ -134,18 +138,25 @@ class Agent:
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
             agent_client.spawn_delivery(self.config.source)
         self._unlisten()
+        self._settle()
         for key in list(self.sampler.jobs):
             self.sampler.remove(key)
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
 
-    def _tick(self) -> float:
+    def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:
         try:
-            return self.sampler.tick()
+            return self.sampler.tick(defer_gpus=defer_gpus, anchor_for=anchor_for or ())
         except Exception as exc:  # the sampler loop boundary: log, keep sampling
             self.log("error", f"sample failed: {type(exc).__name__}: {exc}")
             return time.time()
+
+    def _settle(self) -> None:
+        try:
+            self.sampler.settle()
+        except Exception as exc:  # as in _tick
+            self.log("error", f"GPU readings failed: {type(exc).__name__}: {exc}")
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -157,13 +168,19 @@ class Agent:
     def _scan(self) -> None:
         """Adopt job directories we do not sample yet and finalise jobs whose stop was requested."""
         self._adopt()
+        stopping = []
         for key in self.spool.job_keys():
             if key not in self.sampler.jobs:
                 self._start(key)
             if key in self.sampler.jobs and self.spool.stop_time(key) is not None:
-                self._stop(key)
+                stopping.append(key)
+        if stopping:
+            self._tick(defer_gpus=True, anchor_for=stopping)
+        self._settle()
+        for key in stopping:
+            self._finish(key)
 
-    def _start(self, key: str) -> None:
+    def _start(self, key: str, now: float | None = None) -> None:
         fd = self.spool.lock_job(key)
         if fd is None:
             return  # an epilog is finalising it
@@ -174,7 +191,7 @@ class Agent:
             info, start_s = self.spool.load_job(key)
             journal = self.spool.job_dir(key) / "journal.jsonl"
             resumed = "sampler was not running" if journal.exists() else None
-            self.sampler.add(info, start_s, journal, resumed)
+            self.sampler.add(info, start_s, journal, resumed, now)
         except Exception as exc:
             os.close(fd)
             self.log("error", f"job {key}: cannot start sampling: {type(exc).__name__}: {exc}")
@@ -202,9 +219,9 @@ class Agent:
         self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
         self._delivery_due = True
 
-    def _stop(self, key: str) -> str | None:
+    def _finish(self, key: str) -> str | None:
+        """Write the record of a job whose last tick and GPU readings are done."""
         end_s = self.spool.stop_time(key) or time.time()
-        self._tick()
         self.sampler.remove(key)
         try:
             path = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
@@ -221,23 +238,48 @@ class Agent:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _serve_one(self) -> None:
-        if self.server is None:
-            return
-        try:
-            connection, _ = self.server.accept()
-        except BlockingIOError:
-            return
-        with connection:
-            connection.settimeout(1.0)
+    def _serve(self) -> None:
+        """Answer every waiting request; 128 epilogs ending together make one tick, not 128.
+
+        The starts and stops of the batch share one tick whose GPU readings are deferred; the answers
+        go out after it, then come the GPU readings (`NodeSampler.settle`) and the stopped jobs' records.
+        """
+        answers: list[tuple[socket.socket, dict[str, Any]]] = []
+        starting: list[str] = []
+        stopping: list[str] = []
+        for connection in self._accept_waiting():
             try:
-                message = self._receive(connection)
-                reply = self._handle(message)
-                connection.sendall(json.dumps(reply).encode() + b"\n")
-            except BrokenPipeError:
-                pass  # a prolog's notification does not wait for the reply
+                connection.settimeout(1.0)
+                reply = self._handle(self._receive(connection), starting, stopping)
             except (OSError, ValueError) as exc:
                 self.log("warning", f"bad request: {exc}")
+                connection.close()
+                continue
+            answers.append((connection, reply))
+        if starting or stopping:
+            now = self._tick(defer_gpus=True, anchor_for=stopping)
+            for key in starting:
+                if key not in self.sampler.jobs:  # an epilog in the same batch may have started it
+                    self._start(key, now)
+        for connection, reply in answers:
+            with connection:
+                if reply.get("key") in starting:
+                    reply["ok"] = reply["key"] in self.sampler.jobs
+                with contextlib.suppress(OSError):  # a prolog's notification does not wait for it
+                    connection.sendall(json.dumps(reply).encode() + b"\n")
+        self._settle()
+        for key in stopping:
+            self._finish(key)
+
+    def _accept_waiting(self) -> list[socket.socket]:
+        connections: list[socket.socket] = []
+        while self.server is not None and len(connections) < MAX_BATCH:
+            try:
+                connection, _ = self.server.accept()
+            except BlockingIOError:
+                break
+            connections.append(connection)
+        return connections
 
     @staticmethod
     def _receive(connection: socket.socket) -> dict[str, Any]:
@@ -254,27 +296,33 @@ class Agent:
             raise ValueError("request is not an object")
         return message
 
-    def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _handle(self, message: dict[str, Any], starting: list[str], stopping: list[str]) -> dict[str, Any]:
+        """The reply to one request; jobs to start or stop are added to the batch's lists."""
         if message.get("op") in ("prolog", "epilog"):
-            return self._hook(message["op"], message.get("env"))
+            return self._hook(message["op"], message.get("env"), starting, stopping)
         op, key = message.get("op"), str(message.get("key", ""))
         if op == "status":
             return {"ok": True, "pid": os.getpid(), "jobs": sorted(self.sampler.jobs)}
         if op not in ("start", "stop") or not KEY.fullmatch(key):
             return {"ok": False, "error": "unknown request"}
         if op == "start":
-            if key not in self.sampler.jobs:
-                self._start(key)
-            return {"ok": key in self.sampler.jobs}
+            if key not in self.sampler.jobs and key not in starting:
+                starting.append(key)
+            return {"ok": True, "key": key}
         if key not in self.sampler.jobs:
-            self._scan()  # adopts it first if its directory is there
-        path = self._stop(key) if key in self.sampler.jobs else None
-        return {"ok": path is not None, "record": path}
+            self._adopt(key)
+            if key in self.spool.job_keys():
+                self._start(key)  # its own tick: a stop for a job we never sampled is rare
+        if key not in self.sampler.jobs:
+            return {"ok": False, "error": "job not sampled here"}
+        if key not in stopping:
+            stopping.append(key)
+        return {"ok": True}
 
-    def _hook(self, hook: str, env: Any) -> dict[str, Any]:
+    def _hook(self, hook: str, env: Any, starting: list[str], stopping: list[str]) -> dict[str, Any]:
         """A hook's fast path (fastpath.py): its Slurm variables, validated as the full path does; then
-        the prolog's spool entry written and the job sampled, or the epilog's stop recorded and the job
-        finalised. A refusal sends the hook down the full path."""
+        the prolog's spool entry written and the job started, or the epilog's stop recorded and the job
+        stopped, in the batch's tick. A refusal sends the hook down the full path."""
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             return {"ok": False, "error": "env must map names to strings"}
         try:
@@ -283,13 +331,11 @@ class Agent:
                 self._adopt(info.key)
                 if not self.spool.request_stop(info.key, time.time()):
                     return {"ok": True, "record": None}  # no sampler ever started for this job here
-                return self._handle({"op": "stop", "key": info.key})
+                return self._handle({"op": "stop", "key": info.key}, starting, stopping)
             self.spool.create_job(info, time.time())
         except (jobenv.JobEnvError, OSError) as exc:
             return {"ok": False, "error": str(exc)}
-        if info.key not in self.sampler.jobs:
-            self._start(info.key)
-        return {"ok": info.key in self.sampler.jobs, "key": info.key}
+        return self._handle({"op": "start", "key": info.key}, starting, stopping)
 
 
 def main(argv: list[str] | None = None) -> int:

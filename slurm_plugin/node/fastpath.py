@@ -1,17 +1,19 @@
 """The hooks' fast path: hand the job's Slurm environment to the node agent in one message.
 
-A hook that imports the spool, JSON and path machinery spends ~40 ms in imports alone, and the prolog
-must return within ~50 ms. This module is all a hook imports (`os`, `sys` and C modules): it finds the
-agent's socket and the spool through a pointer file that the full path (`hookconfig`) leaves beside
-its settings cache, and sends the variables `jobenv` reads. A running agent answers once it has done
-the hook's work: a prolog's spool entry written, an epilog's record. A prolog that finds no agent
-listening (a node's first job, or the first after the agent exited) leaves the same message in the
-spool's `incoming/` directory and starts an agent, which adopts it before it serves any request; an
-epilog that comes first adopts it itself (`Spool.adopt_incoming`), so no job is lost or sampled forever.
-Anything unusual (no pointer, a config file changed since, a refusal, no answer in time, an odd job
-id) returns False, and the hook takes the full path in `hooks`, which validates, logs, starts an agent
-or finalises the job itself. The socket and the spool are root's alone, so only a root hook can speak
-to the agent, which validates the variables as the full path does.
+A hook that imports the spool, JSON and path machinery spends ~40 ms in imports alone, and the
+prolog must return within ~50 ms. This module is all a hook imports (`os`, `sys` and C modules): it
+finds the agent's socket and the spool through a pointer file that the full path (`hookconfig`)
+leaves beside its settings cache, and sends the variables `jobenv` reads. A running agent answers
+once it has done the hook's work: a prolog's spool entry written, an epilog's stop recorded, each
+with the node's CPU reading taken; GPU readings and the epilog's record follow the answer
+(`agent.Agent._serve`). A prolog that finds no agent listening (a node's first job, or the first
+after the agent exited) leaves the same message in the spool's `incoming/` directory and starts an
+agent, which adopts it before it serves any request; an epilog that comes first adopts it itself
+(`Spool.adopt_incoming`), so no job is lost or sampled forever. Anything unusual (no pointer, a
+config file changed since, a refusal, no answer in time, an odd job id) returns False, and the hook
+takes the full path in `hooks`, which validates, logs, starts an agent or finalises the job itself.
+The socket and the spool are root's alone, so only a root hook can speak to the agent, which
+validates the variables as the full path does.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ RUNDIR_ENV = "JOBCARBON_RUNDIR"
 DEFAULT_RUNDIR = "/run/jobcarbon"
 INCOMING = "incoming"  # in the spool: prologs that found no agent (Spool.adopt_incoming)
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# An agent answers a prolog in milliseconds, an epilog once the record is written (a week-long job's
-# in well under a second); past this, the full path, which finds the work done or does it.
+# An agent answers a hook in milliseconds (an epilog's record is written after the answer); past this,
+# the full path, which finds the work done or does it.
 TIMEOUT_S = {"prolog": 2.0, "epilog": 10.0}
 OK = b'{"ok": true'
 # What `jobenv.from_env` reads (tests/node/test_fastpath.py holds them equal), and nothing a job controls.

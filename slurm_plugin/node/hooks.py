@@ -2,8 +2,9 @@
 
 A non-zero exit or a hang drains the node (slurm.conf.5, "PROLOG AND EPILOG SCRIPTS"), so this is
 an error boundary: every failure becomes one log line. The prolog only writes the job's spool entry
-and wakes the agent; the epilog asks the agent for the record and, if the agent is gone, builds the
-record from the journal itself and marks it partial.
+and wakes the agent; the epilog records the stop and asks the agent to end the job (the agent writes
+the record after answering) and, if the agent is gone, builds the record from the journal itself and
+marks it partial.
 """
 
 from __future__ import annotations

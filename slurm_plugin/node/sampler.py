@@ -3,12 +3,19 @@
 One `NodeSampler` serves all jobs on a node, so every job's share of an interval is computed from the
 same node readings (shares stay consistent and sum to at most the node). A tick happens on the regular
 interval and whenever a job starts or stops, so no interval ever straddles a job's start or end.
+
+A hook waits only for the node and cgroup part of its tick: the GPU readings of that tick, and a new
+job's GPUs (opening NVML can take a while), follow in `settle`, which the agent calls once it has
+answered. They are moved back to the tick's time by the power read with them (`_read_gpus`). GPU
+energy is counter-anchored (`gpu_energy`): a job's intervals wait in its tracker until the anchor
+after them has made their GPU parts final, then go to the journal.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,19 +25,39 @@ from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
 from slurm_plugin.node.counters import EnergyCounter
+from slurm_plugin.node.gpu_energy import GpuTrack
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.sensors import procstat
-from slurm_plugin.sensors.base import SensorUnavailable
+from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
-MAX_GPU_W = 3000.0
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class Tick:
+    """One tick's jobs and per-GPU parts, kept while some job's interval waits for a GPU anchor."""
+
+    time: float
+    jobs: list[JobInterval]
+    gpu_energy: dict[str, Share] = field(default_factory=dict)
+    shares: dict[str, dict[str, Share]] | None = None
+
+    def gpu_parts(self, job: JobInterval, final: Callable[[str], bool]) -> dict[str, Share]:
+        """The job's GPU parts; shared across jobs once every GPU of the tick is final."""
+        if self.shares is None and all(final(uuid) for uuid in self.gpu_energy):
+            self.shares = attribution.gpu_shares(self.jobs, self.gpu_energy)
+        if self.shares is not None:
+            return self.shares[job.key]
+        parents = {claim.parent_uuid for claim in job.gpus}
+        own = {uuid: part for uuid, part in self.gpu_energy.items() if uuid in parents}
+        return attribution.gpu_shares(self.jobs, own)[job.key]
 
 
 @dataclass
@@ -40,12 +67,15 @@ class JobTracker:
     info: JobInfo
     start_s: float
     journal: JournalWriter
+    first_sample: float
+    resumed: str | None = None
     claims: list[GpuClaim] = field(default_factory=list)
     cgroup: JobCgroup | None = None
     usage: JobUsage | None = None
     baseline_cpu_s: float | None = 0.0  # None: the next reading is a baseline (after a restart)
     noted: set[str] = field(default_factory=set)
     journaled_cpus: frozenset[int] = frozenset()
+    pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
 
     def note(self, text: str, now: float) -> None:
         """Journal a problem once per job, so it reaches the record without flooding the journal."""
@@ -69,7 +99,9 @@ class NodeSampler:
             EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
         ]
         self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
-        self._gpu_counters: dict[str, EnergyCounter] = {}
+        self._gpus: dict[str, GpuTrack] = {}
+        self._unsettled: list[JobTracker] = []  # added jobs whose GPUs and header wait for `settle`
+        self._deferred: tuple[Tick, set[str]] | None = None  # a hook's tick, its GPUs not read yet
         self._busy: float | None = None
         self._last_tick: float | None = None
         self._nvml: Any = None
@@ -100,29 +132,59 @@ class NodeSampler:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def add(self, info: JobInfo, start_s: float, journal_path: Path, resumed: str | None) -> float:
-        """Start sampling a job: a tick closes the other jobs' interval and is the job's baseline.
-
-        The job's GPUs are resolved first (opening NVML can take a while) and read in that same tick,
-        so the baseline of every counter is taken at the same moment.
-        """
-        gpus, problems = self._resolve_gpus(info)
-        claims = [
-            GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus
-        ]
-        now = self.tick(baseline_gpus={c.parent_uuid for c in claims})
+    def add(
+        self, info: JobInfo, start_s: float, journal_path: Path, resumed: str | None, now: float | None = None
+    ) -> float:
+        """Start sampling a job from the tick at `now` (a new, hook-style tick if None): that tick
+        closes the other jobs' interval and is the job's baseline. Its GPUs, header and GPU baseline
+        come in `settle`, so a prolog never waits for NVML."""
+        now = self.tick(defer_gpus=True) if now is None else now
         sampler = self.config.sampler
         journal = JournalWriter(journal_path, sampler.journal_fsync, sampler.journal_sync_interval_s)
-        tracker = JobTracker(info, start_s, journal, claims, baseline_cpu_s=None if resumed else 0.0)
-        if resumed:
-            journal.append({"type": "resume", "t": now, "reason": resumed})
+        tracker = JobTracker(info, start_s, journal, now, resumed, baseline_cpu_s=None if resumed else 0.0)
+        self.jobs[info.key] = tracker
+        self._unsettled.append(tracker)
+        return now
+
+    def remove(self, key: str) -> JobTracker | None:
+        """Stop sampling a job: what it still holds back goes to the journal (settled or not)."""
+        tracker = self.jobs.pop(key, None)
+        if tracker is not None:
+            self._flush(tracker, force=True)
+            tracker.journal.close()
+            for uuid in set(self._gpus) - self._tracked_gpus():
+                del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        return tracker
+
+    def settle(self) -> None:
+        """What the hooks did not wait for: new jobs' GPUs and headers, and the deferred tick's GPU
+        readings with the counter of every GPU whose job starts or stops (its anchor)."""
+        deferred, self._deferred = self._deferred, None
+        anchors = set() if deferred is None else deferred[1]
+        for tracker in self._unsettled:
+            anchors |= self._settle_job(tracker)
+        self._unsettled.clear()
+        if deferred is not None:
+            self._read_gpus(deferred[0], anchors)
+        for tracker in self.jobs.values():
+            self._flush(tracker)
+
+    def _settle_job(self, tracker: JobTracker) -> set[str]:
+        """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
+        gpus, problems = self._resolve_gpus(tracker.info)
+        tracker.claims = [
+            GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus
+        ]
+        now = tracker.first_sample
+        if tracker.resumed:
+            tracker.journal.append({"type": "resume", "t": now, "reason": tracker.resumed})
         else:
-            journal.append(
+            tracker.journal.append(
                 {
                     "type": "header",
                     "version": 1,
-                    "job": info.to_dict(),
-                    "start": start_s,
+                    "job": tracker.info.to_dict(),
+                    "start": tracker.start_s,
                     "first_sample": now,
                     "gpus": gpus,
                     "node_info": self.node_info(),
@@ -130,14 +192,7 @@ class NodeSampler:
             )
         for problem in problems:
             tracker.note(problem, now)
-        self.jobs[info.key] = tracker
-        return now
-
-    def remove(self, key: str) -> JobTracker | None:
-        tracker = self.jobs.pop(key, None)
-        if tracker is not None:
-            tracker.journal.close()
-        return tracker
+        return {claim.parent_uuid for claim in tracker.claims}
 
     def _resolve_gpus(self, info: JobInfo) -> tuple[list[dict[str, Any]], list[str]]:
         if not info.job_gpus and not info.cuda_visible_devices:
@@ -172,18 +227,33 @@ class NodeSampler:
 
     # -- ticks --------------------------------------------------------------------------------
 
-    def tick(self, now: float | None = None, baseline_gpus: set[str] | frozenset[str] = frozenset()) -> float:
-        """Read all counters, close the current interval for every job and journal it."""
+    def tick(
+        self, now: float | None = None, defer_gpus: bool = False, anchor_for: Collection[str] = ()
+    ) -> float:
+        """Read all counters, close the current interval for every job and queue it for the journal.
+
+        `defer_gpus` (a hook's tick) leaves the GPU readings to `settle`; the GPUs of the jobs in
+        `anchor_for` (stopping) get their energy counter read, so their totals end exact.
+        """
+        self.settle()
         now = time.time() if now is None else now
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
-        gpu_energy = self._read_gpus(now, self._tracked_gpus() | baseline_gpus, previous)
-        jobs = [self._job_interval(tracker, now) for tracker in self.jobs.values()]
-        if node is None or previous is None:
-            return now
-        shares = attribution.attribute(node, jobs, gpu_energy)
-        for job in jobs:
-            self._journal_interval(self.jobs[job.key], previous, now, job, shares[job.key])
+        tick = Tick(now, [self._job_interval(tracker, now) for tracker in self.jobs.values()])
+        ending = [self.jobs[key] for key in anchor_for if key in self.jobs]
+        stopping = {claim.parent_uuid for tracker in ending for claim in tracker.claims}
+        if defer_gpus:
+            self._deferred = (tick, stopping)
+        else:
+            self._read_gpus(tick, stopping)
+        if node is not None and previous is not None:
+            shares = attribution.attribute(node, tick.jobs, {})  # GPU parts when final (`_flush`)
+            for job in tick.jobs:
+                entry = self._interval_entry(self.jobs[job.key], previous, now, job, shares[job.key])
+                self.jobs[job.key].pending.append((tick, job, entry))
+        if not defer_gpus:
+            for tracker in self.jobs.values():
+                self._flush(tracker)
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
@@ -234,28 +304,56 @@ class NodeSampler:
     def _tracked_gpus(self) -> set[str]:
         return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
 
-    def _read_gpus(self, now: float, parents: set[str], previous: float | None = None) -> dict[str, Share]:
-        """Energy of `parents` since their last reading; the first reading is a baseline."""
+    def _read_gpus(self, tick: Tick, anchors: set[str]) -> None:
+        """Power of every tracked GPU, the counter where an anchor is due or asked for (`anchors`).
+
+        A counter read after the tick's time (a hook's deferred tick, or just the node's reads first)
+        is moved back to it by the power read with it: the error is at most the power's change times
+        the delay, a few ms (docs/attribution.md).
+        """
+        parents = self._tracked_gpus()
         if not parents or self._nvml is None:
-            return {}
-        energy: dict[str, Share] = {}
-        for uuid, reading in self._nvml.read(parents).items():
-            counter = self._gpu_counters.get(uuid)
-            if counter is None:
-                counter = self._gpu_counters[uuid] = EnergyCounter(1e-3, None, MAX_GPU_W)
-            power_w = reading.power_mw / 1000 if reading.power_mw is not None else None
-            resets = counter.resets
-            delta = counter.update(now, reading.energy_mj, power_w)
-            if delta is not None:
-                energy[uuid] = delta  # a counter's delta is already a Share
-            elif counter.resets > resets and previous is not None:
-                bridged = self._nvml.power_mw(uuid)  # counter reset (driver reload): integrate power
-                if bridged is not None:
-                    energy[uuid] = Share(bridged / 1000 * (now - previous), Method.INTEGRATED)
-                self._note_gpu(
-                    uuid, f"GPU {uuid}: energy counter reset; one interval integrated from power", now
-                )
-        return energy
+            return
+        every_s = self.config.nvml.counter_interval_s
+        for uuid in parents:
+            track = self._gpus.get(uuid)
+            if track is None:
+                track = self._gpus[uuid] = GpuTrack()
+            power_mw = self._nvml.power_mw(uuid)
+            energy_mj = None
+            if uuid in anchors or track.due(tick.time, every_s):
+                energy_mj = self._counter_mj(uuid, track, tick.time)
+                if energy_mj is not None and power_mw is not None:
+                    energy_mj -= power_mw * max(time.time() - tick.time, 0.0)  # mW x s = mJ
+            step = track.step(tick.time, power_mw / 1000 if power_mw is not None else None, energy_mj)
+            if step.part is not None:
+                tick.gpu_energy[uuid] = step.part
+            if step.reset:
+                text = f"GPU {uuid}: energy counter reset; its energy since the previous counter reading "
+                self._note_gpu(uuid, text + "integrated from power", tick.time)
+
+    def _counter_mj(self, uuid: str, track: GpuTrack, now: float) -> float | None:
+        """The GPU's energy counter, or None (failed: the segment runs on to the next anchor)."""
+        reading = self._nvml.read([uuid])[uuid]
+        if reading.status is Status.NOT_SUPPORTED:
+            track.drop_counter(now)  # pre-Volta: integrate power from now on
+        return reading.energy_mj
+
+    def _final(self, uuid: str, time_s: float) -> bool:
+        track = self._gpus.get(uuid)
+        return track is None or (track.anchored_until is not None and track.anchored_until >= time_s)
+
+    def _flush(self, tracker: JobTracker, force: bool = False) -> None:
+        """Journal the tracker's intervals whose GPU parts are final (all of them when `force`)."""
+        pending = tracker.pending
+        while pending:
+            tick, job, entry = pending[0]
+            if not force and not all(self._final(claim.parent_uuid, tick.time) for claim in job.gpus):
+                return
+            parts = tick.gpu_parts(job, lambda uuid, t=tick.time: self._final(uuid, t))
+            entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
+            tracker.journal.append(entry)
+            pending.popleft()
 
     def _note_gpu(self, uuid: str, text: str, now: float) -> None:
         for tracker in self.jobs.values():
@@ -286,9 +384,10 @@ class NodeSampler:
         memory = usage.memory_bytes if usage and tracker.cgroup is not None else 0
         return JobInterval(info.key, cpu_s, cpus, memory, tracker.claims)
 
-    def _journal_interval(
+    def _interval_entry(
         self, tracker: JobTracker, t0: float, t1: float, job: JobInterval, energy: attribution.JobEnergy
-    ) -> None:
+    ) -> dict[str, Any]:
+        """The journal line of one interval; its "gpu" is filled when its GPU parts are final."""
         if tracker.usage is None:
             tracker.note("job cgroup not found yet: CPU share is by allocated cores only", t1)
         entry = {
@@ -300,12 +399,12 @@ class NodeSampler:
             "mem_b": job.memory_bytes,
             "cpu": _part(energy.cpu),
             "dram": _part(energy.dram),
-            "gpu": {uuid: _part(part) for uuid, part in energy.gpus.items()},
+            "gpu": None,
         }
         if tracker.usage is not None and tracker.usage.cpus != tracker.journaled_cpus:
             tracker.journaled_cpus = tracker.usage.cpus
             entry["cpuset"] = sorted(tracker.usage.cpus)
-        tracker.journal.append(entry)
+        return entry
 
 
 def _part(part: Share | None) -> list[Any] | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,7 +123,8 @@ def test_gpu_job_energy_follows_programmed_power_across_a_counter_reset(tmp_path
     library = build(tmp_path / "nvml")
     gpu = FakeGpu("GPU-00000000-0000-4000-8000-0000000000aa", minor=0, pci_bus_id="00000000:17:00.0")
     write_config(library.parent / CONFIG_NAME, [replace(gpu, power_mw=250_000)])
-    node = SimNode(tmp_path / "node", interval_s=0.1, extra_config=f"nvml:\n  library: {library}\n")
+    nvml = f"nvml:\n  library: {library}\n  counter_interval_s: 0.3\n"
+    node = SimNode(tmp_path / "node", interval_s=0.1, extra_config=nvml)
     try:
         node.hook("prolog", 60, SLURM_JOB_GPUS="0")
         wait_for(lambda: node.intervals(60) >= 3, what="GPU samples")
@@ -177,3 +181,168 @@ def test_a_job_from_before_a_reboot_is_closed_as_partial(node: SimNode) -> None:
     assert "the node rebooted during the job" in record["partial_reasons"]
     assert record["coverage"]["samples"] >= 2
     node.hook("epilog", 81)
+
+
+def _gpu_node(tmp_path: Path, gpus: int, nvml_settings: str = "", **standin: Any) -> tuple[SimNode, Path]:
+    """A simulated node whose agent loads the NVML stand-in with `gpus` GPUs; returns it and the
+    stand-in's config path."""
+    from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
+
+    library = build(tmp_path / "nvml")
+    devices = [
+        FakeGpu(f"GPU-{i:08x}-0000-4000-8000-{i:012x}", minor=i, pci_bus_id=f"00000000:{0x18 + i:02X}:00.0")
+        for i in range(gpus)
+    ]
+    write_config(library.parent / CONFIG_NAME, devices, **standin)
+    nvml = f"nvml:\n  library: {library}\n{nvml_settings}"
+    return SimNode(tmp_path / "node", interval_s=0.1, extra_config=nvml), library.parent / CONFIG_NAME
+
+
+def test_hooks_answer_before_the_agent_reads_any_gpu_energy_counter(tmp_path: Path) -> None:
+    from testbed.nvml_standin import ENERGY_CALL, call_counts
+
+    calls = tmp_path / "calls"  # each counter read burns 0.4 s: a hook that waited would see it counted
+    node, _ = _gpu_node(tmp_path, 2, costs={ENERGY_CALL: 400_000}, calls_file=calls)
+    try:
+        node.hook("prolog", 70)  # a CPU job keeps the agent running, as on a busy node
+        wait_for(lambda: node.journal(70), what="the agent")
+        node.hook("prolog", 71, SLURM_JOB_GPUS="0,1")
+        assert call_counts(calls).get(ENERGY_CALL, 0) == 0
+        wait_for(lambda: call_counts(calls).get(ENERGY_CALL) == 2, what="the start anchors")
+        header = node.journal(71)[0]
+        node.hook("epilog", 71, SLURM_JOB_GPUS="0,1")
+        assert call_counts(calls)[ENERGY_CALL] == 2
+        record = node.record(71)
+        node.hook("epilog", 70)
+    finally:
+        node.stop_agent()
+    assert call_counts(calls)[ENERGY_CALL] == 4  # the end anchors, after the epilog had its answer
+    assert record is not None
+    assert [gpu["uuid"] for gpu in header["gpus"]] == [gpu["uuid"] for gpu in record["gpus"]]
+    assert record["energy"]["gpu"]["method"] == "measured"
+    rows = record["timeline"]["rows"]
+    assert record["energy"]["gpu"]["joules"] == pytest.approx(2 * 100 * (rows[-1][1] - rows[0][0]), rel=0.02)
+
+
+class BurstyGpu(threading.Thread):
+    """Programs the stand-in's GPU 0 with 650 W bursts over a 90 W floor, keeping its counter continuous,
+    and remembers every change so the test knows the counter at any moment."""
+
+    def __init__(self, config: Path, gpu: Any, start_s: float):
+        super().__init__(daemon=True)
+        self.config, self.gpu = config, gpu
+        self.changes = [(start_s, 0, gpu.power_mw)]  # (time, counter then in mJ, power from then in mW)
+        self.halt = threading.Event()
+
+    def counter_mj(self, t: float) -> float:
+        since, offset, power = next(change for change in reversed(self.changes) if change[0] <= t)
+        return offset + power * (t - since)
+
+    def set_power(self, power_mw: int) -> None:
+        from dataclasses import replace
+
+        from testbed.nvml_standin import write_config
+
+        now = time.time()
+        offset = int(self.counter_mj(now))
+        programmed = replace(self.gpu, power_mw=power_mw, energy_offset_mj=offset)
+        write_config(self.config, [programmed], epoch_s=now)
+        self.changes.append((now, offset, power_mw))
+
+    def run(self) -> None:
+        high = False
+        while not self.halt.wait(0.13):
+            high = not high
+            self.set_power(650_000 if high else 90_000)
+        self.set_power(200_000)
+
+
+def test_anchored_gpu_energy_equals_the_counter_delta_under_a_bursty_load(tmp_path: Path) -> None:
+    from testbed.nvml_standin import FakeGpu, write_config
+
+    node, config = _gpu_node(tmp_path, 1, "  counter_interval_s: 0.5\n")
+    gpu = FakeGpu("GPU-00000000-0000-4000-8000-000000000000", 0, "00000000:18:00.0", power_mw=200_000)
+    load = BurstyGpu(config, gpu, write_config(config, [gpu]))
+    try:
+        node.hook("prolog", 72, SLURM_JOB_GPUS="0")
+        header = wait_for(lambda: node.journal(72), what="journal header")[0]
+        time.sleep(0.3)  # the edges are steady: a hook's GPU reading is moved back by the power then
+        load.start()
+        wait_for(lambda: node.intervals(72) >= 25, what="samples through the bursts")
+        load.halt.set()
+        load.join()
+        time.sleep(0.3)
+        node.hook("epilog", 72, SLURM_JOB_GPUS="0")
+        record = node.record(72)
+    finally:
+        node.stop_agent()
+    assert record is not None
+    rows = record["timeline"]["rows"]
+    first, last = header["start"] + rows[0][0], header["start"] + rows[-1][1]
+    truth_j = (load.counter_mj(last) - load.counter_mj(first)) / 1000
+    gpu_energy = record["energy"]["gpu"]
+    assert gpu_energy["joules"] == pytest.approx(truth_j, rel=0.005)
+    assert gpu_energy["method"] == "measured"
+    assert len(load.changes) > 10  # bursts, not a steady load
+
+
+def test_stops_that_arrive_together_make_one_tick(tmp_path: Path) -> None:
+    import socket
+
+    from slurm_plugin import config as config_module
+    from slurm_plugin.node.agent import Agent
+
+    node = SimNode(tmp_path, interval_s=60)
+    agent = Agent(config_module.load(node.config), lambda level, text: None)
+    agent._listen()
+
+    def send_all(op: str, job_ids: range) -> list[dict[str, Any]]:
+        """Queue one hook message per job on the agent's socket, serve them in one round, read replies."""
+        clients = []
+        for job_id in job_ids:
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(node.spool / "agent.sock"))
+            env = {k: v for k, v in node.env(job_id).items() if k.startswith("SLURM")}
+            client.sendall(json.dumps({"op": op, "env": env}).encode() + b"\n")
+            clients.append(client)
+        agent._serve()
+        replies = []
+        for client in clients:
+            with client:
+                replies.append(json.loads(client.makefile().readline()))
+        return replies
+
+    ticks: list[float] = []
+    real_tick = agent.sampler.tick
+    agent.sampler.tick = lambda *a, **k: ticks.append(real_tick(*a, **k)) or ticks[-1]  # type: ignore[method-assign]
+    try:
+        assert all(reply["ok"] for reply in send_all("prolog", range(100, 132)))
+        assert len(ticks) == 1  # the starts share one tick too
+        assert sorted(agent.sampler.jobs) == sorted(f"{i}.0" for i in range(100, 132))
+        assert all(reply["ok"] for reply in send_all("epilog", range(100, 132)))
+        assert len(ticks) == 2
+        assert not agent.sampler.jobs
+        assert len(list(node.outbox.glob("*.json"))) == 32
+    finally:
+        agent._close()
+
+
+def test_a_gpu_without_an_energy_counter_integrates_power(tmp_path: Path) -> None:
+    from testbed.nvml_standin import ENERGY_CALL, FakeGpu, call_counts, write_config
+
+    calls = tmp_path / "calls"
+    node, config = _gpu_node(tmp_path, 1, "  counter_interval_s: 0.2\n")
+    old = FakeGpu("GPU-00000000-0000-4000-8000-000000000000", 0, "00000000:18:00.0", energy_supported=False)
+    write_config(config, [old], calls_file=calls)
+    try:
+        node.hook("prolog", 73, SLURM_JOB_GPUS="0")
+        wait_for(lambda: node.intervals(73) >= 10, what="samples")
+        node.hook("epilog", 73, SLURM_JOB_GPUS="0")
+        record = node.record(73)
+    finally:
+        node.stop_agent()
+    assert record is not None
+    rows = record["timeline"]["rows"]
+    assert record["energy"]["gpu"]["method"] == "integrated"
+    assert record["energy"]["gpu"]["joules"] == pytest.approx(100 * (rows[-1][1] - rows[0][0]), rel=0.01)
+    assert call_counts(calls)[ENERGY_CALL] == 1  # NotSupported is a capability: asked once

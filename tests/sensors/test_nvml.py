@@ -20,7 +20,17 @@ import pytest
 from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.nvml import NO_LIBRARY, NvmlSensor
-from testbed.nvml_standin import CONFIG_ENV, CONFIG_NAME, GPU_IS_LOST, FakeGpu, FakeMig, write_config
+from testbed.nvml_standin import (
+    CONFIG_ENV,
+    CONFIG_NAME,
+    ENERGY_CALL,
+    GPU_IS_LOST,
+    POWER_CALL,
+    FakeGpu,
+    FakeMig,
+    call_counts,
+    write_config,
+)
 
 if TYPE_CHECKING:
     from tests.sensors.conftest import NvmlStandIn
@@ -284,3 +294,24 @@ def test_importing_the_sensor_does_not_import_pynvml() -> None:
     code = "import sys, slurm_plugin.sensors.nvml; sys.exit('pynvml' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_stand_in_charges_the_configured_cpu_per_call_and_counts_calls(
+    nvml_standin_env: NvmlStandIn, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    costs = {ENERGY_CALL: 2000, POWER_CALL: 0}
+    write_config(nvml_standin_env.config, NODE, costs=costs, calls_file=calls)
+    sensor = NvmlSensor.open(nvml_standin_env.settings())
+    try:
+        before, cpu0 = call_counts(calls), time.thread_time()
+        for _ in range(5):
+            sensor.read([A])
+        cpu_s = time.thread_time() - cpu0
+        assert sensor.power_mw(A) == 300_000
+        after = call_counts(calls)
+    finally:
+        sensor.close()
+    assert after[ENERGY_CALL] - before.get(ENERGY_CALL, 0) == 5
+    assert after[POWER_CALL] - before.get(POWER_CALL, 0) == 1
+    assert cpu_s >= 5 * 2000e-6  # a busy wait on the thread's CPU clock: never less than configured
