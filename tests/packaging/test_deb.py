@@ -183,6 +183,11 @@ def test_install_creates_group_directories_and_a_private_database(installed: Chr
     assert "Permission denied" in denied.stderr
     assert os.readlink(root / "etc/slurm/prolog.d/50-jobcarbon") == "/usr/lib/jobcarbon/jobcarbon-prolog"
     assert installed.run("jobcarbon", "--help").returncode == 0
+    # Only the delivery timer is enabled; the agent, query service and head-node timers are not.
+    wants = root / "etc/systemd/system"
+    assert (wants / "timers.target.wants/jobcarbon-deliver.timer").is_symlink()
+    assert not list(wants.glob("*/jobcarbon-agent.service"))
+    assert not list(wants.glob("*/jobcarbon-serve.service"))
     conffiles = installed.run("dpkg-query", "-W", "-f=${Conffiles}", "jobcarbon").stdout
     assert "/etc/jobcarbon/config.yaml" in conffiles
 
