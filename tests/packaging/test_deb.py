@@ -2,9 +2,9 @@
 database the package created, an upgrade while the agent samples that job, removal and purge.
 
 Needs root, a built package ($JOBCARBON_DEB, from packaging/build-deb) and a tarball of a minimal
-Debian 12 root ($JOBCARBON_DEB_ROOTFS, from mmdebstrap with python3 and adduser); .ci/run makes both and
-sets JOBCARBON_REQUIRE_DEB=1, under which a missing one fails instead of skipping. The job runs against
-simulated RAPL and cgroup trees inside the chroot; /proc is the chroot's own proc mount.
+Debian 12 root ($JOBCARBON_DEB_ROOTFS, from mmdebstrap with python3, adduser and logrotate); .ci/run
+makes both and sets JOBCARBON_REQUIRE_DEB=1, under which a missing one fails instead of skipping. The
+job runs against simulated RAPL and cgroup trees inside the chroot; /proc is the chroot's own mount.
 """
 
 from __future__ import annotations
@@ -190,6 +190,9 @@ def test_install_creates_group_directories_and_a_private_database(installed: Chr
     assert not list(wants.glob("*/jobcarbon-serve.service"))
     conffiles = installed.run("dpkg-query", "-W", "-f=${Conffiles}", "jobcarbon").stdout
     assert "/etc/jobcarbon/config.yaml" in conffiles
+    rotate = installed.run("logrotate", "--debug", "/etc/logrotate.d/jobcarbon")
+    assert rotate.returncode == 0, rotate.stderr[-2000:]
+    assert "error" not in rotate.stderr.lower()
 
 
 def test_hook_without_its_interpreter_logs_a_line(installed: Chroot) -> None:
