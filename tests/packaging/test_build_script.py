@@ -31,3 +31,9 @@ def test_bad_revision_is_refused(tmp_path: Path) -> None:
     result = run("--wheels", str(tmp_path), "--revision", "1;rm")
     assert result.returncode == 1
     assert "bad revision" in result.stderr
+
+
+def test_bad_extras_are_refused(tmp_path: Path) -> None:
+    result = run("--wheels", str(tmp_path), "--extras", "report]; rm -rf /")
+    assert result.returncode == 1
+    assert "bad extras" in result.stderr
