@@ -66,6 +66,7 @@ class SimNode:
             "JOBCARBON_CONFIG": str(self.config),
             "JOBCARBON_PYTHONPATH": str(REPO),
             "JOBCARBON_RUNDIR": str(self.root / "run"),
+            "JOBCARBON_HOOK_LOG": str(self.root / "hooks.log"),  # never the host's /var/log/jobcarbon
             **extra,
         }
 

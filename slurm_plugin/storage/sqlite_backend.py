@@ -8,7 +8,10 @@ is installed) would cost more start-up time than a record takes to store.
 from __future__ import annotations
 
 import contextlib
+import grp
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -52,6 +55,8 @@ class SqliteBackend:
         path = dialect.sqlite_path(url)
         if not create and not Path(path).exists():
             raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)")
+        if create:
+            private_file(path)
         with driver_errors():
             conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
             try:
@@ -121,6 +126,48 @@ class SqliteBackend:
 
     def close(self) -> None:
         self.conn.close()
+
+
+DATABASE_GROUP = "jobcarbon"  # the query service's group (packaging/); users are not in it
+
+
+def private_file(path: str) -> None:
+    """Create a missing database file 0640 root:jobcarbon where that group exists, else 0600 (SQLite
+    gives its -wal and -shm files the database's mode and owner). An existing database that all users
+    may read gets one line on stderr and is left as it is: a site with `visibility.mode: all` may
+    want that, and `chmod o-rwx` is the admin's to run."""
+    try:
+        group = grp.getgrnam(DATABASE_GROUP).gr_gid
+    except KeyError:
+        group = None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        _warn_if_open(path)
+        return
+    except OSError:
+        return  # a missing directory, say: SQLite's connect reports it
+    try:
+        if group is not None:
+            with contextlib.suppress(OSError):  # not root and not in the group: stays 0600
+                os.fchown(fd, -1, group)
+                os.fchmod(fd, 0o640)
+    finally:
+        os.close(fd)
+
+
+def _warn_if_open(path: str) -> None:
+    open_to_all = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            if os.lstat(name).st_mode & 0o007:
+                open_to_all.append(name)
+    if open_to_all:
+        print(
+            f"jobcarbon: warning: {' '.join(open_to_all)} readable by all users (with visibility.mode: own "
+            f"they must not be: chmod o-rwx them)",
+            file=sys.stderr,
+        )
 
 
 def _prepare(conn: sqlite3.Connection) -> sqlite3.Connection:
