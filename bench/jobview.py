@@ -27,7 +27,7 @@ from bench.stats import summary_ms
 from slurm_plugin.accounting import join
 from slurm_plugin.accounting.footprint import Footprint
 from slurm_plugin.config import Accounting
-from slurm_plugin.storage import Store, packed_timeline, schema
+from slurm_plugin.storage import Store, migrations, packed_timeline
 from tests.jobdb import DAY, HOUR, Job, day_series, gpu
 
 GENERATOR = 2  # bump when the synthetic data changes
@@ -140,7 +140,7 @@ def _timed_jobs() -> list[Job]:
 
 def cached_database(jobs: int, rebuild: bool) -> Path:
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"jobview-{jobs}-g{GENERATOR}-s{schema.latest()}.db"
+    path = CACHE / f"jobview-{jobs}-g{GENERATOR}-s{migrations.latest()}.db"
     if rebuild or not path.exists():
         for stale in CACHE.glob(f"{path.name}*"):
             stale.unlink()

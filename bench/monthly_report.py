@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from slurm_plugin.storage import Store, StoreError, dialect, schema, transfer
+from slurm_plugin.storage import Store, StoreError, dialect, migrations, transfer
 from testbed import postgres
 
 TARGET_S = 5.0
@@ -126,7 +126,7 @@ def build(path: Path, jobs: int, accounts: int) -> None:
 
 def cached(jobs: int, accounts: int) -> Path:
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"v{schema.latest()}-{jobs}-{accounts}.db"
+    path = CACHE / f"v{migrations.latest()}-{jobs}-{accounts}.db"
     if not path.exists():
         began = time.monotonic()
         partial = path.with_suffix(".partial")
@@ -141,7 +141,7 @@ def postgres_copy(path: Path, jobs: int, accounts: int) -> tuple[str, str]:
     """The cached SQLite database copied into a schema of the test server (once); its URL and password
     file."""
     server = postgres.ensure_server()
-    name = f"bench_monthly_v{schema.latest()}_{jobs}_{accounts}"
+    name = f"bench_monthly_v{migrations.latest()}_{jobs}_{accounts}"
     url = postgres.schema_url(server, name)
     password_file = str(server.password_file)
     if not _complete(url, password_file, jobs):

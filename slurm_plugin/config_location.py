@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slurm_plugin.defaults import CONFIG_ENV as ENV_VAR
+from slurm_plugin.defaults import DEFAULT_CONFIG
 from slurm_plugin.errors import JobcarbonError
-from slurm_plugin.node.fastpath import CONFIG_ENV as ENV_VAR
-from slurm_plugin.node.fastpath import DEFAULT_CONFIG
 
 DEFAULT_PATH = Path(DEFAULT_CONFIG)
 

@@ -7,8 +7,10 @@ else is refused rather than repaired, since it means someone tampered with it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -85,3 +87,18 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def lock_file(path: Path, wait_s: float) -> int | None:
+    """flock(LOCK_EX) on `path`, retrying for up to `wait_s`; the fd is the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)

@@ -13,7 +13,7 @@ import os
 from slurm_plugin import config as config_module
 from slurm_plugin import outbox
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node.spool import Spool, lock_file
+from slurm_plugin.safefile import lock_file
 
 DELIVER_TIMEOUT_S = 2.0  # a node's wait for a busy database; the next delivery or ingest catches up
 ROUNDS = 5  # records finalised while we ran are picked up by another pass, not left for the timer
@@ -67,8 +67,7 @@ def main() -> int:
     log = EventLog("delivery", config.paths.log_file)
     if not config.database.deliver_from_nodes:
         return 0
-    spool = Spool(config.paths.spool)
-    lock = lock_file(spool.root / "delivery.lock", 0.0)
+    lock = lock_file(config.paths.spool / "delivery.lock", 0.0)
     if lock is None:
         return 0  # another deliverer is running and will see our records on its next pass
     try:

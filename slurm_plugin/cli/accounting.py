@@ -37,10 +37,10 @@ def _store(settings: Config, create: bool = False) -> Iterator:
 
 
 def db_upgrade(args: argparse.Namespace, settings: Config) -> int:
-    from slurm_plugin.storage import schema
+    from slurm_plugin.storage import migrations
 
     with _store(settings, create=True) as store:
-        version = schema.upgrade(store.db)
+        version = migrations.upgrade(store.db)
     print(f"database {settings.database.url}: schema version {version}")
     return 0
 

@@ -47,7 +47,7 @@ def _report_checks(fmt: str, checks: list[Check]) -> int:
 
 def agent(args: argparse.Namespace, settings: Config) -> int:
     """Become the node agent, told its configuration file explicitly (it is a process of its own)."""
-    from slurm_plugin.node.fastpath import CONFIG_ENV
+    from slurm_plugin.defaults import CONFIG_ENV
 
     env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
     if settings.source is not None:

@@ -25,8 +25,8 @@ from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize, lock_file
-from slurm_plugin.safefile import ensure_dir
+from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
+from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0

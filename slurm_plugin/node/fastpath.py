@@ -25,10 +25,8 @@ import time
 from _collections_abc import Mapping  # loaded at start-up already; collections.abc is not
 from _json import encode_basestring_ascii as _quote
 
-CONFIG_ENV = "JOBCARBON_CONFIG"
-DEFAULT_CONFIG = "/etc/jobcarbon/config.yaml"
-RUNDIR_ENV = "JOBCARBON_RUNDIR"
-DEFAULT_RUNDIR = "/run/jobcarbon"
+from slurm_plugin.defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_RUNDIR, RUNDIR_ENV
+
 INCOMING = "incoming"  # in the spool: prologs that found no agent (Spool.adopt_incoming)
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # An agent answers a hook in milliseconds (an epilog's record is written after the answer); past this,

@@ -13,7 +13,6 @@ into the job's directory under `incoming.lock`, so exactly one of them does.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from slurm_plugin.node.fastpath import INCOMING, boot_id
 from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
-from slurm_plugin.safefile import atomic_write, ensure_dir, read_nofollow
+from slurm_plugin.safefile import atomic_write, ensure_dir, lock_file, read_nofollow
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
 INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
@@ -145,21 +144,6 @@ class Spool:
         import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
 
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
-
-
-def lock_file(path: Path, wait_s: float) -> int | None:
-    """flock(LOCK_EX) on `path`, retrying for up to `wait_s`; the fd is the lock."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.05)
 
 
 def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:

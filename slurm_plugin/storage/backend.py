@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from slurm_plugin.storage import dialect
+from slurm_plugin.storage.dialect import Params
 from slurm_plugin.storage.errors import StoreError
-
-Params = dict[str, Any] | Sequence[Any]
 
 
 class Backend(Protocol):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
 
@@ -22,6 +24,8 @@ URL_HELP = "sqlite:////absolute/path.db or postgresql://user@host[:port]/databas
 # String literals and `::` casts pass unchanged; `?` and `:name` are placeholders.
 _TOKENS = re.compile(r"'[^']*'|::|%|\?|(?<![\w:]):([A-Za-z_]\w*)")
 _ROWID_KEY = re.compile(r"\bid INTEGER PRIMARY KEY\b")
+
+Params = dict[str, Any] | Sequence[Any]  # a statement's values, by `:name` or by position
 
 
 class UrlError(JobcarbonError):

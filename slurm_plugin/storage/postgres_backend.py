@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.numeric import FloatLoader
 
 from slurm_plugin.storage import dialect
-from slurm_plugin.storage.backend import Params
+from slurm_plugin.storage.dialect import Params
 from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreError, StoreUnavailable
 
 MIN_CONNECT_TIMEOUT_S = 2  # libpq's floor

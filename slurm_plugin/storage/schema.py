@@ -1,4 +1,4 @@
-"""All of jobcarbon's SQL: the tables as numbered migrations, and the statements the store runs.
+"""All of jobcarbon's SQL: the tables (migrations.py numbers them) and the statements the store runs.
 
 Times are UTC epoch seconds in DOUBLE PRECISION columns named `*_s`: they sort and compare as numbers,
 match the bounds in packed timelines, and mean the same in SQLite and PostgreSQL. The text keeps to what
@@ -7,33 +7,6 @@ SQLite's placeholders and types for PostgreSQL. Each backend begins its own tran
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from slurm_plugin.storage import packed_timeline
-from slurm_plugin.storage.backend import Backend
-
-
-@dataclass(frozen=True)
-class OnlyOn:
-    """A step for one backend only (PostgreSQL's functions and index names)."""
-
-    backend: str
-    step: str | Callable[[Backend], None]
-
-
-# A migration step: SQL text, or a function for what SQL cannot do (repacking data).
-Step = str | Callable[[Backend], None] | OnlyOn
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    statements: tuple[Step, ...]
-
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -110,24 +83,6 @@ CREATE TABLE timeline (
     intervals INTEGER NOT NULL CHECK (intervals >= 0),
     columns_f64 BLOB NOT NULL
 )"""
-
-
-def _pack_timeline_rows(db: Backend) -> None:
-    """Version 3: every part's rows in version 1's per-interval table become its packed timeline."""
-    parts = [row[0] for row in db.execute("SELECT DISTINCT part_id FROM timeline_rows")]
-    for part_id in parts:
-        rows = db.execute(
-            "SELECT t0_s, t1_s, cpu_j, dram_j, gpu_j FROM timeline_rows WHERE part_id = ? ORDER BY t0_s, id",
-            [part_id],
-        ).fetchall()
-        params = {"part_id": part_id, "intervals": len(rows), "columns_f64": packed_timeline.encode(rows)}
-        db.execute(INSERT_TIMELINE, params)
-
-
-def _create_writer_functions(db: Backend) -> None:
-    from slurm_plugin.storage import writer_functions  # it builds on this module's statements
-
-    writer_functions.create(db)
 
 
 INTENSITY = """
@@ -208,97 +163,6 @@ CREATE TABLE footprint_months (
     sources_json TEXT NOT NULL,
     PRIMARY KEY (footprint_id, month)
 )"""
-
-MIGRATIONS: list[Migration] = [
-    Migration(
-        1,
-        "jobs, job parts, timelines, intensity, footprints",
-        (
-            JOBS,
-            JOB_PARTS,
-            TIMELINE,
-            "CREATE INDEX timeline_part ON timeline (part_id, t0_s)",
-            "CREATE INDEX job_parts_end ON job_parts (end_s)",
-            INTENSITY,
-            "CREATE INDEX intensity_zone_start ON intensity (zone, start_s, end_s)",
-            FOOTPRINTS,
-            "CREATE UNIQUE INDEX footprints_current ON footprints (part_id) WHERE is_current = 1",
-        ),
-    ),
-    # `jobcarbon <jobid>` and `jobcarbon jobs` on a million jobs: a job by its number, and the recent
-    # jobs of a user, of an account or of everyone (slurm_plugin/storage/readonly.py).
-    Migration(
-        2,
-        "indexes for job queries",
-        (
-            "CREATE INDEX jobs_job_id ON jobs (job_id)",
-            "CREATE INDEX jobs_uid_end ON jobs (uid, end_s)",
-            "CREATE INDEX jobs_user_end ON jobs (user_name, end_s)",
-            "CREATE INDEX jobs_account_end ON jobs (account, end_s)",
-            "CREATE INDEX jobs_end ON jobs (end_s)",
-        ),
-    ),
-    Migration(
-        3,
-        "timelines packed, one row per part",
-        (
-            "ALTER TABLE timeline RENAME TO timeline_rows",
-            OnlyOn("postgresql", "ALTER INDEX timeline_pkey RENAME TO timeline_rows_pkey"),
-            TIMELINE_PACKED,
-            _pack_timeline_rows,
-            "DROP TABLE timeline_rows",
-        ),
-    ),
-    # `jobcarbon <jobid>` on a running job: the latest snapshot of each node's part, replaced until the
-    # finished record arrives (and then deleted with it).
-    Migration(
-        4,
-        "running job snapshots",
-        (RUNNING_PARTS, "CREATE INDEX running_parts_job ON running_parts (job_id)"),
-    ),
-    # Monthly reports (slurm_plugin/reports/monthly.py). Existing footprints get their months from
-    # `jobcarbon recompute`, which fills them without adding a footprint version when nothing else changed.
-    Migration(
-        5,
-        "footprint figures per month",
-        (FOOTPRINT_MONTHS, "CREATE INDEX footprint_months_month ON footprint_months (month)"),
-    ),
-    # PostgreSQL only: nodes deliver as a writer role that may run these functions and nothing else on
-    # job tables (docs/postgresql.md); blobs are stored as they come, as SQLite stores them (the record is
-    # zlib already, and compressing float64 columns again cost the server more CPU than the rest of a
-    # delivery). SQLite has no roles; its version number moves on all the same.
-    Migration(
-        6,
-        "functions for the writer role; blobs uncompressed",
-        (
-            OnlyOn("postgresql", _create_writer_functions),
-            *(
-                OnlyOn("postgresql", f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
-                for table, column in (
-                    ("job_parts", "record_zlib"),
-                    ("timeline", "columns_f64"),
-                    ("running_parts", "record_zlib"),
-                )
-            ),
-        ),
-    ),
-    # PostgreSQL only: the functions again, built with FIND_PART's new text, which finds a part through
-    # the unique indexes however small the tables were when a session planned it; SQLite runs the new text
-    # as it comes. Its version number moves on all the same.
-    Migration(
-        7,
-        "writer functions: the duplicate check through the unique indexes",
-        (OnlyOn("postgresql", _create_writer_functions),),
-    ),
-    # PostgreSQL only: the functions again, the job row locked only where a part widens its span (a
-    # many-node job's parts were stored one after another, each waiting on the one before). SQLite runs
-    # the new statements as they come.
-    Migration(
-        8,
-        "writer functions: a job's row locked only to widen it",
-        (OnlyOn("postgresql", _create_writer_functions),),
-    ),
-]
 
 # --- statements -------------------------------------------------------------------------------------
 
@@ -381,55 +245,6 @@ RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_
 _FOOTPRINT_COLUMNS = "SELECT id, part_id, version, is_current, computed_at_s, fields_json FROM footprints"
 SELECT_FOOTPRINTS = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id ORDER BY version"
 SELECT_CURRENT_FOOTPRINT = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id AND is_current = 1"
-
-
-def latest() -> int:
-    """The version this code writes: the last migration's number."""
-    return MIGRATIONS[-1].version
-
-
-def current_version(db: Backend) -> int:
-    """The version the database is at; 0 for an empty database."""
-    if not db.has_table("schema_version"):
-        return 0
-    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
-
-
-def upgrade(db: Backend) -> int:
-    """Apply the migrations the database lacks, in one transaction; return its version. Idempotent."""
-    version = current_version(db)
-    if version >= latest():
-        return version
-    db.begin_schema_change()  # concurrent openers of a fresh database queue here, not race the DDL
-    try:
-        db.ddl(VERSION_TABLE)
-        version = current_version(db)
-        for migration in MIGRATIONS:
-            if migration.version > version:
-                _apply(db, migration)
-                version = migration.version
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
-    return version
-
-
-def _apply(db: Backend, migration: Migration) -> None:
-    for step in migration.statements:
-        if isinstance(step, OnlyOn):
-            if step.backend != db.name:
-                continue
-            step = step.step
-        if isinstance(step, str):
-            db.ddl(step)
-        else:
-            step(db)
-    db.execute(
-        "INSERT INTO schema_version (version, description, applied_at_s) VALUES (?, ?, ?)",
-        (migration.version, migration.description, time.time()),
-    )
 
 
 UPSERT_RUNNING = """

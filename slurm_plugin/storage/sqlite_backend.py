@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.storage import dialect
-from slurm_plugin.storage.backend import Params
+from slurm_plugin.storage.dialect import Params
 from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreUnavailable
 
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.storage import backend, dialect, packed_timeline, schema, writer_functions
+from slurm_plugin.storage import backend, dialect, migrations, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
 from slurm_plugin.times import iso_z, utc
 
@@ -77,8 +77,8 @@ class Store:
         db = backend.connect(url, busy_timeout_s, create, password_file)
         try:
             with db.errors():
-                version = schema.upgrade(db)
-            if version > schema.latest():
+                version = migrations.upgrade(db)
+            if version > migrations.latest():
                 raise StoreError(f"{db.where}: schema version {version} is newer than this jobcarbon's")
         except BaseException:
             db.close()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from slurm_plugin.storage import dialect, schema
+from slurm_plugin.storage import dialect, migrations
 from slurm_plugin.storage.errors import StoreError
 from slurm_plugin.storage.sqlite_backend import SqliteBackend
 from slurm_plugin.storage.store import Store
@@ -39,7 +39,7 @@ def copy_into(source_url: str, target: Store, progress: Callable[[str, int], Non
     upgrading = SqliteBackend.connect(source_url, 10.0, create=False)
     try:
         with upgrading.errors():
-            schema.upgrade(upgrading)
+            migrations.upgrade(upgrading)
     finally:
         upgrading.close()
     source = sqlite_utils.Database(

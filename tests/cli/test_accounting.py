@@ -15,7 +15,7 @@ from slurm_plugin.accounting import join
 from slurm_plugin.cli import main
 from slurm_plugin.config import Accounting
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.storage import Store, schema
+from slurm_plugin.storage import Store, migrations
 from tests.storage.conftest import START, count, make_record
 
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
@@ -74,11 +74,11 @@ def de_point(minutes: tuple[int, int], g_per_kwh: float, **flags: bool) -> Inten
 
 
 def test_db_upgrade_creates_the_database_and_is_idempotent(node: Node, capsys) -> None:
-    upgraded = f"database {node.url}: schema version {schema.latest()}\n"
+    upgraded = f"database {node.url}: schema version {migrations.latest()}\n"
     assert run(capsys, "db", "upgrade") == (0, upgraded, "")
     assert run(capsys, "db", "upgrade") == (0, upgraded, "")
     opened = node.store()
-    assert (count(opened, "schema_version"), count(opened, "jobs")) == (len(schema.MIGRATIONS), 0)
+    assert (count(opened, "schema_version"), count(opened, "jobs")) == (len(migrations.MIGRATIONS), 0)
     opened.close()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_plugin.defaults import RUNDIR_ENV
 from slurm_plugin.node import fastpath
 from tests.simnode import REPO, SimNode, wait_for
 
@@ -25,7 +26,7 @@ def node(tmp_path: Path):
 def pointer(node: SimNode) -> Path:
     """The fast path's pointer file for the node's config, in the node's runtime directory."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(fastpath.RUNDIR_ENV, node.env(0)[fastpath.RUNDIR_ENV])
+        patch.setenv(RUNDIR_ENV, node.env(0)[RUNDIR_ENV])
         return Path(fastpath.cache_stem(str(node.config)) + ".socket")
 
 

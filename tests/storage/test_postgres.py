@@ -21,6 +21,7 @@ from slurm_plugin.storage import (
     Store,
     StoreError,
     StoreUnavailable,
+    migrations,
     readonly,
     roles,
     schema,
@@ -214,7 +215,7 @@ def test_upgrading_from_version_6_rebuilds_the_writer_functions(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patched:
-        patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:6])
         old = Store.open(postgres_url, 5.0)
     head = writer_functions._FUNCTIONS[0][0]  # a stand-in for version 6's body: it stores nothing
     old.db.execute(f"CREATE OR REPLACE FUNCTION {head} LANGUAGE sql AS 'SELECT NULL::bigint'")
@@ -235,7 +236,7 @@ def test_concurrent_upgrades_of_an_empty_database_apply_each_migration_once(post
     assert [w.exitcode for w in workers] == [0] * 8
     opened = Store.open(postgres_url, 5.0)
     versions = [r[0] for r in opened.db.execute("SELECT version FROM schema_version ORDER BY version")]
-    assert versions == [m.version for m in schema.MIGRATIONS]
+    assert versions == [m.version for m in migrations.MIGRATIONS]
     opened.close()
 
 

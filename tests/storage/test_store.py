@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin.intensity import IntensityPoint
-from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, schema
+from slurm_plugin.storage import RecordRejected, Store, StoreError, StoreUnavailable, migrations
 from tests.storage.conftest import FOOTPRINT, START, count, intervals, make_record
 
 T0 = datetime.fromtimestamp(START, UTC)
@@ -37,26 +37,26 @@ def test_sqlite_is_opened_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
 def test_migrations_are_idempotent(db_url: str) -> None:
     for _ in range(3):
         opened = Store.open(db_url, 5.0)
-        assert schema.upgrade(opened.db) == schema.latest()
-        assert versions(opened) == [m.version for m in schema.MIGRATIONS]
+        assert migrations.upgrade(opened.db) == migrations.latest()
+        assert versions(opened) == [m.version for m in migrations.MIGRATIONS]
         opened.close()
 
 
 def test_a_new_migration_applies_only_itself(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     Store.open(db_url, 5.0).close()
-    known = [m.version for m in schema.MIGRATIONS]
-    extra = schema.Migration(known[-1] + 1, "an extra", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
+    known = [m.version for m in migrations.MIGRATIONS]
+    extra = migrations.Migration(known[-1] + 1, "an extra", ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",))
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, extra])
     opened = Store.open(db_url, 5.0)
     assert versions(opened) == [*known, extra.version]
     assert opened.db.has_table("extra")
-    assert schema.upgrade(opened.db) == extra.version
+    assert migrations.upgrade(opened.db) == extra.version
     opened.close()
 
 
 def test_version_1_timelines_are_packed_on_upgrade(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patched:
-        patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         old = Store.open(db_url, 5.0)
     old.db.execute(
         "INSERT INTO jobs (id, cluster, job_id, restart_count, user_name, uid, gid, start_s, end_s)"
@@ -77,7 +77,7 @@ def test_version_1_timelines_are_packed_on_upgrade(db_url: str, monkeypatch: pyt
     )
     old.close()
     upgraded = Store.open(db_url, 5.0)
-    assert versions(upgraded) == [m.version for m in schema.MIGRATIONS]
+    assert versions(upgraded) == [m.version for m in migrations.MIGRATIONS]
     assert upgraded.timeline(1) == sorted(rows, key=lambda row: row[0])
     assert upgraded.timeline(2) == []  # a part without intervals
     assert intervals(upgraded) == 2
