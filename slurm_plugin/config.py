@@ -191,7 +191,7 @@ def parse(text: str, source: Path) -> Config:
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
-    if yamlschema.is_null(node):
+    if node is None or yamlschema.is_null(node):
         return Config(source=source)
     try:
         built = yamlschema.build(Config, node, "", source)

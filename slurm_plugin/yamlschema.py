@@ -61,7 +61,7 @@ def _required(field: dataclasses.Field) -> bool:
 
 
 def _convert(hint: Any, node: yaml.Node, key: str, source: Path) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, node, key, source)
     if typing.get_origin(hint) is tuple:
         return _sequence(typing.get_args(hint)[0], node, key, source)
@@ -73,7 +73,7 @@ def _convert(hint: Any, node: yaml.Node, key: str, source: Path) -> Any:
         value = _coerce(option, scalar, node)
         if value is not None:
             return value
-    shown = scalar if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+    shown = scalar if isinstance(node, yaml.ScalarNode) else f"a {getattr(node, 'id', 'node')}"
     raise fail(source, node, key, f"expected {_describe(hint)}, got {shown!r}")
 
 

@@ -33,7 +33,7 @@ class PartSource(IntensitySource, Protocol):
     """What computing a part's footprint reads: the part, its timeline and record, the intensity."""
 
     def part(self, part_id: int) -> dict[str, Any]: ...
-    def timeline_columns(self, part_id: int) -> list[Sequence[float]]: ...
+    def timeline_columns(self, part_id: int) -> Sequence[Sequence[float]]: ...
     def record(self, part_id: int) -> dict[str, Any]: ...
 
 
@@ -179,7 +179,7 @@ class _NewPartStore:
     def part(self, part_id: int) -> dict[str, Any]:
         return self.new.part()
 
-    def timeline_columns(self, part_id: int) -> list[Sequence[float]]:
+    def timeline_columns(self, part_id: int) -> Sequence[Sequence[float]]:
         return self.new.timeline_columns()
 
     def record(self, part_id: int) -> dict[str, Any]:

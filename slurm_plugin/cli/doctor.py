@@ -89,7 +89,8 @@ def check_spool(config: config_module.Config) -> list[Check]:
         return [Check("spool", "error", problem)]
     try:
         reply = agent_client.request(spool.socket, {"op": "status"}, 1.0)
-        agent = f"agent pid {reply.get('pid')} sampling {len(reply.get('jobs', []))} job(s)"
+        jobs = reply.get("jobs")
+        agent = f"agent pid {reply.get('pid')} sampling {len(jobs) if isinstance(jobs, list) else 0} job(s)"
     except OSError:
         agent = "no agent running (started by the next prolog)"
     return [Check("spool", "ok", f"{spool.root}: {len(spool.job_keys())} job(s) in spool; {agent}")]

@@ -71,7 +71,8 @@ def _sync_one(
 ) -> SyncResult:
     """Backfill one provider chunk by chunk, oldest first; any exception ends only this provider."""
     label = f"intensity sync {provider_cfg.name} zone {provider_cfg.zone}"
-    written, notes = 0, ()
+    written = 0
+    notes: tuple[str, ...] = ()
     try:
         provider = build(provider_cfg, intensity)
         for chunk_start, chunk_end in _chunks(start, end, provider.max_range):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections import namedtuple
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from slurm_plugin.config_location import config_path
 from slurm_plugin.node import fastpath
@@ -23,18 +23,27 @@ from slurm_plugin.safefile import atomic_write, ensure_dir, read_nofollow
 PATHS = ("source", "spool", "outbox", "log_file")
 
 
-class HookSettings(
-    namedtuple("HookSettings", "source cluster node spool outbox log_file journal_fsync stop_timeout_s")
-):
-    __slots__ = ()
+class HookSettings(NamedTuple):
+    """What a hook needs of the configuration, cached as JSON beside it (no YAML on the hooks' path)."""
+
+    source: Path | None
+    cluster: str
+    node: str
+    spool: Path
+    outbox: Path
+    log_file: Path | None
+    journal_fsync: bool
+    stop_timeout_s: float
 
     def to_json(self, stamp: str) -> bytes:
         fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self._asdict().items()}
         return json.dumps({"stamp": stamp, **fields}).encode()
 
     @classmethod
-    def from_json(cls, data: dict) -> HookSettings:
-        return cls(**{k: (Path(data[k]) if k in PATHS and data[k] else data[k]) for k in cls._fields})
+    def from_json(cls, data: dict[str, Any]) -> HookSettings:
+        fields: dict[str, Any] = {k: data[k] for k in cls._fields}
+        fields.update({k: Path(fields[k]) for k in PATHS if fields[k]})
+        return cls(**fields)
 
 
 def load() -> HookSettings:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import socket
-from collections import namedtuple
 from collections.abc import Mapping
+from typing import NamedTuple
 
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 SLUID = re.compile(r"s[0-9A-Z]{13}")
@@ -22,15 +22,22 @@ class JobEnvError(ValueError):
     """A required variable is missing or holds something Slurm would never put there."""
 
 
-FIELDS = (
-    "cluster job_id restart_count node user uid gid "
-    "account partition sluid cpus_per_node job_gpus cuda_visible_devices"
-)
-
-
-# A named tuple rather than a dataclass: the prolog imports this, and dataclasses costs milliseconds.
-class JobInfo(namedtuple("JobInfo", FIELDS, defaults=(None,) * 6)):
-    __slots__ = ()
+# A named tuple rather than a dataclass: the hooks' full path imports this, and dataclasses costs
+# milliseconds more than typing's NamedTuple.
+class JobInfo(NamedTuple):
+    cluster: str
+    job_id: int
+    restart_count: int
+    node: str
+    user: str
+    uid: int
+    gid: int
+    account: str | None = None
+    partition: str | None = None
+    sluid: str | None = None
+    cpus_per_node: int | None = None
+    job_gpus: str | None = None
+    cuda_visible_devices: str | None = None
 
     @property
     def key(self) -> str:

@@ -13,6 +13,7 @@ after them has made their GPU parts final, then go to the journal.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -350,7 +351,7 @@ class NodeSampler:
             tick, job, entry = pending[0]
             if not force and not all(self._final(claim.parent_uuid, tick.time) for claim in job.gpus):
                 return
-            parts = tick.gpu_parts(job, lambda uuid, t=tick.time: self._final(uuid, t))
+            parts = tick.gpu_parts(job, functools.partial(self._final, time_s=tick.time))
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
             tracker.journal.append(entry)
             pending.popleft()
@@ -371,14 +372,14 @@ class NodeSampler:
         cpu_s = 0.0
         if tracker.cgroup is not None:
             try:
-                usage = tracker.cgroup.read()
+                reading = tracker.cgroup.read()
             except (OSError, ValueError):
                 tracker.cgroup = None  # gone at job end: keep the last reading
             else:
                 if tracker.baseline_cpu_s is not None:
-                    cpu_s = max(usage.cpu_s - tracker.baseline_cpu_s, 0.0)
-                tracker.baseline_cpu_s = usage.cpu_s
-                tracker.usage = usage
+                    cpu_s = max(reading.cpu_s - tracker.baseline_cpu_s, 0.0)
+                tracker.baseline_cpu_s = reading.cpu_s
+                tracker.usage = reading
         usage = tracker.usage
         cpus = len(usage.cpus) if usage and usage.cpus else (info.cpus_per_node or 0)
         memory = usage.memory_bytes if usage and tracker.cgroup is not None else 0

@@ -47,9 +47,7 @@ class JobFilter:
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> JobFilter:
         """Validate a service request's fields; QueryError on anything unexpected."""
-        since, until = request.get("since_s"), request.get("until_s")
-        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (since, until)):
-            raise QueryError("since_s and until_s must be numbers (UTC epoch seconds)")
+        since, until = _epoch_s(request.get("since_s")), _epoch_s(request.get("until_s"))
         names = {
             key: _names(request.get(key, []), key) for key in ("users", "accounts", "partitions", "states")
         }
@@ -58,7 +56,7 @@ class JobFilter:
             raise QueryError(f"limit must be an integer from 0 to {MAX_LIMIT}")
         if not isinstance(mine, bool):
             raise QueryError("mine must be true or false")
-        return cls(float(since), float(until), mine=mine, limit=limit, **names)
+        return cls(since, until, mine=mine, limit=limit, **names)
 
     def to_request(self) -> dict[str, Any]:
         return {
@@ -86,6 +84,12 @@ class JobFilter:
             partitions=self.partitions,
             ended=not self.states or bool(set(self.states) & set(STATES)),
         )
+
+
+def _epoch_s(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise QueryError("since_s and until_s must be numbers (UTC epoch seconds)")
+    return float(value)
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:

@@ -73,7 +73,7 @@ def _intensity(curves: dict[str, Curve], timezone: str) -> Figure:
         for start_s, end_s, g_per_kwh, _forecast in points:
             xs += [dt.datetime.fromtimestamp(start_s, zone), dt.datetime.fromtimestamp(end_s, zone)]
             ys += [g_per_kwh, g_per_kwh]
-        axes.plot(xs, ys, linewidth=0.8, label=name)
+        axes.plot(xs, ys, linewidth=0.8, label=name)  # type: ignore[arg-type]  # datetimes: matplotlib's units
     if not any(curves.values()):
         axes.text(
             0.5, 0.5, "no stored intensity series for this month", ha="center", transform=axes.transAxes

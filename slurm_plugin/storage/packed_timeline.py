@@ -15,6 +15,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 from operator import le
+from typing import Any
 
 Row = tuple[float, float, float | None, float | None, float | None]
 COLUMNS = 5
@@ -31,7 +32,7 @@ def encode(rows: Sequence[Sequence[float | None]], origin_s: float = 0.0) -> byt
     """
     if not rows:
         return b""
-    columns = list(zip(*rows, strict=True))
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
     starts = columns[0]
     if not all(map(le, starts, starts[1:])):  # by start, as version 1's rows were read (shifting keeps order)
         shifted = [origin_s + t for t in starts]

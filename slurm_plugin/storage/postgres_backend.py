@@ -175,7 +175,14 @@ class PostgresBackend:
             self.conn.execute("ROLLBACK")
 
     def has_table(self, name: str) -> bool:
-        return bool(self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
+        return bool(self.value("SELECT to_regclass(%s) IS NOT NULL", (name,)))
+
+    def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """The one value a catalogue query returns (psycopg's placeholders; no row is a server fault)."""
+        row = self.conn.execute(sql, params).fetchone()
+        if row is None:
+            raise StoreError(f"PostgreSQL returned no row for {sql.split()[1]}")
+        return row[0]
 
     def close(self) -> None:
         self.conn.close()

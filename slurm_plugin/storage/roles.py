@@ -24,11 +24,11 @@ def grant(db: PostgresBackend, writer: str | None, reader: str | None) -> list[s
     """Grant each given role its privileges in the current schema; the statements run, for the log."""
     done: list[str] = []
     with db.errors():
-        schema = db.conn.execute("SELECT current_schema()").fetchone()[0]
+        schema = db.value("SELECT current_schema()")
         for role in filter(None, (writer, reader)):
             if not db.conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
                 raise StoreError(f"role {role!r} does not exist (createuser --pwprompt {role})")
-        if db.conn.execute("SELECT has_schema_privilege('public', %s, 'CREATE')", (schema,)).fetchone()[0]:
+        if db.value("SELECT has_schema_privilege('public', %s, 'CREATE')", (schema,)):
             raise StoreError(
                 f"every role may create objects in schema {schema}, where the writer's functions run as "
                 f"their owner: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC first"

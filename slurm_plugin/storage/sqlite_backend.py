@@ -91,7 +91,8 @@ class SqliteBackend:
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return driver_errors()
 
-    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Params = (), binary: bool = False) -> sqlite3.Cursor:
+        """`binary` is PostgreSQL's wire format; SQLite binds every value natively."""
         return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:

@@ -426,8 +426,8 @@ def _intensity_params(point: IntensityPoint) -> dict[str, Any]:
 def _intensity_point(row: dict[str, Any]) -> IntensityPoint:
     return IntensityPoint(
         zone=row["zone"],
-        start=_moment(row["start_s"]),
-        end=_moment(row["end_s"]),
+        start=utc(row["start_s"]),
+        end=utc(row["end_s"]),
         g_per_kwh=row["g_per_kwh"],
         source=row["source"],
         scope=row["scope"],

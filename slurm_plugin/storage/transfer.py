@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import sqlite_utils
 
@@ -18,6 +19,9 @@ from slurm_plugin.storage import dialect, migrations
 from slurm_plugin.storage.errors import StoreError
 from slurm_plugin.storage.sqlite_backend import SqliteBackend
 from slurm_plugin.storage.store import Store
+
+if TYPE_CHECKING:
+    from slurm_plugin.storage.postgres_backend import PostgresBackend
 
 # Parents before children (foreign keys); the tables with an identity `id`.
 TABLES = ("jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months", "running_parts")
@@ -87,7 +91,8 @@ def _copy_table(source: sqlite_utils.Database, target: Store, table: str) -> int
     columns = ", ".join(f'"{name}"' for name in names)  # the schema's own names, quoted all the same
     cursor = source.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - names from TABLES and schema
     count = 0
-    with target.db.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    postgres = cast("PostgresBackend", target.db)  # copy_into checked the dialect
+    with postgres.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         while rows := cursor.fetchmany(BATCH):
             for row in rows:
                 copy.write_row(row)
