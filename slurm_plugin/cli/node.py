@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slurm_plugin.cli import output
 from slurm_plugin.errors import JobcarbonError
@@ -64,7 +64,7 @@ def records(args: argparse.Namespace, settings: Config) -> int:
     if not found:
         where = f"job {args.job}" if args.job else "any job"
         raise JobcarbonError(f"no record for {where} in {settings.paths.outbox}")
-    output.emit(output.Result(found, table=lambda: outbox.render(found)), args.format)
+    output.emit(output.Result(found, table=lambda: _records_table(found)), args.format)
     return 0
 
 
@@ -89,3 +89,28 @@ def job_id(text: str) -> int:
     if not text.isdigit() or len(text) > 10:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a job id (digits only)")
     return int(text)
+
+
+def _kj(part: dict[str, Any] | None) -> str:
+    return "-" if not part else f"{part['joules'] / 1000:.2f} kJ ({part['method']})"
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    """A short human summary per record (`jobcarbon records`)."""
+    blocks = []
+    for r in records:
+        energy = r["energy"]
+        lines = [
+            f"job {r['job_id']} (run {r['restart_count']}) on {r['node']}  user {r['user']}  "
+            f"account {r.get('account') or '-'}  partition {r.get('partition') or '-'}",
+            f"  {r['start']} -> {r['end']}  ({r['elapsed_s']:.0f} s)  status {r['status']}  "
+            f"coverage {r['coverage']['fraction']:.0%}",
+            f"  cpu  {_kj(energy['cpu'])}   dram {_kj(energy['dram'])}   gpu {_kj(energy['gpu'])}",
+            f"  total {energy['total_joules'] / 1000:.2f} kJ = {energy['total_joules'] / 3.6e6:.4f} kWh",
+        ]
+        for gpu in r.get("gpus", []):
+            lines.append(f"  gpu {gpu['uuid']} {gpu.get('model') or ''}")
+        lines += [f"  partial: {reason}" for reason in r.get("partial_reasons", [])]
+        lines += [f"  note: {note}" for note in r.get("notes", [])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

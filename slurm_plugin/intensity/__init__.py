@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-Scope = Literal["lifecycle", "direct"]
+# The emission factor a point uses: lifecycle (upstream emissions included) or direct (combustion only).
+# Points, the database column and JSON keep the field name `scope`.
+EmissionFactor = Literal["lifecycle", "direct"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +22,7 @@ class IntensityPoint:
     end: datetime  # UTC-aware, exclusive
     g_per_kwh: float
     source: str  # provider name: "electricitymaps", "gb", "energidataservice", "ember", ...
-    scope: Scope
+    scope: EmissionFactor
     estimated: bool = False  # modelled by the provider rather than measured
     forecast: bool = False  # a forecast, to be replaced by actuals when they arrive
     fetched_at: datetime | None = None

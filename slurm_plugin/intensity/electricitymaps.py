@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import IntensityPoint, Scope, http
+from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 from slurm_plugin.times import iso_z
 
@@ -36,7 +36,7 @@ class ElectricityMaps:
         session: requests.Session | None = None,
     ):
         self.zone = provider.zone
-        self.scope: Scope = provider.emission_factor_type
+        self.scope: EmissionFactor = provider.emission_factor_type
         self.token_file: Path | None = provider.token_file
         base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = f"{base}/{provider.api_version}/carbon-intensity"

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import IntensityPoint, Scope, http
+from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 
 NAME = "energidataservice"
@@ -31,7 +31,7 @@ class EnergiDataService:
     """One price area's series: CO2Emis actuals, then CO2EmisProg (forecast) after the last actual."""
 
     name = NAME
-    scope: Scope = "direct"
+    scope: EmissionFactor = "direct"
 
     def __init__(
         self,

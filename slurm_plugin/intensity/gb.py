@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import IntensityPoint, Scope, http
+from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 
 NAME = "gb"
@@ -24,7 +24,7 @@ class CarbonIntensityGB:
     """National series by default; `region_id` (1-17) or an outward `postcode` selects a region."""
 
     name = NAME
-    scope: Scope = "direct"
+    scope: EmissionFactor = "direct"
     max_range = timedelta(days=14)  # docs: "The maximum date range is limited to 14 days"
 
     def __init__(

@@ -8,7 +8,7 @@ from typing import Protocol
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import IntensityPoint, Scope
+from slurm_plugin.intensity import EmissionFactor, IntensityPoint
 from slurm_plugin.intensity.electricitymaps import ElectricityMaps
 from slurm_plugin.intensity.energidataservice import EnergiDataService
 from slurm_plugin.intensity.gb import CarbonIntensityGB
@@ -22,7 +22,7 @@ class IntensityProvider(Protocol):
 
     name: str
     zone: str
-    scope: Scope
+    scope: EmissionFactor
     max_range: timedelta
     notes: list[str]
 

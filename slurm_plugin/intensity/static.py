@@ -13,7 +13,7 @@ import io
 from importlib import resources
 from typing import NamedTuple
 
-from slurm_plugin.intensity import Scope
+from slurm_plugin.intensity import EmissionFactor
 
 ZONES_FILE = "electricitymaps-yearly-2025-zone-intensity.csv"
 COUNTRIES_FILE = "ember-yearly-average-intensity.csv"
@@ -28,7 +28,7 @@ class YearlyIntensity(NamedTuple):
 
     g_per_kwh: float
     source: str
-    scope: Scope
+    scope: EmissionFactor
 
 
 def zone_yearly(zone: str) -> YearlyIntensity | None:

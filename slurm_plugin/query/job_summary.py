@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
+from slurm_plugin.methods import ORDER
 from slurm_plugin.query import visibility
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
@@ -22,7 +23,6 @@ from slurm_plugin.times import iso_z
 SCHEMA = "jobcarbon/job-summary/1"
 COLUMNS = 40  # sparkline width
 AROUND_S = 12 * 3600.0  # greenest/dirtiest: the intensity series within ±12 h of the job's midpoint
-METHODS = ("measured", "integrated", "apportioned", "estimated")  # least direct last, as record.py
 # Passenger-car emissions per km: the EEA's 2024 average for new cars (provisional data), the value
 # carbontracker 2.4.3 ships in carbontracker/emissions/conversion/co2eq.csv.
 CAR_G_PER_KM = 106.8
@@ -124,8 +124,8 @@ def build(
 
 
 def _weakest(methods: Sequence[str | None]) -> str | None:
-    known = [m for m in methods if m in METHODS]
-    return max(known, key=METHODS.index) if known else None
+    known = [m for m in methods if m in ORDER]
+    return max(known, key=ORDER.index) if known else None
 
 
 def _component(parts: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
