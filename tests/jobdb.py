@@ -137,6 +137,15 @@ def open_store(url: str) -> Store:
     return Store.open(url, busy_timeout_s=5.0)
 
 
+def fill(url: str, jobs: list[Job], settings: Accounting = SETTINGS) -> str:
+    """The database at `url` with a day of DE intensity and `jobs` stored; its url."""
+    store = open_store(url)
+    store.upsert_intensity(day_series())
+    store_jobs(store, jobs, settings)
+    store.close()
+    return url
+
+
 # The fixtures of tests/fixtures/jobview: one scenario per golden file.
 def scenarios() -> dict[str, tuple[list[Job], Accounting]]:
     a100 = [gpu(0), gpu(1)]

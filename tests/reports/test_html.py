@@ -28,11 +28,7 @@ report_html = pytest.importorskip("slurm_plugin.reports.html", reason="matplotli
 @pytest.fixture
 def page(tmp_path: Path, db_url: str) -> Path:
     """The page for January, from SQLite and from PostgreSQL in turn (`db_url`)."""
-    store = jobdb.open_store(db_url)
-    store.upsert_intensity(jobdb.day_series())
-    jobdb.store_jobs(store, jobs(), SETTINGS)
-    store.close()
-    reader = readonly.Reader.open(db_url)
+    reader = readonly.Reader.open(jobdb.fill(db_url, jobs(), SETTINGS))
     document = monthly.build(reader, monthly.Request("2026-01", "account", BERLIN, time.time()))
     target = tmp_path / "monthly.html"
     target.write_text(report_html.render(document, monthly.intensity_curves(reader, document)))

@@ -19,11 +19,7 @@ JOBS = [
 
 @pytest.fixture
 def reader(db_url: str) -> Iterator[readonly.Reader]:
-    store = jobdb.open_store(db_url)
-    store.upsert_intensity(jobdb.day_series())
-    jobdb.store_jobs(store, JOBS)
-    store.close()
-    opened = readonly.Reader.open(db_url)
+    opened = readonly.Reader.open(jobdb.fill(db_url, JOBS))
     yield opened
     opened.close()
 

@@ -26,11 +26,7 @@ JOBS = [
 
 @pytest.fixture(scope="module")
 def url(module_db_url: str) -> str:
-    store = jobdb.open_store(module_db_url)
-    store.upsert_intensity(jobdb.day_series())
-    jobdb.store_jobs(store, JOBS)
-    store.close()
-    return module_db_url
+    return jobdb.fill(module_db_url, JOBS)
 
 
 @pytest.fixture
