@@ -72,6 +72,8 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting.ingest import ingest_outbox
 
     outbox = args.outbox or settings.paths.outbox
+    if not outbox.is_dir():
+        raise JobcarbonError(f"outbox {outbox} is not a directory (--outbox, or paths.outbox in the config)")
     log = EventLog("ingest", settings.paths.log_file)
     with _store(settings) as store:
         result = ingest_outbox(

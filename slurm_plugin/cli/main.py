@@ -7,6 +7,7 @@ stderr and its exit code. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
@@ -45,6 +46,7 @@ def with_default_command(argv: list[str], commands: frozenset[str]) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(with_default_command(argv, parser.get_default("commands")))
@@ -63,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         # `context` names a daemon's lines in its journal (serve).
         print(f"jobcarbon: {args.context + ': ' if args.context else ''}{line}", file=sys.stderr)
         return exit_code
+
+
+def _tolerant_output() -> None:
+    """A terminal or pipe that cannot encode a character (PYTHONIOENCODING=ascii, LANG=C on old
+    systems) gets "?" for it, not a UnicodeEncodeError after half the output."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -93,6 +93,8 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
     until = args.until or dt.datetime.now(dt.UTC)
     since = args.since or until - DEFAULT_WINDOW
+    if since > until:
+        raise UsageError(f"-S {since:%Y-%m-%dT%H:%MZ} is after -E {until:%Y-%m-%dT%H:%MZ}: nothing can match")
     wanted = JobFilter(
         since_s=since.timestamp(),
         until_s=until.timestamp(),

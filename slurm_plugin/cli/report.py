@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from slurm_plugin.cli import output
 from slurm_plugin.config import Config
-from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.errors import JobcarbonError, UsageError
 
 SCHEMA = "jobcarbon/monthly-report/1"
+OUTPUT_FIELDS = ("month", "by", "format")  # what an --output template may name
 
 
 def report(args: argparse.Namespace, settings: Config) -> int:
@@ -28,6 +30,7 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         embodied=settings.embodied,
     )
     html = _html_renderer() if args.format == "html" else None  # before the database: fail fast
+    _check_output(args.output)
     monthly.resolve_month(request.month, request.timezone, request.now_s)
     if request.by not in monthly.BY:
         raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")
@@ -47,7 +50,7 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         text = output.render(result, args.format)  # html reads the database for its charts
     finally:
         reader.close()
-    if args.output:
+    if args.output and args.output != "-":
         meta = document["metadata"]
         _write(Path(args.output.format(month=meta["month"], by=meta["by"], format=args.format)), text)
     else:
@@ -65,10 +68,27 @@ def _html_renderer() -> Callable:
     return html.render
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace `path` whole: a reader (a web server, a mail job) never sees half a report."""
+def _check_output(template: str | None) -> None:
+    """An --output template names only {month}, {by} and {format}; "-" is standard output."""
+    if not template or template == "-":
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise UsageError(f"--output {template}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = [name for name in names if name not in OUTPUT_FIELDS]
+    if unknown:
+        raise UsageError(
+            f"--output {template}: unknown field {{{unknown[0]}}} (use {{month}}, {{by}} or {{format}})"
+        )
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace `path` whole: a reader (a web server, a mail job) never sees half a report. A missing
+    directory is an error, not created: a mistyped path must not grow a tree."""
+    if not path.parent.is_dir():
+        raise JobcarbonError(f"--output {path}: directory {path.parent} does not exist")
+    try:
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
@@ -88,6 +108,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--by", default="account", help="account (default), user, group or partition")
     output.add_format_option(parser, SCHEMA, extra=("html",))
     parser.add_argument(
-        "--output", help="write to this file instead of stdout; {month}, {by} and {format} are filled in"
+        "--output",
+        help="write to this file ('-': stdout) instead of stdout; {month}, {by} and {format} are filled in;"
+        " its directory must exist",
     )
     parser.set_defaults(run=report)

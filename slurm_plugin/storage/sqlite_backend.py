@@ -19,7 +19,9 @@ from typing import Any
 
 from slurm_plugin.storage import dialect
 from slurm_plugin.storage.dialect import Params
-from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreUnavailable
+from slurm_plugin.storage.errors import DeadlinePassed, RecordRejected, StoreError, StoreUnavailable
+
+_DIRECTORY = "{path} is a directory: database.url names the file (sqlite:////var/lib/jobcarbon/jobcarbon.db)"
 
 
 @contextlib.contextmanager
@@ -53,8 +55,12 @@ class SqliteBackend:
         """A missing directory is never created: an unmounted shared filesystem must not get a local
         copy. With `create=False` (delivery from compute nodes) a missing file is not created either."""
         path = dialect.sqlite_path(url)
+        if Path(path).is_dir():
+            raise StoreError(_DIRECTORY.format(path=path))
         if not create and not Path(path).exists():
             raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)")
+        if create and not Path(path).parent.is_dir():
+            raise StoreUnavailable(f"cannot create {path}: directory {Path(path).parent} does not exist")
         if create:
             private_file(path)
         with driver_errors():
@@ -82,6 +88,8 @@ class SqliteBackend:
             ) from None
         except FileNotFoundError:
             raise StoreUnavailable(f"{path} does not exist (create it with `jobcarbon db upgrade`)") from None
+        except IsADirectoryError:
+            raise StoreUnavailable(_DIRECTORY.format(path=path)) from None
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"{path}: {exc}") from None
         if deadline is not None:

@@ -148,6 +148,26 @@ def test_ingest_keeps_records_while_the_database_is_locked(
     assert run(capsys, "ingest")[:2] == (0, f"{node.outbox}: 2 stored, 0 duplicates, 0 quarantined, 0 kept\n")
 
 
+def test_ingest_from_an_outbox_that_is_not_there_is_an_error(node: Node, capsys) -> None:
+    missing = node.root / "not-there"
+    assert run(capsys, "ingest", "--outbox", str(missing)) == (
+        1,
+        "",
+        f"jobcarbon: outbox {missing} is not a directory (--outbox, or paths.outbox in the config)\n",
+    )
+
+
+def test_db_upgrade_names_a_missing_directory(tmp_path: Path, monkeypatch, capsys) -> None:
+    node = Node(tmp_path, f"sqlite:///{tmp_path}/gone/x.db")
+    monkeypatch.setenv("JOBCARBON_CONFIG", str(node.config))
+    assert run(capsys, "db", "upgrade") == (
+        1,
+        "",
+        f"jobcarbon: database: cannot create {tmp_path}/gone/x.db: "
+        f"directory {tmp_path}/gone does not exist\n",
+    )
+
+
 @pytest.mark.parametrize("where", ["no database file", "missing directory"])
 def test_ingest_keeps_records_when_there_is_no_database(
     tmp_path: Path, monkeypatch, capsys, where: str

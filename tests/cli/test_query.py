@@ -150,6 +150,36 @@ def test_service_down_is_one_line(site: dict, tmp_path: Path) -> None:
     assert "query service is not running" in one_line_error(jobcarbon("jobs", config=config))
 
 
+def test_since_after_until_is_a_usage_error(site: dict) -> None:
+    done = jobcarbon("jobs", "-S", "2026-01-02", "-E", "2026-01-01", config=site["config"])
+    assert (
+        one_line_error(done)
+        == "jobcarbon: -S 2026-01-02T00:00Z is after -E 2026-01-01T00:00Z: nothing can match"
+    )
+    assert done.returncode == 2
+
+
+def test_a_database_url_naming_a_directory_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"database:\n  url: sqlite:///{tmp_path}\n")
+    assert f"{tmp_path} is a directory: database.url names the file" in one_line_error(
+        jobcarbon("jobs", config=config)
+    )
+
+
+def test_output_a_terminal_cannot_encode_is_replaced_not_a_traceback(site: dict) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, str(site["ids"]["single-node"])],
+        env=environment(site["config"]) | {"PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.isascii()
+
+
 def test_missing_database_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"database:\n  url: sqlite:///{tmp_path / 'none.db'}\n")

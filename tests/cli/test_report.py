@@ -58,6 +58,7 @@ def test_json_alias_is_format_json(configured: Path, capsys) -> None:
 
 
 def test_output_fills_in_month_and_grouping(configured: Path, capsys) -> None:
+    (configured / "reports").mkdir()
     target = configured / "reports" / "{month}-{by}.{format}"
     args = ("report", "--month", "2026-02", "--by", "partition", "--format", "json", "--output", str(target))
     assert run(capsys, *args) == (0, "", "")
@@ -79,6 +80,33 @@ def test_output_fills_in_month_and_grouping(configured: Path, capsys) -> None:
 )
 def test_bad_arguments_are_one_line_and_exit_1(configured: Path, capsys, argv, message) -> None:
     assert run(capsys, "report", *argv) == (1, "", message)
+
+
+@pytest.mark.parametrize(
+    ("template", "code", "message"),
+    [
+        ("{bogus}.csv", 2, "unknown field {bogus} (use {month}, {by} or {format})"),
+        ("{}.csv", 2, "unknown field {} (use {month}, {by} or {format})"),
+        ("{month.csv", 2, "expected '}' before end of string (write a literal brace as {{ or }})"),
+        ("missing/{month}.csv", 1, "directory {dir}/missing does not exist"),
+    ],
+    ids=["unknown-field", "positional", "unclosed", "missing-directory"],
+)
+def test_a_bad_output_path_is_one_line_and_nothing_is_created(
+    configured: Path, capsys, template: str, code: int, message: str
+) -> None:
+    target = str(configured / template)
+    result = run(capsys, "report", "--month", "2026-02", "--output", target)
+    shown = target.replace("{month}", "2026-02")
+    assert result == (code, "", f"jobcarbon: --output {shown}: {message.replace('{dir}', str(configured))}\n")
+    assert not list(configured.rglob("*.csv"))
+    assert not (configured / "missing").exists()
+
+
+def test_output_dash_is_standard_output(configured: Path, capsys) -> None:
+    code, out, _ = run(capsys, "report", "--month", "2026-02", "--format", "json", "--output", "-")
+    assert (code, json.loads(out)["metadata"]["month"]) == (0, "2026-02")
+    assert not (configured / "-").exists()
 
 
 def test_last_month_is_accepted(configured: Path, capsys) -> None:
