@@ -7,13 +7,14 @@ stderr and its exit code. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import os
 import sys
 
 from slurm_plugin import __version__
 from slurm_plugin.cli import accounting, node, output, query, report
-from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.errors import JobcarbonError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,10 @@ def with_default_command(argv: list[str], commands: frozenset[str]) -> list[str]
         i += 1 if "=" in argv[i] else 2
     if i >= len(argv) or argv[i] in commands or argv[i] in GLOBAL_FLAGS:
         return argv
+    if argv[i][:1].isalpha():  # a job id starts with a digit: this is a mistyped command
+        close = difflib.get_close_matches(argv[i], sorted(commands), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"unknown command {argv[i][:40]!r} ({hint}see jobcarbon --help)")
     # "--" keeps a dash-led argument ("-1") a job id for show to refuse in one line, not an option.
     return [*argv[:i], "show", *(["--"] if argv[i].startswith("-") else []), *argv[i:]]
 
@@ -49,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     _tolerant_output()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(with_default_command(argv, parser.get_default("commands")))
+    try:
+        argv = with_default_command(argv, parser.get_default("commands"))
+    except UsageError as exc:
+        print(f"jobcarbon: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args = parser.parse_args(argv)
     try:
         return _dispatch(args)
     except BrokenPipeError:

@@ -139,6 +139,8 @@ def serve(settings: Config, socket_path: Path, ready: Any = None) -> None:
         password_file=settings.database.password_file,
     )
     reader.close()  # fail at start, in one line, if the database cannot be read
+    if not socket_path.parent.is_dir():  # created by systemd (RuntimeDirectory) or the admin, not here
+        raise ServiceError(f"socket {socket_path}: directory {socket_path.parent} does not exist")
     _clear_stale(socket_path)
     server = _Server(str(socket_path), settings)
     try:

@@ -97,7 +97,7 @@ def lookup(spec: JobSpec, timeout_s: float = SACCT_TIMEOUT_S) -> SlurmJob | None
     except OSError as exc:
         raise JobIdError(f"cannot resolve job {spec.text}: cannot run sacct: {exc.strerror}") from None
     if done.returncode != 0:
-        problem = (done.stderr.strip().splitlines() or ["failed"])[-1][:200]
+        problem = (done.stderr.strip().splitlines() or ["failed"])[-1][:200].removeprefix("sacct: ")
         raise JobIdError(f"cannot resolve job {spec.text}: sacct: {problem}")
     return _first(done.stdout, spec)
 

@@ -89,9 +89,30 @@ def test_show_format_json_and_table_match_their_aliases(site: dict) -> None:
     assert table.stdout == jobcarbon(job, config=site["config"]).stdout
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "1;id", "9" * 5000, "4_", "+1"])
+@pytest.mark.parametrize("bad", ["-1", "1;id", "9" * 5000, "4_", "+1", "12x"])
 def test_malformed_ids_are_one_line(site: dict, bad: str) -> None:
     assert "is not a job id" in one_line_error(jobcarbon(bad, config=site["config"]))
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        ("frobnicate", "jobcarbon: unknown command 'frobnicate' (see jobcarbon --help)"),
+        ("reprot", "jobcarbon: unknown command 'reprot' (did you mean 'report'? see jobcarbon --help)"),
+    ],
+)
+def test_a_mistyped_command_is_named_as_one(site: dict, word: str, message: str) -> None:
+    done = jobcarbon(word, config=site["config"])
+    assert (one_line_error(done), done.returncode) == (message, 2)
+
+
+def test_sacct_failure_is_one_line_without_a_doubled_prefix(site: dict, tmp_path: Path) -> None:
+    path = tmp_path / "bin"
+    path.mkdir()
+    (path / "sacct").write_text("#!/bin/sh\necho 'sacct: fatal: no accounting storage' >&2\nexit 1\n")
+    (path / "sacct").chmod(stat.S_IRWXU)
+    line = one_line_error(jobcarbon("999999_1", config=site["config"], path=path))
+    assert line == "jobcarbon: cannot resolve job 999999_1: sacct: fatal: no accounting storage"
 
 
 def test_unknown_job_is_one_line(site: dict, tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def test_spoofed_identity_changes_nothing(site: dict, accounts: dict[str, Accoun
     assert "permission denied" in done.err
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "1;id", "9" * 5000, "999999"])
+@pytest.mark.parametrize("bad", ["12x", "-1", "1;id", "9" * 5000, "999999"])
 def test_bad_ids_through_the_service_are_one_line(site: dict, accounts: dict[str, Account], bad: str) -> None:
     done = run_as(accounts["jcalice"], [bad], client_env(site))
     assert done.code == 1
@@ -311,6 +311,32 @@ def test_a_second_service_on_the_same_socket_refuses_to_start(site: dict) -> Non
     )
     assert done.returncode == 1
     assert done.stderr.strip() == f"jobcarbon: serve: another query service is listening on {site['socket']}"
+
+
+def test_a_socket_in_a_missing_directory_is_one_line_and_creates_nothing(site: dict, tmp_path: Path) -> None:
+    sock = tmp_path / "missing" / "query.sock"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slurm_plugin",
+            "serve",
+            "--config",
+            str(site["configs"]["service"]),
+            "--socket",
+            str(sock),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PYTHONPATH": str(REPO), "PATH": os.defpath},
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"jobcarbon: serve: socket {sock}: directory {sock.parent} does not exist\n",
+    )
+    assert not sock.parent.exists()
 
 
 def test_the_service_stops_on_sigterm_and_removes_its_socket(site: dict, tmp_path: Path) -> None:
