@@ -109,7 +109,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
     output.emit(
         output.Result(
             document,
-            table=lambda: job_list.table(document, _timezone(settings)),
+            table=lambda: job_list.table(document, _timezone(settings), wide=args.wide),
             csv=lambda: job_list.csv_text(document),
         ),
         args.format,
@@ -220,6 +220,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--limit", type=int, default=100, help="newest N jobs (0: up to 10000); totals cover all"
     )
     output.add_format_option(many, "jobcarbon/job-list/1", csv_alias=True)
+    many.add_argument(
+        "--wide", action="store_true", help="the table with partition, nodes, g/kWh and intensity quality too"
+    )
     many.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     many.set_defaults(run=jobs)
 

@@ -154,13 +154,19 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
 
 HEADERS = ("JobID", "User", "Account", "Partition", "State", "Start", "Elapsed", "Nodes", "kWh", "CO2e g",
            "g/kWh", "Intensity", "Cover")  # fmt: skip
+# The default table fits 100 columns with everyday names; --wide adds where, how many and how sure.
+NARROW = tuple(
+    i for i, name in enumerate(HEADERS) if name not in {"Partition", "Nodes", "g/kWh", "Intensity"}
+)
 
 
-def table(document: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
+def table(document: dict[str, Any], tz: dt.tzinfo = dt.UTC, wide: bool = False) -> str:
     """Rows like `sacct`, newest first, then the totals over every matching job."""
     from tabulate import tabulate
 
-    rows = [_table_row(job, tz) for job in document["jobs"]]
+    shown_columns = range(len(HEADERS)) if wide else NARROW
+    headers = [HEADERS[i] for i in shown_columns]
+    rows = [[row[i] for i in shown_columns] for row in (_table_row(job, tz) for job in document["jobs"])]
     totals = document["totals"]
     shown = len(document["jobs"])
     more = f" (showing the newest {shown}; --limit 0 for all)" if document["truncated"] else ""
@@ -170,7 +176,7 @@ def table(document: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
     )
     if not rows:
         return f"no jobs match\n{footer}"
-    body = tabulate(rows, headers=HEADERS, disable_numparse=True, stralign="left")
+    body = tabulate(rows, headers=headers, disable_numparse=True, stralign="left")
     return f"{body}\n{footer}"
 
 

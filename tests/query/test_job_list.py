@@ -73,8 +73,23 @@ def test_totals_cover_every_match_when_the_table_is_cut(jobs_reader: readonly.Re
 def test_table_and_csv(jobs_reader: readonly.Reader) -> None:
     document = listed(jobs_reader)
     lines = job_list.table(document).splitlines()
-    assert lines[0].split()[:3] == ["JobID", "User", "Account"]
+    assert lines[0].split() == [
+        "JobID",
+        "User",
+        "Account",
+        "State",
+        "Start",
+        "Elapsed",
+        "kWh",
+        "CO2e",
+        "g",
+        "Cover",
+    ]
     assert lines[-1].startswith("5 jobs: ")
+    assert max(len(line) for line in lines[:-1]) <= 100
+    wide = job_list.table(document, wide=True).splitlines()
+    assert wide[0].split()[3:4] + wide[0].split()[-2:] == ["Partition", "Intensity", "Cover"]
+    assert [line.split()[0] for line in wide[2:-1]] == [line.split()[0] for line in lines[2:-1]]
     rows = job_list.csv_text(document).splitlines()
     assert rows[0].split(",") == list(job_list.CSV_COLUMNS)
     assert len(rows) == 6
