@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.cli import output
-from slurm_plugin.cli.accounting import utc_datetime
 from slurm_plugin.config import Config, ConfigError
 from slurm_plugin.errors import JobcarbonError, UsageError
 
@@ -91,10 +90,13 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
 
     if not 0 <= args.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
-    until = args.until or dt.datetime.now(dt.UTC)
-    since = args.since or until - DEFAULT_WINDOW
+    tz = _timezone(settings)
+    until = _site_time(args.until, tz) if args.until else dt.datetime.now(dt.UTC)
+    since = _site_time(args.since, tz) if args.since else until - DEFAULT_WINDOW
     if since > until:
-        raise UsageError(f"-S {since:%Y-%m-%dT%H:%MZ} is after -E {until:%Y-%m-%dT%H:%MZ}: nothing can match")
+        raise UsageError(
+            f"-S {since.isoformat(timespec='minutes')} is after -E {until.isoformat(timespec='minutes')}"
+        )
     wanted = JobFilter(
         since_s=since.timestamp(),
         until_s=until.timestamp(),
@@ -159,6 +161,27 @@ def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
         reader.close()
 
 
+def _site_time_text(text: str) -> str:
+    """An argparse type: ISO date or date-time, "today" or "yesterday"; resolved by `_site_time`."""
+    if text not in ("today", "yesterday"):
+        try:
+            dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an ISO date or date-time") from None
+    return text
+
+
+def _site_time(text: str, tz: dt.tzinfo) -> dt.datetime:
+    """`text` in the site's time zone (accounting.timezone, as the table prints), unless it names an
+    offset; "today" and "yesterday" are the site's midnights."""
+    days_back = {"today": 0, "yesterday": 1}.get(text)
+    if days_back is not None:
+        midnight = dt.datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (midnight - dt.timedelta(days=days_back)).replace(fold=0)
+    moment = dt.datetime.fromisoformat(text)
+    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
+
+
 def _timezone(settings: Config) -> dt.tzinfo:
     name = settings.accounting.timezone
     if name == "UTC":
@@ -213,9 +236,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     many.add_argument("-s", "--state", type=_names, default=(), help="only these states (completed)")
     many.add_argument("-a", "--all-users", action="store_true", help="every job you may see, not only yours")
     many.add_argument(
-        "-S", "--since", type=utc_datetime, help="jobs running at or after (default: 7 days ago)"
+        "-S",
+        "--since",
+        type=_site_time_text,
+        help="jobs running at or after; accounting.timezone unless an offset is given (default: 7 days ago)",
     )
-    many.add_argument("-E", "--until", type=utc_datetime, help="jobs running at or before (default: now)")
+    many.add_argument(
+        "-E", "--until", type=_site_time_text, help="jobs running at or before; as -S (default: now)"
+    )
     many.add_argument(
         "--limit", type=int, default=100, help="newest N jobs (0: up to 10000); totals cover all"
     )

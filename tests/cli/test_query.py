@@ -173,11 +173,25 @@ def test_service_down_is_one_line(site: dict, tmp_path: Path) -> None:
 
 def test_since_after_until_is_a_usage_error(site: dict) -> None:
     done = jobcarbon("jobs", "-S", "2026-01-02", "-E", "2026-01-01", config=site["config"])
-    assert (
-        one_line_error(done)
-        == "jobcarbon: -S 2026-01-02T00:00Z is after -E 2026-01-01T00:00Z: nothing can match"
-    )
+    assert one_line_error(done) == "jobcarbon: -S 2026-01-02T00:00+00:00 is after -E 2026-01-01T00:00+00:00"
     assert done.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        ("2026-01-01", "2025-12-31T23:00:00Z"),  # midnight in Berlin (UTC+1 in winter)
+        ("2026-01-01T12:00", "2026-01-01T11:00:00Z"),
+        ("2026-01-01T12:00+00:00", "2026-01-01T12:00:00Z"),  # an offset given wins
+    ],
+)
+def test_since_and_until_are_read_in_the_site_time_zone(site: dict, since: str, expected: str) -> None:
+    config = site["dir"] / "berlin.yaml"
+    config.write_text(site["config"].read_text() + "accounting:\n  timezone: Europe/Berlin\n")
+    done = jobcarbon("jobs", "-S", since, "-E", "2026-01-03", "--json", config=config)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["filters"]["since"] == expected
+    assert json.loads(done.stdout)["filters"]["until"] == "2026-01-02T23:00:00Z"
 
 
 def test_a_database_url_naming_a_directory_is_one_line(tmp_path: Path) -> None:
