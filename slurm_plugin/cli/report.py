@@ -41,7 +41,7 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         document = monthly.build(reader, request)
         result = output.Result(
             document,
-            table=lambda: formats.to_table(document),
+            table=lambda: formats.to_table(document, wide=args.wide),
             csv=lambda: formats.to_csv(document),
             extra={"html": lambda: html(document, monthly.intensity_curves(reader, document))}
             if html
@@ -111,5 +111,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--output",
         help="write to this file ('-': stdout) instead of stdout; {month}, {by} and {format} are filled in;"
         " its directory must exist",
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="the table with CPU, DRAM and GPU kWh and the data-quality shares"
     )
     parser.set_defaults(run=report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from typing import Any
 
 # (key, CSV column / table header); GPU-hours per model follow as `gpu_hours[MODEL]` columns.
@@ -48,9 +49,17 @@ TABLE_HEADERS = {
 }
 
 
-def _columns(document: dict[str, Any]) -> list[tuple[str, str]]:
+# The terminal table's default columns: 100 characters wide with everyday group names; `--wide` and
+# the HTML table show every column.
+NARROW = frozenset(
+    {"group", "jobs", "cpu_core_hours", "gpu_hours", "it_kwh", "facility_kwh", "co2e_kg",
+     "effective_g_per_kwh", "co2e_share"}
+)  # fmt: skip
+
+
+def _columns(document: dict[str, Any], wide: bool = True) -> list[tuple[str, str]]:
     embodied = document["metadata"]["embodied"] is not None
-    return [c for c in COLUMNS if embodied or c[0] != "embodied_co2e_kg"]
+    return [c for c in COLUMNS if (embodied or c[0] != "embodied_co2e_kg") and (wide or c[0] in NARROW)]
 
 
 def models(document: dict[str, Any]) -> list[str]:
@@ -73,18 +82,18 @@ def to_csv(document: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def to_table_rows(document: dict[str, Any]) -> list[list[str]]:
+def to_table_rows(document: dict[str, Any], wide: bool = True) -> list[list[str]]:
     """Headers, then a line of formatted cells per group and the totals (the HTML table uses it too)."""
-    columns = _columns(document)
+    columns = _columns(document, wide)
     headers = [TABLE_HEADERS[key].format(by=document["metadata"]["by"]) for key, _ in columns]
     body = [[_cell(key, row[key]) for key, _ in columns] for row in [*document["rows"], document["totals"]]]
     return [headers, *body]
 
 
-def to_table(document: dict[str, Any]) -> str:
+def to_table(document: dict[str, Any], wide: bool = False) -> str:
     from tabulate import tabulate
 
-    headers, *body = to_table_rows(document)
+    headers, *body = to_table_rows(document, wide)
     lines = [
         *header_lines(document["metadata"]),
         "",
@@ -112,7 +121,7 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
     if meta["recomputed"]["footprints"]:
         count = meta["recomputed"]["footprints"]
         lines.append(f"note: {count} footprints of this month were recomputed after it closed")
-    return lines
+    return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
 
 
 def _cell(key: str, value: Any) -> str:

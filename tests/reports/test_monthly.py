@@ -164,6 +164,9 @@ def test_csv_parses_back_to_the_same_numbers_and_json_matches_its_schema(reader:
     table = formats.to_table(document)
     assert "Europe/Berlin" in table
     assert "location-based scope 2" in table
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "DRAM kWh" not in table
+    assert "DRAM kWh" in formats.to_table(document, wide=True)
 
 
 def test_a_rerun_is_identical_unless_footprints_were_recomputed(
