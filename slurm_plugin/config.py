@@ -17,7 +17,7 @@ import yaml
 
 from slurm_plugin import yamlschema
 from slurm_plugin.config_location import ENV_VAR, ConfigError, config_path
-from slurm_plugin.yamlschema import FRACTION, POSITIVE
+from slurm_plugin.yamlschema import FRACTION, NON_NEGATIVE, POSITIVE
 
 __all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse"]
 
@@ -151,6 +151,18 @@ class Visibility:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Prometheus metrics: the agent's textfile and `jobcarbon metrics serve` (docs/monitoring.md)."""
+
+    textfile_dir: Path | None = None  # node_exporter's --collector.textfile.directory; null: no textfile
+    textfile_interval_s: float = field(default=30.0, metadata=NON_NEGATIVE)  # 0: every tick
+    ended_job_keep_s: float = field(default=60.0, metadata=NON_NEGATIVE)
+    listen: str = "127.0.0.1:9877"  # `jobcarbon metrics serve`: an admin endpoint, loopback by default
+    top_n: int = field(default=20, metadata=POSITIVE)  # accounts and users named; the rest are "other"
+    stale_after_s: float = field(default=3600.0, metadata=POSITIVE)  # a node without records this long
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -165,6 +177,7 @@ class Config:
     embodied: Embodied = field(default_factory=Embodied)
     intensity: Intensity = field(default_factory=Intensity)
     visibility: Visibility = field(default_factory=Visibility)
+    metrics: Metrics = field(default_factory=Metrics)
     source: Path | None = field(default=None, compare=False)
 
 

@@ -19,11 +19,14 @@ import selectors
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from slurm_plugin import config as config_module
+from slurm_plugin import outbox
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv
+from slurm_plugin.node.metrics import Health, Textfile
 from slurm_plugin.node.sampler import NodeSampler
 from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
 from slurm_plugin.safefile import ensure_dir, lock_file
@@ -47,6 +50,15 @@ class Agent:
         self.stopping = False
         self._delivery_pid: int | None = None
         self._delivery_due = False
+        self._delivering: list[Path] = []  # the records the running deliverer found
+        self.health = Health()
+        metrics = config.metrics
+        self.textfile = (
+            Textfile(metrics.textfile_dir, metrics.textfile_interval_s, metrics.ended_job_keep_s)
+            if metrics.textfile_dir is not None
+            else None
+        )
+        self._metrics_problem: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -71,7 +83,8 @@ class Agent:
                 self._snapshot()
                 next_snapshot = time.monotonic() + snapshots
             self._deliver()
-            if not self.sampler.jobs and not self.persistent and self._idle_exit():
+            self._publish()
+            if not self.sampler.jobs and not self.persistent and not self._holding() and self._idle_exit():
                 break
         self._close()
 
@@ -125,14 +138,34 @@ class Agent:
             self._delivery_due = True
 
     def _deliver(self) -> None:
-        """Start one detached deliverer for records written since the last one started; reap it."""
+        """Start one detached deliverer for records written since the last one started; reap it (it
+        failed if a record it found is still in the outbox: the database was away or refused it)."""
         if self._delivery_pid is not None:
             if os.waitpid(self._delivery_pid, os.WNOHANG)[0] == 0:
                 return  # still running; a new one starts when it is done
             self._delivery_pid = None
+            self.health.delivered(not any(p.exists() for p in self._delivering), time.time())
         if self._delivery_due and self.config.database.deliver_from_nodes:
             self._delivery_due = False
+            self._delivering = outbox.pending(self.config.paths.outbox)
             self._delivery_pid = agent_client.spawn_delivery(self.config.source)
+
+    def _publish(self) -> None:
+        """Rewrite the metrics textfile when due; a failure is logged once and never stops sampling."""
+        if self.textfile is None:
+            return
+        try:
+            self.textfile.update(self.sampler, self.health, self.config.paths.outbox, time.time())
+        except OSError as exc:
+            if str(exc) != self._metrics_problem:
+                self.log("warning", f"metrics textfile not written: {exc}")
+            self._metrics_problem = str(exc)
+        else:
+            self._metrics_problem = None
+
+    def _holding(self) -> bool:
+        """Stay a little after the last job, so that its final totals are scraped."""
+        return self.textfile is not None and self.textfile.holding(time.time())
 
     def _close(self) -> None:
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
@@ -144,13 +177,19 @@ class Agent:
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
+        if self.textfile is not None:
+            with contextlib.suppress(OSError):
+                self.textfile.remove()
 
     def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:
+        started = time.perf_counter()
         try:
-            return self.sampler.tick(defer_gpus=defer_gpus, anchor_for=anchor_for or ())
+            now = self.sampler.tick(defer_gpus=defer_gpus, anchor_for=anchor_for or ())
         except Exception as exc:  # the sampler loop boundary: log, keep sampling
             self.log("error", f"sample failed: {type(exc).__name__}: {exc}")
             return time.time()
+        self.health.tick(now, time.perf_counter() - started)
+        return now
 
     def _settle(self) -> None:
         try:
@@ -211,7 +250,7 @@ class Agent:
         _info, start_s = self.spool.load_job(key)
         end_s = max(journal.stat().st_mtime if journal.exists() else start_s, start_s)
         try:
-            path = finalize(
+            path, _record = finalize(
                 self.spool, key, end_s, ["the node rebooted during the job"], self.config.paths.outbox
             )
         finally:
@@ -222,9 +261,9 @@ class Agent:
     def _finish(self, key: str) -> str | None:
         """Write the record of a job whose last tick and GPU readings are done."""
         end_s = self.spool.stop_time(key) or time.time()
-        self.sampler.remove(key)
+        tracker = self.sampler.remove(key)
         try:
-            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
+            path, document = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
         except Exception as exc:
             self.log("error", f"job {key}: cannot write record: {type(exc).__name__}: {exc}")
             return None
@@ -232,6 +271,8 @@ class Agent:
             fd = self.job_locks.pop(key, None)
             if fd is not None:
                 os.close(fd)
+        if tracker is not None and self.textfile is not None:
+            self.textfile.ended(tracker, document["energy"], time.time())
         self.log("info", f"job {key}: record written to {path}")
         self._delivery_due = True
         return str(path)

@@ -37,6 +37,7 @@ class GpuTrack:
         self.has_counter = True  # False once the counter proves NotSupported (pre-Volta)
         self.anchored_until: float | None = None  # parts up to this time are final
         self.last_anchor: float | None = None
+        self.total_j = 0.0  # final energy so far (anchored, or integrated without a counter): node metrics
         self._time: float | None = None
         self._power_w: float | None = None
         self._segment: list[tuple[EnergyDelta, float]] = []  # provisional parts and their durations
@@ -60,6 +61,7 @@ class GpuTrack:
         self._power_w = power_w if power_w is not None else self._power_w
         if not self.has_counter:
             self.anchored_until = time_s
+            self.total_j += part.joules if part is not None else 0.0
             return Step(part, False)
         if energy_mj is None:
             return Step(part, False)  # not an anchor, or the counter failed: the segment goes on
@@ -67,6 +69,7 @@ class GpuTrack:
         delta = self.counter.update(time_s, energy_mj)
         if delta is not None:
             self._scale(delta.joules)
+        self.total_j += sum(part.joules for part, _ in self._segment)
         self._segment.clear()
         self.last_anchor = self.anchored_until = time_s
         return Step(part, self.counter.resets > resets)
@@ -74,6 +77,7 @@ class GpuTrack:
     def drop_counter(self, time_s: float) -> None:
         """The counter is NotSupported: what is pending stays integrated, and so is all that follows."""
         self.has_counter = False
+        self.total_j += sum(part.joules for part, _ in self._segment)
         self._segment.clear()
         self.anchored_until = time_s
 

@@ -39,6 +39,7 @@ MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
+COMPONENTS = ("cpu", "dram", "gpu")
 
 
 @dataclass(slots=True)
@@ -77,6 +78,21 @@ class JobTracker:
     noted: set[str] = field(default_factory=set)
     journaled_cpus: frozenset[int] = frozenset()
     pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
+    energy_j: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    gpu_j: dict[str, float] = field(default_factory=dict)  # per GPU (or MIG) UUID
+    cpu_s: float = 0.0
+
+    def count(self, entry: dict[str, Any]) -> None:
+        """Add a journaled interval to the job's running totals (the metrics' counters): the same
+        figures the record sums, so a finished job's counter ends at its record's energy."""
+        self.cpu_s += entry["cpu_s"]
+        for component in ("cpu", "dram"):
+            if entry[component] is not None:
+                self.energy_j[component] += entry[component][0]
+        for uuid, part in (entry["gpu"] or {}).items():
+            if part is not None:
+                self.energy_j["gpu"] += part[0]
+                self.gpu_j[uuid] = self.gpu_j.get(uuid, 0.0) + part[0]
 
     def note(self, text: str, now: float) -> None:
         """Journal a problem once per job, so it reaches the record without flooding the journal."""
@@ -107,6 +123,8 @@ class NodeSampler:
         self._last_tick: float | None = None
         self._nvml: Any = None
         self._nvml_problem: str | None = None
+        self.energy_j = dict.fromkeys(COMPONENTS, 0.0)  # the node's since this sampler started
+        self.sensors_ok: dict[str, bool] = {"procstat": True, "rapl": bool(self.rapl.zones)}
 
     def _cpu_power_model(self) -> tuple[float, float]:
         """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
@@ -199,6 +217,7 @@ class NodeSampler:
         if not info.job_gpus and not info.cuda_visible_devices:
             return [], []
         nvml = self._open_nvml()
+        self.sensors_ok["nvml"] = nvml is not None
         if nvml is None:
             return [], [f"job has GPUs but NVML is unavailable: {self._nvml_problem}"]
         devices, problems = nvml.resolve(info.job_gpus, info.cuda_visible_devices)
@@ -262,10 +281,13 @@ class NodeSampler:
             busy_s = procstat.read_busy_s(self._stat_path)
         except (OSError, ValueError) as exc:
             self.log("error", f"cannot read {self.procfs}/stat: {exc}")
+            self.sensors_ok["procstat"] = False
             return None
+        self.sensors_ok["procstat"] = True
         busy = max(busy_s - self._busy, 0.0) if self._busy is not None else 0.0
         self._busy = busy_s
         packages, drams, unreadable = self._read_rapl(now)
+        self.sensors_ok["rapl"] = bool(self.rapl.zones) and not unreadable
         if duration is None:
             return None
         if not self._has_packages or any(z.kind == "package" for z in unreadable):
@@ -277,6 +299,8 @@ class NodeSampler:
             cpu_j = None if None in packages else sum(p or 0.0 for p in packages)
             method = Method.MEASURED
         dram_ok = drams and None not in drams and not any(z.kind == "dram" for z in unreadable)
+        self.energy_j["cpu"] += cpu_j or 0.0
+        self.energy_j["dram"] += sum(d or 0.0 for d in drams) if dram_ok else 0.0
         return NodeInterval(
             duration_s=duration,
             cpu_j=cpu_j,
@@ -326,7 +350,9 @@ class NodeSampler:
                 energy_mj = self._counter_mj(uuid, track, tick.time)
                 if energy_mj is not None and power_mw is not None:
                     energy_mj -= power_mw * max(time.time() - tick.time, 0.0)  # mW x s = mJ
+            counted = track.total_j
             step = track.step(tick.time, power_mw / 1000 if power_mw is not None else None, energy_mj)
+            self.energy_j["gpu"] += track.total_j - counted
             if step.part is not None:
                 tick.gpu_energy[uuid] = step.part
             if step.reset:
@@ -354,6 +380,7 @@ class NodeSampler:
             parts = tick.gpu_parts(job, functools.partial(self._final, time_s=tick.time))
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
             tracker.journal.append(entry)
+            tracker.count(entry)
             pending.popleft()
 
     def _note_gpu(self, uuid: str, text: str, now: float) -> None:

@@ -18,6 +18,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from slurm_plugin.node.fastpath import INCOMING, boot_id
 from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
@@ -156,8 +157,11 @@ def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
                     os.unlink(entry.path)
 
 
-def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
-    """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
+def finalize(
+    spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Turn a job's journal into its record in the outbox and drop the job's spool directory; returns
+    the record's path and the record."""
     from slurm_plugin import outbox as outbox_files
     from slurm_plugin import record
     from slurm_plugin.node import journal
@@ -172,4 +176,4 @@ def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], o
     document = record.build(samples, end_s, partial_reasons)
     path = outbox_files.write(outbox, document, fsync=spool.fsync)  # replaces the job's last snapshot
     spool.remove_job(key)
-    return path
+    return path, document

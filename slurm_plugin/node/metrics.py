@@ -1,0 +1,220 @@
+"""The agent's Prometheus metrics, written as a node_exporter textfile (no daemon of our own).
+
+The text format is written directly rather than through `prometheus-client`: at 64 jobs that library
+cost several times the agent's per-tick budget and megabytes of RSS (bench/metrics.py,
+docs/monitoring.md). Each job's label sets are escaped once, when the job is first seen, so a
+rewrite only formats numbers. Energy is a counter per job and per node; a job's series carry its
+final totals for `metrics.ended_job_keep_s` after it ends (long enough to be scraped) and then
+disappear, which Prometheus marks as the end of the series. The file is replaced atomically (a
+`.tmp` name node_exporter ignores, then a rename) and removed when the agent exits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slurm_plugin import outbox
+from slurm_plugin.node.sampler import COMPONENTS, JobTracker, NodeSampler
+from slurm_plugin.safefile import atomic_write
+
+FILENAME = "jobcarbon.prom"
+
+
+@dataclass
+class Health:
+    """What the agent counts about itself between rewrites."""
+
+    started_s: float = field(default_factory=time.time)
+    ticks: int = 0
+    tick_seconds: float = 0.0
+    last_tick_s: float = 0.0
+    last_tick_duration_s: float = 0.0
+    deliveries: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    last_delivery_s: float | None = None
+
+    def tick(self, started: float, duration_s: float) -> None:
+        self.ticks += 1
+        self.tick_seconds += duration_s
+        self.last_tick_s = started
+        self.last_tick_duration_s = duration_s
+
+    def delivered(self, ok: bool, now: float) -> None:
+        self.deliveries["ok" if ok else "failed"] += 1
+        if ok:
+            self.last_delivery_s = now
+
+
+@dataclass(slots=True)
+class _JobSeries:
+    """One job's label sets, escaped once; its totals are read from the tracker on each rewrite."""
+
+    energy: dict[str, str]  # component -> '{jobid=..,component=..}'
+    plain: str  # '{jobid=..,user=..,account=..,partition=..}'
+    tracker: JobTracker
+    gpus: dict[str, str] = field(default_factory=dict)
+    ended_s: float | None = None
+    shown: tuple[float, ...] = (0.0, 0.0, 0.0)  # the energy last written, per component
+
+
+def _joules(part: Any) -> float:
+    return float((part or {}).get("joules") or 0.0)
+
+
+class Textfile:
+    """The agent's `jobcarbon.prom` in node_exporter's textfile directory."""
+
+    def __init__(self, directory: Path, interval_s: float, keep_ended_s: float):
+        self.path = directory / FILENAME
+        self.interval_s = interval_s
+        self.keep_ended_s = keep_ended_s
+        self._jobs: dict[str, _JobSeries] = {}
+        self._next_s = 0.0
+
+    def ended(self, tracker: JobTracker, energy: dict[str, Any], now: float) -> None:
+        """A job's record is written: show its energy (`energy`, the record's) as the final totals for
+        `keep_ended_s`. The record clips the last interval at the job's end; a counter never goes
+        down, so a total already shown above it stays (a tick that raced the epilog, milliseconds)."""
+        series = self._jobs.get(tracker.info.key) or self._add(tracker)
+        for component, shown in zip(COMPONENTS, series.shown, strict=True):
+            tracker.energy_j[component] = max(_joules(energy.get(component)), shown)
+        devices = (energy.get("gpu") or {}).get("devices") or {}
+        for uuid in tracker.gpu_j:
+            tracker.gpu_j[uuid] = _joules(devices.get(uuid))
+        series.ended_s = now
+        self._next_s = 0.0  # its final figures go out now, not at the next interval
+
+    def holding(self, now: float) -> bool:
+        """Whether some ended job's final totals are still being shown (the agent stays for them)."""
+        return any(s.ended_s is not None and now - s.ended_s < self.keep_ended_s for s in self._jobs.values())
+
+    def update(self, sampler: NodeSampler, health: Health, outbox_dir: Path, now: float) -> None:
+        """Rewrite the file when due; a failure is the caller's to log (it never stops sampling)."""
+        if now < self._next_s:
+            return
+        self._next_s = now + self.interval_s
+        for key, tracker in sampler.jobs.items():
+            if key not in self._jobs:
+                self._add(tracker)
+        for key in [k for k, s in self._jobs.items() if self._expired(k, s, sampler, now)]:
+            del self._jobs[key]
+        text = render(sampler, health, self._jobs.values(), len(outbox.pending(outbox_dir)))
+        atomic_write(self.path, text.encode(), mode=0o644, fsync=False)
+        for series in self._jobs.values():
+            series.shown = tuple(series.tracker.energy_j.values())
+
+    def remove(self) -> None:
+        """The agent exits: its series end (an idle node has no jobcarbon series, docs/monitoring.md)."""
+        self.path.unlink(missing_ok=True)
+
+    def _add(self, tracker: JobTracker) -> _JobSeries:
+        info = tracker.info
+        labels = f'jobid="{info.job_id}",user="{escape(info.user)}",account="{escape(info.account or "")}"'
+        labels += f',partition="{escape(info.partition or "")}"'
+        energy = {c: f'{{{labels},component="{c}"}}' for c in COMPONENTS}
+        series = _JobSeries(energy, f"{{{labels}}}", tracker)
+        self._jobs[info.key] = series
+        return series
+
+    def _expired(self, key: str, series: _JobSeries, sampler: NodeSampler, now: float) -> bool:
+        if series.ended_s is None:
+            return key not in sampler.jobs  # removed without `ended` (the agent closing): nothing to keep
+        return now - series.ended_s >= self.keep_ended_s
+
+
+def escape(value: str) -> str:
+    """A label value in the text format: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> Iterator[str]:
+    yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+    for sample in samples:
+        yield f"{name}{sample}\n"
+
+
+def render(sampler: NodeSampler, health: Health, jobs: Iterable[_JobSeries], backlog: int) -> str:
+    """The whole exposition: node and job energy counters, then the agent's health."""
+    jobs = list(jobs)
+    parts: list[str] = []
+    parts += _family(
+        "jobcarbon_node_energy_joules_total",
+        "counter",
+        "Energy the node used since the agent started, per component (cpu is estimated without RAPL).",
+        (f'{{component="{c}"}} {sampler.energy_j[c]:.3f}' for c in COMPONENTS),
+    )
+    parts += _family(
+        "jobcarbon_job_energy_joules_total",
+        "counter",
+        "Energy attributed to a job on this node so far, per component, as its record will sum it.",
+        (f"{s.energy[c]} {s.tracker.energy_j[c]:.3f}" for s in jobs for c in COMPONENTS),
+    )
+    parts += _family(
+        "jobcarbon_job_gpu_energy_joules_total",
+        "counter",
+        "Energy attributed to a job per GPU (or MIG slice) so far.",
+        (f"{_gpu_labels(s, uuid)} {joules:.3f}" for s in jobs for uuid, joules in s.tracker.gpu_j.items()),
+    )
+    parts += _family(
+        "jobcarbon_job_cpu_seconds_total",
+        "counter",
+        "CPU time a job used on this node (its cgroup).",
+        (f"{s.plain} {s.tracker.cpu_s:.3f}" for s in jobs),
+    )
+    parts += _family(
+        "jobcarbon_job_allocated_cpus",
+        "gauge",
+        "CPUs allocated to a job on this node (for efficiency: CPU seconds per second per CPU).",
+        (f"{s.plain} {_cpus(s.tracker)}" for s in jobs),
+    )
+    parts += _health(sampler, health, backlog)
+    return "".join(parts)
+
+
+def _cpus(tracker: JobTracker) -> int:
+    usage = tracker.usage
+    return len(usage.cpus) if usage and usage.cpus else (tracker.info.cpus_per_node or 0)
+
+
+def _gpu_labels(series: _JobSeries, uuid: str) -> str:
+    labels = series.gpus.get(uuid)
+    if labels is None:
+        labels = series.gpus[uuid] = f'{series.plain[:-1]},gpu="{escape(uuid)}"}}'
+    return labels
+
+
+def _health(sampler: NodeSampler, health: Health, backlog: int) -> Iterator[str]:
+    gauges = (
+        ("start_time_seconds", "When this agent started (Unix time).", health.started_s),
+        ("last_tick_timestamp_seconds", "When the agent last sampled (Unix time).", health.last_tick_s),
+        ("last_tick_duration_seconds", "How long the last tick took.", health.last_tick_duration_s),
+        ("jobs", "Jobs the agent samples.", len(sampler.jobs)),
+        ("outbox_records", "Finished records in this node's outbox, not yet delivered.", backlog),
+    )
+    for name, help_text, value in gauges:
+        yield from _family(f"jobcarbon_agent_{name}", "gauge", help_text, (f" {value}",))
+    yield from _family("jobcarbon_agent_ticks_total", "counter", "Ticks sampled.", (f" {health.ticks}",))
+    spent = f" {health.tick_seconds:.6f}"
+    yield from _family("jobcarbon_agent_tick_seconds_total", "counter", "Time spent in ticks.", (spent,))
+    yield from _family(
+        "jobcarbon_agent_sensor_ok",
+        "gauge",
+        "1 when the sensor's last reading succeeded (rapl 0: no readable zone, CPU energy estimated).",
+        (f'{{sensor="{name}"}} {int(ok)}' for name, ok in sorted(sampler.sensors_ok.items())),
+    )
+    yield from _family(
+        "jobcarbon_agent_deliveries_total",
+        "counter",
+        "Deliveries to the database started by the agent; failed: a record it found was left behind.",
+        (f'{{result="{result}"}} {count}' for result, count in health.deliveries.items()),
+    )
+    if health.last_delivery_s is not None:
+        yield from _family(
+            "jobcarbon_agent_last_delivery_timestamp_seconds",
+            "gauge",
+            "When a delivery last stored every record it found (Unix time).",
+            (f" {health.last_delivery_s}",),
+        )
