@@ -13,7 +13,7 @@ import os
 import sys
 
 from slurm_plugin import __version__
-from slurm_plugin.cli import accounting, node, output, query, report
+from slurm_plugin.cli import accounting, metrics, node, output, query, report
 from slurm_plugin.errors import JobcarbonError, UsageError
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounting.add_commands(commands)
     query.add_commands(commands)
     report.add_commands(commands)
+    metrics.add_commands(commands)
     parser.set_defaults(commands=frozenset(commands.choices), on_config_error=None, context=None)
     return parser
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from slurm_plugin import outbox
 from slurm_plugin.node.sampler import COMPONENTS, JobTracker, NodeSampler
+from slurm_plugin.promtext import escape, family
 from slurm_plugin.safefile import atomic_write
 
 FILENAME = "jobcarbon.prom"
@@ -125,46 +126,35 @@ class Textfile:
         return now - series.ended_s >= self.keep_ended_s
 
 
-def escape(value: str) -> str:
-    """A label value in the text format: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> Iterator[str]:
-    yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
-    for sample in samples:
-        yield f"{name}{sample}\n"
-
-
 def render(sampler: NodeSampler, health: Health, jobs: Iterable[_JobSeries], backlog: int) -> str:
     """The whole exposition: node and job energy counters, then the agent's health."""
     jobs = list(jobs)
     parts: list[str] = []
-    parts += _family(
+    parts += family(
         "jobcarbon_node_energy_joules_total",
         "counter",
         "Energy the node used since the agent started, per component (cpu is estimated without RAPL).",
         (f'{{component="{c}"}} {sampler.energy_j[c]:.3f}' for c in COMPONENTS),
     )
-    parts += _family(
+    parts += family(
         "jobcarbon_job_energy_joules_total",
         "counter",
         "Energy attributed to a job on this node so far, per component, as its record will sum it.",
         (f"{s.energy[c]} {s.tracker.energy_j[c]:.3f}" for s in jobs for c in COMPONENTS),
     )
-    parts += _family(
+    parts += family(
         "jobcarbon_job_gpu_energy_joules_total",
         "counter",
         "Energy attributed to a job per GPU (or MIG slice) so far.",
         (f"{_gpu_labels(s, uuid)} {joules:.3f}" for s in jobs for uuid, joules in s.tracker.gpu_j.items()),
     )
-    parts += _family(
+    parts += family(
         "jobcarbon_job_cpu_seconds_total",
         "counter",
         "CPU time a job used on this node (its cgroup).",
         (f"{s.plain} {s.tracker.cpu_s:.3f}" for s in jobs),
     )
-    parts += _family(
+    parts += family(
         "jobcarbon_job_allocated_cpus",
         "gauge",
         "CPUs allocated to a job on this node (for efficiency: CPU seconds per second per CPU).",
@@ -195,24 +185,24 @@ def _health(sampler: NodeSampler, health: Health, backlog: int) -> Iterator[str]
         ("outbox_records", "Finished records in this node's outbox, not yet delivered.", backlog),
     )
     for name, help_text, value in gauges:
-        yield from _family(f"jobcarbon_agent_{name}", "gauge", help_text, (f" {value}",))
-    yield from _family("jobcarbon_agent_ticks_total", "counter", "Ticks sampled.", (f" {health.ticks}",))
+        yield from family(f"jobcarbon_agent_{name}", "gauge", help_text, (f" {value}",))
+    yield from family("jobcarbon_agent_ticks_total", "counter", "Ticks sampled.", (f" {health.ticks}",))
     spent = f" {health.tick_seconds:.6f}"
-    yield from _family("jobcarbon_agent_tick_seconds_total", "counter", "Time spent in ticks.", (spent,))
-    yield from _family(
+    yield from family("jobcarbon_agent_tick_seconds_total", "counter", "Time spent in ticks.", (spent,))
+    yield from family(
         "jobcarbon_agent_sensor_ok",
         "gauge",
         "1 when the sensor's last reading succeeded (rapl 0: no readable zone, CPU energy estimated).",
         (f'{{sensor="{name}"}} {int(ok)}' for name, ok in sorted(sampler.sensors_ok.items())),
     )
-    yield from _family(
+    yield from family(
         "jobcarbon_agent_deliveries_total",
         "counter",
         "Deliveries to the database started by the agent; failed: a record it found was left behind.",
         (f'{{result="{result}"}} {count}' for result, count in health.deliveries.items()),
     )
     if health.last_delivery_s is not None:
-        yield from _family(
+        yield from family(
             "jobcarbon_agent_last_delivery_timestamp_seconds",
             "gauge",
             "When a delivery last stored every record it found (Unix time).",

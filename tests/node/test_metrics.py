@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_plugin.node.metrics import FILENAME, escape
+from slurm_plugin.node.metrics import FILENAME
+from slurm_plugin.promtext import escape
 from tests.simnode import SimNode, wait_for
 
 parser = pytest.importorskip("prometheus_client.parser")
