@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from slurm_plugin.accounting import months
-from slurm_plugin.config import Config
+from slurm_plugin.accounting import join, months
+from slurm_plugin.config import Accounting, Config
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.promtext import family, labels
 from slurm_plugin.storage import metrics_reads, month_reads, readonly
@@ -38,7 +38,7 @@ def render(reader: readonly.Reader, settings: Config, now: float) -> str:
     parts: list[str] = []
     for by in ("account", "user"):
         parts += _month_sums(reader, settings.metrics.top_n, by, month)
-    parts += _intensity(reader, now)
+    parts += _intensity(reader, settings.accounting, now)
     parts += _freshness(reader, settings.metrics.stale_after_s, now)
     return "".join(parts)
 
@@ -81,18 +81,25 @@ def _name(key: Any) -> str:
     return NO_NAME if key is None or key == "" else str(key)
 
 
-def _intensity(reader: readonly.Reader, now: float) -> Iterator[str]:
-    rows = metrics_reads.intensity_now(reader, now)
-    ends = metrics_reads.intensity_ends(reader)
+def _intensity(reader: readonly.Reader, settings: Accounting, now: float) -> Iterator[str]:
+    """The slot covering now per zone and source; for the site's zone without one, the rung below the
+    series that footprints use (zone or country yearly average, constant, world), as its quality."""
+    in_use = [
+        (row["zone"], row["source"], _quality(row), row["g_per_kwh"])
+        for row in metrics_reads.intensity_now(reader, now)
+        if row["end_s"] > now
+    ]
+    if settings.zone and all(zone != settings.zone for zone, *_ in in_use):
+        rung = join.fallback(settings)
+        in_use.append((settings.zone, rung.source, rung.rung, rung.g_per_kwh))
     yield from family(
         "jobcarbon_grid_intensity_g_per_kwh",
         "gauge",
-        "Grid intensity of the newest stored slot per zone and source; quality measured/estimated/forecast.",
-        (
-            f"{labels(zone=row['zone'], source=row['source'], quality=_quality(row))} {row['g_per_kwh']}"
-            for row in rows
-        ),
+        "Grid intensity footprints use now per zone: source, and quality measured/estimated/forecast or"
+        " the yearly rung used without a series.",
+        (f"{labels(zone=zone, source=source, quality=quality)} {g}" for zone, source, quality, g in in_use),
     )
+    ends = metrics_reads.intensity_ends(reader)
     yield from family(
         "jobcarbon_grid_intensity_data_end_timestamp_seconds",
         "gauge",

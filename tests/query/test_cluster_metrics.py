@@ -48,10 +48,10 @@ def _by(samples: dict, name: str, label: str) -> dict[str, float]:
     return {dict(labels)[label]: value for (metric, labels), value in samples.items() if metric == name}
 
 
-def _render(url: str, top_n: int = 20) -> dict:
+def _render(url: str, top_n: int = 20, now: float = NOW) -> dict:
     reader = readonly.Reader.open(url)
     try:
-        return _samples(cluster_metrics.render(reader, _settings(url, top_n), NOW))
+        return _samples(cluster_metrics.render(reader, _settings(url, top_n), now))
     finally:
         reader.close()
 
@@ -103,6 +103,16 @@ def test_intensity_in_use_and_node_freshness(url: str) -> None:
     newest = _by(samples, "jobcarbon_node_newest_data_timestamp_seconds", "node")
     assert newest == {"node001": DAY + 2 * HOUR + 20 * 60, "node002": DAY + 4 * HOUR + 5 * 60}
     assert samples["jobcarbon_stale_nodes", frozenset()] == 1  # node001: 8 h 10 min old; node002: 6 h 25 min
+
+
+def test_without_a_series_covering_now_the_yearly_rung_is_in_use(url: str) -> None:
+    samples = _render(url, now=DAY + 30 * HOUR)  # the stored day (forecasts included) has ended
+    intensity = {k[1]: v for k, v in samples.items() if k[0] == "jobcarbon_grid_intensity_g_per_kwh"}
+    assert intensity == {
+        frozenset(
+            {("zone", "DE"), ("source", "electricitymaps-yearly-2025"), ("quality", "zone_yearly")}
+        ): 342.0
+    }
 
 
 @pytest.fixture
