@@ -114,15 +114,9 @@ class SimulatedHardware:
         """The simulator's cumulative true energy per channel (joules) and its timestamp."""
         return json.loads(self.ground_truth.read_text())
 
-    @property
-    def textfile_dir(self) -> Path:
-        """Where the agent writes its metrics for node_exporter's textfile collector."""
-        return self.scratch / "textfile"
-
     def write_jobcarbon_config(self, path: Path, interval_s: float = 1.0) -> Path:
         """jobcarbon's config for the test bed: simulated sysfs, real /proc and cgroups, a SQLite
-        database in the scratch directory (used once `create_database` made it), grid zone DE, the
-        metrics textfile rewritten on every tick."""
+        database in the scratch directory (used once `create_database` made it), grid zone DE."""
         path.write_text(
             "cluster: testbed\n"
             f"paths:\n  sysfs: {self.sysfs}\n  spool: {self.scratch / 'spool'}\n"
@@ -132,8 +126,5 @@ class SimulatedHardware:
             f"nvml:\n  library: {self.nvml_library}\n  slurm_index_order: minor_number\n"
             f"database:\n  url: {self.database_url}\n"
             "accounting:\n  zone: DE\n  pue: 1.2\n"
-            f"metrics:\n  textfile_dir: {self.textfile_dir}\n"
-            "  textfile_interval_s: 0\n  ended_job_keep_s: 10\n"
         )
-        self.textfile_dir.mkdir(parents=True, exist_ok=True)
         return path

@@ -35,6 +35,11 @@ pytestmark = pytest.mark.slurm
 BINARIES = {"prometheus": "prometheus", "node_exporter": "prometheus-node-exporter"}
 JOBCARBON = (sys.executable, "-m", "slurm_plugin")
 RULES = REPO_ROOT / "config" / "prometheus" / "jobcarbon-rules.yml"
+METRICS_CONFIG = """metrics:
+  textfile_dir: {directory}
+  textfile_interval_s: 0
+  ended_job_keep_s: 10
+"""
 PROMETHEUS_CONFIG = """global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -121,6 +126,13 @@ def stack(
     binaries = _binaries()
     scratch = tmp_path_factory.mktemp("prometheus")
     _store_series(simulated_hardware.database_url)
+    textfiles = slurm_cluster.scratch / "textfile"
+    textfiles.mkdir(exist_ok=True)
+    # Only this module's jobs write metrics: an agent staying for ended jobs' totals would change the
+    # timing of other modules' tests (a spare agent waiting for the lock).
+    jobcarbon_config = slurm_cluster.jobcarbon_config
+    original = jobcarbon_config.read_text()
+    jobcarbon_config.write_text(original + METRICS_CONFIG.format(directory=json.dumps(str(textfiles))))
     node, cluster, api = _free_port(), _free_port(), _free_port()
     listen = f"127.0.0.1:{cluster}"
     config = scratch / "prometheus.yml"
@@ -131,7 +143,7 @@ def stack(
             f"--web.listen-address=127.0.0.1:{node}",
             "--collector.disable-defaults",
             "--collector.textfile",
-            f"--collector.textfile.directory={simulated_hardware.textfile_dir}",
+            f"--collector.textfile.directory={textfiles}",
         ],
         [*JOBCARBON, "--config", str(slurm_cluster.jobcarbon_config), "metrics", "serve", "--listen", listen],
         [
@@ -156,6 +168,7 @@ def stack(
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+        jobcarbon_config.write_text(original)
 
 
 @dataclass
