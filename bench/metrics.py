@@ -22,7 +22,7 @@ from bench import hooks, procstats
 from bench.node import add_job_cgroup, build_node, simulator
 from bench.stats import summary_ms
 from slurm_plugin.node.jobenv import JobInfo
-from slurm_plugin.node.metrics import Health, Textfile
+from slurm_plugin.node.metrics import Exposition, Health
 from slurm_plugin.node.sampler import COMPONENTS, JobTracker
 
 JOBS = 64
@@ -30,7 +30,7 @@ FIRST_JOB = 6000
 
 
 def _sampler() -> SimpleNamespace:
-    """What `Textfile.update` reads of a `NodeSampler`: 64 jobs, half of them with a GPU."""
+    """What `Exposition.update` reads of a `NodeSampler`: 64 jobs, half of them with a GPU."""
     jobs = {}
     for index in range(JOBS):
         info = JobInfo(
@@ -54,7 +54,7 @@ def _time(call: Any, runs: int) -> dict[str, float]:
 
 
 def direct(directory: Path, runs: int) -> dict[str, float]:
-    sampler, health, textfile = _sampler(), Health(), Textfile(directory, 0.0, 60.0)
+    sampler, health, textfile = _sampler(), Health(), Exposition(directory, 0.0, 60.0)
     outbox = directory / "outbox"
     return _time(lambda: textfile.update(sampler, health, outbox, time.time()), runs)  # type: ignore[arg-type]
 

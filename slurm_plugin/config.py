@@ -157,6 +157,7 @@ class Metrics:
     textfile_dir: Path | None = None  # node_exporter's --collector.textfile.directory; null: no textfile
     textfile_interval_s: float = field(default=30.0, metadata=NON_NEGATIVE)  # 0: every tick
     ended_job_keep_s: float = field(default=60.0, metadata=NON_NEGATIVE)
+    agent_listen: str | None = None  # HOST:PORT where the agent also answers GET /metrics itself
     listen: str = "127.0.0.1:9877"  # `jobcarbon metrics serve`: an admin endpoint, loopback by default
     top_n: int = field(default=20, metadata=POSITIVE)  # accounts and users named; the rest are "other"
     stale_after_s: float = field(default=3600.0, metadata=POSITIVE)  # a node without records this long

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from slurm_plugin.config_location import ConfigError
+
+
+def parse_listen(text: str, setting: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets) into a bind address; `setting` names it in the error."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{setting} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9877")
+    return host.strip("[]"), int(port)
+
 
 def escape(value: str) -> str:
     """A label value in the text format: backslash, double quote and newline escaped."""

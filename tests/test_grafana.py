@@ -18,7 +18,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from slurm_plugin.node import metrics
 from slurm_plugin.node.jobenv import JobInfo
-from slurm_plugin.node.metrics import Health, Textfile
+from slurm_plugin.node.metrics import Exposition, Health
 from slurm_plugin.node.sampler import COMPONENTS, JobTracker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def exported_families() -> set[str]:
     sampler = SimpleNamespace(jobs={"1.0": tracker}, energy_j=dict.fromkeys(COMPONENTS, 0.0), sensors_ok={})
     health = Health()
     health.delivered(True, 1.0)
-    series = Textfile(Path("/nonexistent"), 0, 0)._add(tracker)
+    series = Exposition(Path("/nonexistent"), 0, 0)._add(tracker)
     text = metrics.render(sampler, health, [series], 0)  # type: ignore[arg-type]
     source = (REPO / "slurm_plugin" / "query" / "cluster_metrics.py").read_text()
     text += source.replace("{by}", "account") + source.replace("{by}", "user")

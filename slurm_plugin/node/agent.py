@@ -24,9 +24,10 @@ from typing import Any
 
 from slurm_plugin import config as config_module
 from slurm_plugin import outbox
+from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv
-from slurm_plugin.node.metrics import Health, Textfile
+from slurm_plugin.node.metrics import Exposition, Health, Listener
 from slurm_plugin.node.sampler import NodeSampler
 from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
 from slurm_plugin.safefile import ensure_dir, lock_file
@@ -53,17 +54,19 @@ class Agent:
         self._delivering: list[Path] = []  # the records the running deliverer found
         self.health = Health()
         metrics = config.metrics
-        self.textfile = (
-            Textfile(metrics.textfile_dir, metrics.textfile_interval_s, metrics.ended_job_keep_s)
-            if metrics.textfile_dir is not None
+        self.metrics = (
+            Exposition(metrics.textfile_dir, metrics.textfile_interval_s, metrics.ended_job_keep_s)
+            if metrics.textfile_dir is not None or metrics.agent_listen is not None
             else None
         )
+        self.listener: Listener | None = None
         self._metrics_problem: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> None:
         self._listen()
+        self._listen_http()
         interval = self.config.sampler.interval_s
         next_tick = self._tick() + interval
         self._scan()  # the prolog that started us could not notify us: its job is in the spool
@@ -71,10 +74,15 @@ class Agent:
         snapshots = self.config.sampler.snapshot_interval_s
         next_snapshot = time.monotonic() + snapshots
         while not self.stopping:
-            events = self.selector.select(max(next_tick - time.time(), 0.0))
-            if events:
+            requests = False
+            for key, _ in self.selector.select(max(next_tick - time.time(), 0.0)):
+                if key.data is None:
+                    requests = True  # the hooks' socket
+                else:
+                    self._scraped(key.fileobj)
+            if requests:
                 self._serve()
-            if events or time.monotonic() >= next_scan:
+            if requests or time.monotonic() >= next_scan:
                 self._scan()
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
             if time.time() >= next_tick:
@@ -102,6 +110,23 @@ class Agent:
         server.setblocking(False)
         self.selector.register(server, selectors.EVENT_READ)
         self.server = server
+
+    def _listen_http(self) -> None:
+        """The agent's own GET /metrics, when configured; failing to bind is logged, never fatal."""
+        listen = self.config.metrics.agent_listen
+        if listen is None:
+            return
+        try:
+            self.listener = Listener(listen)
+        except (OSError, JobcarbonError) as exc:
+            self.log("warning", f"metrics: cannot listen on {listen}: {exc}")
+            return
+        self.listener.register(self.selector)
+
+    def _scraped(self, ready: Any) -> None:
+        """A scraper's connection (metrics.agent_listen) can be read."""
+        if self.listener is not None and self.metrics is not None:
+            self.listener.ready(self.selector, ready, self.metrics.text)
 
     def _idle_exit(self) -> bool:
         """Stop listening, then look once more: a prolog that raced us either is seen now or starts a
@@ -152,10 +177,10 @@ class Agent:
 
     def _publish(self) -> None:
         """Rewrite the metrics textfile when due; a failure is logged once and never stops sampling."""
-        if self.textfile is None:
+        if self.metrics is None:
             return
         try:
-            self.textfile.update(self.sampler, self.health, self.config.paths.outbox, time.time())
+            self.metrics.update(self.sampler, self.health, self.config.paths.outbox, time.time())
         except OSError as exc:
             if str(exc) != self._metrics_problem:
                 self.log("warning", f"metrics textfile not written: {exc}")
@@ -165,7 +190,7 @@ class Agent:
 
     def _holding(self) -> bool:
         """Stay a little after the last job, so that its final totals are scraped."""
-        return self.textfile is not None and self.textfile.holding(time.time())
+        return self.metrics is not None and self.metrics.holding(time.time())
 
     def _close(self) -> None:
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
@@ -177,9 +202,11 @@ class Agent:
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
-        if self.textfile is not None:
+        if self.listener is not None:
+            self.listener.close(self.selector)
+        if self.metrics is not None:
             with contextlib.suppress(OSError):
-                self.textfile.remove()
+                self.metrics.remove()
 
     def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:
         started = time.perf_counter()
@@ -271,8 +298,8 @@ class Agent:
             fd = self.job_locks.pop(key, None)
             if fd is not None:
                 os.close(fd)
-        if tracker is not None and self.textfile is not None:
-            self.textfile.ended(tracker, document["energy"], time.time())
+        if tracker is not None and self.metrics is not None:
+            self.metrics.ended(tracker, document["energy"], time.time())
         self.log("info", f"job {key}: record written to {path}")
         self._delivery_due = True
         return str(path)

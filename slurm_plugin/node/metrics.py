@@ -11,6 +11,9 @@ disappear, which Prometheus marks as the end of the series. The file is replaced
 
 from __future__ import annotations
 
+import contextlib
+import selectors
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from typing import Any
 
 from slurm_plugin import outbox
 from slurm_plugin.node.sampler import COMPONENTS, JobTracker, NodeSampler
-from slurm_plugin.promtext import escape, family
+from slurm_plugin.promtext import escape, family, parse_listen
 from slurm_plugin.safefile import atomic_write
 
 FILENAME = "jobcarbon.prom"
@@ -65,13 +68,15 @@ def _joules(part: Any) -> float:
     return float((part or {}).get("joules") or 0.0)
 
 
-class Textfile:
-    """The agent's `jobcarbon.prom` in node_exporter's textfile directory."""
+class Exposition:
+    """The agent's metrics: rendered every `interval_s`, written to `jobcarbon.prom` in node_exporter's
+    textfile directory (when there is one) and kept for the agent's own GET /metrics (`text`)."""
 
-    def __init__(self, directory: Path, interval_s: float, keep_ended_s: float):
-        self.path = directory / FILENAME
+    def __init__(self, directory: Path | None, interval_s: float, keep_ended_s: float):
+        self.path = directory / FILENAME if directory is not None else None
         self.interval_s = interval_s
         self.keep_ended_s = keep_ended_s
+        self.text = b""
         self._jobs: dict[str, _JobSeries] = {}
         self._next_s = 0.0
 
@@ -102,14 +107,16 @@ class Textfile:
                 self._add(tracker)
         for key in [k for k, s in self._jobs.items() if self._expired(k, s, sampler, now)]:
             del self._jobs[key]
-        text = render(sampler, health, self._jobs.values(), len(outbox.pending(outbox_dir)))
-        atomic_write(self.path, text.encode(), mode=0o644, fsync=False)
+        self.text = render(sampler, health, self._jobs.values(), len(outbox.pending(outbox_dir))).encode()
         for series in self._jobs.values():
             series.shown = tuple(series.tracker.energy_j.values())
+        if self.path is not None:
+            atomic_write(self.path, self.text, mode=0o644, fsync=False)
 
     def remove(self) -> None:
         """The agent exits: its series end (an idle node has no jobcarbon series, docs/monitoring.md)."""
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
     def _add(self, tracker: JobTracker) -> _JobSeries:
         info = tracker.info
@@ -124,6 +131,78 @@ class Textfile:
         if series.ended_s is None:
             return key not in sampler.jobs  # removed without `ended` (the agent closing): nothing to keep
         return now - series.ended_s >= self.keep_ended_s
+
+
+class Listener:
+    """GET /metrics answered from the agent's select loop (`metrics.agent_listen`). A request is read
+    as it arrives, without waiting; the answer is the last rendering. Nothing a client sends is
+    parsed beyond the request line, and a client that does not take the answer within SEND_WAIT_S is
+    dropped, so no scraper can hold up a hook."""
+
+    SEND_WAIT_S = 0.05
+    MAX_REQUEST = 4096
+
+    def __init__(self, listen: str):
+        host, port = parse_listen(listen, "metrics.agent_listen")
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(16)
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        self._requests: dict[socket.socket, bytes] = {}
+
+    def register(self, selector: selectors.BaseSelector) -> None:
+        selector.register(self.socket, selectors.EVENT_READ, self)
+
+    def ready(self, selector: selectors.BaseSelector, ready: Any, body: bytes) -> None:
+        """`ready` (the listening socket or a client) can be read: accept, or read and answer."""
+        if ready is self.socket:
+            with contextlib.suppress(BlockingIOError, ConnectionAbortedError):
+                client, _ = self.socket.accept()
+                client.setblocking(False)
+                selector.register(client, selectors.EVENT_READ, self)
+                self._requests[client] = b""
+            return
+        try:
+            chunk = ready.recv(self.MAX_REQUEST)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        request = self._requests[ready] + chunk
+        self._requests[ready] = request
+        if chunk and b"\r\n\r\n" not in request and len(request) < self.MAX_REQUEST:
+            return
+        self._answer(ready, request, body)
+        self._drop(selector, ready)
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        for client in list(self._requests):
+            self._drop(selector, client)
+        selector.unregister(self.socket)
+        self.socket.close()
+
+    def _answer(self, client: socket.socket, request: bytes, body: bytes) -> None:
+        if not request.startswith((b"GET /metrics ", b"GET /metrics?")):
+            status, body = b"404 Not Found", b"see /metrics\n"
+        elif not body:
+            status, body = b"503 Service Unavailable", b"no sample yet\n"
+        else:
+            status = b"200 OK"
+        head = b"HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n" % status
+        head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        with contextlib.suppress(OSError):
+            client.settimeout(self.SEND_WAIT_S)
+            client.sendall(head + body)
+
+    def _drop(self, selector: selectors.BaseSelector, client: socket.socket) -> None:
+        selector.unregister(client)
+        client.close()
+        del self._requests[client]
 
 
 def render(sampler: NodeSampler, health: Health, jobs: Iterable[_JobSeries], backlog: int) -> str:

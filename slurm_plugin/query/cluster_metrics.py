@@ -19,7 +19,7 @@ from typing import Any
 from slurm_plugin.accounting import join, months
 from slurm_plugin.config import Accounting, Config
 from slurm_plugin.errors import JobcarbonError
-from slurm_plugin.promtext import family, labels
+from slurm_plugin.promtext import family, labels, parse_listen
 from slurm_plugin.storage import metrics_reads, month_reads, readonly
 
 OTHER = "other"
@@ -182,17 +182,9 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 in brackets) into a bind address."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ExporterError(f"metrics.listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9877")
-    return host.strip("[]"), int(port)
-
-
 def serve(settings: Config, listen: str, ready: Callable[[str], None] | None = None) -> None:
     """Answer GET /metrics until interrupted."""
-    host, port = parse_listen(listen)
+    host, port = parse_listen(listen, "metrics.listen")
     try:
         server = _Server((host, port), settings)
     except OSError as exc:

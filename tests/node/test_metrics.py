@@ -3,6 +3,9 @@ the job, a file that is valid exposition text and goes when the agent does."""
 
 from __future__ import annotations
 
+import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,36 @@ def test_a_job_that_ended_loses_its_series_while_others_run(tmp_path: Path) -> N
 
 def test_label_values_are_escaped() -> None:
     assert escape('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - http on loopback
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, ""
+    except OSError:
+        return 0, ""
+
+
+def test_the_agent_answers_get_metrics_itself_and_an_idle_client_holds_up_nothing(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = (
+        f"metrics:\n  agent_listen: 127.0.0.1:{port}\n  textfile_interval_s: 0\n  ended_job_keep_s: 0\n"
+    )
+    node = SimNode(tmp_path / "node", interval_s=0.1, extra_config=settings)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        node.hook("prolog", 90)
+        _, text = wait_for(lambda: (r := _get(f"{url}/metrics"))[0] == 200 and r, what="GET /metrics")
+        families = {f.name for f in parser.text_string_to_metric_families(text)}
+        assert {"jobcarbon_job_energy_joules", "jobcarbon_agent_ticks"} <= families
+        assert _get(f"{url}/")[0] == 404
+        with socket.create_connection(("127.0.0.1", port)):  # connects and never sends a request
+            node.hook("epilog", 90)
+            assert node.record(90) is not None
+        wait_for(lambda: _get(f"{url}/metrics")[0] == 0, what="the agent to stop listening on exit")
+    finally:
+        node.stop_agent()

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from slurm_plugin.config import Accounting, Config, Database, Metrics
+from slurm_plugin.config_location import ConfigError
+from slurm_plugin.promtext import parse_listen
 from slurm_plugin.query import cluster_metrics
 from slurm_plugin.storage import readonly
 from tests import jobdb
@@ -133,6 +135,6 @@ def test_the_http_endpoint_serves_metrics_and_nothing_else(server: str) -> None:
 
 
 def test_a_bad_listen_address_is_one_line() -> None:
-    with pytest.raises(cluster_metrics.ExporterError, match="expected HOST:PORT"):
-        cluster_metrics.parse_listen("localhost")
-    assert cluster_metrics.parse_listen("[::1]:9877") == ("::1", 9877)
+    with pytest.raises(ConfigError, match=r"metrics.listen 'localhost': expected HOST:PORT"):
+        parse_listen("localhost", "metrics.listen")
+    assert parse_listen("[::1]:9877", "metrics.listen") == ("::1", 9877)
