@@ -273,6 +273,25 @@ def test_a_spool_others_may_read_or_slurms_own_is_an_error(pilot: Pilot, capsys,
     assert pilot.errors(capsys) == (1, [("spool", "error", f"{pilot.node.config}: paths.spool {problem}")])
 
 
+def test_a_spool_both_open_and_slurms_gets_a_line_for_each(pilot: Pilot, capsys) -> None:
+    pilot.node.spool.mkdir(mode=0o755)
+    pilot.scontrol(SlurmdSpoolDir=str(pilot.node.spool))
+    code, errors = pilot.errors(capsys)
+    assert (code, [e[:2] for e in errors]) == (1, [("spool", "error"), ("spool", "error")])
+
+
+def test_a_spool_not_owned_by_root_is_an_error(pilot: Pilot, capsys) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the spool away")
+    pilot.node.spool.mkdir(mode=0o700)
+    os.chown(pilot.node.spool, 65534, 65534)
+    code, errors = pilot.errors(capsys)
+    assert code == 1
+    spool = pilot.node.spool
+    owned = f"{spool} is owned by uid 65534; run as that user or fix ownership"
+    assert errors == [("spool", "error", f"{pilot.node.config}: paths.spool {owned}")]
+
+
 @pytest.mark.parametrize("mistake", ["missing", "not-executable", "not-ours", "unset"])
 def test_a_prolog_that_cannot_run_jobcarbon_is_an_error(pilot: Pilot, capsys, mistake: str) -> None:
     hook = pilot.hooks["prolog"]

@@ -87,9 +87,11 @@ def _verdict(name: str, status: Status) -> str:
 def check_spool(site: Site) -> list[Check]:
     """The spool holds every running job's state and the agent's socket: root's alone, and not Slurm's."""
     spool = Spool(site.config.paths.spool)
-    problem = _unsafe_dir(spool.root) or _not_private(spool.root) or _inside_slurmd_spool(site)
-    if problem:
-        return [Check("spool", "error", f"{site.where('paths.spool')} {problem}")]
+    problems = [
+        p for p in (_unsafe_dir(spool.root), _not_private(spool.root), _inside_slurmd_spool(site)) if p
+    ]
+    if problems:
+        return [Check("spool", "error", f"{site.where('paths.spool')} {problem}") for problem in problems]
     try:
         reply = agent_client.request(spool.socket, {"op": "status"}, 1.0)
         jobs = reply.get("jobs")

@@ -17,7 +17,7 @@ from slurm_plugin.cli.doctor.base import Check, Site, Slurm
 
 SCONTROL_TIMEOUT_S = 5.0
 SETTING = re.compile(r"^(\w+)\s*=\s*(.*?)\s*$")
-HOOK_MARK = "slurm_plugin.node"  # what jobcarbon's hook scripts run; another site script does not
+HOOK_MARK = "slurm_plugin"  # what jobcarbon's hook scripts (this release's and older) run
 PYTHON_DEFAULT = re.compile(r'^:\s*"\$\{JOBCARBON_PYTHON:=([^}"]+)\}"', re.MULTILINE)
 PYTHONPATH_DEFAULT = re.compile(r'^:\s*"\$\{JOBCARBON_PYTHONPATH:=([^}"]*)\}"', re.MULTILINE)
 NO_TIMEOUT = {"65534", "UNLIMITED", "0"}  # how scontrol prints "wait for ever" (NO_VAL16)
@@ -44,8 +44,10 @@ def read_slurm() -> tuple[Slurm | None, str]:
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         return None, f"{scontrol} show config failed: {why}"
-    values = {m[1]: m[2] for line in done.stdout.splitlines() if (m := SETTING.match(line.strip()))}
-    return Slurm({**_cgroup_conf(values.get("SLURM_CONF")), **values}), ""
+    found = Slurm({m[1]: m[2] for line in done.stdout.splitlines() if (m := SETTING.match(line.strip()))})
+    if found.get("ConstrainCores") is None:
+        return Slurm({**_cgroup_conf(found.get("SLURM_CONF")), **found.values}), ""
+    return found, ""
 
 
 def _cgroup_conf(slurm_conf: str | None) -> dict[str, str]:
