@@ -292,7 +292,7 @@ def test_a_spool_not_owned_by_root_is_an_error(pilot: Pilot, capsys) -> None:
     assert errors == [("spool", "error", f"{pilot.node.config}: paths.spool {owned}")]
 
 
-@pytest.mark.parametrize("mistake", ["missing", "not-executable", "not-ours", "unset"])
+@pytest.mark.parametrize("mistake", ["missing", "not-executable", "writable", "not-ours", "unset"])
 def test_a_prolog_that_cannot_run_jobcarbon_is_an_error(pilot: Pilot, capsys, mistake: str) -> None:
     hook = pilot.hooks["prolog"]
     if mistake == "missing":
@@ -302,6 +302,9 @@ def test_a_prolog_that_cannot_run_jobcarbon_is_an_error(pilot: Pilot, capsys, mi
     elif mistake == "not-executable":
         hook.chmod(0o644)
         line = f"{hook} is not executable: slurmd fails the hook and drains the node (chmod 755 it)"
+    elif mistake == "writable":
+        hook.chmod(0o777)
+        line = f"slurmd runs it as root, yet others may change it: {hook} is mode 0777 (chmod go-w {hook})"
     elif mistake == "not-ours":
         hook.write_text("#!/bin/sh\nexit 0\n")
         line = f"jobcarbon's prolog is not among Prolog={pilot.slurm['Prolog']}"

@@ -56,5 +56,7 @@ def open_to_others(path: Path, mask: int) -> str | None:
 
 
 def _minus(mask: int) -> str:
+    """The chmod that takes `mask`'s bits away: go-rwx for 0o077, o-w for 0o002, go-w for 0o022."""
     who = ("g" if mask & 0o070 else "") + ("o" if mask & 0o007 else "")
-    return f"{who}-rwx"
+    what = "w" if not mask & 0o055 else "rwx"
+    return f"{who}-{what}"

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from slurm_plugin.cli.doctor.base import Check, Site, Slurm
+from slurm_plugin.cli.doctor.base import Check, Site, Slurm, open_to_others
 
 SCONTROL_TIMEOUT_S = 5.0
 SETTING = re.compile(r"^(\w+)\s*=\s*(.*?)\s*$")
@@ -101,6 +101,9 @@ def _not_runnable(script: Path) -> str | None:
         return f"{script} is not a file"
     if not os.access(script, os.X_OK):
         return f"{script} is not executable: slurmd fails the hook and drains the node (chmod 755 it)"
+    writable = open_to_others(script, 0o022)
+    if writable:
+        return f"slurmd runs it as root, yet others may change it: {writable}"
     return None
 
 
