@@ -61,6 +61,28 @@ class Journal:
     notes: list[str] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     torn: bool = False
+    ended: float | None = None  # the job's end, once the sampler has journaled every interval up to it
+
+
+def end_line(end_s: float) -> dict[str, Any]:
+    """The journal's last line: every interval up to the job's end `end_s` is in, so whoever finds the
+    journal later (an agent that replaced a dead one) writes the record as it is, with no gap."""
+    return {"type": "end", "t": end_s}
+
+
+def ended(path: Path) -> float | None:
+    """The end time in the journal's end line, read from its tail only; None if it has none."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - 512, 0))
+            last = handle.read().rstrip(b"\n").rpartition(b"\n")[2]
+    except FileNotFoundError:
+        return None
+    try:
+        entry = json.loads(last)
+        return float(entry["t"]) if isinstance(entry, dict) and entry.get("type") == "end" else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read(path: Path) -> Journal:
@@ -89,6 +111,8 @@ def read(path: Path) -> Journal:
                 journal.notes.append(str(entry.get("text", "")))
             elif kind == "resume":
                 journal.resumes.append(entry)
+            elif kind == "end":
+                journal.ended = float(entry["t"])
     if journal is None:
         raise JournalError(f"{path}: no header line")
     journal.torn = torn

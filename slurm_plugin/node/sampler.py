@@ -13,6 +13,7 @@ after them has made their GPU parts final, then go to the journal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.node.gpu_energy import GpuTrack
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
+from slurm_plugin.node.journal import end_line as journal_end_line
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
@@ -147,11 +149,15 @@ class NodeSampler:
         self._unsettled.append(tracker)
         return now
 
-    def remove(self, key: str) -> JobTracker | None:
-        """Stop sampling a job: what it still holds back goes to the journal (settled or not)."""
+    def remove(self, key: str, ended: float | None = None) -> JobTracker | None:
+        """Stop sampling a job: what it still holds back goes to the journal (settled or not), closed
+        with its end line when the job `ended` then."""
         tracker = self.jobs.pop(key, None)
         if tracker is not None:
             self._flush(tracker, force=True)
+            if ended is not None:
+                with contextlib.suppress(OSError):  # a full spool: the record is kept in memory all the same
+                    tracker.journal.append(journal_end_line(ended))
             tracker.journal.close()
             for uuid in set(self._gpus) - self._tracked_gpus():
                 del self._gpus[uuid]  # a later job on it starts from a fresh baseline
