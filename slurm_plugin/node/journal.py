@@ -108,7 +108,9 @@ def read(path: Path) -> Journal:
             elif kind == "interval":
                 journal.intervals.append(entry)
             elif kind == "note":
-                journal.notes.append(str(entry.get("text", "")))
+                text = str(entry.get("text", ""))
+                if text not in journal.notes:  # an agent that resumed the job noted it again
+                    journal.notes.append(text)
             elif kind == "resume":
                 journal.resumes.append(entry)
             elif kind == "end":

@@ -9,6 +9,9 @@ job's GPUs (opening NVML can take a while), follow in `settle`, which the agent 
 answered. They are moved back to the tick's time by the power read with them (`_read_gpus`). GPU
 energy is counter-anchored (`gpu_energy`): a job's intervals wait in its tracker until the anchor
 after them has made their GPU parts final, then go to the journal.
+
+Every estimate the sampler falls back to (no RAPL, an unreadable counter, no DRAM zone, no NVML, no
+job cgroup, a MIG slice's share) is noted in the job's record and logged once per job, never per tick.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
-from slurm_plugin.sensors.rapl import RaplSensor
+from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
@@ -80,11 +83,14 @@ class JobTracker:
     journaled_cpus: frozenset[int] = frozenset()
     pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
 
-    def note(self, text: str, now: float) -> None:
-        """Journal a problem once per job, so it reaches the record without flooding the journal."""
-        if text not in self.noted:
-            self.noted.add(text)
-            self.journal.append({"type": "note", "t": now, "text": text})
+    def note(self, text: str, now: float) -> bool:
+        """Journal a problem once per job, so it reaches the record without flooding the journal;
+        True the first time."""
+        if text in self.noted:
+            return False
+        self.noted.add(text)
+        self.journal.append({"type": "note", "t": now, "text": text})
+        return True
 
 
 class NodeSampler:
@@ -96,12 +102,14 @@ class NodeSampler:
         self.rapl = RaplSensor(config.paths.sysfs)
         self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
-        self.max_power_w, self.idle_power_w = self._cpu_power_model()
+        self.max_power_w, self.idle_power_w, tdp_source = self._cpu_power_model()
         self.jobs: dict[str, JobTracker] = {}
+        self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
+        self.node_notes = self._fallbacks(tdp_source)
+        self._tick_problems: list[str] = []  # this tick's readings that failed, noted on every job
         self._rapl_counters = [
             EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
         ]
-        self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
         self._gpus: dict[str, GpuTrack] = {}
         self._unsettled: list[JobTracker] = []  # added jobs whose GPUs and header wait for `settle`
         self._deferred: tuple[Tick, set[str]] | None = None  # a hook's tick, its GPUs not read yet
@@ -110,19 +118,37 @@ class NodeSampler:
         self._nvml: Any = None
         self._nvml_problem: str | None = None
 
-    def _cpu_power_model(self) -> tuple[float, float]:
-        """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
+    def _cpu_power_model(self) -> tuple[float, float, str]:
+        """(TDP, idle power) of the node's CPU packages, for the static share and the estimate, and
+        where the TDP comes from."""
         cpu = self.config.cpu
         packages = [z for z in self.rapl.zones if z.kind == "package"]
         count = max(len({z.package for z in packages}), 1)  # sockets, not dies
         if cpu.tdp_w is not None:
-            tdp = cpu.tdp_w * count
+            tdp, source = cpu.tdp_w * count, "cpu.tdp_w"
         elif packages and all(z.tdp_w for z in packages):
-            tdp = sum(z.tdp_w or 0.0 for z in packages)
+            tdp, source = sum(z.tdp_w or 0.0 for z in packages), "the RAPL power limit"
         else:
             tdp = FALLBACK_W_PER_CPU * self.ncpus
+            source = f"{FALLBACK_W_PER_CPU:g} W per CPU for {self.ncpus} CPUs, as cpu.tdp_w is not set"
         idle = cpu.idle_power_w * count if cpu.idle_power_w is not None else tdp * cpu.idle_fraction_of_tdp
-        return tdp, min(idle, tdp)
+        return tdp, min(idle, tdp), source
+
+    def _fallbacks(self, tdp_source: str) -> list[str]:
+        """The node's standing estimates, noted in every job's record."""
+        notes = []
+        if not self._has_packages:
+            why = self.rapl.absent_reason or "no RAPL package zone"
+            notes.append(
+                f"CPU energy estimated from utilisation between {self.idle_power_w:g} W idle and a "
+                f"{self.max_power_w:g} W TDP ({tdp_source}): {why}"
+            )
+        if not any(z.kind == "dram" for z in self.rapl.zones):
+            notes.append(
+                f"DRAM energy estimated at {self.config.dram.w_per_gb:g} W per GB of the job's memory: "
+                "no RAPL DRAM zone"
+            )
+        return notes
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -197,9 +223,20 @@ class NodeSampler:
                     "node_info": self.node_info(),
                 }
             )
+        for text in self.node_notes:
+            self._note(tracker, text, now, "info")
         for problem in problems:
-            tracker.note(problem, now)
+            self._note(tracker, problem, now)
+        for claim in tracker.claims:
+            if claim.share < 1.0:
+                text = f"GPU {claim.uuid}: estimated as its share ({claim.share:g}) of the whole GPU's energy"
+                self._note(tracker, text, now, "info")
         return {claim.parent_uuid for claim in tracker.claims}
+
+    def _note(self, tracker: JobTracker, text: str, now: float, level: str = "warning") -> None:
+        """A note in the job's record, and one log line per job and agent, however often it recurs."""
+        if tracker.note(text, now):
+            self.log(level, f"job {tracker.info.key}: {text}")
 
     def _resolve_gpus(self, info: JobInfo) -> tuple[list[dict[str, Any]], list[str]]:
         if not info.job_gpus and not info.cuda_visible_devices:
@@ -247,6 +284,9 @@ class NodeSampler:
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
         tick = Tick(now, [self._job_interval(tracker, now) for tracker in self.jobs.values()])
+        for text in self._tick_problems:
+            for tracker in self.jobs.values():
+                self._note(tracker, text, now)
         ending = [self.jobs[key] for key in anchor_for if key in self.jobs]
         stopping = {claim.parent_uuid for tracker in ending for claim in tracker.claims}
         if defer_gpus:
@@ -264,17 +304,23 @@ class NodeSampler:
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
+        """The node's interval up to `now`; what could not be read goes to `_tick_problems`."""
+        self._tick_problems = []
         try:
             busy_s = procstat.read_busy_s(self._stat_path)
         except (OSError, ValueError) as exc:
-            self.log("error", f"cannot read {self.procfs}/stat: {exc}")
+            self._tick_problems.append(f"not measured while {self._stat_path} could not be read: {exc}")
             return None
         busy = max(busy_s - self._busy, 0.0) if self._busy is not None else 0.0
         self._busy = busy_s
         packages, drams, unreadable = self._read_rapl(now)
+        for zone, reason in unreadable:
+            what = "CPU" if zone.kind == "package" else "DRAM"
+            self._tick_problems.append(f"{what} energy estimated while RAPL could not be read: {reason}")
+        unreadable_kinds = {zone.kind for zone, _ in unreadable}
         if duration is None:
             return None
-        if not self._has_packages or any(z.kind == "package" for z in unreadable):
+        if not self._has_packages or "package" in unreadable_kinds:
             cpu_j: float | None = attribution.estimated_cpu_j(
                 duration, busy, self.ncpus, self.idle_power_w, self.max_power_w
             )
@@ -282,7 +328,7 @@ class NodeSampler:
         else:
             cpu_j = None if None in packages else sum(p or 0.0 for p in packages)
             method = Method.MEASURED
-        dram_ok = drams and None not in drams and not any(z.kind == "dram" for z in unreadable)
+        dram_ok = drams and None not in drams and "dram" not in unreadable_kinds
         return NodeInterval(
             duration_s=duration,
             cpu_j=cpu_j,
@@ -295,15 +341,17 @@ class NodeSampler:
             dram_w_per_gb=self.config.dram.w_per_gb,
         )
 
-    def _read_rapl(self, now: float) -> tuple[list[float | None], list[float | None], list[Any]]:
-        """Per-zone deltas for packages and DRAM, and the zones that could not be read."""
+    def _read_rapl(
+        self, now: float
+    ) -> tuple[list[float | None], list[float | None], list[tuple[RaplZone, str]]]:
+        """Per-zone deltas for packages and DRAM, and the zones that could not be read, with why."""
         packages: list[float | None] = []
         drams: list[float | None] = []
         unreadable = []
         readings = self.rapl.read()
         for zone, counter, reading in zip(self.rapl.zones, self._rapl_counters, readings, strict=True):
             if reading.value is None:  # the zone could not be read: its status says why
-                unreadable.append(zone)
+                unreadable.append((zone, reading.reason))
             delta = counter.update(now, reading.value)
             (packages if zone.kind == "package" else drams).append(delta.joules if delta else None)
         return packages, drams, unreadable
@@ -344,6 +392,7 @@ class NodeSampler:
         reading = self._nvml.read([uuid])[uuid]
         if reading.status is Status.NOT_SUPPORTED:
             track.drop_counter(now)  # pre-Volta: integrate power from now on
+            self._note_gpu(uuid, f"GPU {uuid} has no energy counter: integrated from power", now)
         return reading.energy_mj
 
     def _final(self, uuid: str, time_s: float) -> bool:
@@ -365,7 +414,7 @@ class NodeSampler:
     def _note_gpu(self, uuid: str, text: str, now: float) -> None:
         for tracker in self.jobs.values():
             if any(claim.parent_uuid == uuid for claim in tracker.claims):
-                tracker.note(text, now)
+                self._note(tracker, text, now)
 
     def _job_interval(self, tracker: JobTracker, now: float) -> JobInterval:
         info = tracker.info
@@ -396,7 +445,7 @@ class NodeSampler:
     ) -> dict[str, Any]:
         """The journal line of one interval; its "gpu" is filled when its GPU parts are final."""
         if tracker.usage is None:
-            tracker.note("job cgroup not found yet: CPU share is by allocated cores only", t1)
+            self._note(tracker, "job cgroup not found yet: CPU share is by allocated cores only", t1)
         entry = {
             "type": "interval",
             "t0": round(t0, 4),
