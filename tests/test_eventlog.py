@@ -47,9 +47,7 @@ def test_without_any_system_log_or_log_file_lines_go_to_the_hook_log(
     log("error", "jobcarbon prolog skipped: /etc/jobcarbon/config.yaml: file not found")
     lines = (tmp_path / "log" / "hooks.log").read_text().splitlines()
     assert len(lines) == 1
-    assert lines[0].endswith(
-        "] error: jobcarbon prolog skipped: /etc/jobcarbon/config.yaml: file not found"
-    )
+    assert lines[0].endswith("] error: jobcarbon prolog skipped: /etc/jobcarbon/config.yaml: file not found")
 
 
 def test_a_configured_log_file_is_used_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
