@@ -42,11 +42,15 @@ LOG_EVERY_S = 60.0  # a record still not written is logged at most this often
 
 @dataclass
 class Unwritten:
-    """A finished job's record that the outbox refused (full disk, EIO): kept, with the job's lock, so
-    the job is not sampled again, and written once the outbox takes it."""
+    """A finished job whose record is not in the outbox yet: its journal's last lines if the disk
+    refused them, then its record once built. Kept with the job's lock, so the job is not sampled
+    again, and retried until the outbox takes the record."""
 
-    document: dict[str, Any]
     lock: int
+    end_s: float
+    partial_reasons: list[str]
+    lines: list[bytes]  # journal lines (intervals, the end line) still to write
+    document: dict[str, Any] | None = None
     tries: int = 0
     next_try: float = 0.0  # time.monotonic()
     logged: float | None = None
@@ -211,7 +215,7 @@ class Agent:
             path = self.spool.job_dir(key) / "journal.jsonl"
             end_s = journal.ended(path)
             if end_s is not None:  # sampled to its end by an agent that died before writing the record
-                self._write_record(key, fd, end_s, [])
+                self._write_record(key, Unwritten(fd, end_s, [], []))
                 return
             if self._rebooted(key):
                 self._finalize_after_reboot(key, fd)
@@ -238,26 +242,19 @@ class Agent:
         _info, start_s = self.spool.load_job(key)
         end_s = max(path.stat().st_mtime if path.exists() else start_s, start_s)
         self.log("warning", f"job {key}: the node rebooted during the job; its record is partial")
-        self._write_record(key, fd, end_s, ["the node rebooted during the job"])
+        self._write_record(key, Unwritten(fd, end_s, ["the node rebooted during the job"], []))
 
     def _finish(self, key: str) -> None:
         """Close the journal of a job whose last tick and GPU readings are done, and write its record."""
         end_s = self.spool.stop_time(key) or time.time()
-        self.sampler.remove(key, ended=end_s)
+        lines = self.sampler.remove(key, ended=end_s)
         fd = self.job_locks.pop(key, None)
         if fd is not None:
-            self._write_record(key, fd, end_s, [])
+            self._write_record(key, Unwritten(fd, end_s, [], lines))
 
-    def _write_record(self, key: str, fd: int, end_s: float, partial_reasons: list[str]) -> None:
-        """Build the job's record once and write it (`_try_write`); the job's lock `fd` is kept until
-        it is written."""
-        try:
-            document = final_record(self.spool, key, end_s, partial_reasons)
-        except Exception as exc:
-            os.close(fd)
-            self.log("error", f"job {key}: cannot build its record: {type(exc).__name__}: {exc}")
-            return
-        self.unwritten[key] = Unwritten(document, fd)
+    def _write_record(self, key: str, entry: Unwritten) -> None:
+        """Write the job's record now, or keep it to retry (`_try_write`)."""
+        self.unwritten[key] = entry
         self._try_write(key)
 
     def _retry_records(self) -> None:
@@ -266,28 +263,48 @@ class Agent:
             self._try_write(key)
 
     def _try_write(self, key: str) -> None:
-        """Write a kept record; a refusal is retried with a backoff and logged at most once a minute,
-        and never touches the job's sampling, coverage or status."""
+        """Finish the job's journal, build its record once and write it; a refusal of the disk is
+        retried with a backoff and logged at most once a minute, and never touches the job's sampling,
+        coverage or status. A journal the record cannot be built from is set aside."""
         entry = self.unwritten[key]
         entry.tries += 1
         try:
+            self._finish_journal(key, entry)
+            if entry.document is None:
+                entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons)
             path = store_record(self.spool, key, entry.document, self.config.paths.outbox)
-        except Exception as exc:
+        except OSError as exc:
             now = time.monotonic()
             entry.next_try = now + min(RETRY_FIRST_S * 2 ** (entry.tries - 1), RETRY_MAX_S)
             if entry.logged is None or now - entry.logged >= LOG_EVERY_S:
                 entry.logged = now
                 self.log(
                     "error",
-                    f"job {key}: cannot write its record to {self.config.paths.outbox}: "
-                    f"{type(exc).__name__}: {exc}; kept, retrying (try {entry.tries})",
+                    f"job {key}: record not written yet, kept and retried (try {entry.tries}): "
+                    f"{type(exc).__name__}: {exc}",
                 )
+            return
+        except Exception as exc:  # a broken journal or job.json: retrying would not mend it
+            del self.unwritten[key]
+            os.close(entry.lock)
+            self.log("error", f"job {key}: cannot build its record: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                self.spool.set_aside(key)
             return
         del self.unwritten[key]
         os.close(entry.lock)
         after = f" after {entry.tries} tries" if entry.tries > 1 else ""
         self.log("info", f"job {key}: record written to {path}{after}")
         self._delivery_due = True
+
+    def _finish_journal(self, key: str, entry: Unwritten) -> None:
+        """Append the journal lines the disk refused while the job ran; OSError while it still does."""
+        if entry.lines:
+            writer = journal.JournalWriter(self.spool.job_dir(key) / "journal.jsonl", self.spool.fsync)
+            writer.write_lines(entry.lines)
+            entry.lines = writer.close()
+            if entry.lines:
+                raise writer.error or OSError(f"{len(entry.lines)} journal lines not written")
 
     # -- requests -----------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ job cgroup, a MIG slice's share) is noted in the job's record and logged once pe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections import deque
@@ -41,6 +40,7 @@ from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
+LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
@@ -82,6 +82,7 @@ class JobTracker:
     noted: set[str] = field(default_factory=set)
     journaled_cpus: frozenset[int] = frozenset()
     pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
+    journal_logged: float | None = None  # time.monotonic() of the last "cannot write its journal"
 
     def note(self, text: str, now: float) -> bool:
         """Journal a problem once per job, so it reaches the record without flooding the journal;
@@ -175,18 +176,18 @@ class NodeSampler:
         self._unsettled.append(tracker)
         return now
 
-    def remove(self, key: str, ended: float | None = None) -> JobTracker | None:
+    def remove(self, key: str, ended: float | None = None) -> list[bytes]:
         """Stop sampling a job: what it still holds back goes to the journal (settled or not), closed
-        with its end line when the job `ended` then."""
+        with its end line when the job `ended` then. Returns the lines the disk did not take."""
         tracker = self.jobs.pop(key, None)
-        if tracker is not None:
-            self._flush(tracker, force=True)
-            if ended is not None:
-                with contextlib.suppress(OSError):  # a full spool: the record is kept in memory all the same
-                    tracker.journal.append(journal_end_line(ended))
-            tracker.journal.close()
-            for uuid in set(self._gpus) - self._tracked_gpus():
-                del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        if tracker is None:
+            return []
+        self._flush(tracker, force=True)
+        if ended is not None:
+            tracker.journal.append(journal_end_line(ended))
+        for uuid in set(self._gpus) - self._tracked_gpus():
+            del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        return tracker.journal.close()
         return tracker
 
     def settle(self) -> None:
@@ -410,6 +411,18 @@ class NodeSampler:
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
             tracker.journal.append(entry)
             pending.popleft()
+        self._journal_refused(tracker)
+
+    def _journal_refused(self, tracker: JobTracker) -> None:
+        """Lines the disk refused wait in memory (JournalWriter); say so at most once a minute."""
+        error, now = tracker.journal.error, time.monotonic()
+        if error is not None and (
+            tracker.journal_logged is None or now - tracker.journal_logged >= LOG_EVERY_S
+        ):
+            tracker.journal_logged = now
+            self.log(
+                "error", f"job {tracker.info.key}: cannot write its journal, lines kept in memory: {error}"
+            )
 
     def _note_gpu(self, uuid: str, text: str, now: float) -> None:
         for tracker in self.jobs.values():

@@ -408,7 +408,7 @@ def test_a_full_outbox_keeps_the_record_and_retries_without_resampling(
     assert record["status"] == "complete"
     assert record["partial_reasons"] == []
     assert record["coverage"]["fraction"] > 0.9
-    failures = [line for line in log if "cannot write its record" in line]
+    failures = [line for line in log if "record not written yet" in line]
     assert len(failures) == 1  # one line a minute, whatever the number of tries
     assert "No space left on device" in failures[0]
     assert sum("sampling started" in line for line in log) == 1
@@ -447,3 +447,50 @@ def test_a_record_the_outbox_refused_survives_the_agent(
     record = node.record(62)
     assert record is not None
     assert (record["status"], record["partial_reasons"]) == ("complete", [])
+
+
+def test_a_full_disk_keeps_journal_lines_in_memory_until_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from slurm_plugin import outbox
+    from slurm_plugin.node import agent as agent_module
+    from slurm_plugin.node import journal as journal_module
+
+    node = SimNode(tmp_path, interval_s=60)
+    node.job_cgroup(63)
+    node.set_rapl(1000.0, 100.0)
+    log: list[str] = []
+    agent = _driven_agent(node, log)
+    monkeypatch.setattr(agent_module, "RETRY_FIRST_S", 0.01)
+    real_write_all, real_write = journal_module.write_all, outbox.write
+    try:
+        agent.spool.create_job(agent_module.jobenv.from_env(node.env(63), "sim", NODE), time.time())
+        agent._scan()
+        full = _refusing(errno.ENOSPC)
+        monkeypatch.setattr(journal_module, "write_all", full)  # spool and outbox on one full disk
+        monkeypatch.setattr(outbox, "write", full)
+        for step in range(1, 5):
+            time.sleep(0.05)
+            node.set_rapl(1000.0 + step, 100.0)
+            agent._tick()
+        agent.spool.request_stop("63.0", time.time())
+        agent._scan()
+        for _ in range(20):
+            time.sleep(0.01)
+            agent._retry_records()
+        assert node.intervals(63) == 0  # not one line since the disk filled up: all in memory
+        monkeypatch.setattr(journal_module, "write_all", real_write_all)
+        monkeypatch.setattr(outbox, "write", real_write)
+        wait_for(lambda: agent._retry_records() or not agent.unwritten, what="record written")
+    finally:
+        agent._close()
+    record = node.record(63)
+    assert record is not None
+    assert (record["status"], record["partial_reasons"]) == ("complete", [])
+    assert record["coverage"]["samples"] == 5  # four ticks and the stop
+    assert record["coverage"]["fraction"] > 0.9
+    assert record["energy"]["cpu"]["method"] == "apportioned"
+    assert sum("cannot write its journal" in line for line in log) == 1
+    assert sum("record not written yet" in line for line in log) == 1
