@@ -22,9 +22,10 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from slurm_plugin.config import Config
+from slurm_plugin.config import Cpu as CpuSettings
 from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
@@ -94,6 +95,30 @@ class JobTracker:
         return True
 
 
+class CpuPower(NamedTuple):
+    """The node's CPU package power model, and where each figure came from (doctor prints it)."""
+
+    tdp_w: float
+    idle_w: float
+    tdp_from: str  # "cpu.tdp_w", "rapl" (the zones' constraint) or "fallback" (FALLBACK_W_PER_CPU per CPU)
+    idle_from: str  # "cpu.idle_power_w" or "cpu.idle_fraction_of_tdp"
+
+
+def cpu_power_model(cpu: CpuSettings, zones: Collection[RaplZone], ncpus: int) -> CpuPower:
+    """TDP and idle power of the node's CPU packages, for the static share and the estimate."""
+    packages = [z for z in zones if z.kind == "package"]
+    count = max(len({z.package for z in packages}), 1)  # sockets, not dies
+    if cpu.tdp_w is not None:
+        tdp, tdp_from = cpu.tdp_w * count, "cpu.tdp_w"
+    elif packages and all(z.tdp_w for z in packages):
+        tdp, tdp_from = sum(z.tdp_w or 0.0 for z in packages), "rapl"
+    else:
+        tdp, tdp_from = FALLBACK_W_PER_CPU * ncpus, "fallback"
+    if cpu.idle_power_w is not None:
+        return CpuPower(tdp, min(cpu.idle_power_w * count, tdp), tdp_from, "cpu.idle_power_w")
+    return CpuPower(tdp, tdp * cpu.idle_fraction_of_tdp, tdp_from, "cpu.idle_fraction_of_tdp")
+
+
 class NodeSampler:
     def __init__(self, config: Config, log: Log):
         self.config = config
@@ -103,10 +128,11 @@ class NodeSampler:
         self.rapl = RaplSensor(config.paths.sysfs)
         self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
-        self.max_power_w, self.idle_power_w, tdp_source = self._cpu_power_model()
+        power = cpu_power_model(config.cpu, self.rapl.zones, self.ncpus)
+        self.max_power_w, self.idle_power_w = power.tdp_w, power.idle_w
         self.jobs: dict[str, JobTracker] = {}
         self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
-        self.node_notes = self._fallbacks(tdp_source)
+        self.node_notes = self._fallbacks(power.tdp_from)
         self._tick_problems: list[str] = []  # this tick's readings that failed, noted on every job
         self._rapl_counters = [
             EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
@@ -119,26 +145,13 @@ class NodeSampler:
         self._nvml: Any = None
         self._nvml_problem: str | None = None
 
-    def _cpu_power_model(self) -> tuple[float, float, str]:
-        """(TDP, idle power) of the node's CPU packages, for the static share and the estimate, and
-        where the TDP comes from."""
-        cpu = self.config.cpu
-        packages = [z for z in self.rapl.zones if z.kind == "package"]
-        count = max(len({z.package for z in packages}), 1)  # sockets, not dies
-        if cpu.tdp_w is not None:
-            tdp, source = cpu.tdp_w * count, "cpu.tdp_w"
-        elif packages and all(z.tdp_w for z in packages):
-            tdp, source = sum(z.tdp_w or 0.0 for z in packages), "the RAPL power limit"
-        else:
-            tdp = FALLBACK_W_PER_CPU * self.ncpus
-            source = f"{FALLBACK_W_PER_CPU:g} W per CPU for {self.ncpus} CPUs, as cpu.tdp_w is not set"
-        idle = cpu.idle_power_w * count if cpu.idle_power_w is not None else tdp * cpu.idle_fraction_of_tdp
-        return tdp, min(idle, tdp), source
-
-    def _fallbacks(self, tdp_source: str) -> list[str]:
+    def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
         notes = []
         if not self._has_packages:
+            tdp_source = tdp_from  # without package zones, "cpu.tdp_w" or "fallback"
+            if tdp_from == "fallback":
+                tdp_source = f"{FALLBACK_W_PER_CPU:g} W per CPU for {self.ncpus} CPUs, cpu.tdp_w not set"
             why = self.rapl.absent_reason or "no RAPL package zone"
             notes.append(
                 f"CPU energy estimated from utilisation between {self.idle_power_w:g} W idle and a "
