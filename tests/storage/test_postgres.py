@@ -78,6 +78,31 @@ def test_the_writer_role_delivers_but_reads_and_alters_nothing(store: Store, mak
     assert store.footprint(stored)["version"] == 1
 
 
+def test_the_writer_role_tells_a_conflicting_record_from_a_redelivery(
+    store: Store, make_role: Callable, tmp_path: Path
+) -> None:
+    from slurm_plugin.accounting.ingest import IngestResult, ingest_outbox
+
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    outbox, quarantine = tmp_path / "outbox", tmp_path / "quarantine"
+    document = make_record(job_id=5)
+    try:
+        outbox_files.write(outbox, document, fsync=False)
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(stored=1)
+        outbox_files.write(outbox, document, fsync=False)
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(duplicates=1)
+        outbox_files.write(
+            outbox, {**document, "partial_reasons": ["changed"], "status": "partial"}, fsync=False
+        )
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(conflicts=1)
+    finally:
+        writer.close()
+    name = outbox_files.filename(document)
+    assert sorted(p.name for p in quarantine.iterdir()) == [name, f"{name}.reason"]
+
+
 def test_the_reader_role_reads_for_queries_and_writes_nothing(store: Store, make_role: Callable) -> None:
     add(store, make_record(job_id=5))
     role = make_role("reader")
