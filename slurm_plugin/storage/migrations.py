@@ -50,7 +50,7 @@ def _pack_timeline_rows(db: Backend) -> None:
 
 
 def _digest_parts(db: Backend) -> None:
-    """Version 11: the content digest of every part stored before, from the record kept with it; a
+    """Version 9: the content digest of every part stored before, from the record kept with it; a
     record that cannot be read back keeps none (a redelivery of its part then counts as a duplicate)."""
     after = -1
     while rows := db.execute(schema.PARTS_TO_DIGEST, {"after": after}).fetchall():
@@ -154,9 +154,9 @@ MIGRATIONS: list[Migration] = [
     ),
     # A record whose key matches a stored part but whose content differs is quarantined, not dropped as a
     # duplicate (accounting/ingest.py): each part keeps its content digest, which PostgreSQL's writer role
-    # reads through a new function (granted by `jobcarbon db grant` run again after the upgrade).
+    # reads through a new function (granted to the roles that held the others).
     Migration(
-        11,
+        9,
         "each part's content digest, to tell a redelivery from a conflicting record",
         (schema.PART_DIGEST_COLUMN, _digest_parts, OnlyOn("postgresql", writer_functions.create)),
     ),

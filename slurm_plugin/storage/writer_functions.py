@@ -37,6 +37,12 @@ SIGNATURES = (
     f"{PART_DIGEST}(jsonb)",
 )
 
+# The roles granted the first writer function, quoted (regrole's text form), the owner left out.
+_WRITERS = """SELECT DISTINCT a.grantee::regrole::text
+FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+WHERE p.oid = '{first}'::regprocedure AND a.privilege_type = 'EXECUTE'
+  AND a.grantee NOT IN (0, p.proowner)"""
+
 _KEY = {"cluster": "new_job", "job_id": "new_job", "restart_count": "new_job", "*": "new_part"}
 # A part's key as a lock, held to the end of the transaction: a running snapshot and the finished record
 # of the same part are written one after the other, so a snapshot never outlives its record (SQLite's
@@ -133,3 +139,7 @@ def create(db: Backend) -> None:
         )
     for signature in SIGNATURES:
         db.ddl(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    # A writer granted before an upgrade added a function gets it too: nodes keep delivering.
+    for (writer,) in db.execute(_WRITERS.format(first=f"{where}.{SIGNATURES[0]}")).fetchall():
+        for signature in SIGNATURES:
+            db.ddl(f"GRANT EXECUTE ON FUNCTION {signature} TO {writer}")

@@ -308,7 +308,7 @@ def test_a_footprint_needs_its_headline_and_its_part(store: Store) -> None:
     assert store.footprint_history(part_id) == []
 
 
-def test_parts_stored_before_version_11_get_their_content_digest(store: Store) -> None:
+def test_parts_stored_before_version_9_get_their_content_digest(store: Store) -> None:
     from slurm_plugin import record as record_contract
 
     documents = [make_record(job_id=1), make_record(job_id=2)]
@@ -317,7 +317,7 @@ def test_parts_stored_before_version_11_get_their_content_digest(store: Store) -
     assert store.stored_digest(documents[0]) == record_contract.digest(documents[0])
     store.db.execute("UPDATE job_parts SET content_sha256 = NULL")  # as version 8 stored them
     store.db.execute("UPDATE job_parts SET record_zlib = ? WHERE id = 2", [b"not zlib"])
-    migrations._digest_parts(store.db)  # version 11's backfill
+    migrations._digest_parts(store.db)  # version 9's backfill
     assert store.stored_digest(documents[0]) == record_contract.digest(documents[0])
     assert store.stored_digest(documents[1]) is None  # unreadable: compared as a duplicate
     assert store.stored_digest(make_record(job_id=3)) is None  # no such part
