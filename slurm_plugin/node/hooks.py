@@ -71,9 +71,7 @@ def _finalize_without_agent(
         return
     try:
         end_s = spool.stop_time(key) or time.time()
-        path, _record = finalize(
-            spool, key, end_s, [f"sampler not running at job end: {problem}"], settings.outbox
-        )
+        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], settings.outbox)
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")

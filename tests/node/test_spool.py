@@ -136,7 +136,7 @@ def test_finalize_builds_the_record_from_the_journal(spool: Spool, job_info: Job
         }
     )
     writer.close()
-    path, _record = finalize(spool, "4242.0", START + 10, [], tmp_path / "outbox")
+    path = finalize(spool, "4242.0", START + 10, [], tmp_path / "outbox")
     document = json.loads(path.read_text())
     assert path.name == "hpc_4242_0_node001.json"
     assert document["energy"]["total_joules"] == 520.0
@@ -147,7 +147,7 @@ def test_finalize_builds_the_record_from_the_journal(spool: Spool, job_info: Job
 
 def test_finalize_without_a_journal_is_partial(spool: Spool, job_info: JobInfo, tmp_path: Path) -> None:
     directory = spool.create_job(job_info, START)
-    path, _record = finalize(spool, "4242.0", START + 60, ["agent was not running"], tmp_path / "outbox")
+    path = finalize(spool, "4242.0", START + 60, ["agent was not running"], tmp_path / "outbox")
     document = json.loads(path.read_text())
     assert document["status"] == "partial"
     assert document["partial_reasons"] == [
