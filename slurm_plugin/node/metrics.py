@@ -1,12 +1,13 @@
-"""The agent's Prometheus metrics, written as a node_exporter textfile (no daemon of our own).
+"""The agent's Prometheus metrics, written as a node_exporter textfile (no daemon of our own), and
+optionally answered to GET /metrics by the agent itself.
 
 The text format is written directly rather than through `prometheus-client`: at 64 jobs that library
-cost several times the agent's per-tick budget and megabytes of RSS (bench/metrics.py,
-docs/monitoring.md). Each job's label sets are escaped once, when the job is first seen, so a
-rewrite only formats numbers. Energy is a counter per job and per node; a job's series carry its
-final totals for `metrics.ended_job_keep_s` after it ends (long enough to be scraped) and then
-disappear, which Prometheus marks as the end of the series. The file is replaced atomically (a
-`.tmp` name node_exporter ignores, then a rename) and removed when the agent exits.
+cost 10-20 times the CPU per rewrite and 8 MB of RSS (bench/metrics.py, docs/monitoring.md). Each
+job's label sets are escaped once, when the job is first seen, so a rewrite only formats numbers.
+Energy is a counter per job and per node; a job's series carry its final totals for
+`metrics.ended_job_keep_s` after it ends (long enough to be scraped) and then disappear, which
+Prometheus marks as the end of the series. The file is replaced atomically (a `.tmp` name
+node_exporter ignores, then a rename) and removed when the agent exits.
 """
 
 from __future__ import annotations
