@@ -195,6 +195,7 @@ def _timezone(settings: Config) -> dt.tzinfo:
 
 
 def serve_command(args: argparse.Namespace, settings: Config) -> int:
+    from slurm_plugin.cli import report
     from slurm_plugin.query import service
 
     path = args.socket or settings.visibility.socket
@@ -205,7 +206,7 @@ def serve_command(args: argparse.Namespace, settings: Config) -> int:
         print(f"jobcarbon serve: listening on {where} (visibility {settings.visibility.mode})", flush=True)
 
     try:
-        service.serve(settings, Path(path), ready)
+        service.serve(settings, Path(path), ready, ops={"report": report.answer})
     except OSError as exc:  # the socket's directory is missing, not ours, ...
         raise JobcarbonError(f"{path}: {exc.strerror or exc}") from None
     return 0
