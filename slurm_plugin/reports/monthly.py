@@ -178,7 +178,7 @@ def _gpu_models(
 def _top(
     reader: Reader, request: Request, names: list[str], periods: dict[str, dict[str, str]], items: str
 ) -> list[dict[str, Any]]:
-    if request.top <= 0:
+    if request.top <= 0 or (items == "users" and request.by == "user"):  # a user's largest user: itself
         return []
     found = month_reads.top(reader, request.by, names, request.visible, items, request.top)
     listed = [

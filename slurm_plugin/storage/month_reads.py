@@ -36,9 +36,11 @@ SUMS = (
 Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
 Key = tuple[str, str, Any]  # (month, cluster, group key)
 EVERYTHING: Visible = ("1 = 1", {})
-_CURRENT = """FROM footprint_months m JOIN footprints f ON f.id = m.footprint_id
+# CROSS JOIN: SQLite reads the months' rows by their index first whatever it guesses for a list of
+# months (without statistics it would scan every footprint for twelve); PostgreSQL plans it as a join.
+_CURRENT = """FROM footprint_months m CROSS JOIN footprints f
 JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job
-WHERE m.month IN ({months}) AND f.is_current = 1 AND {visible}"""
+WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1 AND {visible}"""
 _GROUPS = (
     "SELECT m.month, j.cluster, {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
     + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
@@ -57,8 +59,8 @@ _TOP = (
     "ORDER BY t.co2e_g DESC, t.item) AS place FROM (" + _PER_ITEM + ") t) ranked WHERE place <= :limit"
 )
 TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
-_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
-JOIN footprints f ON f.id = m.footprint_id WHERE m.month IN ({months}) AND f.is_current = 1"""
+_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m CROSS JOIN footprints f
+WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
 WHERE j.end_s >= :month_start AND j.start_s < :month_end AND {visible}"""
 _RECOMPUTED = (
