@@ -126,6 +126,7 @@ def answer(request: dict[str, Any], reader: Any, scope: Any, settings: Config) -
         visible=readonly.visible_filter(scope.everything, scope.uid, scope.accounts),
         viewer=visibility.describe(scope),
         top=top,
+        market=settings.accounting.market_factors,
     )
     try:
         document = monthly.build(reader, wanted)

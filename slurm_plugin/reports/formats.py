@@ -31,6 +31,11 @@ TABLE_HEADERS = {
     "it_kwh": "IT kWh",
     "facility_kwh": "facility kWh",
     "co2e_kg": "kg CO2e",
+    "lifecycle_co2e_kg": "lifecycle CO2e kg",
+    "direct_co2e_kg": "direct CO2e kg",
+    "direct_co2_kg": "direct CO2 kg",
+    "mixed_basis_kg": "mixed basis kg",
+    "market_based_co2e_kg": "market-based kg",
     "effective_g_per_kwh": "g/kWh",
     "co2e_share": "share",
     "measured_energy_share": "energy measured",
@@ -141,6 +146,7 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
         f"showing {meta['visibility']}",
         f"scope: {meta['scope']}; zones {', '.join(meta['zones']) or '-'}; "
         f"sources {'; '.join(meta['sources']) or '-'}",
+        *basis_lines(meta),
         f"methodology {meta['methodology_version']}; data as of {meta['generated_at'] or '-'}",
     ]
     if meta["embodied"]:
@@ -149,6 +155,32 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
         count = meta["recomputed"]["footprints"]
         lines.append(f"note: {count} footprints of these months were recomputed after their month closed")
     return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
+
+
+def basis_lines(meta: dict[str, Any]) -> list[str]:
+    """What the grams count, per source, and whether kg CO2e adds different things; the market-based
+    figure's contractual factors."""
+    bases = {(b["emission_factor"], b["gas"]) for b in meta["emission_bases"]}
+    named = "; ".join(f"{b['source']}: {b['emission_factor']} {b['gas']}" for b in meta["emission_bases"])
+    lines = [f"emission factors: {named or '-'}"]
+    if len(bases) > 1 or any(gas == "CO2" for _, gas in bases):
+        lines.append(
+            "note: kg CO2e adds figures of different bases (lifecycle or direct, CO2e or CO2 alone);"
+            " the lifecycle/direct CO2e, direct CO2 and mixed-basis columns split it"
+        )
+    market = "; ".join(
+        f"{f['instrument']} {f['g_co2e_per_kwh']:g} g/kWh"
+        + (f" ({f['cluster']})" if f["cluster"] else "")
+        + (f" from {f['start']}" if f["start"] else "")
+        + (f" until {f['end']}" if f["end"] else "")
+        for f in meta["market_based"]
+    )
+    lines.append(
+        f"market-based scope 2: {market}"
+        if market
+        else "market-based scope 2: no contractual factor configured"
+    )
+    return lines
 
 
 def _cell(key: str, value: Any) -> str:

@@ -11,6 +11,7 @@ their own; `intensity_curves` gathers what the HTML page draws besides it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 from slurm_plugin.accounting import months
 from slurm_plugin.accounting.footprint import J_PER_KWH, METHODOLOGY_VERSION
-from slurm_plugin.config import Embodied
+from slurm_plugin.config import Embodied, MarketFactor
 from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.intensity import gas
 from slurm_plugin.storage import month_reads, readonly
 from slurm_plugin.storage.month_reads import SUMS, Visible
 from slurm_plugin.storage.readonly import Reader
@@ -44,6 +46,11 @@ FIGURES = (
     "it_kwh",
     "facility_kwh",
     "co2e_kg",
+    "lifecycle_co2e_kg",
+    "direct_co2e_kg",
+    "direct_co2_kg",
+    "mixed_basis_kg",
+    "market_based_co2e_kg",
     "effective_g_per_kwh",
     "co2e_share",
     "measured_energy_share",
@@ -54,7 +61,12 @@ ROW = (*PERIOD, "group", *FIGURES)
 TOTAL = (*PERIOD, *FIGURES)
 GPU_MODEL = (*PERIOD, "group", "gpu_model", "gpu_hours")
 TOP = (*PERIOD, "group", "place", "item", "co2e_kg", "facility_kwh")
-_ZERO = dict.fromkeys((*SUMS, "jobs"), 0)
+# co2e_kg split by what its intensities counted: the emission factor (lifecycle or direct) and the gas
+# (CO2e, or CO2 alone); a footprint month whose sources differ in either is `mixed_basis`.
+BASES = {"lifecycle_co2e": "lifecycle CO2e", "direct_co2e": "direct CO2e", "direct_co2": "direct CO2"}
+MIXED = "mixed_basis"
+_BASIS_SUMS = tuple(f"{b}_g" for b in (*BASES, MIXED))
+_ZERO = dict.fromkeys((*SUMS, *_BASIS_SUMS, "jobs"), 0)
 _RANGE = re.compile(r"^([^.]+)\.\.([^.]+)$")
 Curve = list[tuple[float, float, float, Any]]  # (start_s, end_s, g_per_kwh, forecast) slots, in time order
 
@@ -73,6 +85,7 @@ class Request:
     visible: Visible = month_reads.EVERYTHING  # readonly.visible_filter for the viewer
     viewer: str = "every job"  # what `visible` admits, in words, for the metadata
     top: int = 0  # the largest jobs and users per month and group to list
+    market: tuple[MarketFactor, ...] = ()  # accounting.market_factors
 
 
 def resolve_month(text: str, timezone: str, now_s: float, future: bool = False) -> months.Month:
@@ -123,9 +136,15 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
         raise ReportError(f"accounting.timezone {request.timezone!r} is not a known time zone") from exc
     span = resolve_months(request.months, request.timezone, request.now_s)
     names = [m.name for m in span]
-    found = month_reads.group_sums(reader, request.by, names, request.visible)
+    used = month_reads.month_sources(reader, names)
+    factors = _factors(reader, used, span)
+    bases: dict[str, list[str]] = {name: [] for name in _BASIS_SUMS}
+    for _, text in sorted(used, key=lambda pair: pair[1]):
+        bases[f"{_basis({_source_basis(s, factors) for s in json.loads(text)})}_g"].append(text)
+    found = month_reads.group_sums(reader, request.by, names, request.visible, bases)
     known = month_reads.group_keys(reader, request.by, request.visible)
     periods = {m.name: _period(m, zone) for m in span}
+    span_by_name = {m.name: m for m in span}
     rows: list[dict[str, Any]] = []
     totals: list[dict[str, Any]] = []
     for month in names:
@@ -134,21 +153,65 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
             members = {g: found.get((month, cluster, g), _ZERO) for c, g in keys if c == cluster}
             sums = {name: sum(f[name] or 0 for f in members.values()) for name in _ZERO}
             head = {**periods[month], "cluster": cluster}
+            market = market_factor(request.market, cluster, span_by_name[month], zone)
             group_rows = [
-                {**head, "group": _label(request.by, g), **_figures(f, sums["co2e_g"], request.embodied)}
+                {
+                    **head,
+                    "group": _label(request.by, g),
+                    **_figures(f, sums["co2e_g"], request.embodied, market),
+                }
                 for g, f in members.items()
             ]
             rows += sorted(group_rows, key=lambda r: (-r["co2e_kg"], r["group"]))
-            totals.append({**head, **_figures(sums, sums["co2e_g"], request.embodied)})
+            totals.append({**head, **_figures(sums, sums["co2e_g"], request.embodied, market)})
     return {
         "schema": SCHEMA,
-        "metadata": _metadata(reader, request, span, found),
+        "metadata": _metadata(reader, request, span, found, used, factors),
         "rows": rows,
         "totals": totals,
         "gpu_models": _gpu_models(reader, request, names, periods),
         "top_jobs": _top(reader, request, names, periods, "jobs"),
         "top_users": _top(reader, request, names, periods, "users"),
     }
+
+
+def _factors(
+    reader: Reader, used: set[tuple[str | None, str]], span: list[months.Month]
+) -> dict[str, set[str]]:
+    """Per series source the report used, the emission factors (lifecycle, direct) its stored points
+    gave over the period."""
+    zones = sorted({zone for zone, _ in used if zone})
+    found: dict[str, set[str]] = {}
+    for source, scope in month_reads.source_factors(reader, zones, span[0].start_s, span[-1].end_s):
+        found.setdefault(source, set()).add(scope)
+    return found
+
+
+def _source_basis(source: str, factors: dict[str, set[str]]) -> str:
+    """A source's basis: its factor (a yearly table or a constant is lifecycle) and its gas."""
+    scopes = factors.get(source, {"lifecycle"})
+    return f"{next(iter(scopes))}_{gas(source).lower()}" if len(scopes) == 1 else MIXED
+
+
+def _basis(of_sources: set[str]) -> str:
+    """The basis of a footprint month from its sources': theirs if they agree, else mixed."""
+    return next(iter(of_sources)) if len(of_sources) == 1 and of_sources <= set(BASES) else MIXED
+
+
+def market_factor(
+    factors: tuple[MarketFactor, ...], cluster: str, month: months.Month, zone: ZoneInfo
+) -> MarketFactor | None:
+    """The contractual factor for a cluster's month: the month's first day in [start, end); one naming
+    the cluster before one for every cluster, then the latest start."""
+    first = dt.datetime.fromtimestamp(month.start_s, zone).date()
+    fitting = [
+        f
+        for f in factors
+        if f.cluster in (None, cluster)
+        and (f.start is None or f.start <= first)
+        and (f.end is None or first < f.end)
+    ]
+    return max(fitting, key=lambda f: (f.cluster is not None, f.start or dt.date.min), default=None)
 
 
 def _period(month: months.Month, zone: ZoneInfo) -> dict[str, str]:
@@ -203,8 +266,11 @@ def _label(by: str, key: Any) -> str:
     return str(key)
 
 
-def _figures(f: dict[str, Any], total_co2e_g: float, embodied: Embodied) -> dict[str, Any]:
+def _figures(
+    f: dict[str, Any], total_co2e_g: float, embodied: Embodied, market: MarketFactor | None
+) -> dict[str, Any]:
     it_j, co2e_g, facility_j = f["it_energy_j"] or 0.0, f["co2e_g"] or 0.0, f["facility_energy_j"] or 0.0
+    market_kg = None if market is None else _r(facility_j / J_PER_KWH * market.g_co2e_per_kwh / 1000)
     return {
         "jobs": int(f["jobs"] or 0),
         "cpu_core_hours": _r(f["core_hours"]),
@@ -215,6 +281,8 @@ def _figures(f: dict[str, Any], total_co2e_g: float, embodied: Embodied) -> dict
         "it_kwh": _kwh(it_j),
         "facility_kwh": _kwh(facility_j),
         "co2e_kg": _r(co2e_g / 1000),
+        **{f"{b}_kg": _r((f[f"{b}_g"] or 0.0) / 1000) for b in (*BASES, MIXED)},
+        "market_based_co2e_kg": market_kg,
         "effective_g_per_kwh": _r(co2e_g / (facility_j / J_PER_KWH)) if facility_j > 0 else None,
         "co2e_share": _r(co2e_g / total_co2e_g) if total_co2e_g > 0 else None,
         "measured_energy_share": _r(1 - (f["estimated_j"] or 0.0) / it_j) if it_j > 0 else None,
@@ -236,10 +304,18 @@ def _embodied_kg(f: dict[str, Any], embodied: Embodied) -> float | None:
     return _r(kg)
 
 
-def _metadata(reader: Reader, request: Request, span: list[months.Month], found: dict) -> dict[str, Any]:
+def _metadata(
+    reader: Reader,
+    request: Request,
+    span: list[months.Month],
+    found: dict,
+    used: set[tuple[str | None, str]],
+    factors: dict[str, set[str]],
+) -> dict[str, Any]:
     zone = ZoneInfo(request.timezone)
     names = [m.name for m in span]
-    zones, sources = month_reads.zones_and_sources(reader, names)
+    zones = {z for z, _ in used if z}
+    sources = {source for _, text in used for source in json.loads(text)}
     ends = {m.name: m.end_s for m in span}
     recomputed = sorted(
         (
@@ -266,6 +342,15 @@ def _metadata(reader: Reader, request: Request, span: list[months.Month], found:
         "zones": sorted(zones),
         "sources": sorted(sources),
         "scope": EMISSIONS_SCOPE,
+        "emission_bases": [
+            {
+                "source": source,
+                "emission_factor": " and ".join(sorted(factors.get(source, {"lifecycle"}))),
+                "gas": gas(source),
+            }
+            for source in sorted(sources)
+        ],
+        "market_based": _market_meta(request, span, zone),
         "embodied": _embodied_meta(request.embodied),
         "methodology_version": METHODOLOGY_VERSION,
         # The newest data the report includes, not the wall clock: re-runs of a closed month are identical.
@@ -285,6 +370,23 @@ def _metadata(reader: Reader, request: Request, span: list[months.Month], found:
             ],
         },
     }
+
+
+def _market_meta(request: Request, span: list[months.Month], zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The contractual factors configured for the period's months: what the market-based figures used."""
+    first = dt.datetime.fromtimestamp(span[0].start_s, zone).date()
+    last = dt.datetime.fromtimestamp(span[-1].start_s, zone).date()
+    return [
+        {
+            "instrument": f.instrument,
+            "g_co2e_per_kwh": f.g_co2e_per_kwh,
+            "cluster": f.cluster,
+            "start": f.start.isoformat() if f.start else None,
+            "end": f.end.isoformat() if f.end else None,
+        }
+        for f in request.market
+        if (f.start is None or f.start <= last) and (f.end is None or first < f.end)
+    ]
 
 
 def _embodied_meta(embodied: Embodied) -> dict[str, Any] | None:

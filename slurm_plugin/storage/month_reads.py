@@ -13,7 +13,7 @@ the caller, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US p
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slurm_plugin.storage.readonly import Reader
@@ -44,7 +44,7 @@ WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1 AND {
 _GROUPS = (
     "SELECT m.month, j.cluster, {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
     + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
-    + ", MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
+    + "{bases}, MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
     + _CURRENT
     + " GROUP BY m.month, j.cluster, grp"
 )
@@ -61,6 +61,8 @@ _TOP = (
 TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
 _SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m CROSS JOIN footprints f
 WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1"""
+_FACTORS = """SELECT DISTINCT source, scope FROM intensity
+WHERE zone IN ({zones}) AND start_s < :end_s AND end_s > :start_s"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
 WHERE j.end_s >= :month_start AND j.start_s < :month_end AND {visible}"""
 _RECOMPUTED = (
@@ -78,12 +80,21 @@ def _in(months: Sequence[str], visible: Visible) -> tuple[dict[str, str], dict[s
     return fields, {**names, **visible[1]}
 
 
-def group_sums(reader: Reader, by: str, months: Sequence[str], visible: Visible) -> dict[Key, dict[str, Any]]:
-    """Per (month, cluster, group key) with energy: `jobs`, each of SUMS, and the newest `computed_s`
-    and `received_s` of its footprints and parts."""
+def group_sums(
+    reader: Reader, by: str, months: Sequence[str], visible: Visible, bases: Mapping[str, Sequence[str]]
+) -> dict[Key, dict[str, Any]]:
+    """Per (month, cluster, group key) with energy: `jobs`, each of SUMS, the newest `computed_s` and
+    `received_s` of its footprints and parts, and per name in `bases` the CO2e of the footprint months
+    whose `sources_json` is one of its texts (`month_sources` gives them)."""
     fields, params = _in(months, visible)
-    found = reader.rows(_GROUPS.format(col=GROUP_COLUMNS[by], **fields), params)
-    return {(row["month"], row["cluster"], row["grp"]): row for row in found}
+    cases = []
+    for b, (name, texts) in enumerate(bases.items()):
+        names = {f"basis{b}_{i}": text for i, text in enumerate(texts)}
+        listed = ", ".join(f":{n}" for n in names) or "NULL"
+        cases.append(f", SUM(CASE WHEN m.sources_json IN ({listed}) THEN m.co2e_g ELSE 0 END) AS {name}")
+        params.update(names)
+    sql = _GROUPS.format(col=GROUP_COLUMNS[by], bases="".join(cases), **fields)
+    return {(row["month"], row["cluster"], row["grp"]): row for row in reader.rows(sql, params)}
 
 
 def group_keys(reader: Reader, by: str, visible: Visible) -> list[tuple[str, Any]]:
@@ -115,15 +126,24 @@ def top(
     return reader.rows(sql, {**params, "limit": limit})
 
 
-def zones_and_sources(reader: Reader, months: Sequence[str]) -> tuple[set[str], set[str]]:
-    """The grid zones and intensity sources the months' current footprints used."""
+def month_sources(reader: Reader, months: Sequence[str]) -> set[tuple[str | None, str]]:
+    """The (zone, sources_json) pairs of the months' current footprints: the grid zones and the
+    intensity sources they used, each footprint month's set of sources as stored."""
     fields, params = _in(months, EVERYTHING)
-    zones, sources = set(), set()
-    for row in reader.rows(_SOURCES.format(**fields), params):
-        if row["zone"]:
-            zones.add(row["zone"])
-        sources.update(json.loads(row["sources_json"]))
-    return zones, sources
+    return {(row["zone"], row["sources_json"]) for row in reader.rows(_SOURCES.format(**fields), params)}
+
+
+def source_factors(
+    reader: Reader, zones: Sequence[str], start_s: float, end_s: float
+) -> set[tuple[str, str]]:
+    """The (source, scope) pairs of the zones' stored intensity series over [start_s, end_s): which
+    emission factor, lifecycle or direct, each series source gave."""
+    if not zones:
+        return set()
+    names = {f"zone{i}": zone for i, zone in enumerate(zones)}
+    sql = _FACTORS.format(zones=", ".join(f":{n}" for n in names))
+    found = reader.rows(sql, {**names, "start_s": start_s, "end_s": end_s})
+    return {(row["source"], row["scope"]) for row in found}
 
 
 def clusters_between(reader: Reader, start_s: float, end_s: float, visible: Visible) -> set[str]:

@@ -4,6 +4,8 @@ format, and exports that load: CSVs of several months concatenated sum to the re
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime as dt
 import io
 import json
 import time
@@ -14,7 +16,7 @@ import jsonschema
 import pytest
 
 from slurm_plugin.accounting import join, months
-from slurm_plugin.config import Accounting, Embodied
+from slurm_plugin.config import Accounting, Embodied, MarketFactor
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.reports import formats, monthly
 from slurm_plugin.storage import Store, readonly
@@ -295,6 +297,62 @@ def test_a_period_has_a_row_per_month_and_group_that_add_up_to_each_month(reader
     assert users[0]["co2e_kg"] == next(
         r["co2e_kg"] for r in quarter["rows"] if r["month"] == "2026-01" and r["group"] == "physics"
     )
+
+
+def test_kg_co2e_is_split_by_emission_factor_and_gas(tmp_path: Path) -> None:
+    """GB's series counts direct CO2 alone; where it is missing the zone's yearly average (lifecycle
+    CO2e) carries the energy. A job inside the series is direct CO2, a job in February lifecycle CO2e,
+    a job running past the series' end both: mixed. Never silently one figure."""
+    gb = Accounting(zone="GB", pue=1.2, timezone=BERLIN)
+    store = jobdb.open_store(f"sqlite:///{tmp_path / 'gb.db'}")
+    series = [dataclasses.replace(p, zone="GB", source="gb", scope="direct") for p in jobdb.day_series()]
+    store.upsert_intensity(series)
+    inside, past_end = jobdb.DAY + 2 * HOUR, jobdb.DAY + 25.5 * HOUR
+    jobdb.store_jobs(
+        store, [Job(1, start=inside), Job(2, start=past_end), Job(3, start=JAN31 + 23 * HOUR)], gb
+    )
+    store.close()
+    reader = readonly.Reader.open(f"sqlite:///{tmp_path / 'gb.db'}")
+    try:
+        document = build(reader, "2026-01..2026-02", "user")
+    finally:
+        reader.close()
+    jsonschema.validate(document, SCHEMA)
+    january, february = document["totals"]
+    assert january["direct_co2_kg"] > 0
+    assert january["mixed_basis_kg"] > 0
+    assert january["lifecycle_co2e_kg"] == 0
+    assert february["lifecycle_co2e_kg"] == february["co2e_kg"] > 0
+    for entry in (*document["rows"], *document["totals"]):
+        split = sum(
+            entry[k] for k in ("lifecycle_co2e_kg", "direct_co2e_kg", "direct_co2_kg", "mixed_basis_kg")
+        )
+        assert split == pytest.approx(entry["co2e_kg"], abs=1e-5)
+    bases = {b["source"]: (b["emission_factor"], b["gas"]) for b in document["metadata"]["emission_bases"]}
+    assert bases["gb"] == ("direct", "CO2")
+    assert set(bases.values()) == {("direct", "CO2"), ("lifecycle", "CO2e")}
+    table = formats.to_table(document)
+    assert "gb: direct CO2" in table
+    assert "adds figures of different bases" in table
+
+
+def test_market_based_figures_use_the_configured_contractual_factor(reader: readonly.Reader) -> None:
+    supplier = MarketFactor(50.0, "supplier mix 2026", start=dt.date(2026, 2, 1))
+    ppa = MarketFactor(0.0, "PPA wind", cluster="hpc", start=dt.date(2026, 3, 1), end=dt.date(2026, 4, 1))
+    document = build(reader, "2026-01..2026-04", market=(supplier, ppa))
+    jsonschema.validate(document, SCHEMA)
+    market = {t["month"]: t["market_based_co2e_kg"] for t in document["totals"]}
+    facility = {t["month"]: t["facility_kwh"] for t in document["totals"]}
+    assert market["2026-01"] is None  # no factor before February: not reported, not zero
+    assert market["2026-02"] == pytest.approx(facility["2026-02"] * 0.05, abs=1e-6)
+    assert market["2026-03"] == 0.0  # the cluster's PPA wins over the site's supplier mix
+    assert market["2026-04"] == pytest.approx(facility["2026-04"] * 0.05, abs=1e-6)
+    assert [f["instrument"] for f in document["metadata"]["market_based"]] == [
+        "supplier mix 2026",
+        "PPA wind",
+    ]
+    assert "market-based scope 2: supplier mix 2026 50 g/kWh from 2026-02-01" in formats.to_table(document)
+    assert "no contractual factor configured" in formats.to_table(build(reader, "2026-01"))
 
 
 def test_a_rerun_is_identical_unless_footprints_were_recomputed(
