@@ -367,13 +367,34 @@ def test_a_rerun_is_identical_unless_footprints_were_recomputed(
     assert third["metadata"]["generated_at"] != first["metadata"]["generated_at"]
 
 
-def test_recompute_fills_months_of_footprints_stored_without_them(store: Store) -> None:
+def test_recompute_fills_months_of_footprints_stored_without_them(
+    store: Store, reader: readonly.Reader
+) -> None:
     store.db.execute("DELETE FROM footprint_months")
     versions = {p: store.footprint(p)["version"] for p in store.parts()}
     result = join.recompute(store, SETTINGS, None)
     assert result.changed == 0
     assert {p: store.footprint(p)["version"] for p in store.parts()} == versions
     assert store.footprint_months(store.footprint(store.parts()[0])["footprint_id"])
+    january = result.changes["2026-01", "hpc", "physics"]
+    assert (january.co2e_g_before, january.facility_j_before) == (0, 0)  # no months stored before
+    physics = {r["group"]: r for r in build(reader, "2026-01")["rows"]}["physics"]
+    assert january.co2e_g_after == pytest.approx(1000 * physics["co2e_kg"], abs=1e-3)
+
+
+def test_recompute_in_another_time_zone_moves_energy_between_months(store: Store) -> None:
+    """Job 1 ran 22:00-24:00 UTC on 31 January: in Berlin one hour each side of February, in UTC all
+    January; the footprint is unchanged, its months are cut anew and the change says so."""
+    result = join.recompute(store, Accounting(zone="DE", pue=1.2, timezone="UTC"), None, "user")
+    assert result.changed == 0
+    january, february = result.changes["2026-01", "hpc", "alice"], result.changes["2026-02", "hpc", "alice"]
+    moved = january.co2e_g_after - january.co2e_g_before
+    assert moved > 0
+    assert february.co2e_g_before - february.co2e_g_after == pytest.approx(moved)
+    assert sum(c.co2e_g_after - c.co2e_g_before for c in result.changes.values()) == pytest.approx(
+        0, abs=1e-9
+    )
+    assert join.recompute(store, Accounting(zone="DE", pue=1.2, timezone="UTC"), None).changes == {}
 
 
 def test_a_bad_month_a_future_month_and_an_unknown_grouping_are_refused(reader: readonly.Reader) -> None:
