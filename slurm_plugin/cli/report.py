@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.cli import output
-from slurm_plugin.config import Config
+from slurm_plugin.config import Config, site_timezone
 from slurm_plugin.errors import JobcarbonError, UsageError
 
 SCHEMA = "jobcarbon/monthly-report/2"
@@ -41,6 +41,7 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         raise UsageError("--part chooses a part of the CSV: use it with --format csv")
     if not 0 <= request["top"] <= MAX_TOP:
         raise UsageError(f"--top must be from 0 to {MAX_TOP}")
+    site_timezone(settings)  # an unknown zone is one line naming the field, before any month arithmetic
     monthly.resolve_months(request["months"], settings.accounting.timezone, time.time())
     if request["by"] not in monthly.BY:
         raise monthly.ReportError(f"--by {request['by'][:40]!r}: choose one of {', '.join(monthly.BY)}")
