@@ -10,11 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slurm_plugin.cli import output
 from slurm_plugin.config import Config, site_timezone
 from slurm_plugin.errors import JobcarbonError, UsageError
+
+if TYPE_CHECKING:
+    from slurm_plugin.query.visibility import Scope
+    from slurm_plugin.storage.readonly import Reader
 
 SCHEMA = "jobcarbon/monthly-report/2"
 OUTPUT_FIELDS = ("month", "by", "format", "part")  # what an --output template may name
@@ -106,7 +110,7 @@ def _ask_or_read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
         reader.close()
 
 
-def answer(request: dict[str, Any], reader: Any, scope: Any, settings: Config) -> dict[str, Any]:
+def answer(request: dict[str, Any], reader: Reader, scope: Scope, settings: Config) -> dict[str, Any]:
     """The report a viewer of `scope` may see, and the intensity curves if asked: for the command
     itself and, as its "report" op, for the query service (`service.Ops`)."""
     from slurm_plugin.query import visibility

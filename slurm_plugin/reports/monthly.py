@@ -138,10 +138,7 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
     names = [m.name for m in span]
     used = month_reads.month_sources(reader, names)
     factors = _factors(reader, used, span)
-    bases: dict[str, list[str]] = {name: [] for name in _BASIS_SUMS}
-    for _, text in sorted(used, key=lambda pair: pair[1]):
-        bases[f"{_basis({_source_basis(s, factors) for s in json.loads(text)})}_g"].append(text)
-    found = month_reads.group_sums(reader, request.by, names, request.visible, bases)
+    found = month_reads.group_sums(reader, request.by, names, request.visible, _by_basis(used, factors))
     known = month_reads.group_keys(reader, request.by, request.visible)
     periods = {m.name: _period(m, zone) for m in span}
     span_by_name = {m.name: m for m in span}
@@ -185,6 +182,14 @@ def _factors(
     for source, scope in month_reads.source_factors(reader, zones, span[0].start_s, span[-1].end_s):
         found.setdefault(source, set()).add(scope)
     return found
+
+
+def _by_basis(used: set[tuple[str | None, str]], factors: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per basis sum (`lifecycle_co2e_g`, ...), the stored source lists of the footprint months it adds."""
+    bases: dict[str, list[str]] = {name: [] for name in _BASIS_SUMS}
+    for text in sorted({text for _, text in used}):
+        bases[f"{_basis({_source_basis(s, factors) for s in json.loads(text)})}_g"].append(text)
+    return bases
 
 
 def _source_basis(source: str, factors: dict[str, set[str]]) -> str:
