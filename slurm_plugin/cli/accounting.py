@@ -89,6 +89,7 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
     print(
         f"{outbox}: {result.stored} stored, {result.duplicates} duplicates, "
         f"{result.quarantined} quarantined, {result.kept} kept"
+        + (f", {result.conflicts} conflicts" if result.conflicts else "")
         + (f", {running} running-job snapshots" if running else "")
     )
     return 1 if result.kept else 0

@@ -126,6 +126,13 @@ def test_ingest_reads_another_outbox_and_counts_duplicates(node: Node, store: St
         f"{other}: 0 stored, 1 duplicates, 0 quarantined, 0 kept\n",
         "",
     )
+    outbox_files.write(other, make_record(user="mallory"), fsync=False)  # the same part, other content
+    assert run(capsys, "ingest", "--outbox", str(other)) == (
+        0,
+        f"{other}: 0 stored, 0 duplicates, 0 quarantined, 0 kept, 1 conflicts\n",
+        "",
+    )
+    assert (node.quarantine / outbox_files.filename(make_record())).exists()
 
 
 def test_ingest_keeps_records_while_the_database_is_locked(
