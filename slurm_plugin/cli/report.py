@@ -46,7 +46,15 @@ def report(args: argparse.Namespace, settings: Config) -> int:
     if not 0 <= request["top"] <= MAX_TOP:
         raise UsageError(f"--top must be from 0 to {MAX_TOP}")
     site_timezone(settings)  # an unknown zone is one line naming the field, before any month arithmetic
-    monthly.resolve_months(request["months"], settings.accounting.timezone, time.time())
+    try:
+        monthly.resolve_months(request["months"], settings.accounting.timezone, time.time())
+    except monthly.ReportError:
+        if args.month is not None:
+            raise
+        named = f"--year {args.year}" if args.year is not None else f"--quarter {args.quarter}"
+        raise monthly.ReportError(
+            f"{named} has not started yet (time zone {settings.accounting.timezone})"
+        ) from None
     if request["by"] not in monthly.BY:
         raise monthly.ReportError(f"--by {request['by'][:40]!r}: choose one of {', '.join(monthly.BY)}")
     found = _ask_or_read(settings, request)

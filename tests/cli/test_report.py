@@ -80,6 +80,11 @@ def test_output_fills_in_month_and_grouping(configured: Path, capsys) -> None:
             ("--month", "2026-01", "--by", "project"),
             "jobcarbon: --by 'project': choose one of account, user, group, partition\n",
         ),
+        (("--year", "2999"), "jobcarbon: --year 2999 has not started yet (time zone Europe/Berlin)\n"),
+        (
+            ("--quarter", "2999Q2"),
+            "jobcarbon: --quarter 2999Q2 has not started yet (time zone Europe/Berlin)\n",
+        ),
         (
             ("--month", "2026-03..2026-01"),
             "jobcarbon: --month 2026-03..2026-01: the range ends before it starts\n",
