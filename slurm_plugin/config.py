@@ -92,6 +92,19 @@ class PueRule:
 
 
 @dataclass(frozen=True)
+class MarketFactor:
+    """A contractual emission factor (the supplier's mix, or certificates: EAC, PPA) for reports'
+    market-based scope 2 figure: one cluster's (or every cluster's) months whose first day is in
+    [start, end)."""
+
+    g_co2e_per_kwh: float = field(metadata=NON_NEGATIVE)
+    instrument: str  # what it is, for the report: "supplier mix 2026, Stadtwerke X"
+    cluster: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+
+@dataclass(frozen=True)
 class Accounting:
     zone: str | None = None  # grid zone of the site, Electricity Maps codes: "DE", "DK-DK1", "GB"
     country: str | None = None  # ISO 3166 alpha-3 for the country yearly average: "DEU"
@@ -99,6 +112,7 @@ class Accounting:
     pue: float = field(default=1.0, metadata=POSITIVE)
     pue_rules: tuple[PueRule, ...] = ()
     timezone: str = "UTC"
+    market_factors: tuple[MarketFactor, ...] = ()  # reports' market-based scope 2; none: not reported
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Supported field types: bool, int, float, str, absolute Path, date, Literal[...], unions with None,
 nested dataclasses and tuple[Dataclass, ...]. Ranges come from field metadata (`POSITIVE`,
-`FRACTION`), so the schema is the dataclass itself.
+`NON_NEGATIVE`, `FRACTION`), so the schema is the dataclass itself.
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ def _site_time(text: str, tz: dt.tzinfo) -> dt.datetime:
 
 
 def serve_command(args: argparse.Namespace, settings: Config) -> int:
+    from slurm_plugin.cli import report
     from slurm_plugin.query import service
 
     path = args.socket or settings.visibility.socket
@@ -193,7 +194,7 @@ def serve_command(args: argparse.Namespace, settings: Config) -> int:
         print(f"jobcarbon serve: listening on {where} (visibility {settings.visibility.mode})", flush=True)
 
     try:
-        service.serve(settings, Path(path), ready)
+        service.serve(settings, Path(path), ready, ops={"report": report.answer})
     except OSError as exc:  # the socket's directory is missing, not ours, ...
         raise JobcarbonError(f"{path}: {exc.strerror or exc}") from None
     return 0
