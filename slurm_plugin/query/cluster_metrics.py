@@ -21,6 +21,7 @@ from slurm_plugin.config import Accounting, Config
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.promtext import family, labels, parse_listen
 from slurm_plugin.storage import metrics_reads, month_reads, readonly
+from slurm_plugin.storage.month_reads import EVERYTHING
 
 OTHER = "other"
 NO_NAME = "(none)"  # a job without an account
@@ -55,7 +56,8 @@ def top_with_other(values: dict[str, float], top_n: int) -> list[tuple[str, floa
 def _month_sums(reader: readonly.Reader, top_n: int, by: str, month: str) -> Iterator[str]:
     energy: dict[str, float] = {}
     co2e: dict[str, float] = {}
-    for key, row in month_reads.group_sums(reader, by, month).items():
+    # Every job (an admin endpoint); clusters sharing the database are summed per name.
+    for (_month, _cluster, key), row in month_reads.group_sums(reader, by, [month], EVERYTHING, {}).items():
         energy[_name(key)] = energy.get(_name(key), 0.0) + (row["it_energy_j"] or 0.0)
         co2e[_name(key)] = co2e.get(_name(key), 0.0) + (row["co2e_g"] or 0.0)
     kept = top_with_other(energy, top_n)
