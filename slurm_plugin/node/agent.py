@@ -25,7 +25,7 @@ from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
+from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize, job_id_of
 from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
@@ -160,9 +160,9 @@ class Agent:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def _adopt(self, key: str | None = None) -> None:
+    def _adopt(self, job_id: int | None = None) -> None:
         """Jobs whose prolog found no agent listening (fastpath.py) become job directories."""
-        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", key):
+        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", job_id):
             self.log("error", f"prolog message {problem}")
 
     def _scan(self) -> None:
@@ -310,7 +310,7 @@ class Agent:
                 starting.append(key)
             return {"ok": True, "key": key}
         if key not in self.sampler.jobs:
-            self._adopt(key)
+            self._adopt(job_id_of(key))
             if key in self.spool.job_keys():
                 self._start(key)  # its own tick: a stop for a job we never sampled is rare
         if key not in self.sampler.jobs:
@@ -327,12 +327,15 @@ class Agent:
             return {"ok": False, "error": "env must map names to strings"}
         try:
             info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
+            self._adopt(info.job_id)
+            now = time.time()
+            # An epilog ends every run of its job here; a prolog, any earlier run whose epilog never came.
+            ended = self.spool.end_runs(info.job_id, now, keep=None if hook == "epilog" else info.key)
+            replies = [self._handle({"op": "stop", "key": key}, starting, stopping) for key in ended]
             if hook == "epilog":
-                self._adopt(info.key)
-                if not self.spool.request_stop(info.key, time.time()):
-                    return {"ok": True, "record": None}  # no sampler ever started for this job here
-                return self._handle({"op": "stop", "key": info.key}, starting, stopping)
-            self.spool.create_job(info, time.time())
+                failed = [reply for reply in replies if not reply["ok"]]
+                return failed[0] if failed else {"ok": True, "ended": ended}
+            self.spool.create_job(info, now)
         except (jobenv.JobEnvError, OSError) as exc:
             return {"ok": False, "error": str(exc)}
         return self._handle({"op": "start", "key": info.key}, starting, stopping)

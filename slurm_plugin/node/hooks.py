@@ -32,7 +32,12 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
     info = jobenv.from_env(os.environ, settings.cluster, settings.node)
     spool = Spool(settings.spool, settings.journal_fsync)
     spool.prepare()
-    spool.create_job(info, time.time())
+    now = time.time()
+    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.job_id):
+        log("error", f"job {info.key}: prolog message {problem}")
+    for key in spool.end_runs(info.job_id, now, keep=info.key):  # the agent finalises it at its next scan
+        log("warning", f"job {info.key}: run {key} of the same job had no epilog here; ended now")
+    spool.create_job(info, now)
     try:
         agent_client.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
     except OSError:
@@ -43,19 +48,24 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
 def epilog(settings: HookSettings, log: EventLog) -> None:
     info = jobenv.from_env(os.environ, settings.cluster, settings.node)
     spool = Spool(settings.spool, settings.journal_fsync)
-    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.key):
+    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.job_id):
         log("error", f"job {info.key}: prolog message {problem}")
-    if not spool.request_stop(info.key, time.time()):
-        return  # no sampler ever started for this job on this node: normal for some allocations
-    wait_s = settings.stop_timeout_s
+    # Every run of the job here, whatever restart count it started under: a requeued job's epilog
+    # already carries the next run's count (docs/install.md).
+    for key in spool.end_runs(info.job_id, time.time()):
+        _stop(spool, settings, log, key)
+
+
+def _stop(spool: Spool, settings: HookSettings, log: EventLog, key: str) -> None:
+    """Ask the agent to finalise one run; build its record here if the agent cannot."""
     try:
-        reply = agent_client.request(spool.socket, {"op": "stop", "key": info.key}, wait_s)
+        reply = agent_client.request(spool.socket, {"op": "stop", "key": key}, settings.stop_timeout_s)
         if reply.get("ok"):
             return
         problem = f"agent could not finalise: {reply.get('error', 'no record')}"
     except OSError as exc:
         problem = f"agent unreachable ({exc.__class__.__name__})"
-    _finalize_without_agent(spool, settings, log, info.key, problem)
+    _finalize_without_agent(spool, settings, log, key, problem)
 
 
 def _finalize_without_agent(
