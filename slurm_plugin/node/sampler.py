@@ -383,7 +383,24 @@ class NodeSampler:
         usage = tracker.usage
         cpus = len(usage.cpus) if usage and usage.cpus else (info.cpus_per_node or 0)
         memory = usage.memory_bytes if usage and tracker.cgroup is not None else 0
-        return JobInterval(info.key, cpu_s, cpus, memory, tracker.claims)
+        return JobInterval(info.key, cpu_s, cpus, memory or 0, tracker.claims)
+
+    @staticmethod
+    def _note_usage(tracker: JobTracker, usage: JobUsage, now: float) -> None:
+        """Say once where the job's cgroup lacks what attribution uses, and what stands in for it."""
+        if not usage.cpus:
+            count = tracker.info.cpus_per_node
+            tracker.note(
+                "the job's cpuset does not confine it (ConstrainCores=no): "
+                + (
+                    f"its {count} allocated CPUs are Slurm's (SLURM_JOB_CPUS_PER_NODE)"
+                    if count is not None
+                    else "its allocated CPUs are unknown, so it gets no static CPU power"
+                ),
+                now,
+            )
+        if usage.memory_bytes is None:
+            tracker.note("the job's cgroup has no memory controller: memory and DRAM share unavailable", now)
 
     def _interval_entry(
         self, tracker: JobTracker, t0: float, t1: float, job: JobInterval, energy: attribution.JobEnergy
@@ -391,6 +408,8 @@ class NodeSampler:
         """The journal line of one interval; its "gpu" is filled when its GPU parts are final."""
         if tracker.usage is None:
             tracker.note("job cgroup not found yet: CPU share is by allocated cores only", t1)
+        else:
+            self._note_usage(tracker, tracker.usage, t1)
         entry = {
             "type": "interval",
             "t0": round(t0, 4),
