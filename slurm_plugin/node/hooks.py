@@ -16,7 +16,7 @@ import time
 
 from slurm_plugin.config_location import ConfigError
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, hook_settings, jobenv
+from slurm_plugin.node import agent_client, fastpath, hook_settings, jobenv
 from slurm_plugin.node.hook_settings import HookSettings
 from slurm_plugin.node.spool import Spool, finalize
 
@@ -41,8 +41,23 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
     try:
         agent_client.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
     except OSError:
-        agent_client.spawn_agent(settings.source)
-        log("info", f"job {info.job_id}: started the node agent")
+        if _may_spawn(log, info.key):
+            agent_client.spawn_agent(settings.source)
+            log("info", f"job {info.job_id}: started the node agent")
+
+
+def _may_spawn(log: EventLog, key: str) -> bool:
+    """False, with one line saying so, where the hook runs inside a job's cgroup (RunInJob)."""
+    inside = fastpath.job_cgroup()
+    if inside is None:
+        return True
+    log(
+        "error",
+        f"job {key}: this hook runs inside a job's cgroup ({inside[:120]}), as with PrologFlags=RunInJob, "
+        "which jobcarbon does not support: no agent started here; the job waits in the spool for an "
+        "agent run as a service (docs/install.md)",
+    )
+    return False
 
 
 def epilog(settings: HookSettings, log: EventLog) -> None:
@@ -85,6 +100,8 @@ def _finalize_without_agent(
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")
+    if not _may_spawn(log, key):
+        return
     if spool.job_keys():
         agent_client.spawn_agent(settings.source)  # other jobs on this node still need a sampler
     agent_client.spawn_delivery(settings.source)

@@ -89,6 +89,8 @@ def read(path: Path) -> Journal:
                 journal.notes.append(str(entry.get("text", "")))
             elif kind == "resume":
                 journal.resumes.append(entry)
+            elif kind == "gpus":  # resolved after the start, once NVML opened (sampler._late_gpus)
+                journal.header["gpus"] = entry.get("gpus", [])
     if journal is None:
         raise JournalError(f"{path}: no header line")
     journal.torn = torn

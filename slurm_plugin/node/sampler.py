@@ -107,6 +107,9 @@ class NodeSampler:
         self._last_tick: float | None = None
         self._nvml: Any = None
         self._nvml_problem: str | None = None
+        self._nvml_retry_at = 0.0  # a failed start-up is tried again from then (`_open_nvml`)
+        self._nvml_backoff_s = 0.0
+        self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
 
     def _cpu_power_model(self) -> tuple[float, float]:
         """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
@@ -165,6 +168,8 @@ class NodeSampler:
         for tracker in self._unsettled:
             anchors |= self._settle_job(tracker)
         self._unsettled.clear()
+        if self._awaiting_nvml:
+            anchors |= self._late_gpus(time.time())
         if deferred is not None:
             self._read_gpus(deferred[0], anchors)
         for tracker in self.jobs.values():
@@ -172,11 +177,11 @@ class NodeSampler:
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
-        gpus, problems = self._resolve_gpus(tracker.info)
-        tracker.claims = [
-            GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus
-        ]
         now = tracker.first_sample
+        gpus, problems = self._resolve_gpus(tracker.info, now)
+        tracker.claims = _claims(gpus)
+        if self._nvml is None and (tracker.info.job_gpus or tracker.info.cuda_visible_devices):
+            self._awaiting_nvml.append(tracker)
         if tracker.resumed:
             tracker.journal.append({"type": "resume", "t": now, "reason": tracker.resumed})
         else:
@@ -195,10 +200,32 @@ class NodeSampler:
             tracker.note(problem, now)
         return {claim.parent_uuid for claim in tracker.claims}
 
-    def _resolve_gpus(self, info: JobInfo) -> tuple[list[dict[str, Any]], list[str]]:
+    def _late_gpus(self, now: float) -> set[str]:
+        """Once a retry opens NVML, the GPUs of the jobs that started while it was down; the time
+        before is noted as a gap in their GPU energy. Returns the GPUs to anchor."""
+        self._awaiting_nvml = [t for t in self._awaiting_nvml if self.jobs.get(t.info.key) is t]
+        if not self._awaiting_nvml or self._open_nvml(now) is None:
+            return set()
+        anchors: set[str] = set()
+        for tracker in self._awaiting_nvml:
+            gpus, problems = self._resolve_gpus(tracker.info, now)
+            tracker.claims = _claims(gpus)  # a new list: the intervals queued before keep none
+            tracker.journal.append({"type": "gpus", "t": now, "gpus": gpus})
+            tracker.note(
+                f"NVML opened {now - tracker.start_s:.0f} s after the job started: "
+                "its GPU energy before then is not measured",
+                now,
+            )
+            for problem in problems:
+                tracker.note(problem, now)
+            anchors |= {claim.parent_uuid for claim in tracker.claims}
+        self._awaiting_nvml = []
+        return anchors
+
+    def _resolve_gpus(self, info: JobInfo, now: float) -> tuple[list[dict[str, Any]], list[str]]:
         if not info.job_gpus and not info.cuda_visible_devices:
             return [], []
-        nvml = self._open_nvml()
+        nvml = self._open_nvml(now)
         if nvml is None:
             return [], [f"job has GPUs but NVML is unavailable: {self._nvml_problem}"]
         devices, problems = nvml.resolve(info.job_gpus, info.cuda_visible_devices)
@@ -215,15 +242,25 @@ class NodeSampler:
         ]
         return described, problems
 
-    def _open_nvml(self) -> Any:
-        """NVML is opened on the first job that has GPUs: CPU-only nodes never load it."""
-        if self._nvml is None and self._nvml_problem is None:
+    def _open_nvml(self, now: float) -> Any:
+        """NVML is opened on the first job that has GPUs: CPU-only nodes never load it. A failed
+        start-up (a driver loaded after the agent) is tried again after `nvml.retry_interval_s`,
+        doubled after each failure up to 20 times that, so a persistent agent recovers."""
+        if self._nvml is None and now >= self._nvml_retry_at:
             from slurm_plugin.sensors.nvml import NvmlSensor
 
+            first = self.config.nvml.retry_interval_s
             try:
                 self._nvml = NvmlSensor.open(self.config.nvml)
             except SensorUnavailable as exc:
                 self._nvml_problem = str(exc)
+                self._nvml_backoff_s = min(max(2 * self._nvml_backoff_s, first), 20 * first)
+                self._nvml_retry_at = now + self._nvml_backoff_s
+                self.log("warning", f"{exc}; trying again in {self._nvml_backoff_s:g} s")
+            else:
+                if self._nvml_problem is not None:
+                    self.log("info", f"NVML opened after an earlier failure ({self._nvml_problem})")
+                self._nvml_problem, self._nvml_backoff_s = None, 0.0
         return self._nvml
 
     # -- ticks --------------------------------------------------------------------------------
@@ -425,6 +462,11 @@ class NodeSampler:
             tracker.journaled_cpus = tracker.usage.cpus
             entry["cpuset"] = sorted(tracker.usage.cpus)
         return entry
+
+
+def _claims(gpus: list[dict[str, Any]]) -> list[GpuClaim]:
+    """The claims of a job's resolved GPUs (`_resolve_gpus`) on their physical GPUs."""
+    return [GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus]
 
 
 def _part(part: Share | None) -> list[Any] | None:

@@ -108,3 +108,35 @@ def test_without_an_agent_the_epilog_finalises_every_run_of_its_job(tmp_path: Pa
     assert run0 is not None
     assert run0["status"] == "partial"
     assert not (node.spool / "jobs" / "92.0").exists()
+
+
+def test_a_failed_nvml_start_up_is_retried_and_the_gap_noted(tmp_path: Path) -> None:
+    from testbed.nvml_standin import CONFIG_NAME, DRIVER_NOT_LOADED, FakeGpu, build, write_config
+
+    library = build(tmp_path / "nvml")
+    standin = library.parent / CONFIG_NAME
+    gpu = FakeGpu("GPU-00000000-0000-4000-8000-000000000002", minor=0, pci_bus_id="00000000:18:00.0")
+    write_config(standin, [gpu], init_ret=DRIVER_NOT_LOADED)  # the driver is not loaded yet
+    nvml = f"nvml:\n  library: {library}\n  counter_interval_s: 0.3\n  retry_interval_s: 0.2\n"
+    node = SimNode(tmp_path / "node", interval_s=0.1, extra_config=nvml)
+    try:
+        node.hook("prolog", 95, SLURM_JOB_GPUS="0")
+        wait_for(lambda: node.intervals(95) >= 5, what="samples without NVML")
+        write_config(standin, [gpu])  # the driver is up: the next retry opens NVML
+        late = wait_for(lambda: [e for e in node.journal(95) if e["type"] == "gpus"], what="late GPUs")
+        seen = node.intervals(95)
+        wait_for(lambda: node.intervals(95) >= seen + 8, what="GPU samples")
+        node.hook("epilog", 95, SLURM_JOB_GPUS="0")
+        record = node.record(95)
+    finally:
+        node.stop_agent()
+    assert record is not None
+    assert [g["uuid"] for g in late[0]["gpus"]] == [g["uuid"] for g in record["gpus"]] == [gpu.uuid]
+    rows = record["timeline"]["rows"]
+    measured_s = sum(t1 - t0 for t0, t1, _cpu, _dram, gpu_j in rows if gpu_j is not None)
+    unmeasured_s = sum(t1 - t0 for t0, t1, _cpu, _dram, gpu_j in rows if gpu_j is None)
+    assert unmeasured_s >= 0.4  # the five samples before NVML opened
+    assert record["energy"]["gpu"]["method"] == "measured"
+    assert record["energy"]["gpu"]["joules"] == pytest.approx(GPU_W * measured_s, rel=0.02)
+    assert any("NVML is unavailable" in note for note in record["notes"])
+    assert any("NVML opened" in note and "not measured" in note for note in record["notes"])
