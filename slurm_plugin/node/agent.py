@@ -25,7 +25,7 @@ from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize, job_id_of
+from slurm_plugin.node.spool import KEY, NO_PROLOG_AFTER_REQUEUE, Spool, boot_id, finalize, job_id_of
 from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
@@ -333,6 +333,8 @@ class Agent:
             ended = self.spool.end_runs(info.job_id, now, keep=None if hook == "epilog" else info.key)
             replies = [self._handle({"op": "stop", "key": key}, starting, stopping) for key in ended]
             if hook == "epilog":
+                if not ended and info.restart_count:
+                    self.log("warning", f"job {info.key}: {NO_PROLOG_AFTER_REQUEUE}")
                 failed = [reply for reply in replies if not reply["ok"]]
                 return failed[0] if failed else {"ok": True, "ended": ended}
             self.spool.create_job(info, now)

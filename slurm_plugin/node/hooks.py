@@ -18,7 +18,7 @@ from slurm_plugin.config_location import ConfigError
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, fastpath, hook_settings, jobenv
 from slurm_plugin.node.hook_settings import HookSettings
-from slurm_plugin.node.spool import Spool, finalize
+from slurm_plugin.node.spool import NO_PROLOG_AFTER_REQUEUE, Spool, finalize
 
 HARD_LIMIT_S = 30  # well under any sane PrologEpilogTimeout; the epilog's own waits are shorter
 NOTIFY_TIMEOUT_S = 1.0
@@ -67,8 +67,11 @@ def epilog(settings: HookSettings, log: EventLog) -> None:
         log("error", f"job {info.key}: prolog message {problem}")
     # Every run of the job here, whatever restart count it started under: a requeued job's epilog
     # already carries the next run's count (docs/install.md).
-    for key in spool.end_runs(info.job_id, time.time()):
+    ended = spool.end_runs(info.job_id, time.time())
+    for key in ended:
         _stop(spool, settings, log, key)
+    if not ended and info.restart_count:
+        log("warning", f"job {info.key}: {NO_PROLOG_AFTER_REQUEUE}")
 
 
 def _stop(spool: Spool, settings: HookSettings, log: EventLog, key: str) -> None:

@@ -25,6 +25,9 @@ from slurm_plugin.safefile import atomic_write, ensure_dir, lock_file, read_nofo
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
 INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
+# An epilog with a restart count but no run here: slurmd skips the prolog of a job id whose credential
+# it still holds, as for a requeued job started again on the node within minutes (seen on 22.05).
+NO_PROLOG_AFTER_REQUEUE = "no run of this requeued job started here (Slurm ran no prolog for it): no record"
 ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
 STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
 
