@@ -322,7 +322,8 @@ class Agent:
     def _hook(self, hook: str, env: Any, starting: list[str], stopping: list[str]) -> dict[str, Any]:
         """A hook's fast path (fastpath.py): its Slurm variables, validated as the full path does; then
         the prolog's spool entry written and the job started, or the epilog's stop recorded and the job
-        stopped, in the batch's tick. A refusal sends the hook down the full path."""
+        stopped, in the batch's tick. An epilog stops every run of its job id here, a prolog any earlier
+        run (requeue: `Spool.end_runs`). A refusal sends the hook down the full path."""
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             return {"ok": False, "error": "env must map names to strings"}
         try:
@@ -337,6 +338,8 @@ class Agent:
                     self.log("warning", f"job {info.key}: {NO_PROLOG_AFTER_REQUEUE}")
                 failed = [reply for reply in replies if not reply["ok"]]
                 return failed[0] if failed else {"ok": True, "ended": ended}
+            for key in ended:
+                self.log("warning", f"job {info.key}: run {key} of this job had no epilog here; ended now")
             self.spool.create_job(info, now)
         except (jobenv.JobEnvError, OSError) as exc:
             return {"ok": False, "error": str(exc)}

@@ -36,7 +36,7 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
     for problem in spool.adopt_incoming(settings.cluster, settings.node, info.job_id):
         log("error", f"job {info.key}: prolog message {problem}")
     for key in spool.end_runs(info.job_id, now, keep=info.key):  # the agent finalises it at its next scan
-        log("warning", f"job {info.key}: run {key} of the same job had no epilog here; ended now")
+        log("warning", f"job {info.key}: run {key} of this job had no epilog here; ended now")
     spool.create_job(info, now)
     try:
         agent_client.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)

@@ -255,6 +255,9 @@ class NodeSampler:
             except SensorUnavailable as exc:
                 self._nvml_problem = str(exc)
                 self._nvml_backoff_s = min(max(2 * self._nvml_backoff_s, first), 20 * first)
+                if not self.config.nvml.enabled:  # a setting, not a failure: never tried again
+                    self._nvml_retry_at = float("inf")
+                    return None
                 self._nvml_retry_at = now + self._nvml_backoff_s
                 self.log("warning", f"{exc}; trying again in {self._nvml_backoff_s:g} s")
             else:
