@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,8 @@ def test_a_requeued_job_gets_one_record_per_run_and_run_1_its_whole_gpu(
     """Issue 13, bug 1: run 0's epilog carries restart count 1; run 0 must still end there."""
     socket_path = slurm_cluster.scratch / "spool" / "agent.sock"
     job_id = slurm_cluster.submit(REQUEUE, user=slurm_user, gres="gpu:1", extra_args=["--requeue"])
-    journal = slurm_cluster.scratch / "spool" / "jobs" / f"{job_id}.0" / "journal.jsonl"
-    poll(lambda: _intervals(journal) >= 7 or None, 30, f"7 s of job {job_id} sampled")
+    poll(lambda: _status_with(socket_path, f"{job_id}.0"), 30, f"agent sampling job {job_id}")
+    poll(lambda: _run_time_s(slurm_cluster, job_id) >= 7 or None, 30, f"7 s of job {job_id}")
     requeued = slurm_cluster.slurm("scontrol", "requeue", str(job_id))
     assert requeued.returncode == 0, requeued.stderr
     # Slurm holds a requeued job back two minutes (BeginTime); run 1 then starts with its own prolog.
@@ -254,11 +255,14 @@ def test_a_requeued_job_gets_one_record_per_run_and_run_1_its_whole_gpu(
     assert slurm_cluster.node_state() in ("idle", "mixed")
 
 
-def _intervals(journal: Path) -> int:
-    try:
-        return journal.read_text().count('"type":"interval"')
-    except FileNotFoundError:
+def _run_time_s(cluster: Cluster, job_id: int) -> int:
+    """The job's RunTime as scontrol shows it ([D-]HH:MM:SS), in seconds."""
+    shown = cluster.slurm("scontrol", "-o", "show", "job", str(job_id)).stdout
+    found = re.search(r"\bRunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", shown)
+    if found is None:
         return 0
+    days, hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def test_without_constrain_cores_a_one_cpu_job_gets_slurms_count_and_an_apportioned_share(

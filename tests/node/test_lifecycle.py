@@ -142,15 +142,23 @@ def test_a_failed_nvml_start_up_is_retried_and_the_gap_noted(tmp_path: Path) -> 
     assert any("NVML opened" in note and "not measured" in note for note in record["notes"])
 
 
-def test_nvml_start_up_retries_back_off_from_the_retry_interval_to_twenty_times_it(tmp_path: Path) -> None:
+def test_nvml_start_up_retries_back_off_from_the_retry_interval_to_twenty_times_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from slurm_plugin import config as config_module
     from slurm_plugin.node.sampler import NodeSampler
-    from testbed.nvml_standin import CONFIG_NAME, DRIVER_NOT_LOADED, FakeGpu, build, write_config
+    from slurm_plugin.sensors import SensorUnavailable, Status
+    from slurm_plugin.sensors.nvml import NvmlSensor
 
-    library = build(tmp_path / "nvml")
-    gpu = FakeGpu("GPU-00000000-0000-4000-8000-000000000003", minor=0, pci_bus_id="00000000:18:00.0")
-    write_config(library.parent / CONFIG_NAME, [gpu], init_ret=DRIVER_NOT_LOADED)
-    node = SimNode(tmp_path / "node", extra_config=f"nvml:\n  library: {library}\n  retry_interval_s: 30\n")
+    driver = {"loaded": False}
+
+    def open_nvml(settings: Any) -> object:  # in this process: never load a library the sensor tests load
+        if not driver["loaded"]:
+            raise SensorUnavailable("nvml: initialisation failed: Driver Not Loaded", Status.ERROR)
+        return object()
+
+    monkeypatch.setattr(NvmlSensor, "open", staticmethod(open_nvml))
+    node = SimNode(tmp_path, extra_config="nvml:\n  retry_interval_s: 30\n")
     lines: list[str] = []
     sampler = NodeSampler(config_module.load(node.config), lambda level, text: lines.append(text))
     waits = []
@@ -161,6 +169,7 @@ def test_nvml_start_up_retries_back_off_from_the_retry_interval_to_twenty_times_
             waits.append(sampler._nvml_retry_at - now)
     assert waits == [30, 60, 120, 240, 480, 600, 600, 600]  # not tried at 1029 and 1089
     assert "initialisation failed" in lines[0]
-    write_config(library.parent / CONFIG_NAME, [gpu])
+    driver["loaded"] = True
+    assert sampler._open_nvml(3700.0) is None  # not due before 3730
     assert sampler._open_nvml(3730.0) is not None
     assert "NVML opened after an earlier failure" in lines[-1]
