@@ -19,7 +19,7 @@ from slurm_plugin import yamlschema
 from slurm_plugin.config_location import ENV_VAR, ConfigError, config_path
 from slurm_plugin.yamlschema import FRACTION, POSITIVE
 
-__all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse"]
+__all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse", "site_timezone"]
 
 
 @dataclass(frozen=True)
@@ -201,3 +201,20 @@ def parse(text: str, source: Path) -> Config:
     except yamlschema.SchemaError as exc:
         raise ConfigError(str(exc)) from None
     return dataclasses.replace(built, source=source)
+
+
+def site_timezone(settings: Config) -> dt.tzinfo:
+    """`accounting.timezone` as a tzinfo; ConfigError naming the file and the field when unknown.
+
+    Checked where local time is used (tables, months, doctor), not at load: the hooks never need it.
+    """
+    name = settings.accounting.timezone
+    if name == "UTC":
+        return dt.UTC
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        where = f"{settings.source}: " if settings.source else ""
+        raise ConfigError(f"{where}accounting.timezone {name!r} is not a known time zone") from None

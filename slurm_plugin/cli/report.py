@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slurm_plugin.cli import output
-from slurm_plugin.config import Config
+from slurm_plugin.config import Config, site_timezone
 from slurm_plugin.errors import JobcarbonError, UsageError
 
 SCHEMA = "jobcarbon/monthly-report/1"
@@ -31,6 +31,7 @@ def report(args: argparse.Namespace, settings: Config) -> int:
     )
     html = _html_renderer() if args.format == "html" else None  # before the database: fail fast
     _check_output(args.output)
+    site_timezone(settings)  # an unknown zone is one line naming the field, before any month arithmetic
     monthly.resolve_month(request.month, request.timezone, request.now_s)
     if request.by not in monthly.BY:
         raise monthly.ReportError(f"--by {request.by[:40]!r}: choose one of {', '.join(monthly.BY)}")

@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from slurm_plugin.config import Config
+from slurm_plugin.config import Cpu as CpuSettings
 from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
@@ -33,7 +34,7 @@ from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
-from slurm_plugin.sensors.rapl import RaplSensor
+from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
@@ -85,6 +86,30 @@ class JobTracker:
             self.journal.append({"type": "note", "t": now, "text": text})
 
 
+class CpuPower(NamedTuple):
+    """The node's CPU package power model, and where each figure came from (doctor prints it)."""
+
+    tdp_w: float
+    idle_w: float
+    tdp_from: str  # "cpu.tdp_w", "rapl" (the zones' constraint) or "fallback" (FALLBACK_W_PER_CPU per CPU)
+    idle_from: str  # "cpu.idle_power_w" or "cpu.idle_fraction_of_tdp"
+
+
+def cpu_power_model(cpu: CpuSettings, zones: Collection[RaplZone], ncpus: int) -> CpuPower:
+    """TDP and idle power of the node's CPU packages, for the static share and the estimate."""
+    packages = [z for z in zones if z.kind == "package"]
+    count = max(len({z.package for z in packages}), 1)  # sockets, not dies
+    if cpu.tdp_w is not None:
+        tdp, tdp_from = cpu.tdp_w * count, "cpu.tdp_w"
+    elif packages and all(z.tdp_w for z in packages):
+        tdp, tdp_from = sum(z.tdp_w or 0.0 for z in packages), "rapl"
+    else:
+        tdp, tdp_from = FALLBACK_W_PER_CPU * ncpus, "fallback"
+    if cpu.idle_power_w is not None:
+        return CpuPower(tdp, min(cpu.idle_power_w * count, tdp), tdp_from, "cpu.idle_power_w")
+    return CpuPower(tdp, tdp * cpu.idle_fraction_of_tdp, tdp_from, "cpu.idle_fraction_of_tdp")
+
+
 class NodeSampler:
     def __init__(self, config: Config, log: Log):
         self.config = config
@@ -94,7 +119,7 @@ class NodeSampler:
         self.rapl = RaplSensor(config.paths.sysfs)
         self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
-        self.max_power_w, self.idle_power_w = self._cpu_power_model()
+        self.max_power_w, self.idle_power_w, _, _ = cpu_power_model(config.cpu, self.rapl.zones, self.ncpus)
         self.jobs: dict[str, JobTracker] = {}
         self._rapl_counters = [
             EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
@@ -110,20 +135,6 @@ class NodeSampler:
         self._nvml_retry_at = 0.0  # a failed start-up is tried again from then (`_open_nvml`)
         self._nvml_backoff_s = 0.0
         self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
-
-    def _cpu_power_model(self) -> tuple[float, float]:
-        """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
-        cpu = self.config.cpu
-        packages = [z for z in self.rapl.zones if z.kind == "package"]
-        count = max(len({z.package for z in packages}), 1)  # sockets, not dies
-        if cpu.tdp_w is not None:
-            tdp = cpu.tdp_w * count
-        elif packages and all(z.tdp_w for z in packages):
-            tdp = sum(z.tdp_w or 0.0 for z in packages)
-        else:
-            tdp = FALLBACK_W_PER_CPU * self.ncpus
-        idle = cpu.idle_power_w * count if cpu.idle_power_w is not None else tdp * cpu.idle_fraction_of_tdp
-        return tdp, min(idle, tdp)
 
     def node_info(self) -> dict[str, Any]:
         return {
