@@ -239,7 +239,7 @@ def test_a_requeued_job_gets_one_record_per_run_and_run_1_its_whole_gpu(
     slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str, hook_runs
 ) -> None:
     """Issue 13, bug 1: run 0's epilog carries restart count 1; run 0 must still end there."""
-    socket_path = slurm_cluster.scratch / "spool" / "agent.sock"
+    socket_path = simulated_hardware.spool / "agent.sock"
     job_id = slurm_cluster.submit(REQUEUE, user=slurm_user, gres="gpu:1", extra_args=["--requeue"])
     poll(lambda: _status_with(socket_path, f"{job_id}.0"), 30, f"agent sampling job {job_id}")
     poll(lambda: _run_time_s(slurm_cluster, job_id) >= 7 or None, 30, f"7 s of job {job_id}")
