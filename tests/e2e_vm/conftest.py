@@ -64,16 +64,20 @@ def stored_records(bed: vm.VmCluster, job_ids: set[int], count: int) -> list[dic
     their records (as received) ordered by job id and node."""
 
     def found() -> list[dict[str, Any]] | None:
-        bed.ingest()
-        store = Store.open(f"sqlite:///{bed.database}", 5.0, create=False)
-        try:
-            records = [store.record(part_id) for part_id in store.parts()]
-        finally:
-            store.close()
-        mine = sorted((r for r in records if r["job_id"] in job_ids), key=lambda r: (r["job_id"], r["node"]))
-        return mine if len(mine) >= count else None
+        mine = [record for record in ingested_records(bed) if record["job_id"] in job_ids]
+        return sorted(mine, key=lambda r: (r["job_id"], r["node"])) if len(mine) >= count else None
 
     return poll(found, 120, f"{count} record(s) of jobs {sorted(job_ids)}")
+
+
+def ingested_records(bed: vm.VmCluster) -> list[dict[str, Any]]:
+    """Collect and ingest the nodes' records; every stored record (as received), in storing order."""
+    bed.ingest()
+    store = Store.open(f"sqlite:///{bed.database}", 5.0, create=False)
+    try:
+        return [store.record(part_id) for part_id in store.parts()]
+    finally:
+        store.close()
 
 
 def summary(bed: vm.VmCluster, job: str) -> dict[str, Any]:

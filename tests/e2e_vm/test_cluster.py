@@ -44,9 +44,14 @@ def assert_gpu_energy_is_power_times_time(record: dict[str, Any]) -> None:
 
 
 def test_a_two_node_job_is_merged_once_with_both_nodes_energy(vm_bed: vm.VmCluster) -> None:
-    job_id = vm_bed.submit(f"-N2 --ntasks-per-node=1 --gres=gpu:1 -A physics {wrap('srun sleep 8')}")
+    script = "cat /proc/self/cgroup; srun sleep 8"
+    job_id = vm_bed.submit(f"-N2 --ntasks-per-node=1 --gres=gpu:1 -A physics {wrap(script)}")
     (job,) = vm_bed.wait_finished(job_id)
     assert (job["JobState"], job["NodeList"]) == ("COMPLETED", "vm[2-3]")
+    # Slurm's cgroup/v2 layout under systemd: the batch step inside slurmstepd.scope (Debian's build,
+    # made for several slurmd per host, prefixes the node name).
+    batch_cgroup = vm_bed.run(VM2, f"cat /tmp/slurm-{job_id}.out").stdout.split()[0]
+    assert batch_cgroup == f"0::/system.slice/vm2_slurmstepd.scope/job_{job_id}/step_batch/user/task_0"
     records = stored_records(vm_bed, {job_id}, 2)
     assert [(r["node"], r["status"], r["user"]) for r in records] == [
         ("vm2", "complete", "jcalice"),
