@@ -304,11 +304,13 @@ from slurm_plugin.cli.main import main
 sys.exit(main())
 """
 _GUEST_ENV = f"Environment=PYTHONPATH={GUEST_TESTBED}\n"
+# Emulated CPUs shared with other work start daemons slowly: wait longer, and retry a failed start.
+_PATIENT = "[Service]\nTimeoutStartSec=10min\nRestart=on-failure\nRestartSec=5\n"
 UNITS = {
+    # No device dependency: under emulation and load, eth0 can take longer than a device unit's 90 s.
     "jcvm-setup.service": "[Unit]\nDescription=VM test bed: node address, fake GPUs\n"
-    "Requires=sys-subsystem-net-devices-eth0.device\nAfter=sys-subsystem-net-devices-eth0.device\n"
     "Before=network-online.target munge.service slurmd.service slurmctld.service\n"
-    f"[Service]\nType=oneshot\nRemainAfterExit=yes\n{_GUEST_ENV}"
+    f"[Service]\nType=oneshot\nRemainAfterExit=yes\nTimeoutStartSec=15min\n{_GUEST_ENV}"
     f"ExecStart={GUEST_PYTHON} -m testbed.vmguest setup\n[Install]\nWantedBy=multi-user.target\n",
     "jcvm-agent.service": "[Unit]\nDescription=VM test bed: the host's command channel\n"
     f"[Service]\n{_GUEST_ENV}ExecStart={GUEST_PYTHON} -m testbed.vmguest agent /dev/virtio-ports/{AGENT_PORT}"
@@ -321,9 +323,10 @@ UNITS = {
     "--ground-truth /var/lib/jcvm/power-truth.json --period 0.5 --max-energy-range-uj 5000000000\n"
     "[Install]\nWantedBy=multi-user.target\n",
     "slurmd.service.d/jcvm.conf": "[Unit]\nConditionKernelCommandLine=jcvm.compute=1\n"
-    "After=jcvm-setup.service jcvm-power.service\n",
+    f"Requires=jcvm-setup.service\nAfter=jcvm-setup.service jcvm-power.service\n{_PATIENT}",
     "slurmctld.service.d/jcvm.conf": "[Unit]\nConditionKernelCommandLine=jcvm.controller=1\n"
-    "After=jcvm-setup.service\n",
+    f"Requires=jcvm-setup.service\nAfter=jcvm-setup.service\n{_PATIENT}",
+    "munge.service.d/jcvm.conf": f"[Unit]\nRequires=jcvm-setup.service\nAfter=jcvm-setup.service\n{_PATIENT}",
 }
 
 
@@ -389,7 +392,7 @@ class VmCluster:
             self._boot(image, node)
         for node in NODES:
             self._wait_agent(node, timeout_s)
-        poll(self._all_idle, timeout_s, "vm2 and vm3 idle in sinfo")
+        self.wait_idle(COMPUTE, timeout_s)
         self.outbox.mkdir()
         self.jobcarbon_config.write_text(
             f"cluster: {CLUSTER}\npaths:\n  outbox: {self.outbox}\n  log_file: {self.state / 'jobcarbon.log'}"
@@ -399,6 +402,16 @@ class VmCluster:
         done = self.jobcarbon("db", "upgrade")
         if done.returncode != 0:
             raise ClusterError(f"jobcarbon db upgrade: {done.stderr.strip()}")
+
+    def restart(self, node: Node, image: Image, kernel_args: str = "", timeout_s: float = 600) -> None:
+        """Power one compute node off and boot it again from a fresh overlay, with extra kernel arguments
+        (`cgroup_disable=memory`...); return once it is idle in Slurm again."""
+        with contextlib.suppress(OSError, ClusterError):
+            self.run(node, "systemctl --no-block poweroff", timeout_s=10)
+        poll(lambda: None if _alive(self.pid_file(node)) else True, 120, f"{node.name} to power off")
+        self._boot(image, node, kernel_args)
+        self._wait_agent(node, timeout_s)
+        self.wait_idle((node,), timeout_s)
 
     def _network(self) -> None:
         """A bridge and one tap per node inside the bed's own network namespace."""
@@ -415,12 +428,12 @@ class VmCluster:
                 _check([*inside, "tuntap", "add", "dev", tap, "mode", "tap"])
             _check([*inside, "link", "set", tap, "master", "br0", "up"])
 
-    def _boot(self, image: Image, node: Node) -> None:
+    def _boot(self, image: Image, node: Node, kernel_args: str = "") -> None:
         overlay = self.state / f"{node.name}.qcow2"
         _check(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)])
         role = "jcvm.controller=1" if node.controller else f"jcvm.compute=1 jcvm.gpus={GPUS_PER_NODE}"
         append = f"root=/dev/vda rw console=ttyS0 panic=-1 net.ifnames=0 systemd.hostname={node.name} "
-        append += f"jcvm.addr={node.address}/24 jcvm.index={node.index} {role}"
+        append += f"jcvm.addr={node.address}/24 jcvm.index={node.index} {role} {kernel_args}".rstrip()
         command = ["ip", "netns", "exec", NETNS, "nice", "-n", "10", "qemu-system-x86_64", "-name", node.name]
         command += ["-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(node.memory_mb)]
         command += ["-smp", f"{node.cpus},sockets=1,cores={node.cpus},threads=1"]
@@ -450,9 +463,19 @@ class VmCluster:
             tail = "\n".join(self.console_log(node).read_text(errors="replace").splitlines()[-20:])
             raise ClusterError(f"{error}\n--- {self.console_log(node)} ---\n{tail}") from None
 
-    def _all_idle(self) -> bool | None:
-        states = self.node_states()
-        return True if all(states.get(node.name) == "idle" for node in COMPUTE) else None
+    def wait_idle(self, nodes: tuple[Node, ...] = COMPUTE, timeout_s: float = 300) -> None:
+        """Wait until Slurm shows every one of `nodes` idle; the error names the states last seen."""
+        states: dict[str, str] = {}
+
+        def idle() -> bool | None:
+            time.sleep(0.5)  # every look costs a Slurm command in an emulated CPU
+            states.update(self.node_states())
+            return True if all(states.get(node.name) == "idle" for node in nodes) else None
+
+        try:
+            poll(idle, timeout_s, "idle nodes")
+        except ClusterError as error:
+            raise ClusterError(f"{error}; last seen {states}") from None
 
     def node_states(self) -> dict[str, str]:
         """Compute nodes' states as sinfo prints them (idle, mixed, drained...)."""

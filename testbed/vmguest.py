@@ -50,7 +50,11 @@ def node_gpus(node_index: int, count: int) -> list[FakeGpu]:
 
 
 def setup(options: dict[str, str]) -> None:
-    """Bring up eth0 with the node's address and create its fake GPUs and their NVML programme."""
+    """Bring up eth0 with the node's address and create its fake GPUs and their NVML programme.
+
+    eth0 appears once udev has loaded virtio-net, which under emulation can take minutes: wait for it."""
+    while not Path("/sys/class/net/eth0").exists():
+        time.sleep(0.5)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "addr", "replace", options["addr"], "dev", "eth0"], check=True)
     subprocess.run(["ip", "link", "set", "eth0", "up"], check=True)

@@ -15,7 +15,7 @@ import pytest
 
 from slurm_plugin.storage import Store
 from testbed import vm
-from testbed.host import poll
+from testbed.host import ClusterError, poll
 
 REQUIRE_ENV = "JOBCARBON_REQUIRE_VM"
 OPT_IN_ENV = "JOBCARBON_VM"
@@ -47,16 +47,10 @@ def no_node_drained(request: pytest.FixtureRequest) -> Iterator[None]:
     if "vm_bed" not in request.fixturenames:
         return
     bed: vm.VmCluster = request.getfixturevalue("vm_bed")
-    states: dict[str, str] = {}
-
-    def idle() -> bool | None:
-        states.update(bed.node_states())
-        return True if all(states.get(node.name) == "idle" for node in vm.COMPUTE) else None
-
     try:
-        poll(idle, 120, "idle compute nodes")
-    except Exception:
-        pytest.fail(f"compute nodes not idle after the scenario: {states}", pytrace=False)
+        bed.wait_idle(vm.COMPUTE, 120)
+    except ClusterError as error:
+        pytest.fail(f"compute nodes not idle after the scenario: {error}", pytrace=False)
 
 
 def stored_records(bed: vm.VmCluster, job_ids: set[int], count: int) -> list[dict[str, Any]]:

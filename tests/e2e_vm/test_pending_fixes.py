@@ -1,7 +1,7 @@
-"""Scenarios for job-lifecycle bugs of issue 13 whose fixes are on other branches (requeue, a reused job
-id, cgroup v2 with ConstrainCores=no). They fail on the code they were written against, so they run
-only with JOBCARBON_VM_PENDING=1 and CI does not depend on them: once a fix is merged, move its
-scenario into test_cluster.py (and adjust the assertion on the job key to the key the fix chose).
+"""Scenarios for job-lifecycle bugs of issue 13 whose fixes are on other branches (requeue, a reused
+job id, cgroup v2 with ConstrainCores=no or without the memory controller). They fail on the code they
+were written against, so they run only with JOBCARBON_VM_PENDING=1 and CI does not depend on them: once
+a fix is merged, move its scenario into test_cluster.py (adjusting it to the behaviour the fix chose).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from testbed import vm
 from testbed.host import poll
 
 from .conftest import ingested_records, stored_records
-from .test_cluster import assert_gpu_energy_is_power_times_time, wrap
+from .test_cluster import BURN, assert_gpu_energy_is_power_times_time, sampled_s, wrap
 
 pytestmark = [
     pytest.mark.vm,
@@ -55,10 +55,58 @@ def _no_agent(bed: vm.VmCluster, node: vm.Node) -> bool | None:
     return True if bed.run(node, "pgrep -f 'slurm_plugin[.]node[.]agent'").returncode == 1 else None
 
 
+@pytest.fixture
+def cores_not_constrained(vm_bed: vm.VmCluster) -> Iterator[None]:
+    """vm2's slurmd with ConstrainCores=no (cgroup.conf's default), put back afterwards."""
+    for value in ("no", "yes"):
+        edit = f"sed -i 's/^ConstrainCores=.*/ConstrainCores={value}/' /etc/slurm/cgroup.conf"
+        vm_bed.run(VM2, f"{edit} && systemctl restart slurmd")
+        vm_bed.wait_idle((VM2,))
+        if value == "no":
+            yield
+
+
+def test_a_one_core_job_without_constrain_cores_is_apportioned(
+    vm_bed: vm.VmCluster, cores_not_constrained: None
+) -> None:
+    """Bug 3: cpuset.cpus.effective is the whole node, but Slurm allocated one CPU."""
+    job_id = vm_bed.submit(f"-w {VM2.name} -n1 {wrap('sleep 6')}")
+    vm_bed.wait_finished(job_id)
+    (record,) = stored_records(vm_bed, {job_id}, 1)
+    assert record["allocated_cpus"]["count"] == 1
+    assert record["energy"]["cpu"]["method"] == "apportioned"
+
+
+@pytest.fixture
+def no_memory_controller(vm_bed: vm.VmCluster) -> Iterator[None]:
+    """vm3 booted with `cgroup_disable=memory` (slurmd then without ConstrainRAMSpace), then as before."""
+    image = vm.build_image()
+    vm_bed.restart(VM3, image, "cgroup_disable=memory")
+    edit = "sed -i 's/^ConstrainRAMSpace=.*/ConstrainRAMSpace=no/' /etc/slurm/cgroup.conf"
+    vm_bed.run(VM3, f"{edit} && systemctl restart slurmd")
+    vm_bed.wait_idle((VM3,))
+    yield
+    vm_bed.restart(VM3, image)
+
+
+def test_without_the_memory_controller_a_burner_still_gets_its_cpu_time(
+    vm_bed: vm.VmCluster, no_memory_controller: None
+) -> None:
+    """Bug 4: with no memory.current in the job's cgroup the sampler dropped the job's CPU time."""
+    assert "memory" not in vm_bed.run(VM3, "cat /sys/fs/cgroup/cgroup.controllers").stdout.split()
+    job_id = vm_bed.submit(f"-w {VM3.name} -n1 {wrap(BURN.format(s=10))}")
+    vm_bed.wait_finished(job_id)
+    (record,) = stored_records(vm_bed, {job_id}, 1)
+    assert record["status"] == "complete", record["partial_reasons"]
+    # Alone on the node, a busy core's share is well above the idle share of one of two CPUs (20 W).
+    assert record["energy"]["cpu"]["joules"] > 35 * sampled_s(record)
+
+
+# Last: after a controller reset, job ids start again at 1 and would collide with earlier scenarios'.
 def _reset_controller(bed: vm.VmCluster) -> None:
     """Start slurmctld with empty state: job ids start again at 1, as after a state loss."""
     bed.slurm("systemctl stop slurmctld && rm -rf /var/lib/slurm/slurmctld/* && systemctl start slurmctld")
-    poll(lambda: True if all(s == "idle" for s in bed.node_states().values()) else None, 300, "idle nodes")
+    bed.wait_idle()
 
 
 def test_a_job_id_reused_after_a_controller_reset_is_a_separate_job(vm_bed: vm.VmCluster) -> None:
@@ -77,25 +125,3 @@ def test_a_job_id_reused_after_a_controller_reset_is_a_separate_job(vm_bed: vm.V
 
     records = poll(stored, 120, "three separate records of job id 1")
     assert [(r["user"], r["node"]) for r in records] == [(user, node.name) for user, node in runs]
-
-
-@pytest.fixture
-def cores_not_constrained(vm_bed: vm.VmCluster) -> Iterator[None]:
-    """vm2's slurmd with ConstrainCores=no (cgroup.conf's default), put back afterwards."""
-    for value in ("no", "yes"):
-        edit = f"sed -i 's/^ConstrainCores=.*/ConstrainCores={value}/' /etc/slurm/cgroup.conf"
-        vm_bed.run(VM2, f"{edit} && systemctl restart slurmd")
-        poll(lambda: True if vm_bed.node_states().get(VM2.name) == "idle" else None, 120, "vm2 idle")
-        if value == "no":
-            yield
-
-
-def test_a_one_core_job_without_constrain_cores_is_apportioned(
-    vm_bed: vm.VmCluster, cores_not_constrained: None
-) -> None:
-    """Bug 3: cpuset.cpus.effective is the whole node, but Slurm allocated one CPU."""
-    job_id = vm_bed.submit(f"-w {VM2.name} -n1 {wrap('sleep 6')}")
-    vm_bed.wait_finished(job_id)
-    (record,) = stored_records(vm_bed, {job_id}, 1)
-    assert record["allocated_cpus"]["count"] == 1
-    assert record["energy"]["cpu"]["method"] == "apportioned"
