@@ -1,13 +1,15 @@
 """`jobcarbon report --month` over a million jobs in 200 accounts: wall time and peak memory.
 
-`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200]
-[--by account] [--format csv]`. Builds (once, cached under /tmp) an SQLite database at the current schema
-with that many finished jobs, one part, one current footprint and its monthly figures each, written
-directly with executemany; 5% of the jobs have a GPU and 2% cross into the next month. Every job is in
-the reported month (the worst case). For PostgreSQL it is copied (once, kept in a schema of the loopback
-test server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole
-`jobcarbon report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the
-children). Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice SQLite's time.
+`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200] [--by
+account] [--format csv] [--month 2026-01] [--top 0]`. Builds (once, cached under /tmp) an SQLite
+database at the current schema with that many finished jobs, one part, one current footprint and its
+monthly figures each, written directly with executemany; 5% of the jobs have a GPU and 2% cross into the
+next month. Every job is in the reported month (the worst case). For PostgreSQL it is copied (once, kept
+in a schema of the loopback test server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then
+ANALYZEd. Then runs the whole `jobcarbon report` process, as an admin would, and reports its wall time
+and peak RSS (getrusage of the children). Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice
+SQLite's time. A range of months (`--month 2026-01..2026-12`) reads the same rows; `--top N` adds the
+ranking query.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ START_S = 1767225600.0  # 2026-01-01T00:00Z
 MONTH = "2026-01"
 CACHE = Path("/tmp/jobcarbon-bench-monthly")
 BATCH = 50_000
+
+
+def _insert(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
+    """Rows in the table's column order; columns later migrations added (nullable) are left NULL."""
+    width = len(conn.execute(f"PRAGMA table_info({table})").fetchall())
+    padding = (None,) * (width - len(rows[0]))
+    statement = f"INSERT INTO {table} VALUES ({','.join('?' * width)})"  # noqa: S608 - our table names
+    conn.executemany(statement, [(*r, *padding) for r in rows])
 
 
 def build(path: Path, jobs: int, accounts: int) -> None:
@@ -113,12 +123,13 @@ def build(path: Path, jobs: int, accounts: int) -> None:
                     '["Electricity Maps yearly 2025 (ODbL)"]',
                 )
             )
-        conn.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)", job_rows)
-        conn.executemany(
-            "INSERT INTO job_parts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", part_rows
-        )
-        conn.executemany("INSERT INTO footprints VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", print_rows)
-        conn.executemany("INSERT INTO footprint_months VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", month_rows)
+        for table, rows in (
+            ("jobs", job_rows),
+            ("job_parts", part_rows),
+            ("footprints", print_rows),
+            ("footprint_months", month_rows),
+        ):
+            _insert(conn, table, rows)
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()
@@ -180,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--by", default="account")
     parser.add_argument("--format", default="csv")
+    parser.add_argument("--month", default=MONTH, help="a month, range or list (report --month)")
+    parser.add_argument("--top", default="0", help="--top N: the largest jobs and users per group and month")
     args = parser.parse_args(argv)
     database = cached(args.jobs, args.accounts)
     url, password_file = f"sqlite:///{database}", None
@@ -197,11 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         str(config),
         "report",
         "--month",
-        MONTH,
+        args.month,
         "--by",
         args.by,
         "--format",
         args.format,
+        "--top",
+        args.top,
     ]
     began = time.monotonic()
     done = subprocess.run(command, capture_output=True, check=False)
@@ -217,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "accounts": args.accounts,
         "by": args.by,
         "format": args.format,
+        "month": args.month,
+        "top": args.top,
         "wall_s": round(wall_s, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "output_lines": lines,

@@ -5,7 +5,9 @@ requests on a Unix socket, ticks the shared `NodeSampler`, and exits when no job
 that arrive together are served together: one tick for all their starts and stops, the answers, and
 only then the GPU readings and records, which no hook waits for. Its only
 state is the spool, so a killed agent is replaced by the next prolog or epilog and resumes every
-job it finds there; the lost interval is marked in the job's record.
+job it finds there; the lost interval is marked in the job's record. A record the outbox refuses
+(a full disk) is kept and retried with a backoff; its journal, closed by its end line, stays in the
+spool until then, so a successor agent writes the same record.
 """
 
 from __future__ import annotations
@@ -19,19 +21,39 @@ import selectors
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, jobenv
+from slurm_plugin.node import agent_client, jobenv, journal
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
+from slurm_plugin.node.spool import KEY, Spool, boot_id, final_record, store_record
 from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0
 SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
 MAX_BATCH = 256  # requests served with one tick; more wait for the next round
+RETRY_FIRST_S = 1.0  # a record the outbox refused is tried again after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 60.0
+LOG_EVERY_S = 60.0  # a record still not written is logged at most this often
+
+
+@dataclass
+class Unwritten:
+    """A finished job whose record is not in the outbox yet: its journal's last lines if the disk
+    refused them, then its record once built. Kept with the job's lock, so the job is not sampled
+    again, and retried until the outbox takes the record."""
+
+    lock: int
+    end_s: float
+    partial_reasons: list[str]
+    lines: list[bytes]  # journal lines (intervals, the end line) still to write
+    document: dict[str, Any] | None = None
+    tries: int = 0
+    next_try: float = 0.0  # time.monotonic()
+    logged: float | None = None
 
 
 class Agent:
@@ -42,6 +64,7 @@ class Agent:
         self.spool = Spool(config.paths.spool, config.sampler.journal_fsync)
         self.sampler = NodeSampler(config, log)
         self.job_locks: dict[str, int] = {}
+        self.unwritten: dict[str, Unwritten] = {}
         self.server: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
         self.stopping = False
@@ -70,8 +93,9 @@ class Agent:
             if snapshots and time.monotonic() >= next_snapshot:
                 self._snapshot()
                 next_snapshot = time.monotonic() + snapshots
+            self._retry_records()
             self._deliver()
-            if not self.sampler.jobs and not self.persistent and self._idle_exit():
+            if not self.sampler.jobs and not self.unwritten and not self.persistent and self._idle_exit():
                 break
         self._close()
 
@@ -111,7 +135,6 @@ class Agent:
     def _snapshot(self) -> None:
         """Publish every running job's figures so far (`jobcarbon <jobid>` on a running job)."""
         from slurm_plugin import outbox, record
-        from slurm_plugin.node import journal
 
         now = time.time()
         for key, tracker in list(self.sampler.jobs.items()):
@@ -144,6 +167,10 @@ class Agent:
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
+        for key, entry in self.unwritten.items():
+            os.close(entry.lock)
+            self.log("warning", f"job {key}: record not written yet; its journal stays for the next agent")
+        self.unwritten.clear()
 
     def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:
         try:
@@ -170,7 +197,7 @@ class Agent:
         self._adopt()
         stopping = []
         for key in self.spool.job_keys():
-            if key not in self.sampler.jobs:
+            if key not in self.sampler.jobs and key not in self.unwritten:
                 self._start(key)
             if key in self.sampler.jobs and self.spool.stop_time(key) is not None:
                 stopping.append(key)
@@ -185,13 +212,17 @@ class Agent:
         if fd is None:
             return  # an epilog is finalising it
         try:
+            path = self.spool.job_dir(key) / "journal.jsonl"
+            end_s = journal.ended(path)
+            if end_s is not None:  # sampled to its end by an agent that died before writing the record
+                self._write_record(key, Unwritten(fd, end_s, [], []))
+                return
             if self._rebooted(key):
                 self._finalize_after_reboot(key, fd)
                 return
             info, start_s = self.spool.load_job(key)
-            journal = self.spool.job_dir(key) / "journal.jsonl"
-            resumed = "sampler was not running" if journal.exists() else None
-            self.sampler.add(info, start_s, journal, resumed, now)
+            resumed = "sampler was not running" if path.exists() else None
+            self.sampler.add(info, start_s, path, resumed, now)
         except Exception as exc:
             os.close(fd)
             self.log("error", f"job {key}: cannot start sampling: {type(exc).__name__}: {exc}")
@@ -207,34 +238,73 @@ class Agent:
 
     def _finalize_after_reboot(self, key: str, fd: int) -> None:
         """A job from before a reboot: it died with the node, so close its record at the last sample."""
-        journal = self.spool.job_dir(key) / "journal.jsonl"
+        path = self.spool.job_dir(key) / "journal.jsonl"
         _info, start_s = self.spool.load_job(key)
-        end_s = max(journal.stat().st_mtime if journal.exists() else start_s, start_s)
+        end_s = max(path.stat().st_mtime if path.exists() else start_s, start_s)
+        self.log("warning", f"job {key}: the node rebooted during the job; its record is partial")
+        self._write_record(key, Unwritten(fd, end_s, ["the node rebooted during the job"], []))
+
+    def _finish(self, key: str) -> None:
+        """Close the journal of a job whose last tick and GPU readings are done, and write its record."""
+        end_s = self.spool.stop_time(key) or time.time()
+        lines = self.sampler.remove(key, ended=end_s)
+        fd = self.job_locks.pop(key, None)
+        if fd is not None:
+            self._write_record(key, Unwritten(fd, end_s, [], lines))
+
+    def _write_record(self, key: str, entry: Unwritten) -> None:
+        """Write the job's record now, or keep it to retry (`_try_write`)."""
+        self.unwritten[key] = entry
+        self._try_write(key)
+
+    def _retry_records(self) -> None:
+        now = time.monotonic()
+        for key in [key for key, entry in self.unwritten.items() if entry.next_try <= now]:
+            self._try_write(key)
+
+    def _try_write(self, key: str) -> None:
+        """Finish the job's journal, build its record once and write it; a refusal of the disk is
+        retried with a backoff and logged at most once a minute, and never touches the job's sampling,
+        coverage or status. A journal the record cannot be built from is set aside."""
+        entry = self.unwritten[key]
+        entry.tries += 1
         try:
-            path = finalize(
-                self.spool, key, end_s, ["the node rebooted during the job"], self.config.paths.outbox
-            )
-        finally:
-            os.close(fd)
-        self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
+            self._finish_journal(key, entry)
+            if entry.document is None:
+                entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons)
+            path = store_record(self.spool, key, entry.document, self.config.paths.outbox)
+        except OSError as exc:
+            now = time.monotonic()
+            entry.next_try = now + min(RETRY_FIRST_S * 2 ** (entry.tries - 1), RETRY_MAX_S)
+            if entry.logged is None or now - entry.logged >= LOG_EVERY_S:
+                entry.logged = now
+                self.log(
+                    "error",
+                    f"job {key}: record not written yet, kept and retried (try {entry.tries}): "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            return
+        except Exception as exc:  # a broken journal or job.json: retrying would not mend it
+            del self.unwritten[key]
+            os.close(entry.lock)
+            self.log("error", f"job {key}: cannot build its record: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                self.spool.set_aside(key)
+            return
+        del self.unwritten[key]
+        os.close(entry.lock)
+        after = f" after {entry.tries} tries" if entry.tries > 1 else ""
+        self.log("info", f"job {key}: record written to {path}{after}")
         self._delivery_due = True
 
-    def _finish(self, key: str) -> str | None:
-        """Write the record of a job whose last tick and GPU readings are done."""
-        end_s = self.spool.stop_time(key) or time.time()
-        self.sampler.remove(key)
-        try:
-            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
-        except Exception as exc:
-            self.log("error", f"job {key}: cannot write record: {type(exc).__name__}: {exc}")
-            return None
-        finally:
-            fd = self.job_locks.pop(key, None)
-            if fd is not None:
-                os.close(fd)
-        self.log("info", f"job {key}: record written to {path}")
-        self._delivery_due = True
-        return str(path)
+    def _finish_journal(self, key: str, entry: Unwritten) -> None:
+        """Append the journal lines the disk refused while the job ran; OSError while it still does."""
+        if entry.lines:
+            writer = journal.JournalWriter(self.spool.job_dir(key) / "journal.jsonl", self.spool.fsync)
+            writer.write_lines(entry.lines)
+            entry.lines = writer.close()
+            if entry.lines:
+                raise writer.error or OSError(f"{len(entry.lines)} journal lines not written")
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -309,6 +379,8 @@ class Agent:
             if key not in self.sampler.jobs and key not in starting:
                 starting.append(key)
             return {"ok": True, "key": key}
+        if key in self.unwritten:
+            return {"ok": True}  # sampled to its end; its record waits for the outbox
         if key not in self.sampler.jobs:
             self._adopt(key)
             if key in self.spool.job_keys():
