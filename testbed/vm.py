@@ -146,7 +146,8 @@ class Image:
 def build_image(wheels: Path = WHEELS, mirror: str | None = None) -> Image:
     """The node image for this tree: reused when nothing it is made from has changed."""
     base = base_root(mirror or debian_mirror())
-    key = _digest(base.name.encode(), *(p.read_bytes() for p in image_inputs()))
+    inputs = image_inputs()
+    key = _digest(base.name.encode(), *(str(p).encode() for p in inputs), *(p.read_bytes() for p in inputs))
     image = Image(CACHE / f"node-{key}")
     if image.disk.exists():
         return image
@@ -359,6 +360,7 @@ class VmCluster:
     """The three VMs of one bed, their overlays, sockets and logs under `state`."""
 
     state: Path = DEFAULT_STATE
+    image: Image | None = None  # set by `up`
 
     def pid_file(self, node: Node) -> Path:
         return self.state / f"{node.name}.pid"
@@ -388,6 +390,7 @@ class VmCluster:
         shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True)
         self._network()
+        self.image = image
         for node in NODES:
             self._boot(image, node)
         for node in NODES:
@@ -403,13 +406,15 @@ class VmCluster:
         if done.returncode != 0:
             raise ClusterError(f"jobcarbon db upgrade: {done.stderr.strip()}")
 
-    def restart(self, node: Node, image: Image, kernel_args: str = "", timeout_s: float = 600) -> None:
-        """Power one compute node off and boot it again from a fresh overlay, with extra kernel arguments
-        (`cgroup_disable=memory`...); return once it is idle in Slurm again."""
+    def restart(self, node: Node, kernel_args: str = "", timeout_s: float = 600) -> None:
+        """Power one compute node off and boot it again from a fresh overlay of the image the bed came
+        up with, with extra kernel arguments (`cgroup_disable=memory`...); return once it is idle."""
+        if self.image is None:
+            raise ClusterError("the bed was not brought up by this process")
         with contextlib.suppress(OSError, ClusterError):
             self.run(node, "systemctl --no-block poweroff", timeout_s=10)
         poll(lambda: None if _alive(self.pid_file(node)) else True, 120, f"{node.name} to power off")
-        self._boot(image, node, kernel_args)
+        self._boot(self.image, node, kernel_args)
         self._wait_agent(node, timeout_s)
         self.wait_idle((node,), timeout_s)
 

@@ -79,14 +79,16 @@ def test_a_one_core_job_without_constrain_cores_is_apportioned(
 
 @pytest.fixture
 def no_memory_controller(vm_bed: vm.VmCluster) -> Iterator[None]:
-    """vm3 booted with `cgroup_disable=memory` (slurmd then without ConstrainRAMSpace), then as before."""
-    image = vm.build_image()
-    vm_bed.restart(VM3, image, "cgroup_disable=memory")
-    edit = "sed -i 's/^ConstrainRAMSpace=.*/ConstrainRAMSpace=no/' /etc/slurm/cgroup.conf"
+    """vm3 booted with `cgroup_disable=memory`, then as before. Its slurmd runs without ConstrainRAMSpace
+    and with jobacct_gather/linux: jobacct_gather/cgroup refuses to start without the memory controller
+    (slurmd 24.11: "fatal: Unable to initialize jobacct_gather")."""
+    vm_bed.restart(VM3, "cgroup_disable=memory")
+    edit = "sed -i 's/^ConstrainRAMSpace=.*/ConstrainRAMSpace=no/' /etc/slurm/cgroup.conf && "
+    edit += "sed -i 's|^JobAcctGatherType=.*|JobAcctGatherType=jobacct_gather/linux|' /etc/slurm/slurm.conf"
     vm_bed.run(VM3, f"{edit} && systemctl restart slurmd")
     vm_bed.wait_idle((VM3,))
     yield
-    vm_bed.restart(VM3, image)
+    vm_bed.restart(VM3)
 
 
 def test_without_the_memory_controller_a_burner_still_gets_its_cpu_time(
