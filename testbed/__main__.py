@@ -1,5 +1,6 @@
-"""`python3 -m testbed up|down|status|submit-demo|postgres`: drive the single-node Slurm test bed, or
-start the loopback PostgreSQL server the PostgreSQL backend's tests and benchmarks use."""
+"""`python3 -m testbed up|down|status|submit-demo|postgres|vm`: drive the single-node Slurm test bed,
+start the loopback PostgreSQL server the PostgreSQL backend's tests and benchmarks use, or drive the
+three-node Slurm 24.11 cluster in virtual machines (`vm build|up|down|status|run|collect`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed import postgres
+from testbed import postgres, vm
 from testbed.hardware import SimulatedHardware
 from testbed.host import REPO_ROOT, ClusterError, ensure_packages, ensure_user, install_hooks
 from testbed.slurm import DEFAULT_SCRATCH, Cluster
@@ -43,7 +44,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-wait", action="store_true", help="print the job id and return")
     pg = commands.add_parser("postgres", help="start the loopback PostgreSQL test server")
     pg.add_argument("--install-packages", action="store_true", help="apt-get PostgreSQL if missing")
+    add_vm_parser(commands)
     return parser
+
+
+def add_vm_parser(commands: argparse._SubParsersAction) -> None:
+    """`vm ...`: the virtual-machine bed (testbed/vm.py)."""
+    bed = commands.add_parser("vm", help="the three-node Slurm 24.11 cluster in VMs (testbed/vm.py)")
+    bed.add_argument("--state", type=Path, default=vm.DEFAULT_STATE, help="overlays, sockets, logs")
+    actions = bed.add_subparsers(dest="vm_command", required=True)
+    build = actions.add_parser("build", help="build (or reuse) the node image; print its directory")
+    up = actions.add_parser("up", help="build the image if needed and boot the three nodes")
+    for sub in (build, up):
+        sub.add_argument("--wheels", type=Path, default=vm.WHEELS, help="wheelhouse (packaging/fetch-wheels)")
+    up.add_argument("--timeout", type=float, default=600, help="seconds to wait for idle nodes")
+    actions.add_parser("down", help="power the nodes off")
+    actions.add_parser("status", help="nodes, sinfo and squeue")
+    actions.add_parser("collect", help="copy the nodes' records to the host and ingest them")
+    run = actions.add_parser("run", help="run a command as root on a node: vm run [--node vm2] -- CMD")
+    run.add_argument("--node", default=vm.NODES[0].name, choices=[node.name for node in vm.NODES])
+    run.add_argument("words", nargs=argparse.REMAINDER, help="the command (after --)")
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    """One `vm` action; `run` exits with the command's status."""
+    bed = vm.VmCluster(args.state)
+    started = time.monotonic()
+    if args.vm_command == "build":
+        print(vm.build_image(args.wheels).directory)
+    elif args.vm_command == "up":
+        bed.up(vm.build_image(args.wheels), args.timeout)
+        print(f"up in {time.monotonic() - started:.0f} s: state in {bed.state}")
+        print(f"export JOBCARBON_CONFIG={bed.jobcarbon_config}  # the bed's database, after `vm collect`")
+    elif args.vm_command == "down":
+        bed.down()
+    elif args.vm_command == "status":
+        print(bed.status())
+    elif args.vm_command == "collect":
+        print(f"ingested {len(bed.ingest())} record(s) into {bed.database}")
+    else:
+        words = args.words[1:] if args.words[:1] == ["--"] else args.words
+        node = next(node for node in vm.NODES if node.name == args.node)
+        done = bed.run(node, " ".join(words))
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
+    return 0
 
 
 def cmd_postgres(args: argparse.Namespace) -> None:
@@ -104,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(Cluster(scratch=args.scratch).status())
         elif args.command == "postgres":
             cmd_postgres(args)
+        elif args.command == "vm":
+            return cmd_vm(args)
         else:
             cmd_submit_demo(args)
     except (ClusterError, postgres.PostgresError, OSError) as error:
