@@ -42,6 +42,8 @@ class Sampler:
     journal_fsync: bool = True
     journal_sync_interval_s: float = 30.0
     snapshot_interval_s: float = 300.0  # a running job's figures so far reach the database this often
+    # How long the agent waits, after a job's epilog, for `scontrol` to state how the job ended (0: never ask)
+    slurm_query_s: float = 5.0
 
 
 @dataclass(frozen=True)

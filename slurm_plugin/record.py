@@ -77,10 +77,14 @@ class _Component:
 
 
 def build(
-    journal: Samples, end_s: float, partial_reasons: list[str], running: bool = False
+    journal: Samples,
+    end_s: float,
+    partial_reasons: list[str],
+    running: bool = False,
+    slurm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record for a journal whose job ended at `end_s` (or, `running`, a snapshot up to then);
-    `partial_reasons` mark lost sampling."""
+    `partial_reasons` mark lost sampling; `slurm` is what Slurm said about the job (node/jobfacts.py)."""
     header = journal.header
     start_s = float(header["start"])
     cpu, dram = _Component(), _Component()
@@ -110,6 +114,8 @@ def build(
     if running:
         document["status"] = "running"
     document["allocated_cpus"] = {"count": len(cpus), "list": _cpulist(cpus)}
+    if slurm is not None:
+        document["slurm"] = slurm
     return document
 
 
@@ -210,6 +216,9 @@ def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> d
             _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
             _check(record, f"energy.{component}.method", METHODS.__contains__, f"one of {sorted(METHODS)}")
     _check_rows(record["timeline"]["rows"])
+    if "slurm" in record:  # records of earlier releases have no `slurm` block
+        for field, (valid, expected) in SLURM_FIELDS.items():
+            _check(record, f"slurm.{field}", _or_null(valid), f"{expected} or null")
     return record
 
 
@@ -330,3 +339,34 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "notes": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a string list"),
     "software.version": (_text, "a string"),
 }
+
+
+def _or_null(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or valid(value)
+
+
+def _short(value: Any) -> bool:
+    return _text(value) and len(value) <= 128
+
+
+SLURM_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "job_name": (_short, "a string of at most 128 characters"),
+    "state": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Z_]{1,32}", v) is not None, "a Slurm state"),
+    "reason": (_short, "a string of at most 128 characters"),
+    "exit_code": (lambda v: _count(v) and v <= 255, "an integer from 0 to 255"),
+    "signal": (lambda v: _count(v) and v <= 255, "an integer from 0 to 255"),
+    "time_limit_s": (_amount, "a number >= 0"),
+    "req_cpus": (_count, "an integer >= 0"),
+    "req_mem_mb": (_amount, "a number >= 0"),
+    "req_gpus": (_count, "an integer >= 0"),
+    "array_job_id": (_count, "an integer >= 0"),
+    "array_task_id": (_count, "an integer >= 0"),
+    "het_job_id": (_count, "an integer >= 0"),
+    "het_job_offset": (_count, "an integer >= 0"),
+    "qos": (_short, "a string of at most 128 characters"),
+    "submit": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "start": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "end": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "source": (lambda v: v in ("scontrol", "epilog", "none"), "'scontrol', 'epilog' or 'none'"),
+}
+"""The optional `slurm` block (node/jobfacts.py); each field may be null."""

@@ -122,7 +122,7 @@ def test_unknown_nested_key_is_dotted() -> None:
     assert message == (
         f"{SOURCE}:3: sampler.intervall_s: unknown key "
         "(expected one of: interval_s, journal_fsync, journal_sync_interval_s, "
-        "snapshot_interval_s, stop_timeout_s)"
+        "slurm_query_s, snapshot_interval_s, stop_timeout_s)"
     )
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from slurm_plugin import __version__, record
 from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.node import jobfacts
 from slurm_plugin.node.journal import Journal
 from tests.storage.conftest import GPU, make_record
 
@@ -193,6 +194,7 @@ def test_end_before_start_has_no_elapsed_time() -> None:
         lambda: record.build(journal(), END, []),
         lambda: record.build(journal(torn=True), END, ["epilog timed out"]),
         lambda: record.build(Journal({"job": JOB, "start": START}), END, ["no sample"]),
+        lambda: record.build(journal(), END, [], slurm=SLURM),
     ],
 )
 def test_record_validates_against_the_schema(build: Any) -> None:
@@ -203,8 +205,22 @@ def test_record_validates_against_the_schema(build: Any) -> None:
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(build())
 
 
+SLURM = {
+    **dict.fromkeys(jobfacts.FIELDS),
+    "job_name": "train \u00e9",
+    "state": "TIMEOUT",
+    "exit_code": 0,
+    "signal": 15,
+    "time_limit_s": 60.0,
+    "submit": "2026-01-01T00:00:00Z",
+    "req_gpus": 2,
+    "source": "scontrol",
+}
+
+
 def spoil(field: str, value: Any) -> bytes:
     document = make_record()
+    document["slurm"] = dict(SLURM)
     target = document
     *parents, last = field.split(".")
     for key in parents:
@@ -260,6 +276,10 @@ def test_the_fast_row_check_agrees_with_the_row_by_row_one(rows: list[Any]) -> N
         (spoil("account", "phys\udc80ics"), "account: must be a string or null"),  # a lone surrogate
         (spoil("user", "ali\x00ce"), "user: must be a string"),
         (spoil("allocated_cpus", None), "allocated_cpus.count: missing"),
+        (spoil("slurm.state", "failed; DROP"), "slurm.state: must be a Slurm state or null"),
+        (spoil("slurm.exit_code", 256), "slurm.exit_code: must be an integer from 0 to 255 or null"),
+        (spoil("slurm.job_name", "x" * 129), "slurm.job_name: must be a string of at most 128"),
+        (spoil("slurm.source", KeyError), "slurm.source: missing"),
     ],
 )
 def test_parse_names_the_first_bad_field(data: bytes, reason: str) -> None:

@@ -18,12 +18,13 @@ import os
 import selectors
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
 from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, jobenv
+from slurm_plugin.node import agent_client, jobenv, jobfacts
 from slurm_plugin.node.sampler import NodeSampler
 from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
 from slurm_plugin.safefile import ensure_dir, lock_file
@@ -47,6 +48,7 @@ class Agent:
         self.stopping = False
         self._delivery_pid: int | None = None
         self._delivery_due = False
+        self._writers: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -135,6 +137,8 @@ class Agent:
             self._delivery_pid = agent_client.spawn_delivery(self.config.source)
 
     def _close(self) -> None:
+        for writer in self._writers:
+            writer.join()
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
             agent_client.spawn_delivery(self.config.source)
         self._unlisten()
@@ -219,22 +223,39 @@ class Agent:
         self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
         self._delivery_due = True
 
-    def _finish(self, key: str) -> str | None:
-        """Write the record of a job whose last tick and GPU readings are done."""
-        end_s = self.spool.stop_time(key) or time.time()
+    def _finish(self, key: str) -> None:
+        """Stop sampling a job whose last tick and GPU readings are done, and have its record written.
+
+        Slurm states the job's final state only once its epilogs have ended, after this answered the
+        epilog; so, where `sampler.slurm_query_s` allows asking, a thread waits for it and writes the
+        record while sampling goes on."""
+        job = self.sampler.jobs[key].info
         self.sampler.remove(key)
+        lock = self.job_locks.pop(key, None)
+        if self.config.sampler.slurm_query_s <= 0:
+            self._write_record(key, job, lock)
+            return
+        writer = threading.Thread(target=self._write_record, args=(key, job, lock), name=f"record {key}")
+        writer.start()
+        self._writers = [thread for thread in self._writers if thread.is_alive()] + [writer]
+
+    def _write_record(self, key: str, job: jobenv.JobInfo, lock: int | None) -> None:
+        """The job's record in the outbox, with what Slurm says about the job (node/jobfacts.py)."""
         try:
-            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox)
+            end_s = self.spool.stop_time(key) or time.time()
+            left = self.spool.end_facts(key)
+            wait_s, conf = self.config.sampler.slurm_query_s, left.get("slurm_conf")
+            queried = jobfacts.query(job.job_id, job.user, job.uid, wait_s, conf) if wait_s > 0 else {}
+            slurm = jobfacts.combine(left.get("exit"), queried, job.job_gpus)
+            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox, slurm)
         except Exception as exc:
             self.log("error", f"job {key}: cannot write record: {type(exc).__name__}: {exc}")
-            return None
+            return
         finally:
-            fd = self.job_locks.pop(key, None)
-            if fd is not None:
-                os.close(fd)
+            if lock is not None:
+                os.close(lock)
         self.log("info", f"job {key}: record written to {path}")
         self._delivery_due = True
-        return str(path)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -329,7 +350,7 @@ class Agent:
             info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
             if hook == "epilog":
                 self._adopt(info.key)
-                if not self.spool.request_stop(info.key, time.time()):
+                if not self.spool.request_stop(info.key, time.time(), jobfacts.end_facts(env)):
                     return {"ok": True, "record": None}  # no sampler ever started for this job here
                 return self._handle({"op": "stop", "key": info.key}, starting, stopping)
             self.spool.create_job(info, time.time())

@@ -16,7 +16,7 @@ import time
 
 from slurm_plugin.config_location import ConfigError
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, hook_settings, jobenv
+from slurm_plugin.node import agent_client, hook_settings, jobenv, jobfacts
 from slurm_plugin.node.hook_settings import HookSettings
 from slurm_plugin.node.spool import Spool, finalize
 
@@ -45,7 +45,7 @@ def epilog(settings: HookSettings, log: EventLog) -> None:
     spool = Spool(settings.spool, settings.journal_fsync)
     for problem in spool.adopt_incoming(settings.cluster, settings.node, info.key):
         log("error", f"job {info.key}: prolog message {problem}")
-    if not spool.request_stop(info.key, time.time()):
+    if not spool.request_stop(info.key, time.time(), jobfacts.end_facts(os.environ)):
         return  # no sampler ever started for this job on this node: normal for some allocations
     wait_s = settings.stop_timeout_s
     try:
@@ -55,13 +55,15 @@ def epilog(settings: HookSettings, log: EventLog) -> None:
         problem = f"agent could not finalise: {reply.get('error', 'no record')}"
     except OSError as exc:
         problem = f"agent unreachable ({exc.__class__.__name__})"
-    _finalize_without_agent(spool, settings, log, info.key, problem)
+    _finalize_without_agent(spool, settings, log, info, problem)
 
 
 def _finalize_without_agent(
-    spool: Spool, settings: HookSettings, log: EventLog, key: str, problem: str
+    spool: Spool, settings: HookSettings, log: EventLog, info: jobenv.JobInfo, problem: str
 ) -> None:
-    """Build the record from the journal when the agent is dead; leave it to a live but slow one."""
+    """Build the record from the journal when the agent is dead; leave it to a live but slow one. The
+    record has the epilog's exit status but no Slurm state: that exists only after the epilog."""
+    key = info.key
     try:
         fd = spool.lock_job(key, wait_s=0.5)
     except FileNotFoundError:
@@ -71,7 +73,9 @@ def _finalize_without_agent(
         return
     try:
         end_s = spool.stop_time(key) or time.time()
-        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], settings.outbox)
+        reasons = [f"sampler not running at job end: {problem}"]
+        slurm = jobfacts.combine(jobfacts.exit_status(os.environ), {}, info.job_gpus)
+        path = finalize(spool, key, end_s, reasons, settings.outbox, slurm)
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")

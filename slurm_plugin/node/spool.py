@@ -18,6 +18,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from slurm_plugin.node.fastpath import INCOMING, boot_id
 from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
@@ -106,14 +107,15 @@ class Spool:
         data = json.loads((self.job_dir(key) / "job.json").read_bytes())
         return data.get("boot_id")
 
-    def request_stop(self, key: str, end_s: float) -> bool:
-        """Leave the job's end time for whoever finalises it; False when no sampler ever ran here."""
+    def request_stop(self, key: str, end_s: float, facts: dict[str, Any] | None = None) -> bool:
+        """Leave the job's end time, and the epilog's `jobfacts.end_facts`, for whoever finalises it; False
+        when no sampler ever ran here."""
         directory = self.job_dir(key)
         if not directory.is_dir():
             return False
         stop = directory / "stop"
         if not stop.exists():
-            atomic_write(stop, json.dumps({"end": end_s}).encode(), fsync=self.fsync)
+            atomic_write(stop, json.dumps({"end": end_s, **(facts or {})}).encode(), fsync=self.fsync)
         return True
 
     def job_keys(self) -> list[str]:
@@ -131,6 +133,14 @@ class Spool:
             return float(json.loads((self.job_dir(key) / "stop").read_bytes())["end"])
         except FileNotFoundError:
             return None
+
+    def end_facts(self, key: str) -> dict[str, Any]:
+        """What the epilog left beside the end time (`jobfacts.end_facts`); {} from an older epilog."""
+        try:
+            data = json.loads((self.job_dir(key) / "stop").read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {k: v for k, v in data.items() if k != "end"}
 
     def lock_job(self, key: str, wait_s: float = 0.0) -> int | None:
         """An exclusive lock on the job directory, or None if another process holds it."""
@@ -156,8 +166,16 @@ def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
                     os.unlink(entry.path)
 
 
-def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
-    """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
+def finalize(
+    spool: Spool,
+    key: str,
+    end_s: float,
+    partial_reasons: list[str],
+    outbox: Path,
+    slurm: dict[str, Any] | None = None,
+) -> Path:
+    """Turn a job's journal into its record in the outbox (with Slurm's facts about the job, `slurm`) and
+    drop the job's spool directory."""
     from slurm_plugin import outbox as outbox_files
     from slurm_plugin import record
     from slurm_plugin.node import journal
@@ -169,7 +187,7 @@ def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], o
         info, start_s = spool.load_job(key)
         samples = journal.Journal({"job": info.to_dict(), "start": start_s})
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
-    document = record.build(samples, end_s, partial_reasons)
+    document = record.build(samples, end_s, partial_reasons, slurm=slurm)
     path = outbox_files.write(outbox, document, fsync=spool.fsync)  # replaces the job's last snapshot
     spool.remove_job(key)
     return path
