@@ -63,6 +63,7 @@ class Job:
     notes: list[str] = field(default_factory=list)
     restart_count: int = 0
     cluster: str = "hpc"
+    slurm: dict[str, Any] | None = None  # the record's `slurm` block (node/jobfacts.py)
 
     def record(self) -> dict[str, Any]:
         job = {
@@ -86,7 +87,8 @@ class Job:
         }
         intervals = [self._interval(i) for i in range(self.rows) if i not in self.skip]
         journal = Journal(header, intervals, notes=list(self.notes))
-        return record.build(journal, self.start + self.rows * self.step_s, list(self.partial_reasons))
+        end = self.start + self.rows * self.step_s
+        return record.build(journal, end, list(self.partial_reasons), slurm=self.slurm)
 
     def _interval(self, i: int) -> dict[str, Any]:
         load = 0.6 + 0.4 * math.sin(i / max(self.rows, 1) * 2 * math.pi) ** 2  # a busy middle

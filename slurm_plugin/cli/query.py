@@ -86,10 +86,15 @@ def _not_stored(ref: Any, job_id: int) -> str:
 
 def jobs(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.query import job_list
-    from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter
+    from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter, state_name
+    from slurm_plugin.storage.readonly import QueryError
 
     if not 0 <= args.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
+    try:
+        states = tuple(map(state_name, args.state))
+    except QueryError as exc:
+        raise UsageError(f"-s: {exc}") from None
     tz = _timezone(settings)
     until = _site_time(args.until, tz) if args.until else dt.datetime.now(dt.UTC)
     since = _site_time(args.since, tz) if args.since else until - DEFAULT_WINDOW
@@ -103,7 +108,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         users=args.user,
         accounts=args.account,
         partitions=args.partition,
-        states=tuple(state.lower() for state in args.state),
+        states=states,
         mine=not (args.all_users or args.user or args.account),
         limit=args.limit,
     )
@@ -233,7 +238,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     many.add_argument("-u", "--user", type=_names, default=(), help="only these users (comma-separated)")
     many.add_argument("-A", "--account", type=_names, default=(), help="only these accounts")
     many.add_argument("-r", "--partition", type=_names, default=(), help="only these partitions")
-    many.add_argument("-s", "--state", type=_names, default=(), help="only these states (completed)")
+    many.add_argument("-s", "--state", type=_names, default=(), help="only these states (failed,TO,…)")
     many.add_argument("-a", "--all-users", action="store_true", help="every job you may see, not only yours")
     many.add_argument(
         "-S",

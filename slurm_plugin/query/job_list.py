@@ -22,10 +22,33 @@ from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-list/1"
 STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
+# `-s` takes Slurm's states too (the record's `slurm.state`); "completed" is also Slurm's COMPLETED, which
+# matches the jobs whose state Slurm never told (records of earlier releases), as they were listed before.
+SLURM_STATES = (
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE",
+)  # fmt: skip
+# sacct's short state names (sacct(1), "JOB STATE CODES")
+SHORT_STATES = {
+    "CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT", "OOM": "OUT_OF_MEMORY",
+    "NF": "NODE_FAIL", "PR": "PREEMPTED", "BF": "BOOT_FAIL", "DL": "DEADLINE", "R": "RUNNING",
+}  # fmt: skip
+
+
+def state_name(text: str) -> str:
+    """A `-s` state as the filter holds it (lower case): Slurm's name or sacct's short one, or "running"."""
+    name = SHORT_STATES.get(text.upper(), text.upper())
+    if name not in (*SLURM_STATES, "RUNNING"):
+        known = ", ".join(s.lower() for s in (*SLURM_STATES, "RUNNING"))
+        raise QueryError(f"unknown job state {text[:40]!r} (one of {known}, or sacct's short names)")
+    return name.lower()
+
+
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
-    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "start", "end",
+    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
+    "exit_code", "signal", "job_name", "start", "end",
     "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
     "coverage_fraction", "partial",
 )  # fmt: skip
@@ -51,6 +74,7 @@ class JobFilter:
         names = {
             key: _names(request.get(key, []), key) for key in ("users", "accounts", "partitions", "states")
         }
+        names["states"] = tuple(map(state_name, names["states"]))
         limit, mine = request.get("limit", 100), request.get("mine", True)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
             raise QueryError(f"limit must be an integer from 0 to {MAX_LIMIT}")
@@ -82,7 +106,8 @@ class JobFilter:
             users=self.users,
             accounts=self.accounts,
             partitions=self.partitions,
-            ended=not self.states or bool(set(self.states) & set(STATES)),
+            slurm_states=tuple(state.upper() for state in self.states if state.upper() in SLURM_STATES),
+            ended=not self.states or self.states != ("running",),
         )
 
 
@@ -138,6 +163,10 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "account": row["account"],
         "partition": row["partition"],
         "state": "completed",
+        "slurm_state": row["slurm_state"],
+        "exit_code": row["exit_code"],
+        "signal": row["exit_signal"],
+        "job_name": row["job_name"],
         "start": iso_z(row["start_s"], "seconds"),
         "end": iso_z(row["end_s"], "seconds"),
         "elapsed_s": round(row["end_s"] - row["start_s"], 3),
@@ -187,7 +216,7 @@ def _table_row(job: dict[str, Any], tz: dt.tzinfo) -> list[str]:
         job["user"],
         job["account"] or "",
         job["partition"] or "",
-        job["state"].upper(),
+        job["slurm_state"] or job["state"].upper(),
         local(job["start"], tz, "%Y-%m-%d %H:%M"),
         duration(job["elapsed_s"]),
         str(job["nodes"]),

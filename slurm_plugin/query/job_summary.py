@@ -86,6 +86,11 @@ def intensity_around(
     return readonly.intensity_between(reader, zone, middle - AROUND_S, middle + AROUND_S)
 
 
+SLURM_NUMBERS = (
+    "time_limit_s", "req_cpus", "req_mem_mb", "array_job_id", "array_task_id", "het_job_id", "het_job_offset",
+)  # fmt: skip
+
+
 def build(
     job: dict[str, Any],
     parts: Sequence[dict[str, Any]],
@@ -98,7 +103,8 @@ def build(
     start_s, end_s = job["start_s"], job["end_s"]
     energy = _energy(parts)
     carbon = _carbon(parts)
-    return {
+    facts = _slurm(job)
+    return ({"slurm": facts} if facts else {}) | {
         "schema": SCHEMA,
         "state": state,
         "cluster": job["cluster"],
@@ -121,6 +127,21 @@ def build(
         "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
         "estimates": _estimates(energy, carbon),
     }
+
+
+def _slurm(job: dict[str, Any]) -> dict[str, Any] | None:
+    """What Slurm said about the job (the jobs row's facts, docs/record.md), or None when it said nothing
+    (a record of an earlier release, or Slurm not asked)."""
+    facts = {
+        "job_name": job.get("job_name"),
+        "state": job.get("slurm_state"),
+        "exit_code": job.get("exit_code"),
+        "signal": job.get("exit_signal"),
+        **{name: job.get(name) for name in SLURM_NUMBERS},
+        "qos": job.get("qos"),
+        "submit": iso_z(job["submit_s"], "seconds") if job.get("submit_s") is not None else None,
+    }
+    return facts if any(value is not None for value in facts.values()) else None
 
 
 def _weakest(methods: Sequence[str | None]) -> str | None:

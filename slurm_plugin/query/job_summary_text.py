@@ -46,8 +46,11 @@ def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
     runs = ""
     if s["other_runs"]:
         runs = f" (run {s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
+    slurm = s.get("slurm") or {}
     return [
-        f"job {s['job_id']} on cluster {s['cluster']}: {s['state']}{runs}",
+        f"job {s['job_id']} on cluster {s['cluster']}: {_state(s['state'], slurm)}{runs}",
+        *([_row("name", printable(slurm["job_name"]))] if slurm.get("job_name") else []),
+        *([_row("array", _array(slurm))] if slurm.get("array_job_id") is not None else []),
         _row("user", f"{s['user']} (uid {s['uid']})"),
         _row("account", s["account"] or "-"),
         _row("partition", s["partition"] or "-"),
@@ -56,6 +59,26 @@ def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
         _row("end", local(s["end"], tz)),
         _row("elapsed", duration(s["elapsed_s"])),
     ]
+
+
+def _state(state: str, slurm: dict[str, Any]) -> str:
+    """ "FAILED (exit code 3)", "CANCELLED (signal 15)"; the lifecycle state where Slurm did not say."""
+    name = slurm.get("state")
+    if name is None:
+        return state if slurm.get("exit_code") is None else f"{state} (exit code {slurm['exit_code']})"
+    if slurm.get("signal"):
+        return f"{name} (exit code {slurm['exit_code']}, signal {slurm['signal']})"
+    return f"{name} (exit code {slurm['exit_code']})"
+
+
+def _array(slurm: dict[str, Any]) -> str:
+    return f"task {slurm['array_task_id']} of array {slurm['array_job_id']}"
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """User text (a job name) fit for a terminal: no control or escape characters, bounded."""
+    shown = "".join(c if c.isprintable() else "?" for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _row(label: str, value: str) -> str:

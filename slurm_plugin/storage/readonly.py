@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
-from slurm_plugin.storage import backend, packed_timeline
+from slurm_plugin.storage import backend, packed_timeline, schema
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
@@ -72,8 +72,10 @@ class Reader:
 
 # --- one job ----------------------------------------------------------------------------------------
 
-_RUNS = """SELECT id, cluster, job_id, restart_count, user_name, uid, account, partition, start_s, end_s
-FROM jobs WHERE job_id = ? ORDER BY end_s, id"""
+_FACTS = ", ".join(name for name, _ in schema.JOB_FACTS)
+_RUNS = f"""SELECT id, cluster, job_id, restart_count, user_name, uid, account, partition, start_s, end_s,
+    {_FACTS}
+FROM jobs WHERE job_id = ? ORDER BY end_s, id"""  # noqa: S608 - schema's constant column names
 
 _PARTS = """SELECT id, node, start_s, end_s, elapsed_s, cpu_count, gpus_json, cpu_j, cpu_method, dram_j,
     dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status, partial_reasons_json, notes_json
@@ -188,6 +190,7 @@ class JobSelection:
     users: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()
     partitions: tuple[str, ...] = ()
+    slurm_states: tuple[str, ...] = ()  # Slurm states; COMPLETED also matches jobs whose state is unknown
     ended: bool = True  # False: the filter admits no ended job, and the database stores only those
 
 
@@ -196,10 +199,11 @@ class JobSelection:
 # Grouping the whole join instead made SQLite scan every job in rowid order.
 _LIST = """WITH picked AS MATERIALIZED (
     SELECT j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
-        j.start_s, j.end_s
+        j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
     FROM jobs j WHERE {where} ORDER BY j.end_s DESC, j.id DESC LIMIT :limit)
 SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
-    j.start_s, j.end_s, COUNT(p.id) AS nodes, SUM(p.total_j) AS energy_j,
+    j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal, COUNT(p.id) AS nodes,
+    SUM(p.total_j) AS energy_j,
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
     MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
@@ -207,7 +211,7 @@ SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.pa
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition, j.start_s,
-    j.end_s
+    j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
 ORDER BY j.end_s DESC, j.id DESC"""
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
@@ -242,6 +246,10 @@ def _where(wanted: JobSelection) -> tuple[str, dict[str, Any]]:
     ):
         if values:
             clauses.append(f"j.{column} IN ({_placeholders(column, values, params)})")
+    if wanted.slurm_states:
+        known = f"j.slurm_state IN ({_placeholders('state', wanted.slurm_states, params)})"
+        unknown = " OR j.slurm_state IS NULL" if "COMPLETED" in wanted.slurm_states else ""
+        clauses.append(f"({known}{unknown})")
     if not wanted.ended:
         clauses.append("0 = 1")
     return " AND ".join(clauses), params

@@ -1,0 +1,100 @@
+"""Slurm's facts about a job in `jobcarbon <jobid>` and `jobcarbon jobs` (state, exit code, name, arrays)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from slurm_plugin.query import job_list, job_summary, job_summary_text
+from slurm_plugin.query.job_list import JobFilter
+from slurm_plugin.query.visibility import Scope
+from slurm_plugin.storage import readonly
+from slurm_plugin.storage.readonly import QueryError
+from tests import jobdb
+from tests.jobdb import DAY, HOUR, Job
+from tests.test_record import SLURM
+
+EVERYTHING = Scope(everything=True, uid=0)
+SCHEMAS = Path(job_list.__file__).parent
+
+
+def facts(**changes: object) -> dict[str, object]:
+    return {**SLURM, "state": "COMPLETED", "exit_code": 0, "signal": 0, **changes}
+
+
+JOBS = [
+    Job(301, slurm=facts(state="FAILED", exit_code=3, job_name="fail\x1b[2J me")),
+    Job(302, slurm=facts(state="TIMEOUT", signal=15), start=DAY + 11 * HOUR),
+    Job(303, slurm=facts(state="CANCELLED", signal=15), start=DAY + 12 * HOUR),
+    Job(304, slurm=facts(array_job_id=300, array_task_id=1), start=DAY + 13 * HOUR),
+    Job(305, start=DAY + 14 * HOUR),  # a record of an earlier release: no state
+]
+
+
+@pytest.fixture(scope="module")
+def reader(module_db_url: str) -> Iterator[readonly.Reader]:
+    opened = readonly.Reader.open(jobdb.fill(module_db_url, JOBS))
+    yield opened
+    opened.close()
+
+
+def listed(reader: readonly.Reader, *states: str) -> list[tuple[int, str | None]]:
+    wanted = JobFilter(DAY, DAY + 2 * 24 * HOUR, states=tuple(map(job_list.state_name, states)), mine=False)
+    document = job_list.job_list(reader, EVERYTHING, wanted)
+    jsonschema.validate(document, json.loads((SCHEMAS / "job_list_schema.json").read_text()))
+    return [(job["job_id"], job["slurm_state"]) for job in document["jobs"]]
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (("failed",), [(301, "FAILED")]),
+        (("F", "TO"), [(302, "TIMEOUT"), (301, "FAILED")]),
+        (("CA",), [(303, "CANCELLED")]),
+        (("completed",), [(305, None), (304, "COMPLETED")]),  # an unknown state counts as completed
+        (("running",), []),
+        ((), [(305, None), (304, "COMPLETED"), (303, "CANCELLED"), (302, "TIMEOUT"), (301, "FAILED")]),
+    ],
+)
+def test_jobs_filter_on_slurms_states(
+    reader: readonly.Reader, states: tuple[str, ...], expected: list
+) -> None:
+    assert listed(reader, *states) == expected
+
+
+def test_an_unknown_state_is_named() -> None:
+    with pytest.raises(QueryError, match="unknown job state 'FINISHED'"):
+        job_list.state_name("FINISHED")
+    with pytest.raises(QueryError, match="unknown job state"):
+        JobFilter.from_request({"since_s": 0, "until_s": 1, "states": ["done"]})
+
+
+def test_the_table_shows_slurms_state(reader: readonly.Reader) -> None:
+    wanted = JobFilter(DAY, DAY + 2 * 24 * HOUR, mine=False)
+    lines = job_list.table(job_list.job_list(reader, EVERYTHING, wanted)).splitlines()
+    states = {line.split()[0]: line.split()[3] for line in lines[2:-1]}
+    assert states == {
+        "301": "FAILED",
+        "302": "TIMEOUT",
+        "303": "CANCELLED",
+        "304": "COMPLETED",
+        "305": "COMPLETED",
+    }
+
+
+def test_the_summary_shows_state_exit_code_and_a_safe_name(reader: readonly.Reader) -> None:
+    summary = job_summary.job_summary(reader, EVERYTHING, 301)
+    jsonschema.validate(summary, json.loads((SCHEMAS / "job_summary_schema.json").read_text()))
+    assert (summary["slurm"]["state"], summary["slurm"]["exit_code"]) == ("FAILED", 3)
+    text = job_summary_text.render(summary)
+    assert text.splitlines()[0] == "job 301 on cluster hpc: FAILED (exit code 3)"
+    assert "  name        fail?[2J me" in text  # the escape cannot reach the terminal
+    cancelled = job_summary_text.render(job_summary.job_summary(reader, EVERYTHING, 303))
+    assert cancelled.splitlines()[0] == "job 303 on cluster hpc: CANCELLED (exit code 0, signal 15)"
+    task = job_summary_text.render(job_summary.job_summary(reader, EVERYTHING, 304))
+    assert "  array       task 1 of array 300" in task
+    assert "slurm" not in job_summary.job_summary(reader, EVERYTHING, 305)
