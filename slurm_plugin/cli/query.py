@@ -21,20 +21,35 @@ DEFAULT_WINDOW = dt.timedelta(days=7)
 
 
 def show(args: argparse.Namespace, settings: Config) -> int:
-    from slurm_plugin.query import job_summary_text, slurm_ids
+    from slurm_plugin.query import arrays, job_summary_text, slurm_ids
 
     ref = slurm_ids.parse(args.job)
-    job_id = ref.job_id if ref.is_raw else _resolve(ref)
-    try:
-        summary = _ask_or_read(settings, "summary", {"op": "show", "job_id": job_id, "cluster": args.cluster})
-    except _NotStored:
-        raise JobcarbonError(_not_stored(ref, job_id)) from None
+    summary = _stored_summary(settings, ref, args.cluster)
+    if summary["schema"] == arrays.SCHEMA:
+        output.emit(output.Result(summary, table=lambda: arrays.text(summary)), args.format)
+        return 0
     if summary["state"] == "running":
         _add_projection(summary, ref)
     # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
     result = output.Result(summary, table=lambda: job_summary_text.render(summary, _timezone(settings)))
     output.emit(result, args.format)
     return 0
+
+
+def _stored_summary(settings: Config, ref: Any, cluster: str | None) -> dict[str, Any]:
+    """The job's (or array's) summary; an array task or het component is found by the ids its records
+    carry, else resolved by sacct (records of earlier releases have none)."""
+    request = {"op": "show", "job_id": ref.job_id, "cluster": cluster}
+    if not ref.is_raw:
+        member = {"separator": ref.separator, "index": ref.index}
+        try:
+            return _ask_or_read(settings, "summary", {**request, "member": member})
+        except _NotStored:
+            request["job_id"] = _resolve(ref)
+    try:
+        return _ask_or_read(settings, "summary", request)
+    except _NotStored:
+        raise JobcarbonError(_not_stored(ref, request["job_id"])) from None
 
 
 def _add_projection(summary: dict[str, Any], ref: Any) -> None:
@@ -146,7 +161,7 @@ def _ask_or_read(settings: Config, key: str, request: dict[str, Any]) -> dict[st
 
 def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
     """The query on the database, as the caller's real uid."""
-    from slurm_plugin.query import job_list, running, visibility
+    from slurm_plugin.query import arrays, job_list, visibility
     from slurm_plugin.query.job_summary import JobNotFound
     from slurm_plugin.storage import readonly
 
@@ -158,7 +173,7 @@ def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
     )
     try:
         if request["op"] == "show":
-            return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
+            return arrays.show(reader, scope, request)
         return job_list.job_list(reader, scope, job_list.JobFilter.from_request(request))
     except JobNotFound:
         raise _NotStored from None

@@ -88,6 +88,34 @@ _RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated
     footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
 
 
+_MEMBER = """SELECT job_id, cluster, uid, account FROM jobs WHERE {group} = ? AND {member} = ?
+ORDER BY end_s, id"""
+_GROUPS = {"_": ("array_job_id", "array_task_id"), "+": ("het_job_id", "het_job_offset")}
+
+_ARRAY = """SELECT j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
+    j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s, COUNT(p.id) AS nodes,
+    SUM(p.total_j) AS energy_j, SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g,
+    COUNT(f.id) AS footprints
+FROM jobs j JOIN job_parts p ON p.job = j.id
+LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
+WHERE j.array_job_id = ?
+GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
+    j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s
+ORDER BY j.cluster, j.array_task_id, j.restart_count"""
+
+
+def member_runs(reader: Reader, separator: str, group_id: int, index: int) -> list[dict[str, Any]]:
+    """The stored runs of array task `group_id`_`index` ("_") or het component `group_id`+`index` ("+"):
+    job_id (the raw id slurmd gave the prolog), cluster, uid, account; the caller applies visibility."""
+    group, member = _GROUPS[separator]
+    return reader.rows(_MEMBER.format(group=group, member=member), (group_id, index))
+
+
+def array_tasks(reader: Reader, array_job_id: int) -> list[dict[str, Any]]:
+    """Every stored run of an array's tasks with its energy and footprint sums, by cluster and task."""
+    return reader.rows(_ARRAY, (array_job_id,))
+
+
 def job_runs(reader: Reader, job_id: int) -> list[dict[str, Any]]:
     """Every stored run of a Slurm job id (requeues, and other clusters sharing the database), the
     latest last; the caller applies visibility."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from slurm_plugin.query import job_list, job_summary, job_summary_text
+from slurm_plugin.query import arrays, job_list, job_summary, job_summary_text
 from slurm_plugin.query.job_list import JobFilter
 from slurm_plugin.query.visibility import Scope
 from slurm_plugin.storage import readonly
@@ -98,3 +98,59 @@ def test_the_summary_shows_state_exit_code_and_a_safe_name(reader: readonly.Read
     task = job_summary_text.render(job_summary.job_summary(reader, EVERYTHING, 304))
     assert "  array       task 1 of array 300" in task
     assert "slurm" not in job_summary.job_summary(reader, EVERYTHING, 305)
+
+
+ARRAY = [
+    Job(300, slurm=facts(array_job_id=300, array_task_id=0), start=DAY + 10 * HOUR),
+    Job(308, slurm=facts(array_job_id=300, array_task_id=1), start=DAY + 10 * HOUR, cpu_w=90.0),
+    Job(
+        309,
+        slurm=facts(array_job_id=300, array_task_id=2, state="FAILED", exit_code=1),
+        start=DAY + 11 * HOUR,
+    ),
+    Job(310, slurm=facts(het_job_id=310, het_job_offset=0), start=DAY + 12 * HOUR),
+    Job(311, slurm=facts(het_job_id=310, het_job_offset=1), start=DAY + 12 * HOUR, uid=1001, user="bob"),
+]
+
+
+@pytest.fixture
+def array_reader(db_url: str) -> Iterator[readonly.Reader]:
+    opened = readonly.Reader.open(jobdb.fill(db_url, ARRAY))
+    yield opened
+    opened.close()
+
+
+def test_an_array_id_shows_the_arrays_summary(array_reader: readonly.Reader) -> None:
+    document = arrays.show(array_reader, EVERYTHING, {"job_id": 300, "cluster": None})
+    jsonschema.validate(document, json.loads((SCHEMAS / "array_summary_schema.json").read_text()))
+    assert [(t["task_id"], t["job_id"], t["state"]) for t in document["tasks"]] == [
+        (0, 300, "COMPLETED"),
+        (1, 308, "COMPLETED"),
+        (2, 309, "FAILED"),
+    ]
+    assert document["states"] == {"COMPLETED": 2, "FAILED": 1}
+    assert document["totals"]["energy_j"] == pytest.approx(sum(t["energy_j"] for t in document["tasks"]))
+    assert document["totals"]["co2e_g"] == pytest.approx(sum(t["co2e_g"] for t in document["tasks"]))
+    assert document["tasks"][1]["energy_j"] < document["tasks"][0]["energy_j"]  # half the CPU power
+    assert document["most_energy"]["task_id"] in (0, 2)
+    text = arrays.text(document).splitlines()
+    assert text[0] == "array 300 on cluster hpc: 3 tasks (2 COMPLETED, 1 FAILED)"
+    assert text[-1].startswith("total: ")
+
+
+def test_array_tasks_and_het_components_resolve_from_the_records(array_reader: readonly.Reader) -> None:
+    def shown(job_id: int, separator: str, index: int, scope: Scope = EVERYTHING) -> int:
+        request = {"job_id": job_id, "cluster": None, "member": {"separator": separator, "index": index}}
+        return arrays.show(array_reader, scope, request)["job_id"]
+
+    assert shown(300, "_", 2) == 309
+    assert shown(310, "+", 1) == 311
+    with pytest.raises(job_summary.JobNotFound):
+        shown(300, "_", 7)
+    with pytest.raises(job_summary.JobNotFound):  # not bob's to see: the same answer as none
+        shown(300, "_", 1, Scope(False, 1001))
+    assert shown(310, "+", 1, Scope(False, 1001)) == 311
+    with pytest.raises(QueryError, match="member must be"):
+        shown(300, "-", 1)
+    with pytest.raises(job_summary.JobNotFound):  # bob sees no task of the array
+        arrays.show(array_reader, Scope(False, 1001), {"job_id": 300, "cluster": None})
