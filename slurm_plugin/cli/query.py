@@ -53,14 +53,17 @@ def _stored_summary(settings: Config, ref: Any, cluster: str | None) -> dict[str
 
 
 def _add_projection(summary: dict[str, Any], ref: Any) -> None:
-    """A running job's projection to its time limit, which only Slurm knows (sacct, as the caller)."""
+    """A running job's projection to its time limit: as the node's agent had it from scontrol, else from
+    Slurm's accounting (sacct, as the caller)."""
     from slurm_plugin.query import running, slurm_ids
 
-    try:
-        found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
-    except slurm_ids.JobIdError:
-        found = None
-    limit = found.time_limit_s if found else None
+    limit = (summary.get("slurm") or {}).get("time_limit_s")
+    if limit is None:
+        try:
+            found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
+        except slurm_ids.JobIdError:
+            found = None
+        limit = found.time_limit_s if found else None
     summary.setdefault("progress", {})["projection"] = running.project(summary, limit)
 
 

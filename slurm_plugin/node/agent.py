@@ -49,6 +49,7 @@ class Agent:
         self._delivery_pid: int | None = None
         self._delivery_due = False
         self._writers: list[threading.Thread] = []
+        self._facts: dict[str, dict[str, Any]] = {}  # running jobs' scontrol facts, by key
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -119,12 +120,20 @@ class Agent:
         for key, tracker in list(self.sampler.jobs.items()):
             try:
                 samples = journal.read(tracker.journal.path)
-                document = record.build(samples, now, [], running=True)
+                slurm = jobfacts.combine(None, self._running_facts(key, tracker.info), tracker.info.job_gpus)
+                document = record.build(samples, now, [], running=True, slurm=slurm)
                 outbox.write(self.config.paths.outbox, document, fsync=False)
             except Exception as exc:  # a snapshot is a convenience: never stop sampling for it
                 self.log("warning", f"job {key}: no running snapshot: {type(exc).__name__}: {exc}")
                 continue
             self._delivery_due = True
+
+    def _running_facts(self, key: str, job: jobenv.JobInfo) -> dict[str, Any]:
+        """A running job's limits and ids from scontrol, asked once (the projection's time limit)."""
+        wait_s = min(self.config.sampler.slurm_query_s, 2.0)
+        if key not in self._facts and wait_s > 0:
+            self._facts[key] = jobfacts.query(job, wait_s, final=False)
+        return self._facts.get(key, {})
 
     def _deliver(self) -> None:
         """Start one detached deliverer for records written since the last one started; reap it."""
@@ -231,6 +240,7 @@ class Agent:
         record while sampling goes on."""
         job = self.sampler.jobs[key].info
         self.sampler.remove(key)
+        self._facts.pop(key, None)
         lock = self.job_locks.pop(key, None)
         if self.config.sampler.slurm_query_s <= 0:
             self._write_record(key, job, lock)
@@ -244,8 +254,8 @@ class Agent:
         try:
             end_s = self.spool.stop_time(key) or time.time()
             left = self.spool.end_facts(key)
-            wait_s, conf = self.config.sampler.slurm_query_s, left.get("slurm_conf")
-            queried = jobfacts.query(job.job_id, job.user, job.uid, wait_s, conf) if wait_s > 0 else {}
+            wait_s = self.config.sampler.slurm_query_s
+            queried = jobfacts.query(job, wait_s) if wait_s > 0 else {}
             slurm = jobfacts.combine(left.get("exit"), queried, job.job_gpus)
             path = finalize(self.spool, key, end_s, [], self.config.paths.outbox, slurm)
         except Exception as exc:

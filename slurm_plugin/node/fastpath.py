@@ -49,8 +49,8 @@ FORWARDED = (
     "SLURM_JOB_CPUS_PER_NODE",
     "SLURM_JOB_GPUS",
     "CUDA_VISIBLE_DEVICES",
-    "SLURM_JOB_EXIT_CODE2",  # and these two, what `jobfacts.end_facts` reads
     "SLURM_CONF",
+    "SLURM_JOB_EXIT_CODE2",  # what `jobfacts.end_facts` reads
 )
 
 

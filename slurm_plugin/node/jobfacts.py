@@ -12,16 +12,16 @@ follow the name is not trusted at all.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.times import iso_z
 
 EXIT_CODE2 = "SLURM_JOB_EXIT_CODE2"
-ENV_NAMES = (EXIT_CODE2, "SLURM_CONF")  # what the epilog forwards besides the identity (fastpath.FORWARDED)
+ENV_NAMES = (EXIT_CODE2,)  # what the epilog forwards besides the identity (fastpath.FORWARDED)
 EXIT = re.compile(r"(\d{1,3}):(\d{1,3})")
 # Slurm's base job states (slurm.h job_states); COMPLETING is a flag printed while epilogs run.
 FINAL_STATES = frozenset(
@@ -82,11 +82,8 @@ def exit_status(env: Mapping[str, str]) -> dict[str, int] | None:
 
 
 def end_facts(env: Mapping[str, str]) -> dict[str, Any]:
-    """What the epilog passes on for the record: its exit status and the slurm.conf that scontrol must
-    read (slurmd sets SLURM_CONF; a job cannot)."""
-    conf = env.get("SLURM_CONF") or ""
-    good_conf = os.path.isabs(conf) and len(conf) < 4096 and conf.isprintable()
-    return {"exit": exit_status(env), "slurm_conf": conf if good_conf else None}
+    """What the epilog passes on for the record, beside the job's identity: its exit status."""
+    return {"exit": exit_status(env)}
 
 
 def gpu_count(job_gpus: str | None) -> int | None:
@@ -94,18 +91,18 @@ def gpu_count(job_gpus: str | None) -> int | None:
     return len(job_gpus.split(",")) if job_gpus else None
 
 
-def query(job_id: int, user: str, uid: int, wait_s: float, conf: str | None = None) -> dict[str, Any]:
-    """Slurm's facts for a job, waiting up to `wait_s` for its final state; {} when scontrol is missing,
-    slow or says nothing usable."""
+def query(job: JobInfo, wait_s: float, final: bool = True) -> dict[str, Any]:
+    """Slurm's facts for a job, waiting up to `wait_s` for its final state (`final`; else the first
+    answer: a running job's limits); {} when scontrol is missing, slow or says nothing usable."""
     deadline = time.monotonic() + wait_s
     facts: dict[str, Any] = {}
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return facts
-        text = _scontrol(job_id, remaining, conf)
-        facts = parse_show_job(text, job_id, user, uid) if text else facts
-        if facts.get("state") in FINAL_STATES or not text:
+        text = _scontrol(job.job_id, remaining, job.slurm_conf)
+        facts = parse_show_job(text, job.job_id, job.user, job.uid) if text else facts
+        if facts.get("state") in FINAL_STATES or not text or not final:
             return facts
         time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
 

@@ -123,6 +123,12 @@ def _task(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _energy_unit(largest_j: float) -> tuple[str, float]:
+    """One unit for a column of energies, chosen by its largest value: J, Wh or kWh."""
+    units = (("kWh", 3.6e6), ("Wh", 3600.0))
+    return next(((unit, per) for unit, per in units if largest_j >= per), ("J", 1.0))
+
+
 def _total(tasks: list[dict[str, Any]], key: str) -> float:
     return round(sum(task[key] for task in tasks), 4)
 
@@ -131,9 +137,9 @@ def text(document: dict[str, Any]) -> str:
     """`jobcarbon <array id>`: one line per task, then the totals."""
     from tabulate import tabulate
 
-    from slurm_plugin.accounting.footprint import J_PER_KWH
     from slurm_plugin.query.job_summary_text import duration
 
+    unit, per = _energy_unit(max(task["energy_j"] for task in document["tasks"]))
     rows = [
         [
             f"{document['array_job_id']}_{task['task_id']}",
@@ -141,22 +147,22 @@ def text(document: dict[str, Any]) -> str:
             task["state"] or "-",
             "-" if task["exit_code"] is None else f"{task['exit_code']}:{task['signal']}",
             duration(task["elapsed_s"]),
-            f"{task['energy_j'] / J_PER_KWH:.4f}",
+            f"{task['energy_j'] / per:.3g}",
             "-" if task["co2e_g"] is None else f"{task['co2e_g']:.2f}",
         ]
         for task in document["tasks"]
     ]
-    headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", "kWh", "CO2e g"]
+    headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", unit, "CO2e g"]
     totals = document["totals"]
     states = ", ".join(f"{count} {state}" for state, count in document["states"].items())
-    co2e = "-" if totals["co2e_g"] is None else f"{totals['co2e_g']:.2f} g CO2e"
+    co2e = "-" if totals["co2e_g"] is None else f"{totals['co2e_g']:.3g} g CO2e"
     most = document["most_energy"]
     head = f"array {document['array_job_id']} on cluster {document['cluster']}: {totals['tasks']} tasks"
     return "\n".join(
         [
             f"{head} ({states})",
             tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
-            f"total: {totals['energy_j'] / J_PER_KWH:.4f} kWh IT, {co2e}, {duration(totals['elapsed_s'])} "
-            f"of task time; most energy: task {most['task_id']} ({most['energy_j'] / J_PER_KWH:.4f} kWh)",
+            f"total: {totals['energy_j'] / per:.3g} {unit} IT, {co2e}, {duration(totals['elapsed_s'])} "
+            f"of task time; most energy: task {most['task_id']} ({most['energy_j'] / per:.3g} {unit})",
         ]
     )

@@ -56,8 +56,11 @@ def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
         _row("partition", s["partition"] or "-"),
         _row("nodes", f"{len(s['nodes'])}: {', '.join(s['nodes'])}"),
         _row("start", local(s["start"], tz)),
-        _row("end", local(s["end"], tz)),
-        _row("elapsed", duration(s["elapsed_s"])),
+        *(
+            [_row("as of", local(s["end"], tz)), _row("so far", duration(s["elapsed_s"]))]
+            if s["state"] == "running"
+            else [_row("end", local(s["end"], tz)), _row("elapsed", duration(s["elapsed_s"]))]
+        ),
     ]
 
 

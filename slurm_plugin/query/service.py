@@ -6,6 +6,7 @@ In `own` visibility mode the database is readable by root only; users' `jobcarbo
 request line, one JSON answer line, then the connection closes:
 
     {"op": "show", "job_id": 123, "cluster": null}  ->  {"ok": true, "summary": {...}}
+    ... "member": {"separator": "_", "index": 4}  (123_4; "+" for 123+1)  ->  the same
     {"op": "jobs", "since_s": ..., "until_s": ..., ...}  ->  {"ok": true, "list": {...}}
     anything refused  ->  {"ok": false, "kind": "not_found" | "not_measured" | "unavailable" | "bad_request",
                            "error": "one line"}

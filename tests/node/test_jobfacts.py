@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slurm_plugin import record
-from slurm_plugin.node import jobfacts
+from slurm_plugin.node import jobenv, jobfacts
 from tests.simnode import SimNode
 
 # Printed by scontrol 22.05 during the epilog of jobs on the test bed (trimmed after TRES's line).
@@ -36,12 +36,25 @@ ARRAY_LINE = (
 )
 
 
+IDENTITY = {
+    "SLURM_JOB_ID": "1",
+    "SLURM_JOB_UID": "1001",
+    "SLURM_JOB_GID": "1001",
+    "SLURM_JOB_USER": "jcalice",
+}
+JOB = jobenv.from_env(IDENTITY)
+
+
 def test_the_epilog_exit_status_is_read_strictly() -> None:
     assert jobfacts.exit_status({"SLURM_JOB_EXIT_CODE2": "3:0"}) == {"exit_code": 3, "signal": 0}
     assert jobfacts.exit_status({"SLURM_JOB_EXIT_CODE2": "0:15"}) == {"exit_code": 0, "signal": 15}
     for odd in ("", "3", "-1:0", "3:0 ", "1234:0"):
         assert jobfacts.exit_status({"SLURM_JOB_EXIT_CODE2": odd}) is None
-    assert jobfacts.end_facts({"SLURM_CONF": "relative/slurm.conf"})["slurm_conf"] is None
+    assert jobenv.from_env({**IDENTITY, "SLURM_CONF": "relative/slurm.conf"}).slurm_conf is None
+    assert (
+        jobenv.from_env({**IDENTITY, "SLURM_CONF": "/etc/slurm/slurm.conf"}).slurm_conf
+        == "/etc/slurm/slurm.conf"
+    )
 
 
 def test_a_failed_job_line_gives_its_name_state_exit_code_and_requests() -> None:
@@ -98,13 +111,13 @@ def test_combine_keeps_slurms_final_word_or_else_the_epilogs_exit_status() -> No
 def test_query_waits_for_the_final_state(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = iter([FAILED_LINE.format(state="COMPLETING"), FAILED_LINE.format(state="FAILED")])
     monkeypatch.setattr(jobfacts, "_scontrol", lambda *args: next(lines))
-    assert jobfacts.query(1, "jcalice", 1001, wait_s=5)["state"] == "FAILED"
+    assert jobfacts.query(JOB, wait_s=5)["state"] == "FAILED"
     monkeypatch.setattr(jobfacts, "_scontrol", lambda *args: FAILED_LINE.format(state="COMPLETING"))
     started = time.monotonic()
-    assert jobfacts.query(1, "jcalice", 1001, wait_s=0.6)["state"] == "COMPLETING"
+    assert jobfacts.query(JOB, wait_s=0.6)["state"] == "COMPLETING"
     assert time.monotonic() - started < 2
     monkeypatch.setattr(jobfacts, "_scontrol", lambda *args: None)  # no scontrol, or no such job
-    assert jobfacts.query(1, "jcalice", 1001, wait_s=5) == {}
+    assert jobfacts.query(JOB, wait_s=5) == {}
 
 
 def test_the_agent_writes_slurms_facts_into_the_record(
