@@ -153,6 +153,15 @@ class Visibility:
 
 
 @dataclass(frozen=True)
+class Advice:
+    """When `jobcarbon <jobid>` advises on a finished job (query/advice.py, docs/querying.md)."""
+
+    cpu_efficiency_below: float = field(default=0.5, metadata=FRACTION)  # CPU time / allocated core time
+    memory_used_below: float = field(default=0.5, metadata=FRACTION)  # memory peak / memory requested
+    min_elapsed_s: float = 300.0  # shorter jobs get no efficiency advice (start-up dominates)
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -167,6 +176,7 @@ class Config:
     embodied: Embodied = field(default_factory=Embodied)
     intensity: Intensity = field(default_factory=Intensity)
     visibility: Visibility = field(default_factory=Visibility)
+    advice: Advice = field(default_factory=Advice)
     source: Path | None = field(default=None, compare=False)
 
 

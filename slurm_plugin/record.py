@@ -92,6 +92,7 @@ def build(
     rows: list[list[float | None]] = []
     covered = 0.0
     cpus: list[int] = []
+    use = _Use()
     for entry in journal.intervals:
         cpus = entry.get("cpuset", cpus)
         raw0, raw1 = float(entry["t0"]), float(entry["t1"])
@@ -107,16 +108,49 @@ def build(
             gpu_j = (gpu_j or 0.0) + (joules or 0.0)
         if entry.get("cpu") is not None:
             covered += t1 - t0
+        use.add(entry, t1 - t0, inside, cpu_j)
         rows.append([round(t0 - start_s, 3), round(t1 - start_s, 3), *map(_j, (cpu_j, dram_j, gpu_j))])
     reasons = list(partial_reasons) + (["journal has a torn or corrupt line"] if journal.torn else [])
     reasons += [f"sampler restarted at {_iso(float(r['t']))}: {r.get('reason', '')}" for r in journal.resumes]
-    document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons)
+    document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons, use)
     if running:
         document["status"] = "running"
     document["allocated_cpus"] = {"count": len(cpus), "list": _cpulist(cpus)}
     if slurm is not None:
         document["slurm"] = slurm
     return document
+
+
+class _Use:
+    """What the job did with what it held, from the cgroup readings of the journal (docs/record.md,
+    `efficiency`): CPU time against allocated core-seconds, the memory peak, and the CPU energy of the
+    cores it left idle."""
+
+    def __init__(self) -> None:
+        self.cpu_s = self.core_s = self.idle_cpu_j = 0.0
+        self.mem_peak_b = 0
+
+    def add(self, entry: dict[str, Any], seconds: float, inside: float, cpu_j: float | None) -> None:
+        cores, used = entry.get("cpus"), entry.get("cpu_s")
+        if not (type(cores) is int and cores > 0 and isinstance(used, int | float)) or seconds <= 0:
+            return  # no cgroup reading for this interval
+        used_s = min(used * inside, cores * seconds)
+        self.cpu_s += used_s
+        self.core_s += cores * seconds
+        self.idle_cpu_j += (cpu_j or 0.0) * (1 - used_s / (cores * seconds))
+        mem = entry.get("mem_b")
+        self.mem_peak_b = max(self.mem_peak_b, mem if type(mem) is int and mem > 0 else 0)
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.core_s <= 0:
+            return None
+        return {
+            "cpu_time_s": round(self.cpu_s, 3),
+            "core_s": round(self.core_s, 3),
+            "cpu_efficiency": round(self.cpu_s / self.core_s, 4),
+            "mem_peak_bytes": self.mem_peak_b,
+            "idle_cpu_j": round(self.idle_cpu_j, 3),
+        }
 
 
 def _cpulist(cpus: list[int]) -> str:
@@ -144,6 +178,7 @@ def _document(
     dram: _Component,
     gpus: dict[str, _Component],
     reasons: list[str],
+    use: _Use,
 ) -> dict[str, Any]:
     header = journal.header
     job = header["job"]
@@ -167,6 +202,7 @@ def _document(
         "elapsed_s": round(wall, 3),
         "gpus": header.get("gpus", []),
         "energy": {**energy, "total_joules": round(total, 3)},
+        "efficiency": use.summary(),  # before the timeline: readers find it without parsing that
         "timeline": {
             "origin": _iso(start_s),
             "columns": ["start_s", "end_s", "cpu_j", "dram_j", "gpu_j"],
@@ -216,6 +252,10 @@ def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> d
             _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
             _check(record, f"energy.{component}.method", METHODS.__contains__, f"one of {sorted(METHODS)}")
     _check_rows(record["timeline"]["rows"])
+    if record.get("efficiency") is not None:  # records of earlier releases have none
+        for field in ("cpu_time_s", "core_s", "idle_cpu_j", "mem_peak_bytes"):
+            _check(record, f"efficiency.{field}", _amount, "a number >= 0")
+        _check(record, "efficiency.cpu_efficiency", lambda v: _amount(v) and v <= 1, "a number from 0 to 1")
     if "slurm" in record:  # records of earlier releases have no `slurm` block
         for field, (valid, expected) in SLURM_FIELDS.items():
             _check(record, f"slurm.{field}", _or_null(valid), f"{expected} or null")

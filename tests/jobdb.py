@@ -64,6 +64,8 @@ class Job:
     restart_count: int = 0
     cluster: str = "hpc"
     slurm: dict[str, Any] | None = None  # the record's `slurm` block (node/jobfacts.py)
+    cpu_used: float | None = None  # the share of its 4 cores the job kept busy (cgroup readings)
+    mem_b: int = 0
 
     def record(self) -> dict[str, Any]:
         job = {
@@ -94,6 +96,8 @@ class Job:
         load = 0.6 + 0.4 * math.sin(i / max(self.rows, 1) * 2 * math.pi) ** 2  # a busy middle
         t0 = self.start + i * self.step_s
         entry: dict[str, Any] = {"type": "interval", "t0": t0, "t1": t0 + self.step_s, "cpuset": [0, 1, 2, 3]}
+        if self.cpu_used is not None:
+            entry.update(cpu_s=self.cpu_used * 4 * self.step_s, cpus=4, mem_b=self.mem_b)
         if self.cpu_w:
             entry["cpu"] = [round(self.cpu_w * load * self.step_s, 3), self.cpu_method]
             entry["dram"] = [round(self.dram_w * self.step_s, 3), self.dram_method]

@@ -112,7 +112,7 @@ def test_a_template_with_every_line_commented_out_means_defaults() -> None:
 def test_unknown_top_level_key_lists_the_known_ones() -> None:
     message = error("cluster: hpc\nsampling:\n  interval_s: 5\n")
     assert message.startswith(
-        f"{SOURCE}:2: sampling: unknown key (expected one of: accounting, cgroup, cluster, "
+        f"{SOURCE}:2: sampling: unknown key (expected one of: accounting, advice, cgroup, cluster, "
     )
     assert "source" not in message
 

@@ -303,3 +303,17 @@ def test_an_agent_of_the_previous_release_still_writes_through_record() -> None:
     from slurm_plugin import outbox
 
     assert (record.write, record.RUNNING_DIR) == (outbox.write, outbox.RUNNING_DIR)
+
+
+def test_efficiency_is_cpu_time_over_allocated_core_seconds_and_idle_cores_energy() -> None:
+    efficiency = record.build(journal(), END, [])["efficiency"]
+    # three whole 10 s intervals of 9.5 CPU-s on 5 cores, and 10 of the last 15 s (9.5 × 2/3 CPU-s)
+    used = 9.5 * 3 + 9.5 * 10 / 15
+    assert efficiency["cpu_time_s"] == pytest.approx(used, abs=1e-3)
+    assert efficiency["core_s"] == 200
+    assert efficiency["cpu_efficiency"] == pytest.approx(used / 200, abs=1e-4)
+    # each interval's CPU energy times its idle share; the interval without a CPU reading adds nothing
+    idle = 100 * 0.81 + 120 * 0.81 + 80 * 10 / 15 * (1 - 9.5 * 10 / 15 / 50)
+    assert efficiency["idle_cpu_j"] == pytest.approx(idle, abs=1e-3)
+    assert efficiency["mem_peak_bytes"] == 8589934592
+    assert record.build(Journal({"job": JOB, "start": START}), END, [])["efficiency"] is None

@@ -21,7 +21,7 @@ DEFAULT_WINDOW = dt.timedelta(days=7)
 
 
 def show(args: argparse.Namespace, settings: Config) -> int:
-    from slurm_plugin.query import arrays, job_summary_text, slurm_ids
+    from slurm_plugin.query import advice, arrays, job_summary_text, slurm_ids
 
     ref = slurm_ids.parse(args.job)
     summary = _stored_summary(settings, ref, args.cluster)
@@ -30,6 +30,9 @@ def show(args: argparse.Namespace, settings: Config) -> int:
         return 0
     if summary["state"] == "running":
         _add_projection(summary, ref)
+    found = advice.notes(summary, settings.advice)
+    if found:
+        summary["advice"] = found
     # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
     result = output.Result(summary, table=lambda: job_summary_text.render(summary, _timezone(settings)))
     output.emit(result, args.format)

@@ -148,7 +148,7 @@ def text(document: dict[str, Any]) -> str:
             "-" if task["exit_code"] is None else f"{task['exit_code']}:{task['signal']}",
             duration(task["elapsed_s"]),
             f"{task['energy_j'] / per:.3g}",
-            "-" if task["co2e_g"] is None else f"{task['co2e_g']:.2f}",
+            "-" if task["co2e_g"] is None else f"{task['co2e_g']:.3g}",
         ]
         for task in document["tasks"]
     ]

@@ -19,11 +19,30 @@ BARS = "▁▂▃▄▅▆▇█"
 def render(summary: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
     """The summary as a user reads it; times in `tz` (accounting.timezone)."""
     lines = [*_header(summary, tz), "", *_energy_lines(summary), "", *_carbon_lines(summary, tz)]
+    if summary.get("efficiency"):
+        lines += ["", *_efficiency_lines(summary["efficiency"])]
+    if summary.get("advice"):
+        lines += ["", "advice", *(f"  - {note}" for note in summary["advice"])]
     if summary["estimates"]:
         lines += ["", *(f"* estimate: {e}" for e in summary["estimates"])]
     if summary["state"] == "running":
         lines += ["", *_progress_lines(summary)]
     return "\n".join(lines)
+
+
+def _efficiency_lines(use: dict[str, Any]) -> list[str]:
+    """What the job did with what it held: CPU efficiency, idle cores' energy, memory peak."""
+    used, held = duration(use["cpu_time_s"]), duration(use["core_s"])
+    cores = f"{use['cpu_efficiency']:.0%} ({used} CPU of {held} core time)"
+    idle = joules(use["idle_cpu_j"])
+    if use.get("idle_cpu_co2e_g") is not None:
+        idle += f", {use['idle_cpu_co2e_g']:.2g} g CO2e"
+    memory = f"{use['mem_peak_bytes'] / 2**30:.3g} GiB peak"
+    if use.get("mem_requested_bytes"):
+        memory += (
+            f" of {use['mem_requested_bytes'] / 2**30:.3g} GiB requested ({use['mem_used_fraction']:.0%})"
+        )
+    return ["efficiency", _row("CPU", cores), _row("idle cores", idle), _row("memory", memory)]
 
 
 def _progress_lines(s: dict[str, Any]) -> list[str]:

@@ -21,6 +21,8 @@ from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
 _ENERGY_KEY = b'"energy":'
+_EFFICIENCY_KEY = b'"efficiency":'
+_TIMELINE_KEY = b'"timeline":'
 _DECODER = json.JSONDecoder()
 
 
@@ -149,44 +151,45 @@ def _part(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     part["footprint"] = json.loads(found[0]["fields_json"]) if found else None
     timeline = reader.rows("SELECT columns_f64 FROM timeline WHERE part_id = ?", (row["id"],))
     part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
-    part["gpu_devices"] = _gpu_devices(reader, row["id"]) if part["gpus"] or part["gpu_j"] else {}
+    found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (row["id"],))
+    blob = found[0]["record_zlib"] if found else b""
+    energy = _record_object(blob, _ENERGY_KEY) if part["gpus"] or part["gpu_j"] else None
+    part["gpu_devices"] = ((energy or {}).get("gpu") or {}).get("devices") or {}
+    part["efficiency"] = _record_object(blob, _EFFICIENCY_KEY, _TIMELINE_KEY) if blob else None
     return part
 
 
-def _gpu_devices(reader: Reader, part_id: int) -> dict[str, Any]:
-    """Per-GPU energy is only in the stored record (energy.gpu.devices); read it when there are GPUs."""
-    found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (part_id,))
-    energy = _record_energy(found[0]["record_zlib"]) if found else None
-    return ((energy or {}).get("gpu") or {}).get("devices") or {}
+def _record_object(blob: bytes, key: bytes, absent_after: bytes | None = None) -> dict[str, Any] | None:
+    """The record's object under `key` (per-GPU energy, efficiency: only in the stored record),
+    inflating and parsing only as far as it.
 
-
-def _record_energy(blob: bytes) -> dict[str, Any] | None:
-    """The record's `energy` object, inflating and parsing only as far as it.
-
-    A record's timeline follows its energy (record.py writes it so, and sorted keys put "energy"
-    before "timeline"), and a day at 10 s is most of a 600 kB document: parsing it all cost 15 ms a
-    node. Any surprise (key not found, object not whole) falls back to parsing everything.
+    A record's timeline follows its energy and efficiency (record.py writes it so, and sorted keys put
+    both before "timeline"), and a day at 10 s is most of a 600 kB document: parsing it all cost 15 ms
+    a node. A key not found before `absent_after` is taken as absent (efficiency, which records of earlier
+    releases lack, comes before the timeline); any other surprise (key not found, object not whole) falls
+    back to parsing everything.
     """
     inflater, data, pending = zlib.decompressobj(), b"", blob
     try:
         while pending:
             data += inflater.decompress(pending, 1 << 16)
             pending = inflater.unconsumed_tail
-            at = data.find(_ENERGY_KEY)
+            at = data.find(key)
             if at < 0:
+                if absent_after is not None and absent_after in data:
+                    return None
                 continue
             try:
-                value, _ = _DECODER.raw_decode(
-                    data[at + len(_ENERGY_KEY) :].decode("utf-8", "replace").lstrip()
-                )
+                value, _ = _DECODER.raw_decode(data[at + len(key) :].decode("utf-8", "replace").lstrip())
             except ValueError:
                 continue  # not all of it inflated yet
-            if isinstance(value, dict):
+            if isinstance(value, dict) or value is None:
                 return value
         whole = json.loads(data + inflater.flush())
     except (zlib.error, ValueError):
         return None
-    return whole.get("energy") if isinstance(whole, dict) else None
+    found = whole.get(key.decode().strip('":')) if isinstance(whole, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 # --- many jobs --------------------------------------------------------------------------------------
