@@ -1,13 +1,15 @@
 """`jobcarbon report --month` over a million jobs in 200 accounts: wall time and peak memory.
 
-`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200]
-[--by account] [--format csv]`. Builds (once, cached under /tmp) an SQLite database at the current schema
-with that many finished jobs, one part, one current footprint and its monthly figures each, written
-directly with executemany; 5% of the jobs have a GPU and 2% cross into the next month. Every job is in
-the reported month (the worst case). For PostgreSQL it is copied (once, kept in a schema of the loopback
-test server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole
-`jobcarbon report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the
-children). Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice SQLite's time.
+`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200] [--by
+account] [--format csv] [--month 2026-01] [--top 0]`. Builds (once, cached under /tmp) an SQLite
+database at the current schema with that many finished jobs, one part, one current footprint and its
+monthly figures each, written directly with executemany; 5% of the jobs have a GPU and 2% cross into the
+next month. Every job is in the reported month (the worst case). For PostgreSQL it is copied (once, kept
+in a schema of the loopback test server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then
+ANALYZEd. Then runs the whole `jobcarbon report` process, as an admin would, and reports its wall time
+and peak RSS (getrusage of the children). Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice
+SQLite's time. A range of months (`--month 2026-01..2026-12`) reads the same rows; `--top N` adds the
+ranking query.
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--by", default="account")
     parser.add_argument("--format", default="csv")
+    parser.add_argument("--month", default=MONTH, help="a month, range or list (report --month)")
+    parser.add_argument("--top", default="0", help="--top N: the largest jobs and users per group and month")
     args = parser.parse_args(argv)
     database = cached(args.jobs, args.accounts)
     url, password_file = f"sqlite:///{database}", None
@@ -197,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         str(config),
         "report",
         "--month",
-        MONTH,
+        args.month,
         "--by",
         args.by,
         "--format",
         args.format,
+        "--top",
+        args.top,
     ]
     began = time.monotonic()
     done = subprocess.run(command, capture_output=True, check=False)
@@ -217,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "accounts": args.accounts,
         "by": args.by,
         "format": args.format,
+        "month": args.month,
+        "top": args.top,
         "wall_s": round(wall_s, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "output_lines": lines,

@@ -17,9 +17,9 @@ import yaml
 
 from slurm_plugin import yamlschema
 from slurm_plugin.config_location import ENV_VAR, ConfigError, config_path
-from slurm_plugin.yamlschema import FRACTION, POSITIVE
+from slurm_plugin.yamlschema import FRACTION, NON_NEGATIVE, POSITIVE
 
-__all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse"]
+__all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse", "site_timezone"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,19 @@ class PueRule:
 
 
 @dataclass(frozen=True)
+class MarketFactor:
+    """A contractual emission factor (the supplier's mix, or certificates: EAC, PPA) for reports'
+    market-based scope 2 figure: one cluster's (or every cluster's) months whose first day is in
+    [start, end)."""
+
+    g_co2e_per_kwh: float = field(metadata=NON_NEGATIVE)
+    instrument: str  # what it is, for the report: "supplier mix 2026, Stadtwerke X"
+    cluster: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+
+@dataclass(frozen=True)
 class Accounting:
     zone: str | None = None  # grid zone of the site, Electricity Maps codes: "DE", "DK-DK1", "GB"
     country: str | None = None  # ISO 3166 alpha-3 for the country yearly average: "DEU"
@@ -101,6 +114,7 @@ class Accounting:
     pue: float = field(default=1.0, metadata=POSITIVE)
     pue_rules: tuple[PueRule, ...] = ()
     timezone: str = "UTC"
+    market_factors: tuple[MarketFactor, ...] = ()  # reports' market-based scope 2; none: not reported
 
 
 @dataclass(frozen=True)
@@ -210,3 +224,20 @@ def parse(text: str, source: Path) -> Config:
     except yamlschema.SchemaError as exc:
         raise ConfigError(str(exc)) from None
     return dataclasses.replace(built, source=source)
+
+
+def site_timezone(settings: Config) -> dt.tzinfo:
+    """`accounting.timezone` as a tzinfo; ConfigError naming the file and the field when unknown.
+
+    Checked where local time is used (tables, months, doctor), not at load: the hooks never need it.
+    """
+    name = settings.accounting.timezone
+    if name == "UTC":
+        return dt.UTC
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        where = f"{settings.source}: " if settings.source else ""
+        raise ConfigError(f"{where}accounting.timezone {name!r} is not a known time zone") from None

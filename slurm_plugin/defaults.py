@@ -7,3 +7,5 @@ CONFIG_ENV = "JOBCARBON_CONFIG"
 DEFAULT_CONFIG = "/etc/jobcarbon/config.yaml"
 RUNDIR_ENV = "JOBCARBON_RUNDIR"
 DEFAULT_RUNDIR = "/run/jobcarbon"
+HOOK_LOG_ENV = "JOBCARBON_HOOK_LOG"
+DEFAULT_HOOK_LOG = "/var/log/jobcarbon/hooks.log"  # also where a log line goes when no system log exists

@@ -8,6 +8,7 @@ samples; the outbox it travels through is `slurm_plugin.outbox`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import operator
@@ -230,6 +231,13 @@ def _gpu_total(devices: dict[str, Any]) -> dict[str, Any] | None:
             merged.add([joules, method])
     total = merged.summary()
     return {**total, "devices": devices} if total else None
+
+
+def digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the record's content, whatever its file's layout: two deliveries of one part with the
+    same digest are one record delivered twice; a different digest is a conflict."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode(errors="surrogatepass")).hexdigest()
 
 
 # --- checking a record read back -----------------------------------------------------------------

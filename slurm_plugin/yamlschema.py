@@ -2,7 +2,7 @@
 
 Supported field types: bool, int, float, str, absolute Path, date, Literal[...], unions with None,
 nested dataclasses and tuple[Dataclass, ...]. Ranges come from field metadata (`POSITIVE`,
-`FRACTION`), so the schema is the dataclass itself.
+`NON_NEGATIVE`, `FRACTION`), so the schema is the dataclass itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import yaml
 
 POSITIVE = {"range": "positive"}
 FRACTION = {"range": "fraction"}
+NON_NEGATIVE = {"range": "non-negative"}
 NULL_TAG = "tag:yaml.org,2002:null"
 _SCALARS = yaml.constructor.SafeConstructor()
 
@@ -113,6 +114,8 @@ def _check_range(value: Any, field: dataclasses.Field, node: yaml.Node, key: str
         return value
     if kind == "positive" and not value > 0:
         raise fail(source, node, key, f"must be greater than 0, got {value}")
+    if kind == "non-negative" and not value >= 0:
+        raise fail(source, node, key, f"must be 0 or more, got {value}")
     if kind == "fraction" and not 0 <= value <= 1:
         raise fail(source, node, key, f"must be between 0 and 1, got {value}")
     return value

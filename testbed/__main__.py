@@ -60,6 +60,7 @@ def choose_hooks(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
         return (None, None) if args.no_hooks else (args.prolog, args.epilog)
     hardware = SimulatedHardware(args.scratch)
     hardware.start()
+    hardware.clear_job_files()
     config = hardware.write_jobcarbon_config(Cluster(scratch=args.scratch).jobcarbon_config)
     print(f"simulated RAPL and 4 fake GPUs running; jobcarbon config: {config}")
     return install_hooks(args.scratch, sys.executable, config, pythonpath=str(REPO_ROOT))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,11 @@ class SimulatedHardware:
         return self.scratch / "jobcarbon.db"
 
     @property
+    def spool(self) -> Path:
+        """jobcarbon's private spool: apart from Slurm's SlurmdSpoolDir, as install.md asks."""
+        return self.scratch / "jobcarbon-spool"
+
+    @property
     def database_url(self) -> str:
         return f"sqlite:///{self.database}"
 
@@ -99,6 +105,12 @@ class SimulatedHardware:
             pass
         self.pid_file.unlink(missing_ok=True)
 
+    def clear_job_files(self) -> None:
+        """Remove jobcarbon's spool, outbox and quarantine: job ids restart at 1 with each cluster, so
+        an earlier run's journals and records would collide with the new jobs'."""
+        for leftover in (self.spool, self.scratch / "outbox", self.scratch / "quarantine"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
     def create_database(self) -> None:
         """An empty accounting database: the agent delivers each record into it after the job."""
         from slurm_plugin.storage import Store
@@ -119,7 +131,7 @@ class SimulatedHardware:
         database in the scratch directory (used once `create_database` made it), grid zone DE."""
         path.write_text(
             "cluster: testbed\n"
-            f"paths:\n  sysfs: {self.sysfs}\n  spool: {self.scratch / 'spool'}\n"
+            f"paths:\n  sysfs: {self.sysfs}\n  spool: {self.spool}\n"
             f"  outbox: {self.scratch / 'outbox'}\n  log_file: {self.scratch / 'jobcarbon.log'}\n"
             f"  quarantine: {self.scratch / 'quarantine'}\n"
             f"sampler:\n  interval_s: {interval_s}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -167,10 +168,25 @@ def test_wrong_types_name_file_line_and_key(text: str, expected: str) -> None:
             "cpu:\n  idle_fraction_of_tdp: -0.1\n",
             ":2: cpu.idle_fraction_of_tdp: must be between 0 and 1, got -0.1",
         ),
+        (
+            "accounting:\n  market_factors:\n    - {g_co2e_per_kwh: -1, instrument: x}\n",
+            ":3: accounting.market_factors[0].g_co2e_per_kwh: must be 0 or more, got -1.0",
+        ),
     ],
 )
 def test_out_of_range_values(text: str, expected: str) -> None:
     assert error(text) == f"{SOURCE}{expected}"
+
+
+def test_market_factors_per_cluster_and_period() -> None:
+    text = (
+        "accounting:\n  market_factors:\n"
+        "    - {g_co2e_per_kwh: 0, instrument: PPA wind, cluster: hpc, start: 2026-07-01, end: 2027-07-01}\n"
+        "    - {g_co2e_per_kwh: 320, instrument: supplier mix}\n"
+    )
+    ppa, supplier = config.parse(text, SOURCE).accounting.market_factors
+    assert ppa == config.MarketFactor(0.0, "PPA wind", "hpc", dt.date(2026, 7, 1), dt.date(2027, 7, 1))
+    assert supplier == config.MarketFactor(320.0, "supplier mix")
 
 
 @pytest.mark.parametrize("fraction", ["0", "1", "0.0", "1.0"])

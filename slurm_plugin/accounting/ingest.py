@@ -1,9 +1,10 @@
 """Move finished-job records from a node's outbox into the accounting database, each exactly once.
 
 A record leaves the outbox only after its transaction committed (or the database already had it);
-a malformed one goes to quarantine with a `.reason` file beside it; while the database is
-unavailable every record stays where it is for the next run. Several ingesters may share an outbox:
-a file that vanishes under one was taken by another.
+a malformed one goes to quarantine with a `.reason` file beside it, and so does one whose part is
+stored with other content (a conflict), with the stored version beside it where this connection may
+read it; while the database is unavailable every record stays where it is for the next run. Several
+ingesters may share an outbox: a file that vanishes under one was taken by another.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from slurm_plugin import outbox as outbox_files
 from slurm_plugin import record as record_contract
 from slurm_plugin.safefile import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
-from slurm_plugin.storage.store import Account, NewPart, PreparedParts
+from slurm_plugin.storage.store import Account, NewPart, PreparedParts, part_key
 
 Log = Callable[[str, str], None]
 BATCH = 32  # records per transaction when an outbox holds many: one commit (fsync) for them all
@@ -32,6 +33,7 @@ class Outcome(Enum):
 
     STORED = "stored"
     DUPLICATE = "duplicates"
+    CONFLICT = "conflicts"
     QUARANTINED = "quarantined"
     KEPT = "kept"
     GONE = ""  # another ingester took it first
@@ -43,6 +45,7 @@ class IngestResult:
     duplicates: int = 0
     quarantined: int = 0
     kept: int = 0
+    conflicts: int = 0
 
 
 def _silent(level: str, message: str) -> None:
@@ -102,7 +105,7 @@ class Batch:
     """Record files read, checked and made ready to store (`prepare_batch`), for `store_batch`."""
 
     outcomes: list[Outcome]  # the files already dealt with: gone, kept, quarantined
-    ready: list[tuple[Path, bytes]]  # the files to store, in `prepared`'s item order, and their bytes
+    ready: list[tuple[Path, bytes, dict[str, Any]]]  # the files to store, in `prepared`'s order, read
     prepared: PreparedParts
 
 
@@ -129,7 +132,7 @@ def prepare_batch(
     items = [
         (record, data, _guarded(account, path, log) if account else None) for path, data, record in ready
     ]
-    return Batch(outcomes, [(path, data) for path, data, _ in ready], store.prepare_parts(items))
+    return Batch(outcomes, ready, store.prepare_parts(items))
 
 
 def store_batch(
@@ -141,16 +144,37 @@ def store_batch(
         part_ids = store.write_parts(batch.prepared)
     except RecordRejected as exc:
         if len(batch.ready) > 1:
-            retried = [ingest_file(store, path, quarantine, account, log) for path, _ in batch.ready]
+            retried = [ingest_file(store, path, quarantine, account, log) for path, _, _ in batch.ready]
             return batch.outcomes + retried
-        path, data = batch.ready[0]
+        path, data, _ = batch.ready[0]
         reason = f"{path.name}: the database refused it: {exc}"
         return [*batch.outcomes, _quarantine(path, data, quarantine, reason, log)]
     outcomes = list(batch.outcomes)
-    for (path, _), part_id in zip(batch.ready, part_ids, strict=True):
+    for (path, data, record), part_id in zip(batch.ready, part_ids, strict=True):
+        if part_id is None:
+            outcomes.append(_stored_before(store, path, data, record, quarantine, log))
+            continue
         _remove(path, log)
-        outcomes.append(Outcome.STORED if part_id is not None else Outcome.DUPLICATE)
+        outcomes.append(Outcome.STORED)
     return outcomes
+
+
+def _stored_before(
+    store: Store, path: Path, data: bytes, record: dict[str, Any], quarantine: Path, log: Log
+) -> Outcome:
+    """A record whose part (`part_key`) is stored already: the same content is a redelivery, dropped
+    silently; other content is a conflict, quarantined with the stored version and a reason."""
+    stored = store.stored_digest(record)  # StoreUnavailable (a writer not granted it yet) keeps the rest
+    incoming = record_contract.digest(record)
+    if stored is None or stored == incoming:
+        _remove(path, log)
+        return Outcome.DUPLICATE
+    key = ", ".join(f"{name} {value}" for name, value in part_key(record).items())
+    reason = f"{path.name}: conflicts with the stored part ({key}): sha256 {incoming}, stored {stored}"
+    kept = store.stored_record(record)
+    if kept is None:
+        reason += "; the stored version is in the database only (job_parts.record_zlib)"
+    return _quarantine(path, data, quarantine, reason, log, kept, Outcome.CONFLICT)
 
 
 def _read(path: Path, log: Log) -> bytes | Outcome:
@@ -189,20 +213,31 @@ def _guarded(account: Account, path: Path, log: Log) -> Account:
 # --- quarantine ---------------------------------------------------------------------------------
 
 
-def _quarantine(path: Path, data: bytes, quarantine: Path, reason: str, log: Log) -> Outcome:
-    """Move a malformed record aside with `<name>.reason`; an unusable quarantine keeps it."""
+def _quarantine(
+    path: Path,
+    data: bytes,
+    quarantine: Path,
+    reason: str,
+    log: Log,
+    stored: bytes | None = None,
+    outcome: Outcome = Outcome.QUARANTINED,
+) -> Outcome:
+    """Move a record aside with `<name>.reason` (and a conflict's stored version, `<name>.stored.json`);
+    an unusable quarantine keeps it."""
     try:
         ensure_dir(quarantine, 0o750)
         target = _free_name(quarantine, path.name)
         _move(path, target, data)
+        if stored is not None:
+            atomic_write(target.with_name(target.name + ".stored.json"), stored, mode=0o640)
         atomic_write(target.with_name(target.name + ".reason"), f"{reason}\n".encode(), mode=0o640)
     except FileNotFoundError:
         return Outcome.GONE
     except OSError as exc:
-        log("error", f"{path}: malformed ({reason}), kept: cannot quarantine it: {exc}")
+        log("error", f"{path}: kept, cannot quarantine it ({reason}): {exc}")
         return Outcome.KEPT
     log("warning", f"quarantined as {target}: {reason}")
-    return Outcome.QUARANTINED
+    return outcome
 
 
 def _free_name(directory: Path, name: str) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from slurm_plugin.accounting import footprint, months, pue
@@ -196,36 +196,75 @@ def accountant(store: IntensitySource, settings: Accounting) -> Callable[[NewPar
     return lambda new: compute_part_fields(_NewPartStore(window, new), 0, settings)[1]
 
 
+# The part's field that `recompute --by` groups its changes by (the report's groupings).
+CHANGE_GROUPS = {"account": "account", "user": "user", "group": "gid", "partition": "partition"}
+
+
+@dataclass
+class MonthChange:
+    """One month's, cluster's and group's figures before and after a recompute, over the footprints
+    whose figures for that month were replaced."""
+
+    footprints: int = 0
+    co2e_g_before: float = 0.0
+    co2e_g_after: float = 0.0
+    facility_j_before: float = 0.0
+    facility_j_after: float = 0.0
+
+
 @dataclass
 class RecomputeResult:
     checked: int = 0
-    changed: int = 0
+    changed: int = 0  # new footprint versions
+    changes: dict[tuple[str, str, Any], MonthChange] = field(default_factory=dict)  # (month, cluster, group)
 
 
-def recompute(store: FootprintStore, settings: Accounting, since: dt.datetime | None) -> RecomputeResult:
-    """Refresh footprints whose inputs improved; the previous version stays in the history."""
+def recompute(
+    store: FootprintStore, settings: Accounting, since: dt.datetime | None, by: str = "account"
+) -> RecomputeResult:
+    """Refresh footprints whose inputs improved, and monthly figures cut differently; the previous
+    version stays in the history, and `changes` says per month and group what moved."""
     result = RecomputeResult()
     for part_id in store.parts(since):
         result.checked += 1
         fresh = compute_part_fields(store, part_id, settings)[1]
         current = store.footprint(part_id)
+        before = [] if current is None else store.footprint_months(current["footprint_id"])
         if current is None or _differs(current, fresh):
             store.save_footprint(part_id, fresh)
             result.changed += 1
-        elif _months_differ(store, current, fresh):
+        elif _rounded(before) != _rounded(fresh["months"]):  # months missing, or cut in another time zone
             store.replace_footprint_months(current["footprint_id"], fresh["months"])
+        else:
+            continue
+        _add_change(result.changes, store.part(part_id), by, before, fresh["months"])
     return result
+
+
+def _add_change(
+    changes: dict[tuple[str, str, Any], MonthChange],
+    part: dict[str, Any],
+    by: str,
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+) -> None:
+    """Add one part's replaced monthly figures to `changes`."""
+    key = part["cluster"], part[CHANGE_GROUPS[by]]
+    for month in {row["month"] for row in (*before, *after)}:
+        changes.setdefault((month, *key), MonthChange()).footprints += 1
+    for row in before:
+        change = changes[(row["month"], *key)]
+        change.co2e_g_before += row["co2e_g"]
+        change.facility_j_before += row["facility_energy_j"]
+    for row in after:
+        change = changes[(row["month"], *key)]
+        change.co2e_g_after += row["co2e_g"]
+        change.facility_j_after += row["facility_energy_j"]
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     keys = ("co2e_g", "facility_energy_j", "rung", "energy_by_rung_j", "sources", "methodology_version")
     return any(_rounded(old.get(k)) != _rounded(new.get(k)) for k in keys)
-
-
-def _months_differ(store: FootprintStore, current: dict[str, Any], fresh: dict[str, Any]) -> bool:
-    """Months missing (a database from before monthly figures) or cut differently (time zone changed)."""
-    stored = store.footprint_months(current["footprint_id"])
-    return _rounded(stored) != _rounded(fresh["months"])
 
 
 def _rounded(value: Any) -> Any:

@@ -89,6 +89,7 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
     print(
         f"{outbox}: {result.stored} stored, {result.duplicates} duplicates, "
         f"{result.quarantined} quarantined, {result.kept} kept"
+        + (f", {result.conflicts} conflicts" if result.conflicts else "")
         + (f", {running} running-job snapshots" if running else "")
     )
     return 1 if result.kept else 0
@@ -146,10 +147,42 @@ def intensity_show(args: argparse.Namespace, settings: Config) -> int:
 def recompute(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting import join
 
+    if args.by not in join.CHANGE_GROUPS:
+        raise UsageError(f"--by {args.by[:40]!r}: choose one of {', '.join(join.CHANGE_GROUPS)}")
     with _store(settings) as store:
-        result = join.recompute(store, settings.accounting, args.since)
+        result = join.recompute(store, settings.accounting, args.since, args.by)
     print(f"{result.checked} parts checked, {result.changed} footprints updated (previous versions kept)")
+    if result.changes:
+        print(_changes_table(result.changes, args.by))
     return 0
+
+
+def _changes_table(changes: dict, by: str) -> str:
+    """Per month, cluster and group: the footprints whose figures moved, kg CO2e and facility kWh before
+    and after, and the change in percent."""
+    header = (
+        "month",
+        "cluster",
+        by,
+        "footprints",
+        "kg CO2e before",
+        "after",
+        "change",
+        "facility kWh before",
+        "after",
+    )
+    rows: list[tuple] = []
+    for (month, cluster, group), c in sorted(changes.items(), key=lambda item: tuple(map(str, item[0]))):
+        percent = (c.co2e_g_after - c.co2e_g_before) / c.co2e_g_before * 100 if c.co2e_g_before else None
+        rows.append(
+            (
+                month, cluster, "(none)" if group is None else str(group), str(c.footprints),
+                c.co2e_g_before / 1000, c.co2e_g_after / 1000,
+                "new" if percent is None else f"{percent:+.2f}%",
+                c.facility_j_before / 3.6e6, c.facility_j_after / 3.6e6,
+            )
+        )  # fmt: skip
+    return output.table_text(header, rows, floatfmt=".6f")
 
 
 def _point_dict(point: IntensityPoint) -> dict:
@@ -211,6 +244,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     again = commands.add_parser("recompute", help="recompute footprints with the intensity data now stored")
     again.add_argument("--since", type=utc_datetime, help="only parts that ended at or after this UTC date")
+    again.add_argument(
+        "--by", default="account", help="group the changes by account (default), user, group or partition"
+    )
     again.set_defaults(run=recompute)
 
 

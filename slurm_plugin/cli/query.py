@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.cli import output
-from slurm_plugin.config import Config, ConfigError
+from slurm_plugin.config import Config, site_timezone
 from slurm_plugin.errors import JobcarbonError, UsageError
 
 DEFAULT_WINDOW = dt.timedelta(days=7)
@@ -34,7 +34,7 @@ def show(args: argparse.Namespace, settings: Config) -> int:
     if found:
         summary["advice"] = found
     # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
-    result = output.Result(summary, table=lambda: job_summary_text.render(summary, _timezone(settings)))
+    result = output.Result(summary, table=lambda: job_summary_text.render(summary, site_timezone(settings)))
     output.emit(result, args.format)
     return 0
 
@@ -116,7 +116,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         states = tuple(map(state_name, args.state))
     except QueryError as exc:
         raise UsageError(f"-s: {exc}") from None
-    tz = _timezone(settings)
+    tz = site_timezone(settings)
     until = _site_time(args.until, tz) if args.until else dt.datetime.now(dt.UTC)
     since = _site_time(args.since, tz) if args.since else until - DEFAULT_WINDOW
     if since > until:
@@ -137,7 +137,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
     output.emit(
         output.Result(
             document,
-            table=lambda: job_list.table(document, _timezone(settings), wide=args.wide),
+            table=lambda: job_list.table(document, site_timezone(settings), wide=args.wide),
             csv=lambda: job_list.csv_text(document),
         ),
         args.format,
@@ -208,19 +208,8 @@ def _site_time(text: str, tz: dt.tzinfo) -> dt.datetime:
     return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
 
 
-def _timezone(settings: Config) -> dt.tzinfo:
-    name = settings.accounting.timezone
-    if name == "UTC":
-        return dt.UTC
-    import zoneinfo
-
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"accounting.timezone {name!r} is not a known time zone") from None
-
-
 def serve_command(args: argparse.Namespace, settings: Config) -> int:
+    from slurm_plugin.cli import report
     from slurm_plugin.query import service
 
     path = args.socket or settings.visibility.socket
@@ -231,7 +220,7 @@ def serve_command(args: argparse.Namespace, settings: Config) -> int:
         print(f"jobcarbon serve: listening on {where} (visibility {settings.visibility.mode})", flush=True)
 
     try:
-        service.serve(settings, Path(path), ready)
+        service.serve(settings, Path(path), ready, ops={"report": report.answer})
     except OSError as exc:  # the socket's directory is missing, not ours, ...
         raise JobcarbonError(f"{path}: {exc.strerror or exc}") from None
     return 0

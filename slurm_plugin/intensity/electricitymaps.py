@@ -13,11 +13,12 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
+from slurm_plugin.intensity import EmissionFactor, Gas, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 from slurm_plugin.times import iso_z
 
 NAME = "electricitymaps"
+GAS: Gas = "CO2e"  # carbonIntensity is gCO2eq/kWh
 DEFAULT_BASE_URL = "https://api.electricitymaps.com"
 HOUR = timedelta(hours=1)
 DENIED = (401, 403)

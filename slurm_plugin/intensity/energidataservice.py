@@ -15,10 +15,11 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
+from slurm_plugin.intensity import EmissionFactor, Gas, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 
 NAME = "energidataservice"
+GAS: Gas = "CO2"  # CO2Emis: "CO2 emission from electricity consumed"
 DEFAULT_BASE_URL = "https://api.energidataservice.dk"
 ACTUAL, PROGNOSIS = "CO2Emis", "CO2EmisProg"
 FIVE_MINUTES = timedelta(minutes=5)

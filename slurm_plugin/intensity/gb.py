@@ -12,10 +12,11 @@ from typing import Any
 import requests
 
 from slurm_plugin import config
-from slurm_plugin.intensity import EmissionFactor, IntensityPoint, http
+from slurm_plugin.intensity import EmissionFactor, Gas, IntensityPoint, http
 from slurm_plugin.intensity.http import ProviderError, ShapeError
 
 NAME = "gb"
+GAS: Gas = "CO2"  # "CO2 emissions related to electricity generation only" (the API's methodology)
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 MINUTE = timedelta(minutes=1)
 

@@ -5,7 +5,9 @@ requests on a Unix socket, ticks the shared `NodeSampler`, and exits when no job
 that arrive together are served together: one tick for all their starts and stops, the answers, and
 only then the GPU readings and records, which no hook waits for. Its only
 state is the spool, so a killed agent is replaced by the next prolog or epilog and resumes every
-job it finds there; the lost interval is marked in the job's record.
+job it finds there; the lost interval is marked in the job's record. A record the outbox refuses
+(a full disk) is kept and retried with a backoff; its journal, closed by its end line, stays in the
+spool until then, so a successor agent writes the same record.
 """
 
 from __future__ import annotations
@@ -14,25 +16,62 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import selectors
 import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, jobenv, jobfacts
+from slurm_plugin.node import agent_client, jobenv, jobfacts, journal
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, finalize
+from slurm_plugin.node.spool import KEY, Spool, boot_id, final_record, store_record
 from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0
 SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
+ASK_POLL_S = 0.25  # how often a record waiting for Slurm's answer looks for it
 MAX_BATCH = 256  # requests served with one tick; more wait for the next round
+RETRY_FIRST_S = 1.0  # a record the outbox refused is tried again after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 60.0
+LOG_EVERY_S = 60.0  # a record still not written is logged at most this often
+
+
+class _SlurmAnswer(threading.Thread):
+    """How a job ended, as scontrol says once the epilogs are done (node/jobfacts.py), asked off the
+    sampling loop; `facts` is the record's `slurm` block when the thread has ended."""
+
+    def __init__(self, job: jobenv.JobInfo, exit: dict[str, int] | None, wait_s: float):
+        super().__init__(name=f"slurm {job.key}", daemon=True)
+        self.job, self.exit, self.wait_s = job, exit, wait_s
+        self.facts: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        queried = jobfacts.query(self.job, self.wait_s) if self.wait_s > 0 else {}
+        self.facts = jobfacts.combine(self.exit, queried, self.job.job_gpus)
+
+
+@dataclass
+class Unwritten:
+    """A finished job whose record is not in the outbox yet: its journal's last lines if the disk
+    refused them, then its record once built. Kept with the job's lock, so the job is not sampled
+    again, and retried until the outbox takes the record."""
+
+    lock: int
+    end_s: float
+    partial_reasons: list[str]
+    lines: list[bytes]  # journal lines (intervals, the end line) still to write
+    document: dict[str, Any] | None = None
+    asking: _SlurmAnswer | None = None  # Slurm's word on how the job ended, being asked for
+    tries: int = 0
+    next_try: float = 0.0  # time.monotonic()
+    logged: float | None = None
 
 
 class Agent:
@@ -43,12 +82,12 @@ class Agent:
         self.spool = Spool(config.paths.spool, config.sampler.journal_fsync)
         self.sampler = NodeSampler(config, log)
         self.job_locks: dict[str, int] = {}
+        self.unwritten: dict[str, Unwritten] = {}
         self.server: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self._delivery_pid: int | None = None
         self._delivery_due = False
-        self._writers: list[threading.Thread] = []
         self._facts: dict[str, dict[str, Any]] = {}  # running jobs' scontrol facts, by key
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -62,7 +101,8 @@ class Agent:
         snapshots = self.config.sampler.snapshot_interval_s
         next_snapshot = time.monotonic() + snapshots
         while not self.stopping:
-            events = self.selector.select(max(next_tick - time.time(), 0.0))
+            waiting = min((e.next_try for e in self.unwritten.values()), default=math.inf) - time.monotonic()
+            events = self.selector.select(max(min(next_tick - time.time(), waiting), 0.0))
             if events:
                 self._serve()
             if events or time.monotonic() >= next_scan:
@@ -73,8 +113,9 @@ class Agent:
             if snapshots and time.monotonic() >= next_snapshot:
                 self._snapshot()
                 next_snapshot = time.monotonic() + snapshots
+            self._retry_records()
             self._deliver()
-            if not self.sampler.jobs and not self.persistent and self._idle_exit():
+            if not self.sampler.jobs and not self.unwritten and not self.persistent and self._idle_exit():
                 break
         self._close()
 
@@ -114,7 +155,6 @@ class Agent:
     def _snapshot(self) -> None:
         """Publish every running job's figures so far (`jobcarbon <jobid>` on a running job)."""
         from slurm_plugin import outbox, record
-        from slurm_plugin.node import journal
 
         now = time.time()
         for key, tracker in list(self.sampler.jobs.items()):
@@ -146,8 +186,10 @@ class Agent:
             self._delivery_pid = agent_client.spawn_delivery(self.config.source)
 
     def _close(self) -> None:
-        for writer in self._writers:
-            writer.join()
+        for key, entry in list(self.unwritten.items()):
+            if entry.asking is not None:
+                entry.asking.join()  # at most `sampler.slurm_query_s`
+                self._try_write(key)
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
             agent_client.spawn_delivery(self.config.source)
         self._unlisten()
@@ -157,6 +199,10 @@ class Agent:
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
+        for key, entry in self.unwritten.items():
+            os.close(entry.lock)
+            self.log("warning", f"job {key}: record not written yet; its journal stays for the next agent")
+        self.unwritten.clear()
 
     def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:
         try:
@@ -183,7 +229,7 @@ class Agent:
         self._adopt()
         stopping = []
         for key in self.spool.job_keys():
-            if key not in self.sampler.jobs:
+            if key not in self.sampler.jobs and key not in self.unwritten:
                 self._start(key)
             if key in self.sampler.jobs and self.spool.stop_time(key) is not None:
                 stopping.append(key)
@@ -198,13 +244,17 @@ class Agent:
         if fd is None:
             return  # an epilog is finalising it
         try:
+            path = self.spool.job_dir(key) / "journal.jsonl"
+            end_s = journal.ended(path)
+            if end_s is not None:  # sampled to its end by an agent that died before writing the record
+                self._write_record(key, Unwritten(fd, end_s, [], []))
+                return
             if self._rebooted(key):
                 self._finalize_after_reboot(key, fd)
                 return
             info, start_s = self.spool.load_job(key)
-            journal = self.spool.job_dir(key) / "journal.jsonl"
-            resumed = "sampler was not running" if journal.exists() else None
-            self.sampler.add(info, start_s, journal, resumed, now)
+            resumed = "sampler was not running" if path.exists() else None
+            self.sampler.add(info, start_s, path, resumed, now)
         except Exception as exc:
             os.close(fd)
             self.log("error", f"job {key}: cannot start sampling: {type(exc).__name__}: {exc}")
@@ -220,52 +270,87 @@ class Agent:
 
     def _finalize_after_reboot(self, key: str, fd: int) -> None:
         """A job from before a reboot: it died with the node, so close its record at the last sample."""
-        journal = self.spool.job_dir(key) / "journal.jsonl"
+        path = self.spool.job_dir(key) / "journal.jsonl"
         _info, start_s = self.spool.load_job(key)
-        end_s = max(journal.stat().st_mtime if journal.exists() else start_s, start_s)
-        try:
-            path = finalize(
-                self.spool, key, end_s, ["the node rebooted during the job"], self.config.paths.outbox
-            )
-        finally:
-            os.close(fd)
-        self.log("warning", f"job {key}: the node rebooted during the job; partial record written to {path}")
-        self._delivery_due = True
+        end_s = max(path.stat().st_mtime if path.exists() else start_s, start_s)
+        self.log("warning", f"job {key}: the node rebooted during the job; its record is partial")
+        self._write_record(key, Unwritten(fd, end_s, ["the node rebooted during the job"], []))
 
     def _finish(self, key: str) -> None:
-        """Stop sampling a job whose last tick and GPU readings are done, and have its record written.
+        """Close the journal of a job whose last tick and GPU readings are done, and write its record.
 
-        Slurm states the job's final state only once its epilogs have ended, after this answered the
-        epilog; so, where `sampler.slurm_query_s` allows asking, a thread waits for it and writes the
-        record while sampling goes on."""
+        Slurm states how the job ended only once its epilogs have ended, after this answered the
+        epilog; so, where `sampler.slurm_query_s` allows, a thread asks scontrol meanwhile and the
+        record waits for its answer (`_try_write`) while sampling goes on."""
+        end_s = self.spool.stop_time(key) or time.time()
         job = self.sampler.jobs[key].info
-        self.sampler.remove(key)
+        lines = self.sampler.remove(key, ended=end_s)
         self._facts.pop(key, None)
-        lock = self.job_locks.pop(key, None)
-        if self.config.sampler.slurm_query_s <= 0:
-            self._write_record(key, job, lock)
-            return
-        writer = threading.Thread(target=self._write_record, args=(key, job, lock), name=f"record {key}")
-        writer.start()
-        self._writers = [thread for thread in self._writers if thread.is_alive()] + [writer]
+        fd = self.job_locks.pop(key, None)
+        if fd is not None:
+            asking = _SlurmAnswer(
+                job, self.spool.end_facts(key).get("exit"), self.config.sampler.slurm_query_s
+            )
+            asking.start()
+            self._write_record(key, Unwritten(fd, end_s, [], lines, asking=asking))
 
-    def _write_record(self, key: str, job: jobenv.JobInfo, lock: int | None) -> None:
-        """The job's record in the outbox, with what Slurm says about the job (node/jobfacts.py)."""
-        try:
-            end_s = self.spool.stop_time(key) or time.time()
-            left = self.spool.end_facts(key)
-            wait_s = self.config.sampler.slurm_query_s
-            queried = jobfacts.query(job, wait_s) if wait_s > 0 else {}
-            slurm = jobfacts.combine(left.get("exit"), queried, job.job_gpus)
-            path = finalize(self.spool, key, end_s, [], self.config.paths.outbox, slurm)
-        except Exception as exc:
-            self.log("error", f"job {key}: cannot write record: {type(exc).__name__}: {exc}")
+    def _write_record(self, key: str, entry: Unwritten) -> None:
+        """Write the job's record now, or keep it to retry (`_try_write`)."""
+        self.unwritten[key] = entry
+        self._try_write(key)
+
+    def _retry_records(self) -> None:
+        now = time.monotonic()
+        for key in [key for key, entry in self.unwritten.items() if entry.next_try <= now]:
+            self._try_write(key)
+
+    def _try_write(self, key: str) -> None:
+        """Finish the job's journal, build its record once and write it; a refusal of the disk is
+        retried with a backoff and logged at most once a minute, and never touches the job's sampling,
+        coverage or status. A journal the record cannot be built from is set aside."""
+        entry = self.unwritten[key]
+        if entry.asking is not None and entry.asking.is_alive():
+            entry.next_try = time.monotonic() + ASK_POLL_S
             return
-        finally:
-            if lock is not None:
-                os.close(lock)
-        self.log("info", f"job {key}: record written to {path}")
+        entry.tries += 1
+        try:
+            self._finish_journal(key, entry)
+            if entry.document is None:
+                slurm = entry.asking.facts if entry.asking is not None else None
+                entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons, slurm)
+            path = store_record(self.spool, key, entry.document, self.config.paths.outbox)
+        except OSError as exc:
+            now = time.monotonic()
+            entry.next_try = now + min(RETRY_FIRST_S * 2 ** (entry.tries - 1), RETRY_MAX_S)
+            if entry.logged is None or now - entry.logged >= LOG_EVERY_S:
+                entry.logged = now
+                self.log(
+                    "error",
+                    f"job {key}: record not written yet, kept and retried (try {entry.tries}): "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            return
+        except Exception as exc:  # a broken journal or job.json: retrying would not mend it
+            del self.unwritten[key]
+            os.close(entry.lock)
+            self.log("error", f"job {key}: cannot build its record: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                self.spool.set_aside(key)
+            return
+        del self.unwritten[key]
+        os.close(entry.lock)
+        after = f" after {entry.tries} tries" if entry.tries > 1 else ""
+        self.log("info", f"job {key}: record written to {path}{after}")
         self._delivery_due = True
+
+    def _finish_journal(self, key: str, entry: Unwritten) -> None:
+        """Append the journal lines the disk refused while the job ran; OSError while it still does."""
+        if entry.lines:
+            writer = journal.JournalWriter(self.spool.job_dir(key) / "journal.jsonl", self.spool.fsync)
+            writer.write_lines(entry.lines)
+            entry.lines = writer.close()
+            if entry.lines:
+                raise writer.error or OSError(f"{len(entry.lines)} journal lines not written")
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -340,6 +425,8 @@ class Agent:
             if key not in self.sampler.jobs and key not in starting:
                 starting.append(key)
             return {"ok": True, "key": key}
+        if key in self.unwritten:
+            return {"ok": True}  # sampled to its end; its record waits for the outbox
         if key not in self.sampler.jobs:
             self._adopt(key)
             if key in self.spool.job_keys():

@@ -9,6 +9,9 @@ job's GPUs (opening NVML can take a while), follow in `settle`, which the agent 
 answered. They are moved back to the tick's time by the power read with them (`_read_gpus`). GPU
 energy is counter-anchored (`gpu_energy`): a job's intervals wait in its tracker until the anchor
 after them has made their GPU parts final, then go to the journal.
+
+Every estimate the sampler falls back to (no RAPL, an unreadable counter, no DRAM zone, no NVML, no
+job cgroup, a MIG slice's share) is noted in the job's record and logged once per job, never per tick.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from slurm_plugin.config import Config
+from slurm_plugin.config import Cpu as CpuSettings
 from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
@@ -29,13 +33,15 @@ from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.node.gpu_energy import GpuTrack
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
+from slurm_plugin.node.journal import end_line as journal_end_line
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
-from slurm_plugin.sensors.rapl import RaplSensor
+from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
+LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
@@ -77,12 +83,40 @@ class JobTracker:
     noted: set[str] = field(default_factory=set)
     journaled_cpus: frozenset[int] = frozenset()
     pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
+    journal_logged: float | None = None  # time.monotonic() of the last "cannot write its journal"
 
-    def note(self, text: str, now: float) -> None:
-        """Journal a problem once per job, so it reaches the record without flooding the journal."""
-        if text not in self.noted:
-            self.noted.add(text)
-            self.journal.append({"type": "note", "t": now, "text": text})
+    def note(self, text: str, now: float) -> bool:
+        """Journal a problem once per job, so it reaches the record without flooding the journal;
+        True the first time."""
+        if text in self.noted:
+            return False
+        self.noted.add(text)
+        self.journal.append({"type": "note", "t": now, "text": text})
+        return True
+
+
+class CpuPower(NamedTuple):
+    """The node's CPU package power model, and where each figure came from (doctor prints it)."""
+
+    tdp_w: float
+    idle_w: float
+    tdp_from: str  # "cpu.tdp_w", "rapl" (the zones' constraint) or "fallback" (FALLBACK_W_PER_CPU per CPU)
+    idle_from: str  # "cpu.idle_power_w" or "cpu.idle_fraction_of_tdp"
+
+
+def cpu_power_model(cpu: CpuSettings, zones: Collection[RaplZone], ncpus: int) -> CpuPower:
+    """TDP and idle power of the node's CPU packages, for the static share and the estimate."""
+    packages = [z for z in zones if z.kind == "package"]
+    count = max(len({z.package for z in packages}), 1)  # sockets, not dies
+    if cpu.tdp_w is not None:
+        tdp, tdp_from = cpu.tdp_w * count, "cpu.tdp_w"
+    elif packages and all(z.tdp_w for z in packages):
+        tdp, tdp_from = sum(z.tdp_w or 0.0 for z in packages), "rapl"
+    else:
+        tdp, tdp_from = FALLBACK_W_PER_CPU * ncpus, "fallback"
+    if cpu.idle_power_w is not None:
+        return CpuPower(tdp, min(cpu.idle_power_w * count, tdp), tdp_from, "cpu.idle_power_w")
+    return CpuPower(tdp, tdp * cpu.idle_fraction_of_tdp, tdp_from, "cpu.idle_fraction_of_tdp")
 
 
 class NodeSampler:
@@ -94,12 +128,15 @@ class NodeSampler:
         self.rapl = RaplSensor(config.paths.sysfs)
         self.ncpus = procstat.read_ncpus(self.procfs)
         self.mem_total = procstat.read_mem_total_bytes(self.procfs)
-        self.max_power_w, self.idle_power_w = self._cpu_power_model()
+        power = cpu_power_model(config.cpu, self.rapl.zones, self.ncpus)
+        self.max_power_w, self.idle_power_w = power.tdp_w, power.idle_w
         self.jobs: dict[str, JobTracker] = {}
+        self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
+        self.node_notes = self._fallbacks(power.tdp_from)
+        self._tick_problems: list[str] = []  # this tick's readings that failed, noted on every job
         self._rapl_counters = [
             EnergyCounter(1e-6, z.max_energy_range_uj, MAX_PACKAGE_W) for z in self.rapl.zones
         ]
-        self._has_packages = any(z.kind == "package" for z in self.rapl.zones)
         self._gpus: dict[str, GpuTrack] = {}
         self._unsettled: list[JobTracker] = []  # added jobs whose GPUs and header wait for `settle`
         self._deferred: tuple[Tick, set[str]] | None = None  # a hook's tick, its GPUs not read yet
@@ -108,19 +145,24 @@ class NodeSampler:
         self._nvml: Any = None
         self._nvml_problem: str | None = None
 
-    def _cpu_power_model(self) -> tuple[float, float]:
-        """(TDP, idle power) of the node's CPU packages, for the static share and the estimate."""
-        cpu = self.config.cpu
-        packages = [z for z in self.rapl.zones if z.kind == "package"]
-        count = max(len({z.package for z in packages}), 1)  # sockets, not dies
-        if cpu.tdp_w is not None:
-            tdp = cpu.tdp_w * count
-        elif packages and all(z.tdp_w for z in packages):
-            tdp = sum(z.tdp_w or 0.0 for z in packages)
-        else:
-            tdp = FALLBACK_W_PER_CPU * self.ncpus
-        idle = cpu.idle_power_w * count if cpu.idle_power_w is not None else tdp * cpu.idle_fraction_of_tdp
-        return tdp, min(idle, tdp)
+    def _fallbacks(self, tdp_from: str) -> list[str]:
+        """The node's standing estimates, noted in every job's record."""
+        notes = []
+        if not self._has_packages:
+            tdp_source = tdp_from  # without package zones, "cpu.tdp_w" or "fallback"
+            if tdp_from == "fallback":
+                tdp_source = f"{FALLBACK_W_PER_CPU:g} W per CPU for {self.ncpus} CPUs, cpu.tdp_w not set"
+            why = self.rapl.absent_reason or "no RAPL package zone"
+            notes.append(
+                f"CPU energy estimated from utilisation between {self.idle_power_w:g} W idle and a "
+                f"{self.max_power_w:g} W TDP ({tdp_source}): {why}"
+            )
+        if not any(z.kind == "dram" for z in self.rapl.zones):
+            notes.append(
+                f"DRAM energy estimated at {self.config.dram.w_per_gb:g} W per GB of the job's memory: "
+                "no RAPL DRAM zone"
+            )
+        return notes
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -147,14 +189,18 @@ class NodeSampler:
         self._unsettled.append(tracker)
         return now
 
-    def remove(self, key: str) -> JobTracker | None:
-        """Stop sampling a job: what it still holds back goes to the journal (settled or not)."""
+    def remove(self, key: str, ended: float | None = None) -> list[bytes]:
+        """Stop sampling a job: what it still holds back goes to the journal (settled or not), closed
+        with its end line when the job `ended` then. Returns the lines the disk did not take."""
         tracker = self.jobs.pop(key, None)
-        if tracker is not None:
-            self._flush(tracker, force=True)
-            tracker.journal.close()
-            for uuid in set(self._gpus) - self._tracked_gpus():
-                del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        if tracker is None:
+            return []
+        self._flush(tracker, force=True)
+        if ended is not None:
+            tracker.journal.append(journal_end_line(ended))
+        for uuid in set(self._gpus) - self._tracked_gpus():
+            del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        return tracker.journal.close()
         return tracker
 
     def settle(self) -> None:
@@ -191,9 +237,20 @@ class NodeSampler:
                     "node_info": self.node_info(),
                 }
             )
+        for text in self.node_notes:
+            self._note(tracker, text, now, "info")
         for problem in problems:
-            tracker.note(problem, now)
+            self._note(tracker, problem, now)
+        for claim in tracker.claims:
+            if claim.share < 1.0:
+                text = f"GPU {claim.uuid}: estimated as its share ({claim.share:g}) of the whole GPU's energy"
+                self._note(tracker, text, now, "info")
         return {claim.parent_uuid for claim in tracker.claims}
+
+    def _note(self, tracker: JobTracker, text: str, now: float, level: str = "warning") -> None:
+        """A note in the job's record, and one log line per job and agent, however often it recurs."""
+        if tracker.note(text, now):
+            self.log(level, f"job {tracker.info.key}: {text}")
 
     def _resolve_gpus(self, info: JobInfo) -> tuple[list[dict[str, Any]], list[str]]:
         if not info.job_gpus and not info.cuda_visible_devices:
@@ -241,6 +298,9 @@ class NodeSampler:
         previous, self._last_tick = self._last_tick, now
         node = self._read_node(now, None if previous is None else now - previous)
         tick = Tick(now, [self._job_interval(tracker, now) for tracker in self.jobs.values()])
+        for text in self._tick_problems:
+            for tracker in self.jobs.values():
+                self._note(tracker, text, now)
         ending = [self.jobs[key] for key in anchor_for if key in self.jobs]
         stopping = {claim.parent_uuid for tracker in ending for claim in tracker.claims}
         if defer_gpus:
@@ -258,17 +318,23 @@ class NodeSampler:
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
+        """The node's interval up to `now`; what could not be read goes to `_tick_problems`."""
+        self._tick_problems = []
         try:
             busy_s = procstat.read_busy_s(self._stat_path)
         except (OSError, ValueError) as exc:
-            self.log("error", f"cannot read {self.procfs}/stat: {exc}")
+            self._tick_problems.append(f"not measured while {self._stat_path} could not be read: {exc}")
             return None
         busy = max(busy_s - self._busy, 0.0) if self._busy is not None else 0.0
         self._busy = busy_s
         packages, drams, unreadable = self._read_rapl(now)
+        for zone, reason in unreadable:
+            what = "CPU" if zone.kind == "package" else "DRAM"
+            self._tick_problems.append(f"{what} energy estimated while RAPL could not be read: {reason}")
+        unreadable_kinds = {zone.kind for zone, _ in unreadable}
         if duration is None:
             return None
-        if not self._has_packages or any(z.kind == "package" for z in unreadable):
+        if not self._has_packages or "package" in unreadable_kinds:
             cpu_j: float | None = attribution.estimated_cpu_j(
                 duration, busy, self.ncpus, self.idle_power_w, self.max_power_w
             )
@@ -276,7 +342,7 @@ class NodeSampler:
         else:
             cpu_j = None if None in packages else sum(p or 0.0 for p in packages)
             method = Method.MEASURED
-        dram_ok = drams and None not in drams and not any(z.kind == "dram" for z in unreadable)
+        dram_ok = drams and None not in drams and "dram" not in unreadable_kinds
         return NodeInterval(
             duration_s=duration,
             cpu_j=cpu_j,
@@ -289,15 +355,17 @@ class NodeSampler:
             dram_w_per_gb=self.config.dram.w_per_gb,
         )
 
-    def _read_rapl(self, now: float) -> tuple[list[float | None], list[float | None], list[Any]]:
-        """Per-zone deltas for packages and DRAM, and the zones that could not be read."""
+    def _read_rapl(
+        self, now: float
+    ) -> tuple[list[float | None], list[float | None], list[tuple[RaplZone, str]]]:
+        """Per-zone deltas for packages and DRAM, and the zones that could not be read, with why."""
         packages: list[float | None] = []
         drams: list[float | None] = []
         unreadable = []
         readings = self.rapl.read()
         for zone, counter, reading in zip(self.rapl.zones, self._rapl_counters, readings, strict=True):
             if reading.value is None:  # the zone could not be read: its status says why
-                unreadable.append(zone)
+                unreadable.append((zone, reading.reason))
             delta = counter.update(now, reading.value)
             (packages if zone.kind == "package" else drams).append(delta.joules if delta else None)
         return packages, drams, unreadable
@@ -338,6 +406,7 @@ class NodeSampler:
         reading = self._nvml.read([uuid])[uuid]
         if reading.status is Status.NOT_SUPPORTED:
             track.drop_counter(now)  # pre-Volta: integrate power from now on
+            self._note_gpu(uuid, f"GPU {uuid} has no energy counter: integrated from power", now)
         return reading.energy_mj
 
     def _final(self, uuid: str, time_s: float) -> bool:
@@ -355,11 +424,23 @@ class NodeSampler:
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
             tracker.journal.append(entry)
             pending.popleft()
+        self._journal_refused(tracker)
+
+    def _journal_refused(self, tracker: JobTracker) -> None:
+        """Lines the disk refused wait in memory (JournalWriter); say so at most once a minute."""
+        error, now = tracker.journal.error, time.monotonic()
+        if error is not None and (
+            tracker.journal_logged is None or now - tracker.journal_logged >= LOG_EVERY_S
+        ):
+            tracker.journal_logged = now
+            self.log(
+                "error", f"job {tracker.info.key}: cannot write its journal, lines kept in memory: {error}"
+            )
 
     def _note_gpu(self, uuid: str, text: str, now: float) -> None:
         for tracker in self.jobs.values():
             if any(claim.parent_uuid == uuid for claim in tracker.claims):
-                tracker.note(text, now)
+                self._note(tracker, text, now)
 
     def _job_interval(self, tracker: JobTracker, now: float) -> JobInterval:
         info = tracker.info
@@ -390,7 +471,7 @@ class NodeSampler:
     ) -> dict[str, Any]:
         """The journal line of one interval; its "gpu" is filled when its GPU parts are final."""
         if tracker.usage is None:
-            tracker.note("job cgroup not found yet: CPU share is by allocated cores only", t1)
+            self._note(tracker, "job cgroup not found yet: CPU share is by allocated cores only", t1)
         entry = {
             "type": "interval",
             "t0": round(t0, 4),

@@ -176,7 +176,14 @@ def finalize(
 ) -> Path:
     """Turn a job's journal into its record in the outbox (with Slurm's facts about the job, `slurm`) and
     drop the job's spool directory."""
-    from slurm_plugin import outbox as outbox_files
+    return store_record(spool, key, final_record(spool, key, end_s, partial_reasons, slurm), outbox)
+
+
+def final_record(
+    spool: Spool, key: str, end_s: float, partial_reasons: list[str], slurm: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The finished record of a job, built from its journal (or, never sampled, from its job.json), with
+    what Slurm said about the job (node/jobfacts.py)."""
     from slurm_plugin import record
     from slurm_plugin.node import journal
 
@@ -187,7 +194,14 @@ def finalize(
         info, start_s = spool.load_job(key)
         samples = journal.Journal({"job": info.to_dict(), "start": start_s})
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
-    document = record.build(samples, end_s, partial_reasons, slurm=slurm)
-    path = outbox_files.write(outbox, document, fsync=spool.fsync)  # replaces the job's last snapshot
+    return record.build(samples, end_s, partial_reasons, slurm=slurm)
+
+
+def store_record(spool: Spool, key: str, document: dict[str, Any], outbox: Path) -> Path:
+    """Write the job's record into the outbox (replacing its last snapshot), then drop its spool
+    directory: a failed write leaves the journal for a retry."""
+    from slurm_plugin import outbox as outbox_files
+
+    path = outbox_files.write(outbox, document, fsync=spool.fsync)
     spool.remove_job(key)
     return path

@@ -8,10 +8,13 @@ request line, one JSON answer line, then the connection closes:
     {"op": "show", "job_id": 123, "cluster": null}  ->  {"ok": true, "summary": {...}}
     ... "member": {"separator": "_", "index": 4}  (123_4; "+" for 123+1)  ->  the same
     {"op": "jobs", "since_s": ..., "until_s": ..., ...}  ->  {"ok": true, "list": {...}}
+    {"op": "report", "months": "2026-01..2026-03", "by": "account", ...}  ->  {"ok": true, "report": {...}}
     anything refused  ->  {"ok": false, "kind": "not_found" | "not_measured" | "unavailable" | "bad_request",
                            "error": "one line"}
 
-Requests are bounded in size, each connection in time, and concurrent requests in number.
+Requests are bounded in size, each connection in time, and concurrent requests in number. Operations
+answered by packages this one may not import (the monthly report, in `reports/`) are handed in by the
+command that starts the service (`Ops`), with the caller's scope, so the same visibility applies.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,8 @@ from slurm_plugin.storage import readonly
 
 REQUEST_TIMEOUT_S = client.REQUEST_TIMEOUT_S  # socket reads and writes, and the SQL of one request
 MAX_CONCURRENT = 32
+# op -> its answer's payload from (request, reader, the caller's scope, settings); QueryError refuses.
+Ops = Mapping[str, Callable[[dict[str, Any], readonly.Reader, visibility.Scope, Config], dict[str, Any]]]
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 
@@ -45,7 +51,7 @@ def peer_uid(conn: socket.socket) -> int:
     return uid
 
 
-def answer(request: Any, uid: int, settings: Config) -> dict[str, Any]:
+def answer(request: Any, uid: int, settings: Config, ops: Ops | None = None) -> dict[str, Any]:
     """The answer to one decoded request from `uid`; never raises for a bad request."""
     try:
         scope = visibility.scope_for(visibility.Viewer.from_uid(uid), settings.visibility)
@@ -56,7 +62,7 @@ def answer(request: Any, uid: int, settings: Config) -> dict[str, Any]:
             settings.database.password_file,
         )
         try:
-            return _dispatch(request, reader, scope)
+            return _dispatch(request, reader, scope, settings, ops or {})
         finally:
             reader.close()
     except JobNotFound as exc:
@@ -69,7 +75,9 @@ def answer(request: Any, uid: int, settings: Config) -> dict[str, Any]:
         return {"ok": False, "kind": "bad_request", "error": str(exc)}
 
 
-def _dispatch(request: Any, reader: readonly.Reader, scope: visibility.Scope) -> dict[str, Any]:
+def _dispatch(
+    request: Any, reader: readonly.Reader, scope: visibility.Scope, settings: Config, ops: Ops
+) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise readonly.QueryError("a request is a JSON object")
     op = request.get("op")
@@ -78,7 +86,9 @@ def _dispatch(request: Any, reader: readonly.Reader, scope: visibility.Scope) ->
     if op == "jobs":
         wanted = job_list.JobFilter.from_request(request)
         return {"ok": True, "list": job_list.job_list(reader, scope, wanted)}
-    raise readonly.QueryError("op must be show or jobs")
+    if isinstance(op, str) and op in ops:
+        return {"ok": True, **ops[op](request, reader, scope, settings)}
+    raise readonly.QueryError(f"op must be one of {', '.join(('show', 'jobs', *ops))}")
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -110,7 +120,7 @@ class _Handler(socketserver.StreamRequestHandler):
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "kind": "bad_request", "error": "a request is one line of JSON"}
-        return answer(request, uid, self.server.settings)
+        return answer(request, uid, self.server.settings, self.server.ops)
 
     def _send(self, reply: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # the client went away or stopped reading: nothing to tell it
@@ -121,13 +131,14 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, path: str, settings: Config):
+    def __init__(self, path: str, settings: Config, ops: Ops):
         self.settings = settings
+        self.ops = ops
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         super().__init__(path, _Handler)
 
 
-def serve(settings: Config, socket_path: Path, ready: Any = None) -> None:
+def serve(settings: Config, socket_path: Path, ready: Any = None, ops: Ops | None = None) -> None:
     """Serve until SIGTERM or SIGINT; `ready(path)` is called once the socket accepts connections."""
     reader = readonly.Reader.open(
         settings.database.url,
@@ -138,7 +149,7 @@ def serve(settings: Config, socket_path: Path, ready: Any = None) -> None:
     if not socket_path.parent.is_dir():  # created by systemd (RuntimeDirectory) or the admin, not here
         raise ServiceError(f"socket {socket_path}: directory {socket_path.parent} does not exist")
     _clear_stale(socket_path)
-    server = _Server(str(socket_path), settings)
+    server = _Server(str(socket_path), settings, ops or {})
     try:
         os.chmod(socket_path, 0o666)  # noqa: S103 - everyone may ask; the answer depends on who asks
         signal.signal(signal.SIGTERM, _stop)

@@ -53,3 +53,11 @@ def scope_for(viewer: Viewer, settings: Visibility) -> Scope:
 
 def may_see(scope: Scope, job_uid: int, account: str | None) -> bool:
     return scope.everything or job_uid == scope.uid or (account is not None and account in scope.accounts)
+
+
+def describe(scope: Scope) -> str:
+    """What `scope` admits, in words, for a report's metadata."""
+    if scope.everything:
+        return "every job"
+    accounts = f" and the jobs of account {', '.join(sorted(scope.accounts))}" if scope.accounts else ""
+    return f"the jobs of uid {scope.uid}{accounts}"

@@ -1,7 +1,10 @@
-"""The monthly report as text: a table for people, CSV for spreadsheets, JSON with its schema.
+"""The monthly report as text: a table for people, CSV for loading, JSON with its schema.
 
 Numbers are already rounded by `monthly.build`; this module only lays them out, so every format
-carries the same figures (tests/reports/test_monthly.py parses the CSV back).
+carries the same figures under the same names (tests/reports/test_monthly.py parses the CSV back).
+A CSV is one part of the document (`PARTS`): its columns never change with the data, every line
+carries its month, period and cluster, the totals are a part of their own, and numbers are plain
+decimals, so CSVs of several months concatenate and load with their sums equal to the totals.
 """
 
 from __future__ import annotations
@@ -12,25 +15,12 @@ import json
 import textwrap
 from typing import Any
 
-# (key, CSV column / table header); GPU-hours per model follow as `gpu_hours[MODEL]` columns.
-COLUMNS = (
-    ("group", "group"),
-    ("jobs", "jobs"),
-    ("cpu_core_hours", "cpu_core_hours"),
-    ("gpu_hours", "gpu_hours"),
-    ("cpu_kwh", "cpu_kwh"),
-    ("dram_kwh", "dram_kwh"),
-    ("gpu_kwh", "gpu_kwh"),
-    ("it_kwh", "it_kwh"),
-    ("facility_kwh", "facility_kwh"),
-    ("co2e_kg", "co2e_kg"),
-    ("effective_g_per_kwh", "effective_g_per_kwh"),
-    ("co2e_share", "co2e_share"),
-    ("measured_energy_share", "measured_energy_share"),
-    ("series_intensity_co2e_share", "series_intensity_co2e_share"),
-    ("embodied_co2e_kg", "embodied_scope3_co2e_kg"),
-)
+from slurm_plugin.reports.monthly import GPU_MODEL, ROW, TOP, TOTAL
+
+PARTS = {"rows": ROW, "totals": TOTAL, "gpu_models": GPU_MODEL, "top_jobs": TOP, "top_users": TOP}
 TABLE_HEADERS = {
+    "month": "month",
+    "cluster": "cluster",
     "group": "{by}",
     "jobs": "jobs",
     "cpu_core_hours": "core-h",
@@ -41,93 +31,162 @@ TABLE_HEADERS = {
     "it_kwh": "IT kWh",
     "facility_kwh": "facility kWh",
     "co2e_kg": "kg CO2e",
+    "lifecycle_co2e_kg": "lifecycle CO2e kg",
+    "direct_co2e_kg": "direct CO2e kg",
+    "direct_co2_kg": "direct CO2 kg",
+    "mixed_basis_kg": "mixed basis kg",
+    "market_based_co2e_kg": "market-based kg",
     "effective_g_per_kwh": "g/kWh",
     "co2e_share": "share",
     "measured_energy_share": "energy measured",
     "series_intensity_co2e_share": "CO2e from series",
-    "embodied_co2e_kg": "scope 3 kg",
+    "embodied_scope3_co2e_kg": "scope 3 kg",
 }
+TOTAL_LABEL = "(total)"  # the table's total line, for people; CSV and JSON keep totals apart
 
 
 # The terminal table's default columns: 100 characters wide with everyday group names; `--wide` and
 # the HTML table show every column.
 NARROW = frozenset(
-    {"group", "jobs", "cpu_core_hours", "gpu_hours", "it_kwh", "facility_kwh", "co2e_kg",
-     "effective_g_per_kwh", "co2e_share"}
+    {"month", "cluster", "group", "jobs", "cpu_core_hours", "gpu_hours", "it_kwh", "facility_kwh",
+     "co2e_kg", "effective_g_per_kwh", "co2e_share"}
 )  # fmt: skip
 
 
-def _columns(document: dict[str, Any], wide: bool = True) -> list[tuple[str, str]]:
-    embodied = document["metadata"]["embodied"] is not None
-    return [c for c in COLUMNS if (embodied or c[0] != "embodied_co2e_kg") and (wide or c[0] in NARROW)]
-
-
-def models(document: dict[str, Any]) -> list[str]:
-    return sorted(document["totals"]["gpu_hours_by_model"])
+def _columns(document: dict[str, Any], wide: bool = True) -> list[str]:
+    """The table's columns: month and cluster only where the report has several of them."""
+    meta = document["metadata"]
+    shown = {"month": len(meta["months"]) > 1, "cluster": len({t["cluster"] for t in document["totals"]}) > 1}
+    embodied = meta["embodied"] is not None
+    return [
+        key
+        for key in TABLE_HEADERS
+        if shown.get(key, True) and (embodied or key != "embodied_scope3_co2e_kg") and (wide or key in NARROW)
+    ]
 
 
 def to_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=1, sort_keys=False) + "\n"
 
 
-def to_csv(document: dict[str, Any]) -> str:
-    """One line per group then `total`; metadata stays in JSON (a CSV has no place for it)."""
+def to_csv(document: dict[str, Any], part: str = "rows") -> str:
+    """One part of the document (`PARTS`): a header of its field names, then a line per entry."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns, gpu_models = _columns(document), models(document)
-    writer.writerow([name for _, name in columns] + [f"gpu_hours[{m}]" for m in gpu_models])
-    for row in [*document["rows"], document["totals"]]:
-        cells = ["" if row[key] is None else row[key] for key, _ in columns]
-        writer.writerow(cells + [row["gpu_hours_by_model"].get(m, 0.0) for m in gpu_models])
+    columns = PARTS[part]
+    writer.writerow(columns)
+    writer.writerows([plain(entry[key]) for key in columns] for entry in document[part])
     return out.getvalue()
 
 
-def to_table_rows(document: dict[str, Any], wide: bool = True) -> list[list[str]]:
-    """Headers, then a line of formatted cells per group and the totals (the HTML table uses it too)."""
+def plain(value: Any) -> str:
+    """A CSV cell: a float as a plain decimal (never 5e-06), None as empty, the rest as text."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        text = f"{value:.6f}".rstrip("0").rstrip(".")
+        return "0" if text in ("", "-0") else text
+    return str(value)
+
+
+def to_table_rows(
+    document: dict[str, Any], wide: bool = True
+) -> tuple[list[str], list[tuple[list[str], bool]]]:
+    """Headers, then per month and cluster a line of formatted cells per group and a total line (True);
+    the HTML table uses it too."""
     columns = _columns(document, wide)
-    headers = [TABLE_HEADERS[key].format(by=document["metadata"]["by"]) for key, _ in columns]
-    body = [[_cell(key, row[key]) for key, _ in columns] for row in [*document["rows"], document["totals"]]]
-    return [headers, *body]
+    headers = [TABLE_HEADERS[key].format(by=document["metadata"]["by"]) for key in columns]
+    body: list[tuple[list[str], bool]] = []
+    rows = document["rows"]
+    for total in document["totals"]:
+        for row in rows:
+            if row["month"] == total["month"] and row["cluster"] == total["cluster"]:
+                body.append(([_cell(key, row[key]) for key in columns], False))
+        labelled = {**total, "group": TOTAL_LABEL}
+        body.append(([_cell(key, labelled[key]) for key in columns], True))
+    return headers, body
 
 
 def to_table(document: dict[str, Any], wide: bool = False) -> str:
     from tabulate import tabulate
 
-    headers, *body = to_table_rows(document, wide)
+    headers, body = to_table_rows(document, wide)
     lines = [
         *header_lines(document["metadata"]),
         "",
-        tabulate(body, headers=headers, disable_numparse=True, stralign="right"),
+        tabulate([cells for cells, _ in body], headers=headers, disable_numparse=True, stralign="right"),
     ]
-    if document["totals"]["gpu_hours_by_model"]:
-        gpus = ", ".join(f"{m} {h:.1f} h" for m, h in document["totals"]["gpu_hours_by_model"].items())
+    by_model: dict[str, float] = {}
+    for entry in document["gpu_models"]:
+        by_model[entry["gpu_model"]] = by_model.get(entry["gpu_model"], 0.0) + entry["gpu_hours"]
+    if by_model:
+        gpus = ", ".join(f"{m} {h:.1f} h" for m, h in sorted(by_model.items()))
         lines.append(f"GPU-hours by model: {gpus}")
     return "\n".join(lines) + "\n"
+
+
+def period_name(meta: dict[str, Any]) -> str:
+    """The report's months as a name: "2026-01", or "2026-01..2026-06" from the first to the last."""
+    names = meta["months"]
+    return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+
+
+def period_label(meta: dict[str, Any]) -> str:
+    count = len(meta["months"])
+    return period_name(meta) + ("" if count == 1 else f" ({count} months)")
 
 
 def header_lines(meta: dict[str, Any]) -> list[str]:
     period = meta["period"]
     lines = [
-        f"jobcarbon monthly report {meta['month']} by {meta['by']}"
+        f"jobcarbon report {period_label(meta)} by {meta['by']}"
         f" — cluster {', '.join(meta['clusters']) or '-'}",
         f"period {period['start']} .. {period['end']} ({period['time_zone']})"
         + ("" if meta["closed"] else " — month not closed yet"),
+        f"showing {meta['visibility']}",
         f"scope: {meta['scope']}; zones {', '.join(meta['zones']) or '-'}; "
         f"sources {'; '.join(meta['sources']) or '-'}",
+        *basis_lines(meta),
         f"methodology {meta['methodology_version']}; data as of {meta['generated_at'] or '-'}",
     ]
     if meta["embodied"]:
         lines.append(f"embodied emissions: {meta['embodied']['scope']}, reported apart from scope 2")
     if meta["recomputed"]["footprints"]:
         count = meta["recomputed"]["footprints"]
-        lines.append(f"note: {count} footprints of this month were recomputed after it closed")
+        lines.append(f"note: {count} footprints of these months were recomputed after their month closed")
     return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
+
+
+def basis_lines(meta: dict[str, Any]) -> list[str]:
+    """What the grams count, per source, and whether kg CO2e adds different things; the market-based
+    figure's contractual factors."""
+    bases = {(b["emission_factor"], b["gas"]) for b in meta["emission_bases"]}
+    named = "; ".join(f"{b['source']}: {b['emission_factor']} {b['gas']}" for b in meta["emission_bases"])
+    lines = [f"emission factors: {named or '-'}"]
+    if len(bases) > 1 or any(gas == "CO2" for _, gas in bases):
+        lines.append(
+            "note: kg CO2e adds figures of different bases (lifecycle or direct, CO2e or CO2 alone);"
+            " the lifecycle/direct CO2e, direct CO2 and mixed-basis columns split it"
+        )
+    market = "; ".join(
+        f"{f['instrument']} {f['g_co2e_per_kwh']:g} g/kWh"
+        + (f" ({f['cluster']})" if f["cluster"] else "")
+        + (f" from {f['start']}" if f["start"] else "")
+        + (f" until {f['end']}" if f["end"] else "")
+        for f in meta["market_based"]
+    )
+    lines.append(
+        f"market-based scope 2: {market}"
+        if market
+        else "market-based scope 2: no contractual factor configured"
+    )
+    return lines
 
 
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key in ("group", "jobs"):
+    if key in ("month", "cluster", "group", "jobs"):
         return str(value)
     if key.endswith("_share"):
         return f"{value * 100:.1f}%"

@@ -64,7 +64,7 @@ class RaplSensor:
         candidates = [zone for zone in (self._classify(entry) for entry in found) if zone]
         self.zones = self._deduplicate(candidates)
         self._energy_paths = [str(zone.path / "energy_uj") for zone in self.zones]
-        self._absent_reason = "" if self.zones else self._explain_absent(bool(found))
+        self.absent_reason = "" if self.zones else self._explain_absent(bool(found))
 
     def read(self) -> list[Reading]:
         """One raw reading per used zone; an unreadable zone gets a status, never an exception."""
@@ -74,7 +74,7 @@ class RaplSensor:
         """Which zones are readable here; ignored zones are listed as findings for `jobcarbon doctor`."""
         ignored = tuple(Finding(self.name, Status.OK, f"ignored {zone}: {why}") for zone, why in self.ignored)
         if not self.zones:
-            return Probe(Status.ABSENT, self._absent_reason, ignored)
+            return Probe(Status.ABSENT, self.absent_reason, ignored)
         readings = self.read()
         good = [r.channel for r in readings if r.status is Status.OK]
         bad = [f"{r.channel}: {r.reason}" for r in readings if r.status is not Status.OK]

@@ -7,10 +7,13 @@ appends one.
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from slurm_plugin import record
 from slurm_plugin.storage import packed_timeline, schema, writer_functions
 from slurm_plugin.storage.backend import Backend
 
@@ -44,6 +47,20 @@ def _pack_timeline_rows(db: Backend) -> None:
         ).fetchall()
         params = {"part_id": part_id, "intervals": len(rows), "columns_f64": packed_timeline.encode(rows)}
         db.execute(schema.INSERT_TIMELINE, params)
+
+
+def _digest_parts(db: Backend) -> None:
+    """Version 9: the content digest of every part stored before, from the record kept with it; a
+    record that cannot be read back keeps none (a redelivery of its part then counts as a duplicate)."""
+    after = -1
+    while rows := db.execute(schema.PARTS_TO_DIGEST, {"after": after}).fetchall():
+        for part_id, record_zlib in rows:
+            try:
+                content = record.digest(json.loads(zlib.decompress(record_zlib)))
+            except (zlib.error, ValueError):
+                continue
+            db.execute(schema.SET_PART_DIGEST, {"id": part_id, "content_sha256": content})
+        after = rows[-1][0]
 
 
 MIGRATIONS: list[Migration] = [
@@ -134,6 +151,14 @@ MIGRATIONS: list[Migration] = [
         8,
         "writer functions: a job's row locked only to widen it",
         (OnlyOn("postgresql", writer_functions.create),),
+    ),
+    # A record whose key matches a stored part but whose content differs is quarantined, not dropped as a
+    # duplicate (accounting/ingest.py): each part keeps its content digest, which PostgreSQL's writer role
+    # reads through a new function (granted to the roles that held the others).
+    Migration(
+        9,
+        "each part's content digest, to tell a redelivery from a conflicting record",
+        (schema.PART_DIGEST_COLUMN, _digest_parts, OnlyOn("postgresql", writer_functions.create)),
     ),
     # The job as Slurm reports it (state, exit code, name, limits, array ids; docs/record.md): `jobcarbon
     # jobs -s FAILED`, `jobcarbon <array id>`. PostgreSQL's functions again, for INSERT_JOB's new columns.

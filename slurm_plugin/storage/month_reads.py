@@ -1,16 +1,19 @@
-"""The monthly report's reads (`reports/monthly.py`): a month's footprint figures per group, as rows.
+"""The monthly report's reads (`reports/monthly.py`): months' footprint figures per cluster and group.
 
 The figures come from footprint_months, which accounting writes with each footprint: a job's energy
 counts in the month of the site's time zone in which it was used. One GROUP BY over the current
-footprints' months; zones, sources and clusters are read without the job join, which would otherwise
-cost as much as a third of the main query on a million jobs (bench/monthly_report.py). Text is ordered
-by the caller, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts "atlas" before
+footprints' months, for all the months asked at once; zones, sources and clusters are read without the
+job join, which would otherwise cost as much as a third of the main query on a million jobs
+(bench/monthly_report.py). Every read that names jobs takes the viewer's `visible` condition
+(`readonly.visible_filter`), so a report shows a viewer what `jobcarbon jobs` would. Text is ordered by
+the caller, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts "atlas" before
 "Vega"), SQLite by code point, and a report must not depend on the backend.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slurm_plugin.storage.readonly import Reader
@@ -30,64 +33,130 @@ SUMS = (
     "estimated_j",
     "series_co2e_g",
 )
-_CURRENT_MONTH = """FROM footprint_months m JOIN footprints f ON f.id = m.footprint_id
+Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
+Key = tuple[str, str, Any]  # (month, cluster, group key)
+EVERYTHING: Visible = ("1 = 1", {})
+# CROSS JOIN: SQLite reads the months' rows by their index first whatever it guesses for a list of
+# months (without statistics it would scan every footprint for twelve); PostgreSQL plans it as a join.
+_CURRENT = """FROM footprint_months m CROSS JOIN footprints f
 JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job
-WHERE m.month = :month AND f.is_current = 1"""
+WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1 AND {visible}"""
 _GROUPS = (
-    "SELECT {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
+    "SELECT m.month, j.cluster, {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
     + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
-    + ", MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
-    + _CURRENT_MONTH
-    + " GROUP BY grp"
+    + "{bases}, MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
+    + _CURRENT
+    + " GROUP BY m.month, j.cluster, grp"
 )
-_GPU_MODELS = f"SELECT {{col}} AS grp, m.gpu_hours_json {_CURRENT_MONTH} AND m.gpu_hours > 0"
-_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
-JOIN footprints f ON f.id = m.footprint_id WHERE m.month = :month AND f.is_current = 1"""
+_GPU_MODELS = "SELECT m.month, j.cluster, {col} AS grp, m.gpu_hours_json " + _CURRENT + " AND m.gpu_hours > 0"
+# The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
+_PER_ITEM = (
+    "SELECT m.month, j.cluster, {col} AS grp, {item} AS item, SUM(m.co2e_g) AS co2e_g, "
+    "SUM(m.facility_energy_j) AS facility_energy_j " + _CURRENT + " GROUP BY m.month, j.cluster, grp, item"
+)
+_TOP = (
+    "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.month, t.cluster, t.grp "  # noqa: S608
+    "ORDER BY t.co2e_g DESC, t.item) AS place FROM (" + _PER_ITEM + ") t) ranked WHERE place <= :limit"
+)
+TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
+_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m CROSS JOIN footprints f
+WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1"""
+_FACTORS = """SELECT DISTINCT source, scope FROM intensity
+WHERE zone IN ({zones}) AND start_s < :end_s AND end_s > :start_s"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
-WHERE j.end_s >= :month_start AND j.start_s < :month_end"""
-_RECOMPUTED = f"""SELECT j.cluster, j.job_id, p.node, f.version, f.computed_at_s {_CURRENT_MONTH}
+WHERE j.end_s >= :month_start AND j.start_s < :month_end AND {visible}"""
+_RECOMPUTED = (
+    """SELECT m.month, j.cluster, j.job_id, p.node, f.version, f.computed_at_s """
+    + _CURRENT
+    + """
     AND f.version > 1 AND f.computed_at_s >= :month_end"""
+)
 
 
-def group_sums(reader: Reader, by: str, month: str) -> dict[Any, dict[str, Any]]:
-    """Per group key with energy in the month: `jobs`, each of SUMS, and the newest `computed_s` and
-    `received_s` of its footprints and parts."""
-    found = reader.rows(_GROUPS.format(col=GROUP_COLUMNS[by]), {"month": month})
-    return {row["grp"]: row for row in found}
+def _in(months: Sequence[str], visible: Visible) -> tuple[dict[str, str], dict[str, Any]]:
+    """The format fields and parameters of `m.month IN (...)` and the visibility condition."""
+    names = {f"month{i}": month for i, month in enumerate(months)}
+    fields = {"months": ", ".join(f":{name}" for name in names), "visible": visible[0]}
+    return fields, {**names, **visible[1]}
 
 
-def group_keys(reader: Reader, by: str) -> list[Any]:
-    """Every group key any stored job has, energy in the month or not."""
-    sql = f"SELECT DISTINCT {GROUP_COLUMNS[by]} AS grp FROM jobs j"  # noqa: S608 - GROUP_COLUMNS only
-    return [row["grp"] for row in reader.rows(sql)]
+def group_sums(
+    reader: Reader, by: str, months: Sequence[str], visible: Visible, bases: Mapping[str, Sequence[str]]
+) -> dict[Key, dict[str, Any]]:
+    """Per (month, cluster, group key) with energy: `jobs`, each of SUMS, the newest `computed_s` and
+    `received_s` of its footprints and parts, and per name in `bases` the CO2e of the footprint months
+    whose `sources_json` is one of its texts (`month_sources` gives them)."""
+    fields, params = _in(months, visible)
+    cases = []
+    for b, (name, texts) in enumerate(bases.items()):
+        names = {f"basis{b}_{i}": text for i, text in enumerate(texts)}
+        listed = ", ".join(f":{n}" for n in names) or "NULL"
+        cases.append(f", SUM(CASE WHEN m.sources_json IN ({listed}) THEN m.co2e_g ELSE 0 END) AS {name}")
+        params.update(names)
+    sql = _GROUPS.format(col=GROUP_COLUMNS[by], bases="".join(cases), **fields)
+    return {(row["month"], row["cluster"], row["grp"]): row for row in reader.rows(sql, params)}
 
 
-def gpu_hours_by_model(reader: Reader, by: str, month: str) -> dict[Any, dict[str, float]]:
-    """Per group key, the month's GPU-hours per GPU model."""
-    found: dict[Any, dict[str, float]] = {}
-    for row in reader.rows(_GPU_MODELS.format(col=GROUP_COLUMNS[by]), {"month": month}):
-        models = found.setdefault(row["grp"], {})
+def group_keys(reader: Reader, by: str, visible: Visible) -> list[tuple[str, Any]]:
+    """Every (cluster, group key) any stored job the viewer may see has, energy in the months or not."""
+    sql = f"SELECT DISTINCT j.cluster, {GROUP_COLUMNS[by]} AS grp FROM jobs j WHERE {visible[0]}"  # noqa: S608
+    return [(row["cluster"], row["grp"]) for row in reader.rows(sql, visible[1])]
+
+
+def gpu_hours_by_model(
+    reader: Reader, by: str, months: Sequence[str], visible: Visible
+) -> dict[Key, dict[str, float]]:
+    """Per (month, cluster, group key), its GPU-hours per GPU model."""
+    fields, params = _in(months, visible)
+    found: dict[Key, dict[str, float]] = {}
+    for row in reader.rows(_GPU_MODELS.format(col=GROUP_COLUMNS[by], **fields), params):
+        models = found.setdefault((row["month"], row["cluster"], row["grp"]), {})
         for model, hours in json.loads(row["gpu_hours_json"]).items():
             models[model] = models.get(model, 0.0) + hours
     return found
 
 
-def zones_and_sources(reader: Reader, month: str) -> tuple[set[str], set[str]]:
-    """The grid zones and intensity sources the month's current footprints used."""
-    zones, sources = set(), set()
-    for row in reader.rows(_SOURCES, {"month": month}):
-        if row["zone"]:
-            zones.add(row["zone"])
-        sources.update(json.loads(row["sources_json"]))
-    return zones, sources
+def top(
+    reader: Reader, by: str, months: Sequence[str], visible: Visible, items: str, limit: int
+) -> list[dict[str, Any]]:
+    """The `limit` largest jobs or users (`items`, a key of TOP_ITEMS) by CO2e per month, cluster and
+    group: month, cluster, grp, item, co2e_g, facility_energy_j, place."""
+    fields, params = _in(months, visible)
+    sql = _TOP.format(col=GROUP_COLUMNS[by], item=TOP_ITEMS[items], **fields)
+    return reader.rows(sql, {**params, "limit": limit})
 
 
-def clusters_between(reader: Reader, start_s: float, end_s: float) -> set[str]:
-    """The clusters with a stored job running at some time in [start_s, end_s)."""
-    return {row["cluster"] for row in reader.rows(_CLUSTERS, {"month_start": start_s, "month_end": end_s})}
+def month_sources(reader: Reader, months: Sequence[str]) -> set[tuple[str | None, str]]:
+    """The (zone, sources_json) pairs of the months' current footprints: the grid zones and the
+    intensity sources they used, each footprint month's set of sources as stored."""
+    fields, params = _in(months, EVERYTHING)
+    return {(row["zone"], row["sources_json"]) for row in reader.rows(_SOURCES.format(**fields), params)}
 
 
-def recomputed_after(reader: Reader, month: str, end_s: float) -> list[dict[str, Any]]:
-    """The month's current footprints recomputed (version > 1) at or after `end_s`, the month's end:
-    cluster, job_id, node, version, computed_at_s."""
-    return reader.rows(_RECOMPUTED, {"month": month, "month_end": end_s})
+def source_factors(
+    reader: Reader, zones: Sequence[str], start_s: float, end_s: float
+) -> set[tuple[str, str]]:
+    """The (source, scope) pairs of the zones' stored intensity series over [start_s, end_s): which
+    emission factor, lifecycle or direct, each series source gave."""
+    if not zones:
+        return set()
+    names = {f"zone{i}": zone for i, zone in enumerate(zones)}
+    sql = _FACTORS.format(zones=", ".join(f":{n}" for n in names))
+    found = reader.rows(sql, {**names, "start_s": start_s, "end_s": end_s})
+    return {(row["source"], row["scope"]) for row in found}
+
+
+def clusters_between(reader: Reader, start_s: float, end_s: float, visible: Visible) -> set[str]:
+    """The clusters with a stored job the viewer may see running at some time in [start_s, end_s)."""
+    params = {"month_start": start_s, "month_end": end_s, **visible[1]}
+    return {row["cluster"] for row in reader.rows(_CLUSTERS.format(visible=visible[0]), params)}
+
+
+def recomputed_after(
+    reader: Reader, months: Sequence[str], first_end_s: float, visible: Visible
+) -> list[dict[str, Any]]:
+    """The months' current footprints recomputed (version > 1) at or after `first_end_s`, the end of the
+    first month (the caller keeps those recomputed after their own month closed): month, cluster, job_id,
+    node, version, computed_at_s. Recomputed footprints are few; one query serves a year."""
+    fields, params = _in(months, visible)
+    return reader.rows(_RECOMPUTED.format(**fields), {**params, "month_end": first_end_s})

@@ -193,6 +193,15 @@ WHERE p.job = (SELECT j.id FROM jobs j
         WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count)
     AND p.node = :node"""
 
+# A stored part's content digest (record.digest), to tell a redelivery from a conflicting record with the
+# same key; the record itself is read only where the caller may read parts (not PostgreSQL's writer).
+PART_DIGEST = f"SELECT content_sha256 FROM job_parts WHERE id = ({FIND_PART})"  # noqa: S608 - constants
+PART_RECORD = f"SELECT record_zlib FROM job_parts WHERE id = ({FIND_PART})"  # noqa: S608 - constants
+# Version 11: each part's content digest, filled for the parts stored before (migrations.py).
+PART_DIGEST_COLUMN = "ALTER TABLE job_parts ADD COLUMN content_sha256 TEXT"
+PARTS_TO_DIGEST = "SELECT id, record_zlib FROM job_parts WHERE id > :after ORDER BY id LIMIT 1000"
+SET_PART_DIGEST = "UPDATE job_parts SET content_sha256 = :content_sha256 WHERE id = :id"
+
 # A job's row: found, or inserted by its first part, then widened where a part starts earlier or ends
 # later. Found first, since an INSERT that meets the row waits for any transaction changing it; the row is
 # locked (to the end of the transaction) only where it is widened, so the parts of a many-node job, whose
@@ -219,10 +228,10 @@ WHERE id = :job AND (start_s > :start_s OR end_s < :end_s)"""
 INSERT_PART = """
 INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
     cpu_j, cpu_method, dram_j, dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status,
-    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s)
+    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256)
 VALUES (:job, :node, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
     :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
-    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s)
+    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256)
 ON CONFLICT (job, node) DO NOTHING
 RETURNING id"""
 

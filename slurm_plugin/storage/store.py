@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from slurm_plugin import record as record_contract
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import backend, dialect, migrations, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
@@ -129,7 +130,7 @@ class Store:
         for index in sorted(range(len(items)), key=lambda i: _record_key(items[i][0])):
             record, raw, account = items[index]
             job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
-            if self.db.name == dialect.SQLITE and self._stored({**job, "node": part["node"]}):
+            if self.db.name == dialect.SQLITE and self._stored(part_key(record)):
                 continue  # a redelivery: no write lock, no footprint (PostgreSQL's function tells later)
             timeline = _timeline_params(record["timeline"])
             fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
@@ -159,6 +160,26 @@ class Store:
     def _stored(self, key: dict[str, Any]) -> bool:
         with self.db.errors():  # the check also prepares FIND_PART for the transaction
             return self.db.execute(schema.FIND_PART, key).fetchone() is not None
+
+    def stored_digest(self, record: dict[str, Any]) -> str | None:
+        """The content digest (`record.digest`) of the stored part with the record's key; None if there
+        is none. On PostgreSQL through a writer function, which tells a digest, never the part."""
+        key = part_key(record)
+        with self.db.errors():
+            if self.db.name == dialect.POSTGRESQL:
+                row = self.db.execute(writer_functions.CALL_PART_DIGEST, {"key": _json(key)}).fetchone()
+            else:
+                row = self.db.execute(schema.PART_DIGEST, key).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def stored_record(self, record: dict[str, Any]) -> bytes | None:
+        """The stored file of the part with the record's key, for a quarantined conflict; None where it
+        is not there or this connection may not read parts (PostgreSQL's writer role)."""
+        if self.db.name == dialect.POSTGRESQL:
+            return None  # nodes deliver as the writer role, which reads no part
+        with self.db.errors():
+            row = self.db.execute(schema.PART_RECORD, part_key(record)).fetchone()
+        return None if row is None else zlib.decompress(row[0])
 
     def _call_add_parts(self, calls: list[Fields]) -> list[int | None]:
         """PostgreSQL: the parts through `writer_functions`, which a writer role may run: one statement,
@@ -234,7 +255,7 @@ class Store:
     def upsert_running(self, record: dict[str, Any], raw: bytes, footprint: dict[str, Any] | None) -> bool:
         """Keep the newest snapshot of a running job's part; False once its finished record is stored."""
         job = _job_params(record)
-        key = {k: job[k] for k in ("cluster", "job_id", "restart_count")} | {"node": record["node"]}
+        key = part_key(record)
         row = key | {
             "uid": job["uid"],
             "account": job["account"],
@@ -367,6 +388,12 @@ def _record_key(record: dict[str, Any]) -> tuple[str, int, int, str]:
     return (record["cluster"], record["job_id"], record["restart_count"], record["node"])
 
 
+def part_key(record: dict[str, Any]) -> dict[str, Any]:
+    """The part's key as FIND_PART takes it: two records with the same key are the same part, delivered
+    twice (the same content) or in conflict."""
+    return {k: record[k] for k in ("cluster", "job_id", "restart_count", "node")}
+
+
 def _job_params(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "cluster": record["cluster"],
@@ -408,6 +435,7 @@ def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
         "notes_json": _json(record["notes"]),
         "software_version": record["software"]["version"],
         "record_zlib": zlib.compress(raw, ZLIB_LEVEL),
+        "content_sha256": record_contract.digest(record),
         "received_at_s": time.time(),
     }
     for component in ("cpu", "dram", "gpu"):

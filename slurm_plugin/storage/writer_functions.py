@@ -16,6 +16,7 @@ from slurm_plugin.storage.dialect import bind_variables
 
 ADD_PART = "jobcarbon_add_part"
 UPSERT_RUNNING = "jobcarbon_upsert_running"
+PART_DIGEST = "jobcarbon_part_digest"
 # The functions' SQL calls, in the shared placeholder style; footprint and months may be NULL. Parts go
 # as arrays, a batch in one statement: one round trip and one transaction for them all, the function
 # called for each part in the arrays' order (the caller's lock order).
@@ -28,10 +29,19 @@ FROM unnest(CAST(:job AS text[]), CAST(:part AS text[]), CAST(:record_zlib AS by
     months, n)
 ORDER BY p.n"""  # noqa: S608 - built from this module's constant
 CALL_UPSERT_RUNNING = f"SELECT {UPSERT_RUNNING}(CAST(:run AS jsonb), :record_zlib)"
+# A stored part's content digest by its key (a digest, never the record: the writer reads no part).
+CALL_PART_DIGEST = f"SELECT {PART_DIGEST}(CAST(:key AS jsonb))"
 SIGNATURES = (
     f"{ADD_PART}(jsonb, jsonb, bytea, bigint, bytea, jsonb, jsonb)",
     f"{UPSERT_RUNNING}(jsonb, bytea)",
+    f"{PART_DIGEST}(jsonb)",
 )
+
+# The roles granted the first writer function, quoted (regrole's text form), the owner left out.
+_WRITERS = """SELECT DISTINCT a.grantee::regrole::text
+FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+WHERE p.oid = '{first}'::regprocedure AND a.privilege_type = 'EXECUTE'
+  AND a.grantee NOT IN (0, p.proowner)"""
 
 _KEY = {"cluster": "new_job", "job_id": "new_job", "restart_count": "new_job", "*": "new_part"}
 # A part's key as a lock, held to the end of the transaction: a running snapshot and the finished record
@@ -96,6 +106,14 @@ BEGIN
     RETURN true;
 END"""
 
+_PART_DIGEST_BODY = f"""
+DECLARE
+    new_job jobs := pg_catalog.jsonb_populate_record(NULL::jobs, key_fields);
+    new_part job_parts := pg_catalog.jsonb_populate_record(NULL::job_parts, key_fields);
+BEGIN
+    RETURN ({bind_variables(schema.PART_DIGEST, _KEY)});
+END"""
+
 _FUNCTIONS = (
     (
         f"{ADD_PART}(job_fields jsonb, part_fields jsonb, part_record_zlib bytea, timeline_intervals bigint, "
@@ -103,6 +121,7 @@ _FUNCTIONS = (
         _ADD_PART_BODY,
     ),
     (f"{UPSERT_RUNNING}(run_fields jsonb, run_record_zlib bytea) RETURNS boolean", _UPSERT_RUNNING_BODY),
+    (f"{PART_DIGEST}(key_fields jsonb) RETURNS text", _PART_DIGEST_BODY),
 )
 
 
@@ -120,3 +139,7 @@ def create(db: Backend) -> None:
         )
     for signature in SIGNATURES:
         db.ddl(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    # A writer granted before an upgrade added a function gets it too: nodes keep delivering.
+    for (writer,) in db.execute(_WRITERS.format(first=f"{where}.{SIGNATURES[0]}")).fetchall():
+        for signature in SIGNATURES:
+            db.ddl(f"GRANT EXECUTE ON FUNCTION {signature} TO {writer}")

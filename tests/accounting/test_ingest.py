@@ -389,3 +389,48 @@ def test_a_vanished_file_is_not_an_error(store: Store, outbox: Path, quarantine:
     path = write(outbox, make_record())
     os.unlink(path)
     assert ingest.ingest_file(store, path, quarantine) is ingest.Outcome.GONE
+
+
+def test_a_redelivery_laid_out_differently_is_still_a_silent_duplicate(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    document = make_record()
+    write(outbox, document)
+    ingest_outbox(store, outbox, quarantine)
+    log = Lines()
+    write_raw(outbox, outbox_files.filename(document), json.dumps(document, sort_keys=True).encode())
+    assert ingest_outbox(store, outbox, quarantine, log=log) == IngestResult(duplicates=1)
+    assert (log, list(outbox.iterdir())) == ([], [])
+    assert not quarantine.exists()
+
+
+def test_a_conflicting_record_is_quarantined_with_the_stored_version(
+    store: Store, outbox: Path, quarantine: Path
+) -> None:
+    original = make_record()
+    stored_bytes = write(outbox, original).read_bytes()
+    ingest_outbox(store, outbox, quarantine, accountant(store))
+    changed = make_record()
+    changed["energy"]["cpu"]["joules"] += 1.0
+    changed["energy"]["total_joules"] += 1.0
+    incoming = write(outbox, changed).read_bytes()
+    log = Lines()
+    assert ingest_outbox(store, outbox, quarantine, accountant(store), log) == IngestResult(conflicts=1)
+    name = outbox_files.filename(changed)
+    assert list(outbox.glob("*.json")) == []
+    assert (quarantine / name).read_bytes() == incoming
+    reason = (quarantine / f"{name}.reason").read_text()
+    assert reason.startswith(
+        f"{name}: conflicts with the stored part (cluster hpc, job_id 4242, restart_count 0,"
+    )
+    assert reason.count("\n") == 1
+    stored_copy = quarantine / f"{name}.stored.json"
+    if store.db.name == "sqlite":
+        assert stored_copy.read_bytes() == stored_bytes
+    else:  # nodes deliver as the writer role, which reads no part
+        assert not stored_copy.exists()
+        assert "the stored version is in the database only" in reason
+    assert len(log) == 1
+    assert log[0].startswith(f"warning: quarantined as {quarantine / name}: ")
+    (part_id,) = store.parts()
+    assert store.part(part_id)["cpu_j"] == original["energy"]["cpu"]["joules"]  # the stored part stands

@@ -126,6 +126,13 @@ def test_ingest_reads_another_outbox_and_counts_duplicates(node: Node, store: St
         f"{other}: 0 stored, 1 duplicates, 0 quarantined, 0 kept\n",
         "",
     )
+    outbox_files.write(other, make_record(user="mallory"), fsync=False)  # the same part, other content
+    assert run(capsys, "ingest", "--outbox", str(other)) == (
+        0,
+        f"{other}: 0 stored, 0 duplicates, 0 quarantined, 0 kept, 1 conflicts\n",
+        "",
+    )
+    assert (node.quarantine / outbox_files.filename(make_record())).exists()
 
 
 def test_ingest_keeps_records_while_the_database_is_locked(
@@ -333,14 +340,27 @@ def test_recompute_since_updates_only_later_parts(node: Node, store: Store, caps
             for d in (0, 2)
         ]
     )
-    assert run(capsys, "recompute", "--since", "2026-01-02") == (
-        0,
-        "1 parts checked, 1 footprints updated (previous versions kept)\n",
-        "",
-    )
+    before = store.footprint(late)
+    code, out, err = run(capsys, "recompute", "--since", "2026-01-02")
+    assert (code, err) == (0, "")
+    summary, header, _rule, *lines = out.splitlines()
+    assert summary == "1 parts checked, 1 footprints updated (previous versions kept)"
+    assert header.split()[:4] == ["month", "cluster", "account", "footprints"]
+    (line,) = lines  # only the late part's month and account moved
+    month, cluster, account, footprints, kg_before, kg_after, change, kwh_before, kwh_after = line.split()
+    assert (month, cluster, footprints) == ("2026-01", "hpc", "1")
+    assert account == store.part(late)["account"]
+    assert float(kg_before) == pytest.approx(before["co2e_g"] / 1000, abs=1e-6)
     assert store.footprint(early)["version"] == 1
     updated = store.footprint(late)
     assert (updated["version"], updated["rung"]) == (2, "measured_series")
     assert updated["co2e_g"] == pytest.approx(updated["it_energy_j"] * 1.2 / 3.6e6 * 100)
-    assert run(capsys, "recompute")[1] == "2 parts checked, 1 footprints updated (previous versions kept)\n"
+    assert float(kg_after) == pytest.approx(updated["co2e_g"] / 1000, abs=1e-6)
+    assert change == f"{(updated['co2e_g'] - before['co2e_g']) / before['co2e_g'] * 100:+.2f}%"
+    assert (
+        float(kwh_before) == float(kwh_after) == pytest.approx(updated["facility_energy_j"] / 3.6e6, abs=1e-6)
+    )
+    assert run(capsys, "recompute")[1].startswith(
+        "2 parts checked, 1 footprints updated (previous versions kept)\n"
+    )
     assert run(capsys, "recompute")[1] == "2 parts checked, 0 footprints updated (previous versions kept)\n"

@@ -26,6 +26,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimNode:
     monkeypatch.delenv(config.ENV_VAR, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-scontrol"))  # doctor's Slurm checks: one warning
     return SimNode(tmp_path, extra_config=f"database:\n  url: sqlite:///{tmp_path / 'absent.db'}\n")
 
 

@@ -77,8 +77,7 @@ def simulated_hardware(testbed_scratch: Path) -> Iterator[SimulatedHardware]:
     hardware = SimulatedHardware(testbed_scratch)
     hardware.start()
     hardware.write_jobcarbon_config(Cluster(scratch=testbed_scratch).jobcarbon_config)
-    for leftover in ("outbox", "quarantine"):  # job ids restart at 1: old records would collide
-        shutil.rmtree(testbed_scratch / leftover, ignore_errors=True)
+    hardware.clear_job_files()
     hardware.create_database()
     try:
         yield hardware

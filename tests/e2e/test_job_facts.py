@@ -75,6 +75,10 @@ def test_each_record_has_the_state_and_exit_code_slurm_reports(
         "scontrol",
     )
     assert slurm["time_limit_s"] == (60.0 if kind == "timeout" else None)
+    if kind == "timeout":  # a minute and a half of `sleep` on its one core
+        efficiency = _record(slurm_cluster, job_id)["efficiency"]
+        assert efficiency["cpu_efficiency"] < 0.05
+        assert 60 <= efficiency["core_s"] <= 120
     assert (slurm["req_cpus"], slurm["req_gpus"]) == (1, None)
 
 

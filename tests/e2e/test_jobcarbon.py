@@ -138,7 +138,7 @@ def _delivered(cluster: Cluster, job_id: int) -> tuple[dict[str, Any], dict[str,
 def test_sampler_killed_mid_job_still_yields_a_partial_record(
     slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str
 ) -> None:
-    socket_path = slurm_cluster.scratch / "spool" / "agent.sock"
+    socket_path = SimulatedHardware(slurm_cluster.scratch).spool / "agent.sock"
     job_id = slurm_cluster.submit(SLEEP.format(s=6), user=slurm_user, account="physics")
     status = poll(lambda: _status_with(socket_path, f"{job_id}.0"), 30, f"agent sampling job {job_id}")
     os.kill(status["pid"], 9)
@@ -155,6 +155,18 @@ def _status_with(socket_path: Path, key: str) -> dict[str, Any] | None:
     except OSError:
         return None
     return status if key in status.get("jobs", []) else None
+
+
+def test_doctor_finds_no_error_on_the_test_bed(
+    slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slurm_plugin import config
+    from slurm_plugin.cli import doctor
+
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    checks = doctor.run(config.load(slurm_cluster.jobcarbon_config))
+    assert [check for check in checks if check.status == "error"] == []
+    assert {check.name for check in checks if check.status == "ok"} >= {"spool", "prolog_flags", "slurm"}
 
 
 def test_broken_config_never_drains_the_node(slurm_cluster: Cluster, slurm_user: str) -> None:

@@ -147,3 +147,27 @@ def test_a_second_header_and_unknown_entries_are_ignored(tmp_path: Path) -> None
 def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         journal.read(tmp_path / "journal.jsonl")
+
+
+def test_lines_a_full_disk_refuses_wait_in_order_and_leave_no_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    writer = JournalWriter(path, fsync=False)
+    writer.append(HEADER)
+    real = journal.write_all
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal, "write_all", half_then_full)
+    writer.append({"type": "interval", "t0": 0, "t1": 1})
+    writer.append({"type": "interval", "t0": 1, "t1": 2})
+    assert writer.error is not None
+    assert writer.error.errno == errno.ENOSPC
+    assert len(path.read_bytes().splitlines()) == 1  # the half line was cut off again
+    monkeypatch.setattr(journal, "write_all", real)
+    assert writer.close() == []  # both written now, in order
+    written = journal.read(path)
+    assert ([e["t0"] for e in written.intervals], written.torn) == ([0, 1], False)

@@ -28,11 +28,13 @@ import pytest
 import tabulate  # noqa: F401
 
 import slurm_plugin.cli.query
+import slurm_plugin.cli.report
 
 # Everything a client touches, imported before forking: a client may not be able to read the install.
 import slurm_plugin.query.job_list
 import slurm_plugin.query.job_summary_text
 import slurm_plugin.query.service
+import slurm_plugin.reports.formats
 from slurm_plugin.cli import main
 from slurm_plugin.storage import dialect
 from tests import jobdb
@@ -225,6 +227,33 @@ def test_show_answers_only_for_visible_jobs(site: dict, accounts: dict[str, Acco
         else:  # refused exactly as an unknown job is
             assert (done.code, done.out) == (1, "")
             assert done.err == f"jobcarbon: no job {job_id} in the jobcarbon database\n"
+
+
+@pytest.mark.parametrize(
+    ("user", "allowed"),
+    [
+        ("jcalice", {("physics", "jcalice")}),
+        ("jcbob", {("physics", "jcbob"), ("chemistry", "jcbob")}),
+        ("jccoord", {("chemistry", "jcbob")}),
+        (None, {("physics", "jcalice"), ("physics", "jcbob"), ("chemistry", "jcbob"), ("admin", "root")}),
+    ],
+)
+def test_reports_through_the_service_show_what_jobs_would(
+    site: dict, accounts: dict[str, Account], user, allowed
+) -> None:
+    """A user's report holds their own usage, a coordinator's their accounts', root's everything: the
+    rows with energy, per account and user, are exactly the visible jobs' (`jobs` above)."""
+    account = accounts[user] if user else None
+    seen = {}
+    for by in ("account", "user"):
+        done = run_as(account, ["report", "--month", "2026-01", "--by", by, "--json"], client_env(site))
+        assert done.code == 0, done.err
+        document = json.loads(done.out)
+        seen[by] = {r["group"] for r in document["rows"]}
+        assert {r["group"] for r in document["rows"] if r["jobs"]} <= seen[by]
+    assert seen == {"account": {a for a, _ in allowed}, "user": {u for _, u in allowed}}
+    expected = "every job" if user is None else f"the jobs of uid {account.uid}"
+    assert document["metadata"]["visibility"].startswith(expected)
 
 
 def test_users_cannot_read_the_database(site: dict, accounts: dict[str, Account]) -> None:

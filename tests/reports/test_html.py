@@ -46,6 +46,29 @@ def test_the_page_is_self_contained(page: Path) -> None:
     assert "url(" not in text.replace("url(#", "")
 
 
+def test_several_months_get_a_trend_chart_changes_and_the_largest_jobs(tmp_path: Path) -> None:
+    reader = readonly.Reader.open(jobdb.fill(f"sqlite:///{tmp_path / 'q.db'}", jobs(), SETTINGS))
+    try:
+        request = monthly.Request("2026-01..2026-03", "account", BERLIN, time.time(), top=2)
+        document = monthly.build(reader, request)
+        text = report_html.render(document, monthly.intensity_curves(reader, document))
+    finally:
+        reader.close()
+    assert text.count("<svg") == 3
+    assert 'id="trend-chart"' in text
+    assert "2026-01..2026-03 (3 months)" in text
+    change = text[text.index('id="change-table"') :]
+    change = change[: change.index("</table>")]
+    physics = change[change.index("<td>physics</td>") :].split("</tr>")[0]
+    january, february = (
+        r["co2e_kg"] for r in document["rows"] if r["group"] == "physics" and r["month"] < "2026-03"
+    )
+    assert f"<td>{february:.3f} ({(february - january) / january * 100:+.0f}%)</td>" in physics
+    assert 'id="top_jobs"' in text
+    assert 'id="top_users"' in text
+    assert text.count('<tr class="total">') == 3
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from slurm_plugin import outbox as outbox_files
+from slurm_plugin import record
 from slurm_plugin.accounting import join
 from slurm_plugin.accounting.delivery import deliver_outbox
 from slurm_plugin.cli import main
@@ -76,6 +77,48 @@ def test_the_writer_role_delivers_but_reads_and_alters_nothing(store: Store, mak
         writer.close()
     assert (count(store, "job_parts"), count(store, "footprints"), count(store, "running_parts")) == (2, 2, 1)
     assert store.footprint(stored)["version"] == 1
+
+
+def test_the_writer_role_tells_a_conflicting_record_from_a_redelivery(
+    store: Store, make_role: Callable, tmp_path: Path
+) -> None:
+    from slurm_plugin.accounting.ingest import IngestResult, ingest_outbox
+
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    outbox, quarantine = tmp_path / "outbox", tmp_path / "quarantine"
+    document = make_record(job_id=5)
+    try:
+        outbox_files.write(outbox, document, fsync=False)
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(stored=1)
+        outbox_files.write(outbox, document, fsync=False)
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(duplicates=1)
+        outbox_files.write(
+            outbox, {**document, "partial_reasons": ["changed"], "status": "partial"}, fsync=False
+        )
+        assert ingest_outbox(writer, outbox, quarantine) == IngestResult(conflicts=1)
+    finally:
+        writer.close()
+    name = outbox_files.filename(document)
+    assert sorted(p.name for p in quarantine.iterdir()) == [name, f"{name}.reason"]
+
+
+def test_a_writer_granted_before_an_upgrade_may_run_the_functions_it_adds(
+    store: Store, make_role: Callable
+) -> None:
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    store.db.ddl(f"DROP FUNCTION {writer_functions.SIGNATURES[-1]}")  # as before the upgrade
+    writer_functions.create(store.db)  # what an upgrade that adds a function runs
+    store.db.commit()
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    try:
+        document = make_record(job_id=6)
+        assert add(writer, document) is not None
+        assert writer.stored_digest(document) == record.digest(document)
+    finally:
+        writer.close()
 
 
 def test_the_reader_role_reads_for_queries_and_writes_nothing(store: Store, make_role: Callable) -> None:

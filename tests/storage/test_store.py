@@ -322,3 +322,18 @@ def test_slurms_facts_about_a_job_are_columns_of_its_row(store: Store) -> None:
         (42, "train \u00e9", "TIMEOUT", 0, 15, 60.0, 40, 2, 512.0, 1767225600.0),
         (43, None, None, None, None, None, None, None, None, None),
     ]
+
+
+def test_parts_stored_before_version_9_get_their_content_digest(store: Store) -> None:
+    from slurm_plugin import record as record_contract
+
+    documents = [make_record(job_id=1), make_record(job_id=2)]
+    for document in documents:
+        store.add_part(document)
+    assert store.stored_digest(documents[0]) == record_contract.digest(documents[0])
+    store.db.execute("UPDATE job_parts SET content_sha256 = NULL")  # as version 8 stored them
+    store.db.execute("UPDATE job_parts SET record_zlib = ? WHERE id = 2", [b"not zlib"])
+    migrations._digest_parts(store.db)  # version 9's backfill
+    assert store.stored_digest(documents[0]) == record_contract.digest(documents[0])
+    assert store.stored_digest(documents[1]) is None  # unreadable: compared as a duplicate
+    assert store.stored_digest(make_record(job_id=3)) is None  # no such part

@@ -1,7 +1,7 @@
-"""`jobcarbon doctor`: what this node can measure, and why not, one check per data source.
+"""Doctor's checks of the node: what it can measure and why not, its spool, outbox and database.
 
-Absent sources are normal (a CPU node has no NVML) and reported as such; only a broken configuration
-or an unusable spool makes the node unable to produce records.
+Absent sources are normal (a CPU node has no NVML) and reported as such; a missing required source or
+an unusable or unsafe spool makes the node unable to produce records, or leaks them.
 """
 
 from __future__ import annotations
@@ -9,54 +9,56 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from slurm_plugin import config as config_module
+from slurm_plugin.cli.doctor.base import Check, Site, open_to_others
+from slurm_plugin.cli.doctor.slurm import slurmd_spool
 from slurm_plugin.node import agent_client
+from slurm_plugin.node.sampler import FALLBACK_W_PER_CPU, cpu_power_model
 from slurm_plugin.node.spool import Spool
+from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import Probe, Sensor, SensorUnavailable, Status
+from slurm_plugin.sensors.rapl import RaplSensor
 from slurm_plugin.sensors.registry import NODE_SENSORS
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # "ok", "absent", "warning" or "error"
-    detail: str
-
-
-def run(config: config_module.Config) -> list[Check]:
-    """Every check on a loaded configuration (one that does not load is reported by the command)."""
-    source = str(config.source) if config.source else "no file: built-in defaults"
-    checks = [Check("config", "ok", source)]
-    probes = (check_sensors, check_spool, check_outbox, check_database)
-    for probe in probes:
-        try:
-            checks.extend(probe(config))
-        except Exception as exc:  # a probe bug must not hide the other checks
-            checks.append(
-                Check(probe.__name__.removeprefix("check_"), "error", f"{type(exc).__name__}: {exc}")
-            )
-    return checks
-
 
 # Sources the agent cannot sample without: their absence is an error, not a normal node.
 REQUIRED = frozenset({"procfs", "cgroup"})
-# What the sampler does instead when a source is not usable.
-FALLBACK = {"rapl": "CPU energy will be estimated (TDP x utilisation), flagged"}
 
 
-def check_sensors(config: config_module.Config) -> list[Check]:
+def check_sensors(site: Site) -> list[Check]:
     """One verdict per node sensor of the registry, then what each found (GPUs, ignored zones)."""
     checks: list[Check] = []
     for name, open_sensor in NODE_SENSORS.items():
-        probe = _probe(open_sensor, config)
+        probe = _probe(open_sensor, site.config)
         checks.append(Check(name, _verdict(name, probe.status), probe.reason))
-        if probe.status is not Status.OK and name in FALLBACK:
-            checks.append(Check(name, "ok", FALLBACK[name]))
         checks += [Check(f.name, _verdict(name, f.status), f.detail) for f in probe.findings]
     return checks
+
+
+def check_cpu_power(site: Site) -> list[Check]:
+    """The TDP and idle power the sampler assumes: the whole CPU estimate without RAPL, the static
+    share with it. A figure guessed on a node without RAPL is a warning naming the key to set."""
+    cpu = site.config.cpu
+    rapl = RaplSensor(site.config.paths.sysfs)
+    ncpus = procstat.read_ncpus(site.config.paths.procfs)
+    power = cpu_power_model(cpu, rapl.zones, ncpus)
+    tdp_from = {
+        "cpu.tdp_w": "cpu.tdp_w",
+        "rapl": "RAPL's power limit",
+        "fallback": f"{FALLBACK_W_PER_CPU:g} W x {ncpus} CPUs; set cpu.tdp_w",
+    }[power.tdp_from]
+    idle_from = (
+        "cpu.idle_power_w"
+        if power.idle_from == "cpu.idle_power_w"
+        else f"cpu.idle_fraction_of_tdp {cpu.idle_fraction_of_tdp:g} x TDP; set cpu.idle_power_w"
+    )
+    figures = f"TDP {power.tdp_w:g} W ({tdp_from}), idle {power.idle_w:g} W ({idle_from})"
+    if any(z.kind == "package" for z in rapl.zones):
+        return [Check("cpu_power", "ok", f"RAPL measures; the static share uses {figures}")]
+    guessed = power.tdp_from == "fallback" or power.idle_from != "cpu.idle_power_w"
+    detail = f"no RAPL: CPU energy will be estimated (flagged) from {figures}"
+    return [Check("cpu_power", "warning" if guessed else "ok", detail)]
 
 
 def _probe(open_sensor: Callable[[config_module.Config], Sensor], config: config_module.Config) -> Probe:
@@ -82,11 +84,14 @@ def _verdict(name: str, status: Status) -> str:
     return "absent" if status is Status.ABSENT else "warning"
 
 
-def check_spool(config: config_module.Config) -> list[Check]:
-    spool = Spool(config.paths.spool)
-    problem = _unsafe_dir(spool.root)
-    if problem:
-        return [Check("spool", "error", problem)]
+def check_spool(site: Site) -> list[Check]:
+    """The spool holds every running job's state and the agent's socket: root's alone, and not Slurm's."""
+    spool = Spool(site.config.paths.spool)
+    problems = [
+        p for p in (_unsafe_dir(spool.root), _not_private(spool.root), _inside_slurmd_spool(site)) if p
+    ]
+    if problems:
+        return [Check("spool", "error", f"{site.where('paths.spool')} {problem}") for problem in problems]
     try:
         reply = agent_client.request(spool.socket, {"op": "status"}, 1.0)
         jobs = reply.get("jobs")
@@ -96,8 +101,8 @@ def check_spool(config: config_module.Config) -> list[Check]:
     return [Check("spool", "ok", f"{spool.root}: {len(spool.job_keys())} job(s) in spool; {agent}")]
 
 
-def check_outbox(config: config_module.Config) -> list[Check]:
-    outbox = config.paths.outbox
+def check_outbox(site: Site) -> list[Check]:
+    outbox = site.config.paths.outbox
     problem = _unsafe_dir(outbox)
     if problem:
         return [Check("outbox", "error", problem)]
@@ -105,13 +110,13 @@ def check_outbox(config: config_module.Config) -> list[Check]:
     return [Check("outbox", "ok", f"{outbox}: {waiting} record(s) waiting for ingest")]
 
 
-def check_database(config: config_module.Config) -> list[Check]:
+def check_database(site: Site) -> list[Check]:
     """Whether this node's deliverer could store its records now (it never creates the database)."""
     from slurm_plugin.accounting.delivery import DELIVER_TIMEOUT_S
     from slurm_plugin.storage import StoreError
     from slurm_plugin.storage.store import Store
 
-    database = config.database
+    database = site.config.database
     if not database.deliver_from_nodes:
         return [Check("database", "absent", "deliver_from_nodes is off: records wait for `jobcarbon ingest`")]
     try:
@@ -136,6 +141,25 @@ def _unsafe_dir(path: Path) -> str | None:
         return f"{path} is not a directory (symlinks are refused)"
     if info.st_uid != os.geteuid():
         return f"{path} is owned by uid {info.st_uid}; run as that user or fix ownership"
+    if info.st_uid != 0:
+        return f"{path} is owned by uid {info.st_uid}, not root (the agent runs as root)"
     if not os.access(path, os.W_OK):
         return f"{path} is not writable"
+    return None
+
+
+def _not_private(path: Path) -> str | None:
+    """Other users must not see which jobs run, nor reach the agent's socket."""
+    problem = open_to_others(path, 0o077)
+    return f"must be private (0700): {problem}" if problem else None
+
+
+def _inside_slurmd_spool(site: Site) -> str | None:
+    """Slurm's SlurmdSpoolDir is slurmd's (0755, cleaned by it): jobcarbon's spool must be elsewhere."""
+    slurmd = slurmd_spool(site)
+    if slurmd is None:
+        return None
+    ours = site.config.paths.spool.resolve()
+    if ours == slurmd.resolve() or slurmd.resolve() in ours.parents:
+        return f"{ours} is within Slurm's SlurmdSpoolDir {slurmd}: use a directory of its own"
     return None
