@@ -114,8 +114,9 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
     try:
         states = tuple(map(state_name, args.state))
+        fields = job_list.field_names(args.fields)
     except QueryError as exc:
-        raise UsageError(f"-s: {exc}") from None
+        raise UsageError(str(exc)) from None
     tz = site_timezone(settings)
     until = _site_time(args.until, tz) if args.until else dt.datetime.now(dt.UTC)
     since = _site_time(args.since, tz) if args.since else until - DEFAULT_WINDOW
@@ -137,7 +138,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
     output.emit(
         output.Result(
             document,
-            table=lambda: job_list.table(document, site_timezone(settings), wide=args.wide),
+            table=lambda: job_list.table(document, site_timezone(settings), wide=args.wide, fields=fields),
             csv=lambda: job_list.csv_text(document),
         ),
         args.format,
@@ -265,6 +266,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     output.add_format_option(many, "jobcarbon/job-list/1", csv_alias=True)
     many.add_argument(
         "--wide", action="store_true", help="the table with partition, nodes, g/kWh and intensity quality too"
+    )
+    many.add_argument(
+        "--fields", type=_names, default=(), help="the table's columns, e.g. jobid,state,energy_kwh,co2e_g"
     )
     many.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     many.set_defaults(run=jobs)

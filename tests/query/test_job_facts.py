@@ -154,3 +154,17 @@ def test_array_tasks_and_het_components_resolve_from_the_records(array_reader: r
         shown(300, "-", 1)
     with pytest.raises(job_summary.JobNotFound):  # bob sees no task of the array
         arrays.show(array_reader, Scope(False, 1001), {"job_id": 300, "cluster": None})
+
+
+def test_fields_choose_the_columns(reader: readonly.Reader) -> None:
+    wanted = JobFilter(DAY, DAY + 2 * 24 * HOUR, states=("failed",), mine=False)
+    document = job_list.job_list(reader, EVERYTHING, wanted)
+    fields = job_list.field_names(("JobID", "state", "exit_code", "name", "energy_kwh", "co2e_g"))
+    lines = job_list.table(document, fields=fields).splitlines()
+    assert lines[0].split() == ["JobID", "State", "ExitCode", "JobName", "kWh", "CO2e", "g"]
+    (job,) = document["jobs"]
+    assert lines[2].split()[:3] == ["301", "FAILED", "3:0"]
+    assert "fail?[2J me" in lines[2]  # the name printable
+    assert lines[2].split()[-2] == f"{job['energy_j'] / 3.6e6:.3g}"
+    with pytest.raises(QueryError, match="unknown field 'gpu_util'"):
+        job_list.field_names(("jobid", "gpu_util"))
