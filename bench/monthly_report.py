@@ -35,6 +35,14 @@ CACHE = Path("/tmp/jobcarbon-bench-monthly")
 BATCH = 50_000
 
 
+def _insert(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
+    """Rows in the table's column order; columns later migrations added (nullable) are left NULL."""
+    width = len(conn.execute(f"PRAGMA table_info({table})").fetchall())
+    padding = (None,) * (width - len(rows[0]))
+    statement = f"INSERT INTO {table} VALUES ({','.join('?' * width)})"  # noqa: S608 - our table names
+    conn.executemany(statement, [(*r, *padding) for r in rows])
+
+
 def build(path: Path, jobs: int, accounts: int) -> None:
     Store.open(f"sqlite:///{path}", 10.0).close()  # the schema, through the migrations
     conn = sqlite3.connect(path, isolation_level=None)
@@ -115,12 +123,13 @@ def build(path: Path, jobs: int, accounts: int) -> None:
                     '["Electricity Maps yearly 2025 (ODbL)"]',
                 )
             )
-        conn.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)", job_rows)
-        conn.executemany(
-            "INSERT INTO job_parts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", part_rows
-        )
-        conn.executemany("INSERT INTO footprints VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", print_rows)
-        conn.executemany("INSERT INTO footprint_months VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", month_rows)
+        for table, rows in (
+            ("jobs", job_rows),
+            ("job_parts", part_rows),
+            ("footprints", print_rows),
+            ("footprint_months", month_rows),
+        ):
+            _insert(conn, table, rows)
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()

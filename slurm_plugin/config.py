@@ -73,6 +73,9 @@ class Nvml:
     # Seconds between reads of each GPU's energy counter (also read at job start and end); power is read
     # every tick. The counter costs ~3.85 ms of CPU per read on an H200 (docs/benchmarks.md).
     counter_interval_s: float = field(default=120.0, metadata=POSITIVE)
+    # Seconds before a failed NVML start-up (driver not loaded yet) is tried again; doubled after each
+    # failure up to 20 times this. Jobs that started meanwhile get their GPUs from then on.
+    retry_interval_s: float = field(default=30.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

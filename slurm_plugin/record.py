@@ -94,8 +94,10 @@ def build(
     covered = 0.0
     cpus: list[int] = []
     use = _Use()
+    count = 0  # Slurm's count where no cpuset confines the job (ConstrainCores=no): no list then
     for entry in journal.intervals:
         cpus = entry.get("cpuset", cpus)
+        count = int(entry.get("cpus") or count)
         raw0, raw1 = float(entry["t0"]), float(entry["t1"])
         t0, t1 = max(raw0, start_s), min(raw1, end_s)
         if t1 <= t0:
@@ -116,7 +118,7 @@ def build(
     document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons, use)
     if running:
         document["status"] = "running"
-    document["allocated_cpus"] = {"count": len(cpus), "list": _cpulist(cpus)}
+    document["allocated_cpus"] = {"count": len(cpus) or count, "list": _cpulist(cpus)}
     if slurm is not None:
         document["slurm"] = slurm
     return document

@@ -27,6 +27,7 @@ CONFIG_NAME = "nvml-standin.conf"
 CONFIG_ENV = "NVML_STANDIN_CONFIG"
 NOT_SUPPORTED = 3  # NVML_ERROR_NOT_SUPPORTED
 GPU_IS_LOST = 15  # NVML_ERROR_GPU_IS_LOST
+DRIVER_NOT_LOADED = 9  # NVML_ERROR_DRIVER_NOT_LOADED: what nvmlInit returns before the driver is up
 ENERGY_CALL = "nvmlDeviceGetTotalEnergyConsumption"
 POWER_CALL = "nvmlDeviceGetPowerUsage"
 # CPU per call measured on an H200 (driver 580, docs/testing.md): the counter is the expensive one.
@@ -79,10 +80,13 @@ def render(
     driver_version: str = "550.54.15",
     costs: dict[str, int] | None = None,
     calls_file: Path | None = None,
+    init_ret: int = 0,
 ) -> str:
-    """The config file text: global keys, then one `[gpu]` block per device, `[mig]` after it."""
+    """The config file text: global keys, then one `[gpu]` block per device, `[mig]` after it.
+    `init_ret` is what nvmlInit returns (a raw NVML code; 0 succeeds)."""
     lines = ["# nvml stand-in state (testbed/nvml_standin.py)", f"epoch_s={epoch_s:.6f}"]
     lines.append(f"driver_version={driver_version}")
+    lines += [f"init_ret={init_ret}"] if init_ret else []
     lines += [f"cost_us.{function}={cost_us}" for function, cost_us in (costs or {}).items()]
     lines += [f"calls_file={calls_file}"] if calls_file else []
     for gpu in gpus:
@@ -110,13 +114,14 @@ def write_config(
     epoch_s: float | None = None,
     costs: dict[str, int] | None = None,
     calls_file: Path | None = None,
+    init_ret: int = 0,
 ) -> float:
     """Atomically replace the config (temp file + rename); return the epoch written."""
     epoch = time.time() if epoch_s is None else epoch_s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(render(gpus, epoch, costs=costs, calls_file=calls_file))
+        out.write(render(gpus, epoch, costs=costs, calls_file=calls_file, init_ret=init_ret))
     Path(tmp).chmod(0o644)
     # The library notices changes by inode, size and mtime; a freed inode can be reused and the
     # kernel's coarse clock can repeat an mtime, so make the mtime strictly newer.

@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,12 @@ FINISHED_STATES = frozenset(
         "OUT_OF_MEMORY",
     }
 )
-CGROUP_CONF = "CgroupPlugin=cgroup/v1\nConstrainCores=yes\nConstrainRAMSpace=yes\nConstrainDevices=no\n"
+
+
+def cgroup_conf(constrain_cores: bool = True) -> str:
+    """cgroup.conf text; ConstrainCores=no (Slurm's default) leaves every job on the whole node's CPUs."""
+    cores = "yes" if constrain_cores else "no"
+    return f"CgroupPlugin=cgroup/v1\nConstrainCores={cores}\nConstrainRAMSpace=yes\nConstrainDevices=no\n"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Cluster:
     node: str = field(default_factory=short_hostname)
     ctld_port: int = 16817
     slurmd_port: int = 16818
+    constrain_cores: bool = True
 
     @property
     def conf(self) -> Path:
@@ -105,7 +112,7 @@ class Cluster:
         """Write slurm.conf, cgroup.conf, gres.conf and an empty plugstack.conf."""
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(self._slurm_conf())
-        (self.conf.parent / "cgroup.conf").write_text(CGROUP_CONF)
+        (self.conf.parent / "cgroup.conf").write_text(cgroup_conf(self.constrain_cores))
         gpus = f"/dev/fakegpu[0-{GPU_COUNT - 1}]"
         gres = f"AutoDetect=off\nNodeName={self.node} Name=gpu Type=h100 File={gpus}\n"
         (self.conf.parent / "gres.conf").write_text(gres)
@@ -184,6 +191,22 @@ class Cluster:
         except ClusterError as error:
             state = self.node_state()
             raise ClusterError(f"{error}; node state {state!r}{self._log_tails()}") from None
+
+    def restart_slurmd(self, constrain_cores: bool, timeout_s: float = 60) -> None:
+        """Rewrite cgroup.conf and restart slurmd alone (slurmd reads it at start); slurmctld keeps its
+        state, so job ids go on where they were. Call only while no job runs."""
+        self.constrain_cores = constrain_cores
+        (self.conf.parent / "cgroup.conf").write_text(cgroup_conf(constrain_cores))
+        pid_file = self.scratch / "slurmd.pid"
+        old = int(pid_file.read_text()) if pid_file.exists() else None
+        if old is not None:
+            os.kill(old, signal.SIGTERM)
+            wait_until(lambda: not Path(f"/proc/{old}").exists(), timeout_s, "slurmd to stop")
+        env = {"PATH": ":".join(SBIN_DIRS), "SLURM_CONF": str(self.conf)}
+        result = run([str(find_binary("slurmd")), "-f", str(self.conf)], env=env)
+        if result.returncode != 0:
+            raise ClusterError(f"slurmd failed: {result.stderr.strip()}{self._log_tails()}")
+        wait_until(lambda: self.node_state() == "idle", timeout_s, "node idle after the slurmd restart")
 
     def node_state(self) -> str:
         """The node's state as sinfo prints it (`idle`, `mixed`, `completing`...), or ''."""

@@ -93,22 +93,22 @@ class SimNode:
         set_energy(self.sysfs, "package-0", int(package_j * 1e6))
         set_energy(self.sysfs, "dram-0", int(dram_j * 1e6))
 
-    def journal(self, job_id: int) -> list[dict[str, Any]]:
-        path = self.spool / "jobs" / f"{job_id}.0" / "journal.jsonl"
+    def journal(self, job_id: int, restart: int = 0) -> list[dict[str, Any]]:
+        path = self.spool / "jobs" / f"{job_id}.{restart}" / "journal.jsonl"
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def intervals(self, job_id: int) -> int:
-        return sum(1 for entry in self.journal(job_id) if entry["type"] == "interval")
+    def intervals(self, job_id: int, restart: int = 0) -> int:
+        return sum(1 for entry in self.journal(job_id, restart) if entry["type"] == "interval")
 
-    def record(self, job_id: int) -> dict[str, Any] | None:
-        """The job's record; an epilog returns before the agent writes it, so wait while a stop is pending."""
-        stop = self.spool / "jobs" / f"{job_id}.0" / "stop"
+    def record(self, job_id: int, restart: int = 0) -> dict[str, Any] | None:
+        """The run's record; an epilog returns before the agent writes it, so wait while a stop is pending."""
+        stop = self.spool / "jobs" / f"{job_id}.{restart}" / "stop"
         deadline = time.monotonic() + 10.0
         while stop.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        path = self.outbox / f"sim_{job_id}_0_{NODE}.json"
+        path = self.outbox / f"sim_{job_id}_{restart}_{NODE}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def agent_pid(self) -> int | None:

@@ -47,6 +47,13 @@ def test_worked_example_in_attribution_doc_matches_the_code() -> None:
     assert f"A {total_a:g} J, B {total_b:g} J" in text
 
 
+def test_constrain_cores_no_example_in_attribution_doc_matches_the_code() -> None:
+    node = NodeInterval(10, 500, Method.MEASURED, None, 1, 64, 64 * GIB, idle_power_w=20)
+    job = attribute(node, [JobInterval("A", cpu_s=1, cpus=1, memory_bytes=0)], {})["A"]
+    assert job.cpu == Share(pytest.approx(303.125), Method.APPORTIONED)
+    assert f"**{job.cpu.joules:g} J**" in (REPO / "docs" / "attribution.md").read_text()
+
+
 def _keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for field in dataclasses.fields(cls):

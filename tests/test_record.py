@@ -172,6 +172,12 @@ def test_partial_reasons_collect_every_loss() -> None:
     assert document["notes"] == ["GPU 1 is not visible to NVML"]
 
 
+def test_a_job_no_cpuset_confines_has_slurms_count_and_no_list() -> None:
+    samples = Journal({"job": JOB, "start": START, "gpus": []})
+    samples.intervals = [dict(interval(0, 10, [5.0, "apportioned"], None, None), cpus=1)]
+    assert record.build(samples, END, [])["allocated_cpus"] == {"count": 1, "list": ""}
+
+
 def test_a_journal_without_samples() -> None:
     document = record.build(Journal({"job": JOB, "start": START}), END, ["the sampler never took a sample"])
     assert document["energy"] == {"cpu": None, "dram": None, "gpu": None, "total_joules": 0}

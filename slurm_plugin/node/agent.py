@@ -30,7 +30,15 @@ from slurm_plugin import config as config_module
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import agent_client, jobenv, jobfacts, journal
 from slurm_plugin.node.sampler import NodeSampler
-from slurm_plugin.node.spool import KEY, Spool, boot_id, final_record, store_record
+from slurm_plugin.node.spool import (
+    KEY,
+    NO_PROLOG_AFTER_REQUEUE,
+    Spool,
+    boot_id,
+    final_record,
+    job_id_of,
+    store_record,
+)
 from slurm_plugin.safefile import ensure_dir, lock_file
 
 MAX_REQUEST = 4096
@@ -219,9 +227,9 @@ class Agent:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def _adopt(self, key: str | None = None) -> None:
+    def _adopt(self, job_id: int | None = None) -> None:
         """Jobs whose prolog found no agent listening (fastpath.py) become job directories."""
-        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", key):
+        for problem in self.spool.adopt_incoming(self.config.cluster or "", self.config.node or "", job_id):
             self.log("error", f"prolog message {problem}")
 
     def _scan(self) -> None:
@@ -428,7 +436,7 @@ class Agent:
         if key in self.unwritten:
             return {"ok": True}  # sampled to its end; its record waits for the outbox
         if key not in self.sampler.jobs:
-            self._adopt(key)
+            self._adopt(job_id_of(key))
             if key in self.spool.job_keys():
                 self._start(key)  # its own tick: a stop for a job we never sampled is rare
         if key not in self.sampler.jobs:
@@ -440,17 +448,28 @@ class Agent:
     def _hook(self, hook: str, env: Any, starting: list[str], stopping: list[str]) -> dict[str, Any]:
         """A hook's fast path (fastpath.py): its Slurm variables, validated as the full path does; then
         the prolog's spool entry written and the job started, or the epilog's stop recorded and the job
-        stopped, in the batch's tick. A refusal sends the hook down the full path."""
+        stopped, in the batch's tick. An epilog stops every run of its job id here, a prolog any earlier
+        run (requeue: `Spool.end_runs`). A refusal sends the hook down the full path."""
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             return {"ok": False, "error": "env must map names to strings"}
         try:
             info = jobenv.from_env(env, self.config.cluster or "", self.config.node or "")
+            self._adopt(info.job_id)
+            now = time.time()
+            # An epilog ends every run of its job here; a prolog, any earlier run whose epilog never came.
+            facts = jobfacts.end_facts(env) if hook == "epilog" else None
+            ended = self.spool.end_runs(
+                info.job_id, now, keep=None if hook == "epilog" else info.key, facts=facts
+            )
+            replies = [self._handle({"op": "stop", "key": key}, starting, stopping) for key in ended]
             if hook == "epilog":
-                self._adopt(info.key)
-                if not self.spool.request_stop(info.key, time.time(), jobfacts.end_facts(env)):
-                    return {"ok": True, "record": None}  # no sampler ever started for this job here
-                return self._handle({"op": "stop", "key": info.key}, starting, stopping)
-            self.spool.create_job(info, time.time())
+                if not ended and info.restart_count:
+                    self.log("warning", f"job {info.key}: {NO_PROLOG_AFTER_REQUEUE}")
+                failed = [reply for reply in replies if not reply["ok"]]
+                return failed[0] if failed else {"ok": True, "ended": ended}
+            for key in ended:
+                self.log("warning", f"job {info.key}: run {key} of this job had no epilog here; ended now")
+            self.spool.create_job(info, now)
         except (jobenv.JobEnvError, OSError) as exc:
             return {"ok": False, "error": str(exc)}
         return self._handle({"op": "start", "key": info.key}, starting, stopping)

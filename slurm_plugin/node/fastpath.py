@@ -54,6 +54,29 @@ FORWARDED = (
 )
 
 
+SELF_CGROUP = "/proc/self/cgroup"
+
+
+def job_cgroup(path: str = SELF_CGROUP) -> str | None:
+    """The Slurm job cgroup this process runs in, if any (cgroup(7) lines "id:controllers:path").
+
+    With PrologFlags=RunInJob (Slurm 24.11+) slurmstepd runs the prolog and epilog inside the job's
+    extern step; an agent started from there would be charged to the job, see only its devices and be
+    killed with it, so the hooks then start nothing and only hand the job to an agent already running.
+    """
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(65536).decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        cgroup = line.split(":", 2)[-1]
+        for part in cgroup.split("/"):
+            if part == "step_extern" or (part.startswith("job_") and part[4:].isdigit()):
+                return cgroup
+    return None
+
+
 def cache_stem(config_file: str) -> str:
     """The runtime-directory path, less its suffix, of the cached hook settings for a config file."""
     name = os.path.abspath(config_file).replace("/", "_")[-200:]
@@ -77,8 +100,8 @@ def hand_over(environ: Mapping[str, str], hook: str) -> bool:
         variables = ",".join(f"{_quote(k)}:{_quote(environ[k])}" for k in FORWARDED if k in environ)
         message = f'{{"op":{_quote(hook)},"env":{{{variables}}}'
         connection = _connect(socket_path, TIMEOUT_S[hook])
-        if connection is None:
-            cold = hook == "prolog" and os.path.isabs(spool)
+        if connection is None:  # no agent: the full path says why none is started in a job's cgroup
+            cold = hook == "prolog" and os.path.isabs(spool) and job_cgroup() is None
             return cold and _leave_for_new_agent(environ, spool, config, message)
         return _ask(connection, f"{message}}}\n".encode())
     except (OSError, ValueError):

@@ -16,9 +16,9 @@ import time
 
 from slurm_plugin.config_location import ConfigError
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, hook_settings, jobenv, jobfacts
+from slurm_plugin.node import agent_client, fastpath, hook_settings, jobenv, jobfacts
 from slurm_plugin.node.hook_settings import HookSettings
-from slurm_plugin.node.spool import Spool, finalize
+from slurm_plugin.node.spool import NO_PROLOG_AFTER_REQUEUE, Spool, finalize
 
 HARD_LIMIT_S = 30  # well under any sane PrologEpilogTimeout; the epilog's own waits are shorter
 NOTIFY_TIMEOUT_S = 1.0
@@ -32,38 +32,65 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
     info = jobenv.from_env(os.environ, settings.cluster, settings.node)
     spool = Spool(settings.spool, settings.journal_fsync)
     spool.prepare()
-    spool.create_job(info, time.time())
+    now = time.time()
+    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.job_id):
+        log("error", f"job {info.key}: prolog message {problem}")
+    for key in spool.end_runs(info.job_id, now, keep=info.key):  # the agent finalises it at its next scan
+        log("warning", f"job {info.key}: run {key} of this job had no epilog here; ended now")
+    spool.create_job(info, now)
     try:
         agent_client.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
     except OSError:
-        agent_client.spawn_agent(settings.source)
-        log("info", f"job {info.job_id}: started the node agent")
+        if _may_spawn(log, info.key):
+            agent_client.spawn_agent(settings.source)
+            log("info", f"job {info.job_id}: started the node agent")
+
+
+def _may_spawn(log: EventLog, key: str) -> bool:
+    """False, with one line saying so, where the hook runs inside a job's cgroup (RunInJob)."""
+    inside = fastpath.job_cgroup()
+    if inside is None:
+        return True
+    log(
+        "error",
+        f"job {key}: this hook runs inside a job's cgroup ({inside[:120]}), as with PrologFlags=RunInJob, "
+        "which jobcarbon does not support: no agent started here; the job waits in the spool for an "
+        "agent run as a service (docs/install.md)",
+    )
+    return False
 
 
 def epilog(settings: HookSettings, log: EventLog) -> None:
     info = jobenv.from_env(os.environ, settings.cluster, settings.node)
     spool = Spool(settings.spool, settings.journal_fsync)
-    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.key):
+    for problem in spool.adopt_incoming(settings.cluster, settings.node, info.job_id):
         log("error", f"job {info.key}: prolog message {problem}")
-    if not spool.request_stop(info.key, time.time(), jobfacts.end_facts(os.environ)):
-        return  # no sampler ever started for this job on this node: normal for some allocations
-    wait_s = settings.stop_timeout_s
+    # Every run of the job here, whatever restart count it started under: a requeued job's epilog
+    # already carries the next run's count (docs/install.md).
+    ended = spool.end_runs(info.job_id, time.time(), facts=jobfacts.end_facts(os.environ))
+    for key in ended:
+        _stop(spool, settings, log, key)
+    if not ended and info.restart_count:
+        log("warning", f"job {info.key}: {NO_PROLOG_AFTER_REQUEUE}")
+
+
+def _stop(spool: Spool, settings: HookSettings, log: EventLog, key: str) -> None:
+    """Ask the agent to finalise one run; build its record here if the agent cannot."""
     try:
-        reply = agent_client.request(spool.socket, {"op": "stop", "key": info.key}, wait_s)
+        reply = agent_client.request(spool.socket, {"op": "stop", "key": key}, settings.stop_timeout_s)
         if reply.get("ok"):
             return
         problem = f"agent could not finalise: {reply.get('error', 'no record')}"
     except OSError as exc:
         problem = f"agent unreachable ({exc.__class__.__name__})"
-    _finalize_without_agent(spool, settings, log, info, problem)
+    _finalize_without_agent(spool, settings, log, key, problem)
 
 
 def _finalize_without_agent(
-    spool: Spool, settings: HookSettings, log: EventLog, info: jobenv.JobInfo, problem: str
+    spool: Spool, settings: HookSettings, log: EventLog, key: str, problem: str
 ) -> None:
     """Build the record from the journal when the agent is dead; leave it to a live but slow one. The
     record has the epilog's exit status but no Slurm state: that exists only after the epilog."""
-    key = info.key
     try:
         fd = spool.lock_job(key, wait_s=0.5)
     except FileNotFoundError:
@@ -74,11 +101,13 @@ def _finalize_without_agent(
     try:
         end_s = spool.stop_time(key) or time.time()
         reasons = [f"sampler not running at job end: {problem}"]
-        slurm = jobfacts.combine(jobfacts.exit_status(os.environ), {}, info.job_gpus)
+        slurm = jobfacts.combine(spool.end_facts(key).get("exit"), {}, spool.load_job(key)[0].job_gpus)
         path = finalize(spool, key, end_s, reasons, settings.outbox, slurm)
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")
+    if not _may_spawn(log, key):
+        return
     if spool.job_keys():
         agent_client.spawn_agent(settings.source)  # other jobs on this node still need a sampler
     agent_client.spawn_delivery(settings.source)

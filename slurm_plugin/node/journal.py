@@ -147,6 +147,8 @@ def read(path: Path) -> Journal:
                 journal.resumes.append(entry)
             elif kind == "end":
                 journal.ended = float(entry["t"])
+            elif kind == "gpus":  # resolved after the start, once NVML opened (sampler._late_gpus)
+                journal.header["gpus"] = entry.get("gpus", [])
     if journal is None:
         raise JournalError(f"{path}: no header line")
     journal.torn = torn

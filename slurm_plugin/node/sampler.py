@@ -144,6 +144,9 @@ class NodeSampler:
         self._last_tick: float | None = None
         self._nvml: Any = None
         self._nvml_problem: str | None = None
+        self._nvml_retry_at = 0.0  # a failed start-up is tried again from then (`_open_nvml`)
+        self._nvml_backoff_s = 0.0
+        self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
 
     def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
@@ -211,6 +214,8 @@ class NodeSampler:
         for tracker in self._unsettled:
             anchors |= self._settle_job(tracker)
         self._unsettled.clear()
+        if self._awaiting_nvml:
+            anchors |= self._late_gpus(time.time())
         if deferred is not None:
             self._read_gpus(deferred[0], anchors)
         for tracker in self.jobs.values():
@@ -218,11 +223,11 @@ class NodeSampler:
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
-        gpus, problems = self._resolve_gpus(tracker.info)
-        tracker.claims = [
-            GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus
-        ]
         now = tracker.first_sample
+        gpus, problems = self._resolve_gpus(tracker.info, now)
+        tracker.claims = _claims(gpus)
+        if self._nvml is None and (tracker.info.job_gpus or tracker.info.cuda_visible_devices):
+            self._awaiting_nvml.append(tracker)
         if tracker.resumed:
             tracker.journal.append({"type": "resume", "t": now, "reason": tracker.resumed})
         else:
@@ -252,10 +257,33 @@ class NodeSampler:
         if tracker.note(text, now):
             self.log(level, f"job {tracker.info.key}: {text}")
 
-    def _resolve_gpus(self, info: JobInfo) -> tuple[list[dict[str, Any]], list[str]]:
+    def _late_gpus(self, now: float) -> set[str]:
+        """Once a retry opens NVML, the GPUs of the jobs that started while it was down; the time
+        before is noted as a gap in their GPU energy. Returns the GPUs to anchor."""
+        self._awaiting_nvml = [t for t in self._awaiting_nvml if self.jobs.get(t.info.key) is t]
+        if not self._awaiting_nvml or self._open_nvml(now) is None:
+            return set()
+        anchors: set[str] = set()
+        for tracker in self._awaiting_nvml:
+            gpus, problems = self._resolve_gpus(tracker.info, now)
+            tracker.claims = _claims(gpus)  # a new list: the intervals queued before keep none
+            tracker.journal.append({"type": "gpus", "t": now, "gpus": gpus})
+            self._note(
+                tracker,
+                f"NVML opened {now - tracker.start_s:.0f} s after the job started: "
+                "its GPU energy before then is not measured",
+                now,
+            )
+            for problem in problems:
+                self._note(tracker, problem, now)
+            anchors |= {claim.parent_uuid for claim in tracker.claims}
+        self._awaiting_nvml = []
+        return anchors
+
+    def _resolve_gpus(self, info: JobInfo, now: float) -> tuple[list[dict[str, Any]], list[str]]:
         if not info.job_gpus and not info.cuda_visible_devices:
             return [], []
-        nvml = self._open_nvml()
+        nvml = self._open_nvml(now)
         if nvml is None:
             return [], [f"job has GPUs but NVML is unavailable: {self._nvml_problem}"]
         devices, problems = nvml.resolve(info.job_gpus, info.cuda_visible_devices)
@@ -272,15 +300,28 @@ class NodeSampler:
         ]
         return described, problems
 
-    def _open_nvml(self) -> Any:
-        """NVML is opened on the first job that has GPUs: CPU-only nodes never load it."""
-        if self._nvml is None and self._nvml_problem is None:
+    def _open_nvml(self, now: float) -> Any:
+        """NVML is opened on the first job that has GPUs: CPU-only nodes never load it. A failed
+        start-up (a driver loaded after the agent) is tried again after `nvml.retry_interval_s`,
+        doubled after each failure up to 20 times that, so a persistent agent recovers."""
+        if self._nvml is None and now >= self._nvml_retry_at:
             from slurm_plugin.sensors.nvml import NvmlSensor
 
+            first = self.config.nvml.retry_interval_s
             try:
                 self._nvml = NvmlSensor.open(self.config.nvml)
             except SensorUnavailable as exc:
                 self._nvml_problem = str(exc)
+                self._nvml_backoff_s = min(max(2 * self._nvml_backoff_s, first), 20 * first)
+                if not self.config.nvml.enabled:  # a setting, not a failure: never tried again
+                    self._nvml_retry_at = float("inf")
+                    return None
+                self._nvml_retry_at = now + self._nvml_backoff_s
+                self.log("warning", f"{exc}; trying again in {self._nvml_backoff_s:g} s")
+            else:
+                if self._nvml_problem is not None:
+                    self.log("info", f"NVML opened after an earlier failure ({self._nvml_problem})")
+                self._nvml_problem, self._nvml_backoff_s = None, 0.0
         return self._nvml
 
     # -- ticks --------------------------------------------------------------------------------
@@ -464,7 +505,26 @@ class NodeSampler:
         usage = tracker.usage
         cpus = len(usage.cpus) if usage and usage.cpus else (info.cpus_per_node or 0)
         memory = usage.memory_bytes if usage and tracker.cgroup is not None else 0
-        return JobInterval(info.key, cpu_s, cpus, memory, tracker.claims)
+        return JobInterval(info.key, cpu_s, cpus, memory or 0, tracker.claims)
+
+    def _note_usage(self, tracker: JobTracker, usage: JobUsage, now: float) -> None:
+        """Say once where the job's cgroup lacks what attribution uses, and what stands in for it."""
+        if not usage.cpus:
+            count = tracker.info.cpus_per_node
+            self._note(
+                tracker,
+                "the job's cpuset does not confine it (ConstrainCores=no): "
+                + (
+                    f"its {count} allocated CPUs are Slurm's (SLURM_JOB_CPUS_PER_NODE)"
+                    if count is not None
+                    else "its allocated CPUs are unknown, so it gets no static CPU power"
+                ),
+                now,
+            )
+        if usage.memory_bytes is None:
+            self._note(
+                tracker, "the job's cgroup has no memory controller: memory and DRAM share unavailable", now
+            )
 
     def _interval_entry(
         self, tracker: JobTracker, t0: float, t1: float, job: JobInterval, energy: attribution.JobEnergy
@@ -472,6 +532,8 @@ class NodeSampler:
         """The journal line of one interval; its "gpu" is filled when its GPU parts are final."""
         if tracker.usage is None:
             self._note(tracker, "job cgroup not found yet: CPU share is by allocated cores only", t1)
+        else:
+            self._note_usage(tracker, tracker.usage, t1)
         entry = {
             "type": "interval",
             "t0": round(t0, 4),
@@ -487,6 +549,11 @@ class NodeSampler:
             tracker.journaled_cpus = tracker.usage.cpus
             entry["cpuset"] = sorted(tracker.usage.cpus)
         return entry
+
+
+def _claims(gpus: list[dict[str, Any]]) -> list[GpuClaim]:
+    """The claims of a job's resolved GPUs (`_resolve_gpus`) on their physical GPUs."""
+    return [GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus]
 
 
 def _part(part: Share | None) -> list[Any] | None:

@@ -26,6 +26,9 @@ from slurm_plugin.safefile import atomic_write, ensure_dir, lock_file, read_nofo
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
 INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
+# An epilog with a restart count but no run here: slurmd skips the prolog of a job id whose credential
+# it still holds, as for a requeued job started again on the node within minutes (seen on 22.05).
+NO_PROLOG_AFTER_REQUEUE = "no run of this requeued job started here (Slurm ran no prolog for it): no record"
 ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
 STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
 
@@ -44,10 +47,10 @@ class Spool:
         ensure_dir(self.jobs)
         ensure_dir(self.incoming)
 
-    def adopt_incoming(self, cluster: str, node: str, key: str | None = None) -> list[str]:
-        """Turn the prolog messages in incoming/ (all, or only `key`'s) into job directories; return
-        one problem per message refused (moved aside as incoming/failed-*)."""
-        names = self._incoming_names(key)
+    def adopt_incoming(self, cluster: str, node: str, job_id: int | None = None) -> list[str]:
+        """Turn the prolog messages in incoming/ (all, or only those of `job_id`'s runs) into job
+        directories; return one problem per message refused (moved aside as incoming/failed-*)."""
+        names = self._incoming_names(job_id)
         if not names:
             return []
         lock = lock_file(self.root / "incoming.lock", ADOPT_WAIT_S)
@@ -58,16 +61,15 @@ class Spool:
         finally:
             os.close(lock)
 
-    def _incoming_names(self, key: str | None) -> list[str]:
-        if key is not None:
-            name = f"{key}.json"
-            return [name] if os.path.lexists(self.incoming / name) else []
+    def _incoming_names(self, job_id: int | None) -> list[str]:
         try:
             entries = list(os.scandir(self.incoming))
         except FileNotFoundError:
             return []
-        _sweep_temporaries(entries)
-        return sorted(entry.name for entry in entries if INCOMING_NAME.fullmatch(entry.name))
+        if job_id is None:
+            _sweep_temporaries(entries)
+        names = (match for entry in entries if (match := INCOMING_NAME.fullmatch(entry.name)))
+        return sorted(m.group(0) for m in names if job_id is None or job_id_of(m.group(1)) == job_id)
 
     def _adopt(self, name: str, cluster: str, node: str) -> str | None:
         """One message; None when adopted (or already gone: adopted by someone else)."""
@@ -77,7 +79,9 @@ class Spool:
             info = from_env(message["env"], cluster, node)
             if f"{info.key}.json" != name:
                 raise JobEnvError(f"the message is for job {info.key}")
-            self.create_job(info, float(message["time"]), message.get("boot") or None)
+            start_s = float(message["time"])
+            self.end_runs(info.job_id, start_s, keep=info.key)  # as a prolog served by an agent does
+            self.create_job(info, start_s, message.get("boot") or None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError, JobEnvError) as exc:
@@ -118,6 +122,25 @@ class Spool:
             atomic_write(stop, json.dumps({"end": end_s, **(facts or {})}).encode(), fsync=self.fsync)
         return True
 
+    def runs(self, job_id: int) -> list[str]:
+        """The keys of every run of `job_id` with a directory here, whatever restart count each was
+        started under: the one place that finds a job's runs by its id (requeue, docs/install.md)."""
+        return [key for key in self.job_keys() if job_id_of(key) == job_id]
+
+    def end_runs(
+        self, job_id: int, end_s: float, keep: str | None = None, facts: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Leave `end_s` as the end of every run of `job_id` here but `keep`; return their keys.
+
+        A requeued job's epilog may carry the next run's restart count (Slurm increments it before the
+        old run's epilog), so an epilog ends the job's runs by id, and a new run's prolog ends any run
+        whose epilog never came.
+        """
+        ended = [key for key in self.runs(job_id) if key != keep]
+        for key in ended:
+            self.request_stop(key, end_s, facts)
+        return ended
+
     def job_keys(self) -> list[str]:
         try:
             return sorted(entry.name for entry in os.scandir(self.jobs) if KEY.fullmatch(entry.name))
@@ -154,6 +177,11 @@ class Spool:
         import shutil  # only the epilog and the agent remove jobs: keep it off the prolog's path
 
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
+
+
+def job_id_of(key: str) -> int:
+    """The Slurm job id of a spool key ("<jobid>.<restart>")."""
+    return int(key.partition(".")[0])
 
 
 def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:

@@ -15,8 +15,8 @@ from typing import Protocol
 @dataclass(slots=True)
 class JobUsage:
     cpu_s: float  # cumulative CPU time of every process the job ever ran
-    memory_bytes: int  # memory in use, page cache that can be dropped excluded
-    cpus: frozenset[int]  # the cpuset the job may run on
+    memory_bytes: int | None  # memory in use less droppable page cache; None: no memory controller
+    cpus: frozenset[int]  # the CPUs its cpuset confines it to; empty when none does (ConstrainCores=no)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,12 @@ class CgroupKey:
     uid: int
     node: str
     sluid: str | None = None
+
+
+def confined(cpus: frozenset[int], parent: frozenset[int]) -> frozenset[int]:
+    """The job's cpuset if it confines the job, else empty: with ConstrainCores=no (Slurm's default)
+    a job's cpuset is its parent's, the whole node's, and says nothing of what Slurm allocated."""
+    return cpus if cpus and cpus != parent else frozenset()
 
 
 class JobCgroup(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined
 from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
@@ -30,32 +30,36 @@ class V1JobCgroup:
         self._usage = str(cpuacct / "cpuacct.usage")
         self._memory_paths = (str(memory / "memory.usage_in_bytes"), str(memory / "memory.stat"))
         self._cpuset_paths = tuple(str(cpuset / name) for name in CPUSET_FILES)
+        # Slurm's top directory (<prepend>[_<node>]): a job whose cpuset is the same is not confined.
+        self._slurm_cpuset_paths = tuple(str(cpuset.parent.parent / name) for name in CPUSET_FILES)
         self._cpus: frozenset[int] = frozenset()
         self._reads = 0
 
     def read(self) -> JobUsage:
         cpu_ns = read_int(self._usage)
-        if self._reads % self.CPUSET_EVERY == 0 or not self._cpus:
-            self._cpus = self._read_cpus()
+        if self._reads % self.CPUSET_EVERY == 0:
+            self._cpus = confined(_read_cpus(self._cpuset_paths), _read_cpus(self._slurm_cpuset_paths))
         self._reads += 1
         return JobUsage(cpu_ns / 1e9, _memory(*self._memory_paths), self._cpus)
 
-    def _read_cpus(self) -> frozenset[int]:
-        for path in self._cpuset_paths:
-            try:
-                return parse_cpulist(read_text(path))
-            except FileNotFoundError:
-                continue
-        return frozenset()
+
+def _read_cpus(paths: tuple[str, ...]) -> frozenset[int]:
+    """The first of the cpuset files that exists; empty when Slurm made no cpuset cgroup."""
+    for path in paths:
+        try:
+            return parse_cpulist(read_text(path))
+        except FileNotFoundError:
+            continue
+    return frozenset()
 
 
-def _memory(usage_path: str, stat_path: str) -> int:
-    """Memory in use without reclaimable cache; 0 when Slurm made no memory cgroup for the job."""
+def _memory(usage_path: str, stat_path: str) -> int | None:
+    """Memory in use without reclaimable cache; None when Slurm made no memory cgroup for the job."""
     try:
         usage = read_int(usage_path)
         cache = flat_keyed(read_text(stat_path), "total_inactive_file")
     except FileNotFoundError:
-        return 0
+        return None
     return max(usage - cache, 0)
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined
 from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 
 class V2JobCgroup:
-    """A job's cgroup directory; file paths are built once as `str`, as they are read every tick."""
+    """A job's cgroup directory; file paths are built once as `str`, as they are read every tick.
+
+    Its cpuset is compared with the scope's (its parent's), read once: equal, the job is not confined
+    to its CPUs (ConstrainCores=no) and the CPUs Slurm allocated come from Slurm instead.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -21,18 +25,33 @@ class V2JobCgroup:
         self._memory_current = str(path / "memory.current")
         self._memory_stat = str(path / "memory.stat")
         self._cpuset = str(path / "cpuset.cpus.effective")
+        self._scope_cpus: frozenset[int] | None = None
 
     def read(self) -> JobUsage:
         usage_us = flat_keyed(read_text(self._cpu_stat), "usage_usec")
-        current = read_int(self._memory_current)
-        cache = flat_keyed(read_text(self._memory_stat), "inactive_file")
-        return JobUsage(usage_us / 1e6, max(current - cache, 0), self._cpus())
+        return JobUsage(usage_us / 1e6, self._memory(), self._cpus())
+
+    def _memory(self) -> int | None:
+        """None when the memory controller is not enabled for the job's subtree (no memory.* files)."""
+        try:
+            current = read_int(self._memory_current)
+        except FileNotFoundError:
+            if not self.path.is_dir():
+                raise  # the job's cgroup is gone, not its memory controller
+            return None
+        return max(current - flat_keyed(read_text(self._memory_stat), "inactive_file"), 0)
 
     def _cpus(self) -> frozenset[int]:
-        try:
-            return parse_cpulist(read_text(self._cpuset))
-        except FileNotFoundError:
-            return frozenset()
+        if self._scope_cpus is None:
+            self._scope_cpus = _cpuset(str(self.path.parent / "cpuset.cpus.effective"))
+        return confined(_cpuset(self._cpuset), self._scope_cpus)
+
+
+def _cpuset(path: str) -> frozenset[int]:
+    try:
+        return parse_cpulist(read_text(path))
+    except FileNotFoundError:
+        return frozenset()
 
 
 def find(cgroupfs: Path, slice_name: str, job: CgroupKey) -> V2JobCgroup | None:

@@ -24,6 +24,7 @@ HOOK_WRAPPER = """#!/bin/sh
 # Test-bed {context}: run the real hook, then record the environment slurmd gave it.
 status=0
 {run_hook}
+echo "$SLURM_SCRIPT_CONTEXT $SLURM_JOB_ID ${{SLURM_JOB_RESTART_COUNT:--}}" >> "{record_dir}/hooks.log"
 env -0 > "{record_dir}/$SLURM_SCRIPT_CONTEXT-$SLURM_JOB_ID.env.tmp"
 mv "{record_dir}/$SLURM_SCRIPT_CONTEXT-$SLURM_JOB_ID.env.tmp" \\
    "{record_dir}/$SLURM_SCRIPT_CONTEXT-$SLURM_JOB_ID.env"
@@ -127,6 +128,19 @@ def slurm_user(slurm_cluster: Cluster) -> str:
     """An unprivileged local user that submits jobs."""
     ensure_user("jcalice")
     return "jcalice"
+
+
+@pytest.fixture
+def hook_runs(hook_record_dir: Path) -> Callable[[int], list[tuple[str, str]]]:
+    """The hooks run for a job so far, in order: `[("prolog_slurmd", "0"), ("epilog_slurmd", "1")]`,
+    each with the SLURM_JOB_RESTART_COUNT it saw."""
+
+    def read(job_id: int) -> list[tuple[str, str]]:
+        path = hook_record_dir / "hooks.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [(c, n) for c, j, n in (line.split() for line in lines) if j == str(job_id)]
+
+    return read
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,28 +28,33 @@ SLEEP = "sleep {s}"
 GPU_POWER_W = {gpu.uuid: gpu.power_mw / 1000 for gpu in fake_gpus()}
 
 
-def _record(cluster: Cluster, job_id: int) -> dict[str, Any]:
-    """The job's record: in the outbox, or in the database once delivery has taken it from there."""
-    path = cluster.scratch / "outbox" / f"testbed_{job_id}_0_{cluster.node}.json"
+def _record(cluster: Cluster, job_id: int, restart: int = 0) -> dict[str, Any]:
+    """The run's record: in the outbox, or in the database once delivery has taken it from there."""
+    path = cluster.scratch / "outbox" / f"testbed_{job_id}_{restart}_{cluster.node}.json"
 
     def find() -> dict[str, Any] | None:
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
-            stored = _stored(cluster, job_id)
+            stored = _stored(cluster, job_id, restart)
             return stored[0] if stored else None
 
-    return poll(find, 10, f"record of {job_id}")
+    return poll(find, 10, f"record of {job_id}.{restart}")
 
 
-def _stored(cluster: Cluster, job_id: int) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The job's record and current footprint as stored in the test bed's database, or None."""
+def _stored(
+    cluster: Cluster, job_id: int, restart: int = 0
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The run's record and current footprint as stored in the test bed's database, or None."""
     store = Store.open(SimulatedHardware(cluster.scratch).database_url, 5.0, create=False)
     try:
         for part_id in store.parts():
             part = store.part(part_id)
-            if (part["cluster"], part["job_id"], part["node"]) == ("testbed", job_id, cluster.node):
-                return store.record(part_id), store.footprint(part_id)
+            if (part["cluster"], part["job_id"], part["node"]) != ("testbed", job_id, cluster.node):
+                continue
+            record = store.record(part_id)
+            if record["restart_count"] == restart:
+                return record, store.footprint(part_id)
     finally:
         store.close()
     return None
@@ -230,3 +236,71 @@ def test_a_real_job_is_delivered_to_postgresql_by_a_writer_role(
     assert (admin.part(part_id)["user"], found["version"], found["rung"]) == (slurm_user, 1, "zone_yearly")
     assert found["it_energy_j"] == pytest.approx(admin.record(part_id)["energy"]["total_joules"], rel=1e-3)
     admin.close()
+
+
+REQUEUE = 'if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then sleep 60; else sleep 4; fi'
+
+
+def test_a_requeued_job_gets_one_record_per_run_and_run_1_its_whole_gpu(
+    slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str, hook_runs
+) -> None:
+    """Issue 13, bug 1: run 0's epilog carries restart count 1; run 0 must still end there."""
+    socket_path = simulated_hardware.spool / "agent.sock"
+    job_id = slurm_cluster.submit(REQUEUE, user=slurm_user, gres="gpu:1", extra_args=["--requeue"])
+    poll(lambda: _status_with(socket_path, f"{job_id}.0"), 30, f"agent sampling job {job_id}")
+    poll(lambda: _run_time_s(slurm_cluster, job_id) >= 7 or None, 30, f"7 s of job {job_id}")
+    requeued = slurm_cluster.slurm("scontrol", "requeue", str(job_id))
+    assert requeued.returncode == 0, requeued.stderr
+    # Slurm holds a requeued job back two minutes (BeginTime); run 1 then starts with its own prolog.
+    assert slurm_cluster.wait_finished(job_id, timeout_s=240).state == "COMPLETED"
+    run0, run1 = _record(slurm_cluster, job_id, 0), _record(slurm_cluster, job_id, 1)
+    assert hook_runs(job_id) == [
+        ("prolog_slurmd", "0"),
+        ("epilog_slurmd", "1"),  # Slurm 22.05 counts the requeue before run 0's epilog
+        ("prolog_slurmd", "1"),
+        ("epilog_slurmd", "1"),
+    ]
+    assert 7 <= run0["elapsed_s"] <= 20  # ended at the requeue, not sampled on as a ghost
+    assert 3.5 <= run1["elapsed_s"] <= 10
+    for run in (run0, run1):
+        assert run["status"] == "complete"
+        uuid = run["gpus"][0]["uuid"]
+        device = run["energy"]["gpu"]["devices"][uuid]
+        assert device["method"] == "measured"  # not split with a ghost run 0 and flagged apportioned
+        rows = run["timeline"]["rows"]
+        assert device["joules"] == pytest.approx(GPU_POWER_W[uuid] * (rows[-1][1] - rows[0][0]), rel=0.02)
+    assert _status_with(socket_path, f"{job_id}.0") is None
+    assert slurm_cluster.node_state() in ("idle", "mixed")
+
+
+def _run_time_s(cluster: Cluster, job_id: int) -> int:
+    """The job's RunTime as scontrol shows it ([D-]HH:MM:SS), in seconds."""
+    shown = cluster.slurm("scontrol", "-o", "show", "job", str(job_id)).stdout
+    found = re.search(r"\bRunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", shown)
+    if found is None:
+        return 0
+    days, hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def test_without_constrain_cores_a_one_cpu_job_gets_slurms_count_and_an_apportioned_share(
+    slurm_cluster: Cluster, simulated_hardware: SimulatedHardware, slurm_user: str
+) -> None:
+    """Issue 13, bug 3: with ConstrainCores=no a job's cgroup does not confine it to its CPUs."""
+    slurm_cluster.restart_slurmd(constrain_cores=False)
+    try:
+        before = simulated_hardware.truth()
+        job_id = slurm_cluster.submit(BURN.format(s=6), user=slurm_user, account="physics")
+        assert slurm_cluster.wait_finished(job_id, timeout_s=60).state == "COMPLETED"
+        package_j = simulated_hardware.truth()["joules"]["package-0"] - before["joules"]["package-0"]
+        record = _record(slurm_cluster, job_id)
+    finally:
+        slurm_cluster.restart_slurmd(constrain_cores=True)
+    assert record["allocated_cpus"]["count"] == 1  # Slurm's count, not the node's 2 CPUs
+    cpu = record["energy"]["cpu"]
+    assert cpu["method"] == "apportioned"  # never "measured" as if it held the whole package
+    # The idle CPU's half of the static power stays with the node.
+    static_other_j = record["node_info"]["cpu_idle_power_w"] * record["coverage"]["covered_s"] / 2
+    assert 0 < cpu["joules"] <= package_j - 0.95 * static_other_j
+    assert any("ConstrainCores=no" in note for note in record["notes"])
+    assert slurm_cluster.node_state() in ("idle", "mixed")

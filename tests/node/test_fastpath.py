@@ -253,3 +253,62 @@ def test_a_message_left_before_a_reboot_becomes_a_partial_record(node: SimNode) 
     record = wait_for(lambda: node.record(33), what="job 33's record")
     assert record["status"] == "partial"
     assert "the node rebooted during the job" in record["partial_reasons"]
+
+
+# -- PrologFlags=RunInJob (issue 13): a hook inside the job's cgroup starts no agent ---------------
+
+SLURMD_V2 = "0::/system.slice/slurmd.service\n"
+SLURMD_V1 = (
+    "12:cpuset:/\n4:cpu,cpuacct:/system.slice/slurmd.service\n1:name=systemd:/system.slice/slurmd.service\n"
+)
+RUN_IN_JOB = "0::/system.slice/slurmstepd.scope/job_97/step_extern/slurm\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "inside"),
+    [
+        (SLURMD_V2, None),
+        (SLURMD_V1, None),
+        (RUN_IN_JOB, "job_97/step_extern"),
+        ("0::/system.slice/node1_slurmstepd.scope/s0KZ3M1Q7H2B4X/step_extern\n", "step_extern"),
+        ("4:cpuacct:/slurm_node1/uid_1000/job_97/step_extern\n", "job_97"),
+        ("0::/system.slice/job_runner.service\n", None),
+    ],
+    ids=["slurmd-v2", "slurmd-v1", "run-in-job-v2", "run-in-job-sluid", "run-in-job-v1", "lookalike"],
+)
+def test_job_cgroup_is_found_in_proc_self_cgroup(tmp_path: Path, text: str, inside: str | None) -> None:
+    fake = tmp_path / "cgroup"
+    fake.write_text(text)
+    found = fastpath.job_cgroup(str(fake))
+    assert found is None if inside is None else inside in (found or "")
+
+
+def test_no_proc_self_cgroup_is_not_a_job(tmp_path: Path) -> None:
+    assert fastpath.job_cgroup(str(tmp_path / "absent")) is None
+
+
+def test_a_prolog_inside_a_jobs_cgroup_starts_no_agent_and_says_so(
+    node: SimNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slurm_plugin.eventlog import EventLog
+    from slurm_plugin.node import agent_client, hook_settings, hooks
+
+    fake = tmp_path / "self-cgroup"
+    fake.write_text(RUN_IN_JOB)
+    monkeypatch.setattr(fastpath, "SELF_CGROUP", str(fake))
+    monkeypatch.setattr(fastpath.job_cgroup, "__defaults__", (str(fake),))
+    spawned: list[object] = []
+    monkeypatch.setattr(agent_client, "spawn_agent", lambda *args: spawned.append(args) or 0)
+    for name, value in node.env(97).items():
+        monkeypatch.setenv(name, value)
+    settings = hook_settings.load()
+    assert pointer(node).exists()
+    assert not fastpath.hand_over(os.environ, "prolog")  # no agent listens: left to the full path
+    hooks.prolog(settings, EventLog("prolog", node.log))
+    assert spawned == []
+    assert (node.spool / "jobs" / "97.0" / "job.json").is_file()  # an agent run as a service finds it
+    assert not list((node.spool / "incoming").iterdir())
+    lines = [line for line in node.log.read_text().splitlines() if "RunInJob" in line]
+    assert len(lines) == 1
+    assert "job 97.0" in lines[0]
+    assert "no agent started" in lines[0]

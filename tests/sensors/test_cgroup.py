@@ -307,3 +307,42 @@ def test_v2_memory_below_the_cache_is_zero(tmp_path: Path) -> None:
     path = v2_tree(tmp_path)
     write(path / "memory.current", "4096\n")
     assert cgroup_v2.V2JobCgroup(path).read().memory_bytes == 0
+
+
+# -- what a job cgroup may lack (issue 13) ----------------------------------------------------------
+
+
+def test_v2_cpuset_equal_to_the_scopes_does_not_confine_the_job(tmp_path: Path) -> None:
+    path = v2_tree(tmp_path)
+    write(path.parent / "cpuset.cpus.effective", "0-63\n")
+    assert cgroup_v2.V2JobCgroup(path).read().cpus == CPUS  # ConstrainCores=yes: a subset
+    write(path / "cpuset.cpus.effective", "0-63\n")  # ConstrainCores=no: the scope's, the whole node
+    assert cgroup_v2.V2JobCgroup(path).read().cpus == frozenset()
+
+
+def test_v1_cpuset_equal_to_slurms_top_directory_does_not_confine_the_job(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    write(tmp_path / "cpuset" / "slurm_node001" / "cpuset.effective_cpus", "0-63\n")
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().cpus == CPUS
+    write(tmp_path / "cpuset/slurm_node001/uid_1000/job_4242/cpuset.effective_cpus", "0-63\n")
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().cpus == frozenset()
+
+
+def test_v2_without_the_memory_controller_reads_cpu_and_no_memory(tmp_path: Path) -> None:
+    path = v2_tree(tmp_path)
+    (path / "memory.current").unlink()
+    (path / "memory.stat").unlink()
+    usage = cgroup_v2.V2JobCgroup(path).read()
+    assert (usage.cpu_s, usage.memory_bytes, usage.cpus) == (USAGE.cpu_s, None, CPUS)
+
+
+def test_v1_without_a_memory_cgroup_reads_no_memory(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    shutil.rmtree(tmp_path / "memory")
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().memory_bytes is None
