@@ -42,6 +42,8 @@ class Sampler:
     journal_fsync: bool = True
     journal_sync_interval_s: float = 30.0
     snapshot_interval_s: float = 300.0  # a running job's figures so far reach the database this often
+    # How long the agent waits, after a job's epilog, for `scontrol` to state how the job ended (0: never ask)
+    slurm_query_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,15 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Advice:
+    """When `jobcarbon <jobid>` advises on a finished job (query/advice.py, docs/querying.md)."""
+
+    cpu_efficiency_below: float = field(default=0.5, metadata=FRACTION)  # CPU time / allocated core time
+    memory_used_below: float = field(default=0.5, metadata=FRACTION)  # memory peak / memory requested
+    min_elapsed_s: float = 300.0  # shorter jobs get no efficiency advice (start-up dominates)
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -196,6 +207,7 @@ class Config:
     intensity: Intensity = field(default_factory=Intensity)
     visibility: Visibility = field(default_factory=Visibility)
     metrics: Metrics = field(default_factory=Metrics)
+    advice: Advice = field(default_factory=Advice)
     source: Path | None = field(default=None, compare=False)
 
 

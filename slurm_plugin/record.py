@@ -78,10 +78,14 @@ class _Component:
 
 
 def build(
-    journal: Samples, end_s: float, partial_reasons: list[str], running: bool = False
+    journal: Samples,
+    end_s: float,
+    partial_reasons: list[str],
+    running: bool = False,
+    slurm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record for a journal whose job ended at `end_s` (or, `running`, a snapshot up to then);
-    `partial_reasons` mark lost sampling."""
+    `partial_reasons` mark lost sampling; `slurm` is what Slurm said about the job (node/jobfacts.py)."""
     header = journal.header
     start_s = float(header["start"])
     cpu, dram = _Component(), _Component()
@@ -89,6 +93,7 @@ def build(
     rows: list[list[float | None]] = []
     covered = 0.0
     cpus: list[int] = []
+    use = _Use()
     count = 0  # Slurm's count where no cpuset confines the job (ConstrainCores=no): no list then
     for entry in journal.intervals:
         cpus = entry.get("cpuset", cpus)
@@ -106,14 +111,49 @@ def build(
             gpu_j = (gpu_j or 0.0) + (joules or 0.0)
         if entry.get("cpu") is not None:
             covered += t1 - t0
+        use.add(entry, t1 - t0, inside, cpu_j)
         rows.append([round(t0 - start_s, 3), round(t1 - start_s, 3), *map(_j, (cpu_j, dram_j, gpu_j))])
     reasons = list(partial_reasons) + (["journal has a torn or corrupt line"] if journal.torn else [])
     reasons += [f"sampler restarted at {_iso(float(r['t']))}: {r.get('reason', '')}" for r in journal.resumes]
-    document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons)
+    document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons, use)
     if running:
         document["status"] = "running"
     document["allocated_cpus"] = {"count": len(cpus) or count, "list": _cpulist(cpus)}
+    if slurm is not None:
+        document["slurm"] = slurm
     return document
+
+
+class _Use:
+    """What the job did with what it held, from the cgroup readings of the journal (docs/record.md,
+    `efficiency`): CPU time against allocated core-seconds, the memory peak, and the CPU energy of the
+    cores it left idle."""
+
+    def __init__(self) -> None:
+        self.cpu_s = self.core_s = self.idle_cpu_j = 0.0
+        self.mem_peak_b = 0
+
+    def add(self, entry: dict[str, Any], seconds: float, inside: float, cpu_j: float | None) -> None:
+        cores, used = entry.get("cpus"), entry.get("cpu_s")
+        if not (type(cores) is int and cores > 0 and isinstance(used, int | float)) or seconds <= 0:
+            return  # no cgroup reading for this interval
+        used_s = min(used * inside, cores * seconds)
+        self.cpu_s += used_s
+        self.core_s += cores * seconds
+        self.idle_cpu_j += (cpu_j or 0.0) * (1 - used_s / (cores * seconds))
+        mem = entry.get("mem_b")
+        self.mem_peak_b = max(self.mem_peak_b, mem if type(mem) is int and mem > 0 else 0)
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.core_s <= 0:
+            return None
+        return {
+            "cpu_time_s": round(self.cpu_s, 3),
+            "core_s": round(self.core_s, 3),
+            "cpu_efficiency": round(self.cpu_s / self.core_s, 4),
+            "mem_peak_bytes": self.mem_peak_b,
+            "idle_cpu_j": round(self.idle_cpu_j, 3),
+        }
 
 
 def _cpulist(cpus: list[int]) -> str:
@@ -141,6 +181,7 @@ def _document(
     dram: _Component,
     gpus: dict[str, _Component],
     reasons: list[str],
+    use: _Use,
 ) -> dict[str, Any]:
     header = journal.header
     job = header["job"]
@@ -164,6 +205,7 @@ def _document(
         "elapsed_s": round(wall, 3),
         "gpus": header.get("gpus", []),
         "energy": {**energy, "total_joules": round(total, 3)},
+        "efficiency": use.summary(),  # before the timeline: readers find it without parsing that
         "timeline": {
             "origin": _iso(start_s),
             "columns": ["start_s", "end_s", "cpu_j", "dram_j", "gpu_j"],
@@ -220,6 +262,13 @@ def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> d
             _check(record, f"energy.{component}.joules", _amount, "a number >= 0")
             _check(record, f"energy.{component}.method", METHODS.__contains__, f"one of {sorted(METHODS)}")
     _check_rows(record["timeline"]["rows"])
+    if record.get("efficiency") is not None:  # records of earlier releases have none
+        for field in ("cpu_time_s", "core_s", "idle_cpu_j", "mem_peak_bytes"):
+            _check(record, f"efficiency.{field}", _amount, "a number >= 0")
+        _check(record, "efficiency.cpu_efficiency", lambda v: _amount(v) and v <= 1, "a number from 0 to 1")
+    if "slurm" in record:  # records of earlier releases have no `slurm` block
+        for field, (valid, expected) in SLURM_FIELDS.items():
+            _check(record, f"slurm.{field}", _or_null(valid), f"{expected} or null")
     return record
 
 
@@ -340,3 +389,34 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "notes": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "a string list"),
     "software.version": (_text, "a string"),
 }
+
+
+def _or_null(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or valid(value)
+
+
+def _short(value: Any) -> bool:
+    return _text(value) and len(value) <= 128
+
+
+SLURM_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "job_name": (_short, "a string of at most 128 characters"),
+    "state": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Z_]{1,32}", v) is not None, "a Slurm state"),
+    "reason": (_short, "a string of at most 128 characters"),
+    "exit_code": (lambda v: _count(v) and v <= 255, "an integer from 0 to 255"),
+    "signal": (lambda v: _count(v) and v <= 255, "an integer from 0 to 255"),
+    "time_limit_s": (_amount, "a number >= 0"),
+    "req_cpus": (_count, "an integer >= 0"),
+    "req_mem_mb": (_amount, "a number >= 0"),
+    "req_gpus": (_count, "an integer >= 0"),
+    "array_job_id": (_count, "an integer >= 0"),
+    "array_task_id": (_count, "an integer >= 0"),
+    "het_job_id": (_count, "an integer >= 0"),
+    "het_job_offset": (_count, "an integer >= 0"),
+    "qos": (_short, "a string of at most 128 characters"),
+    "submit": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "start": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "end": (_stamp, "a UTC ISO 8601 time ending in Z"),
+    "source": (lambda v: v in ("scontrol", "epilog", "none"), "'scontrol', 'epilog' or 'none'"),
+}
+"""The optional `slurm` block (node/jobfacts.py); each field may be null."""

@@ -63,6 +63,9 @@ class Job:
     notes: list[str] = field(default_factory=list)
     restart_count: int = 0
     cluster: str = "hpc"
+    slurm: dict[str, Any] | None = None  # the record's `slurm` block (node/jobfacts.py)
+    cpu_used: float | None = None  # the share of its 4 cores the job kept busy (cgroup readings)
+    mem_b: int = 0
 
     def record(self) -> dict[str, Any]:
         job = {
@@ -86,12 +89,15 @@ class Job:
         }
         intervals = [self._interval(i) for i in range(self.rows) if i not in self.skip]
         journal = Journal(header, intervals, notes=list(self.notes))
-        return record.build(journal, self.start + self.rows * self.step_s, list(self.partial_reasons))
+        end = self.start + self.rows * self.step_s
+        return record.build(journal, end, list(self.partial_reasons), slurm=self.slurm)
 
     def _interval(self, i: int) -> dict[str, Any]:
         load = 0.6 + 0.4 * math.sin(i / max(self.rows, 1) * 2 * math.pi) ** 2  # a busy middle
         t0 = self.start + i * self.step_s
         entry: dict[str, Any] = {"type": "interval", "t0": t0, "t1": t0 + self.step_s, "cpuset": [0, 1, 2, 3]}
+        if self.cpu_used is not None:
+            entry.update(cpu_s=self.cpu_used * 4 * self.step_s, cpus=4, mem_b=self.mem_b)
         if self.cpu_w:
             entry["cpu"] = [round(self.cpu_w * load * self.step_s, 3), self.cpu_method]
             entry["dram"] = [round(self.dram_w * self.step_s, 3), self.dram_method]

@@ -33,7 +33,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = 
 
 
 class SimNode:
-    def __init__(self, root: Path, interval_s: float = 0.2, extra_config: str = ""):
+    def __init__(self, root: Path, interval_s: float = 0.2, extra_config: str = "", slurm_query_s: float = 0):
         self.root = root
         self.sysfs = root / "sys"
         self.cgroupfs = root / "cgroup"
@@ -48,6 +48,7 @@ class SimNode:
             f"cluster: sim\npaths:\n  sysfs: {self.sysfs}\n  cgroupfs: {self.cgroupfs}\n"
             f"  spool: {self.spool}\n  outbox: {self.outbox}\n  log_file: {self.log}\n"
             f"sampler:\n  interval_s: {interval_s}\n  stop_timeout_s: 3\n  journal_fsync: false\n"
+            f"  slurm_query_s: {slurm_query_s}\n"  # no Slurm here: 0 writes records at once
             f"cpu:\n  idle_power_w: 20\n{extra_config}"
         )
 

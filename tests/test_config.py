@@ -113,7 +113,7 @@ def test_a_template_with_every_line_commented_out_means_defaults() -> None:
 def test_unknown_top_level_key_lists_the_known_ones() -> None:
     message = error("cluster: hpc\nsampling:\n  interval_s: 5\n")
     assert message.startswith(
-        f"{SOURCE}:2: sampling: unknown key (expected one of: accounting, cgroup, cluster, "
+        f"{SOURCE}:2: sampling: unknown key (expected one of: accounting, advice, cgroup, cluster, "
     )
     assert "source" not in message
 
@@ -123,7 +123,7 @@ def test_unknown_nested_key_is_dotted() -> None:
     assert message == (
         f"{SOURCE}:3: sampler.intervall_s: unknown key "
         "(expected one of: interval_s, journal_fsync, journal_sync_interval_s, "
-        "snapshot_interval_s, stop_timeout_s)"
+        "slurm_query_s, snapshot_interval_s, stop_timeout_s)"
     )
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from slurm_plugin import __version__, record
 from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.node import jobfacts
 from slurm_plugin.node.journal import Journal
 from tests.storage.conftest import GPU, make_record
 
@@ -199,6 +200,7 @@ def test_end_before_start_has_no_elapsed_time() -> None:
         lambda: record.build(journal(), END, []),
         lambda: record.build(journal(torn=True), END, ["epilog timed out"]),
         lambda: record.build(Journal({"job": JOB, "start": START}), END, ["no sample"]),
+        lambda: record.build(journal(), END, [], slurm=SLURM),
     ],
 )
 def test_record_validates_against_the_schema(build: Any) -> None:
@@ -209,8 +211,22 @@ def test_record_validates_against_the_schema(build: Any) -> None:
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(build())
 
 
+SLURM = {
+    **dict.fromkeys(jobfacts.FIELDS),
+    "job_name": "train \u00e9",
+    "state": "TIMEOUT",
+    "exit_code": 0,
+    "signal": 15,
+    "time_limit_s": 60.0,
+    "submit": "2026-01-01T00:00:00Z",
+    "req_gpus": 2,
+    "source": "scontrol",
+}
+
+
 def spoil(field: str, value: Any) -> bytes:
     document = make_record()
+    document["slurm"] = dict(SLURM)
     target = document
     *parents, last = field.split(".")
     for key in parents:
@@ -266,6 +282,10 @@ def test_the_fast_row_check_agrees_with_the_row_by_row_one(rows: list[Any]) -> N
         (spoil("account", "phys\udc80ics"), "account: must be a string or null"),  # a lone surrogate
         (spoil("user", "ali\x00ce"), "user: must be a string"),
         (spoil("allocated_cpus", None), "allocated_cpus.count: missing"),
+        (spoil("slurm.state", "failed; DROP"), "slurm.state: must be a Slurm state or null"),
+        (spoil("slurm.exit_code", 256), "slurm.exit_code: must be an integer from 0 to 255 or null"),
+        (spoil("slurm.job_name", "x" * 129), "slurm.job_name: must be a string of at most 128"),
+        (spoil("slurm.source", KeyError), "slurm.source: missing"),
     ],
 )
 def test_parse_names_the_first_bad_field(data: bytes, reason: str) -> None:
@@ -289,3 +309,17 @@ def test_an_agent_of_the_previous_release_still_writes_through_record() -> None:
     from slurm_plugin import outbox
 
     assert (record.write, record.RUNNING_DIR) == (outbox.write, outbox.RUNNING_DIR)
+
+
+def test_efficiency_is_cpu_time_over_allocated_core_seconds_and_idle_cores_energy() -> None:
+    efficiency = record.build(journal(), END, [])["efficiency"]
+    # three whole 10 s intervals of 9.5 CPU-s on 5 cores, and 10 of the last 15 s (9.5 × 2/3 CPU-s)
+    used = 9.5 * 3 + 9.5 * 10 / 15
+    assert efficiency["cpu_time_s"] == pytest.approx(used, abs=1e-3)
+    assert efficiency["core_s"] == 200
+    assert efficiency["cpu_efficiency"] == pytest.approx(used / 200, abs=1e-4)
+    # each interval's CPU energy times its idle share; the interval without a CPU reading adds nothing
+    idle = 100 * 0.81 + 120 * 0.81 + 80 * 10 / 15 * (1 - 9.5 * 10 / 15 / 50)
+    assert efficiency["idle_cpu_j"] == pytest.approx(idle, abs=1e-3)
+    assert efficiency["mem_peak_bytes"] == 8589934592
+    assert record.build(Journal({"job": JOB, "start": START}), END, [])["efficiency"] is None

@@ -21,31 +21,52 @@ DEFAULT_WINDOW = dt.timedelta(days=7)
 
 
 def show(args: argparse.Namespace, settings: Config) -> int:
-    from slurm_plugin.query import job_summary_text, slurm_ids
+    from slurm_plugin.query import advice, arrays, job_summary_text, slurm_ids
 
     ref = slurm_ids.parse(args.job)
-    job_id = ref.job_id if ref.is_raw else _resolve(ref)
-    try:
-        summary = _ask_or_read(settings, "summary", {"op": "show", "job_id": job_id, "cluster": args.cluster})
-    except _NotStored:
-        raise JobcarbonError(_not_stored(ref, job_id)) from None
+    summary = _stored_summary(settings, ref, args.cluster)
+    if summary["schema"] == arrays.SCHEMA:
+        output.emit(output.Result(summary, table=lambda: arrays.text(summary)), args.format)
+        return 0
     if summary["state"] == "running":
         _add_projection(summary, ref)
+    found = advice.notes(summary, settings.advice)
+    if found:
+        summary["advice"] = found
     # The zone only for the text: JSON is UTC, and a bad accounting.timezone does not stop it.
     result = output.Result(summary, table=lambda: job_summary_text.render(summary, site_timezone(settings)))
     output.emit(result, args.format)
     return 0
 
 
+def _stored_summary(settings: Config, ref: Any, cluster: str | None) -> dict[str, Any]:
+    """The job's (or array's) summary; an array task or het component is found by the ids its records
+    carry, else resolved by sacct (records of earlier releases have none)."""
+    request = {"op": "show", "job_id": ref.job_id, "cluster": cluster}
+    if not ref.is_raw:
+        member = {"separator": ref.separator, "index": ref.index}
+        try:
+            return _ask_or_read(settings, "summary", {**request, "member": member})
+        except _NotStored:
+            request["job_id"] = _resolve(ref)
+    try:
+        return _ask_or_read(settings, "summary", request)
+    except _NotStored:
+        raise JobcarbonError(_not_stored(ref, request["job_id"])) from None
+
+
 def _add_projection(summary: dict[str, Any], ref: Any) -> None:
-    """A running job's projection to its time limit, which only Slurm knows (sacct, as the caller)."""
+    """A running job's projection to its time limit: as the node's agent had it from scontrol, else from
+    Slurm's accounting (sacct, as the caller)."""
     from slurm_plugin.query import running, slurm_ids
 
-    try:
-        found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
-    except slurm_ids.JobIdError:
-        found = None
-    limit = found.time_limit_s if found else None
+    limit = (summary.get("slurm") or {}).get("time_limit_s")
+    if limit is None:
+        try:
+            found = slurm_ids.lookup(slurm_ids.JobSpec(str(summary["job_id"]), summary["job_id"]))
+        except slurm_ids.JobIdError:
+            found = None
+        limit = found.time_limit_s if found else None
     summary.setdefault("progress", {})["projection"] = running.project(summary, limit)
 
 
@@ -86,10 +107,16 @@ def _not_stored(ref: Any, job_id: int) -> str:
 
 def jobs(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.query import job_list
-    from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter
+    from slurm_plugin.query.job_list import MAX_LIMIT, JobFilter, state_name
+    from slurm_plugin.storage.readonly import QueryError
 
     if not 0 <= args.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be from 0 to {MAX_LIMIT}")
+    try:
+        states = tuple(map(state_name, args.state))
+        fields = job_list.field_names(args.fields)
+    except QueryError as exc:
+        raise UsageError(str(exc)) from None
     tz = site_timezone(settings)
     until = _site_time(args.until, tz) if args.until else dt.datetime.now(dt.UTC)
     since = _site_time(args.since, tz) if args.since else until - DEFAULT_WINDOW
@@ -103,7 +130,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
         users=args.user,
         accounts=args.account,
         partitions=args.partition,
-        states=tuple(state.lower() for state in args.state),
+        states=states,
         mine=not (args.all_users or args.user or args.account),
         limit=args.limit,
     )
@@ -111,7 +138,7 @@ def jobs(args: argparse.Namespace, settings: Config) -> int:
     output.emit(
         output.Result(
             document,
-            table=lambda: job_list.table(document, site_timezone(settings), wide=args.wide),
+            table=lambda: job_list.table(document, site_timezone(settings), wide=args.wide, fields=fields),
             csv=lambda: job_list.csv_text(document),
         ),
         args.format,
@@ -141,7 +168,7 @@ def _ask_or_read(settings: Config, key: str, request: dict[str, Any]) -> dict[st
 
 def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
     """The query on the database, as the caller's real uid."""
-    from slurm_plugin.query import job_list, running, visibility
+    from slurm_plugin.query import arrays, job_list, visibility
     from slurm_plugin.query.job_summary import JobNotFound
     from slurm_plugin.storage import readonly
 
@@ -153,7 +180,7 @@ def _read(settings: Config, request: dict[str, Any]) -> dict[str, Any]:
     )
     try:
         if request["op"] == "show":
-            return running.job_or_running(reader, scope, request["job_id"], request["cluster"])
+            return arrays.show(reader, scope, request)
         return job_list.job_list(reader, scope, job_list.JobFilter.from_request(request))
     except JobNotFound:
         raise _NotStored from None
@@ -222,7 +249,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     many.add_argument("-u", "--user", type=_names, default=(), help="only these users (comma-separated)")
     many.add_argument("-A", "--account", type=_names, default=(), help="only these accounts")
     many.add_argument("-r", "--partition", type=_names, default=(), help="only these partitions")
-    many.add_argument("-s", "--state", type=_names, default=(), help="only these states (completed)")
+    many.add_argument("-s", "--state", type=_names, default=(), help="only these states (failed,TO,…)")
     many.add_argument("-a", "--all-users", action="store_true", help="every job you may see, not only yours")
     many.add_argument(
         "-S",
@@ -239,6 +266,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     output.add_format_option(many, "jobcarbon/job-list/1", csv_alias=True)
     many.add_argument(
         "--wide", action="store_true", help="the table with partition, nodes, g/kWh and intensity quality too"
+    )
+    many.add_argument(
+        "--fields", type=_names, default=(), help="the table's columns, e.g. jobid,state,energy_kwh,co2e_g"
     )
     many.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     many.set_defaults(run=jobs)

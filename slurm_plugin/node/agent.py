@@ -16,10 +16,12 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import selectors
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from slurm_plugin import config as config_module
 from slurm_plugin import outbox
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, jobenv, journal
+from slurm_plugin.node import agent_client, jobenv, jobfacts, journal
 from slurm_plugin.node.metrics import Exposition, Health, Listener
 from slurm_plugin.node.sampler import JobTracker, NodeSampler
 from slurm_plugin.node.spool import (
@@ -46,10 +48,25 @@ from slurm_plugin.safefile import ensure_dir, lock_file
 MAX_REQUEST = 4096
 LOCK_WAIT_S = 10.0
 SCAN_INTERVAL_S = 5.0  # the spool scan catches requests whose socket message was lost
+ASK_POLL_S = 0.25  # how often a record waiting for Slurm's answer looks for it
 MAX_BATCH = 256  # requests served with one tick; more wait for the next round
 RETRY_FIRST_S = 1.0  # a record the outbox refused is tried again after this, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 60.0
 LOG_EVERY_S = 60.0  # a record still not written is logged at most this often
+
+
+class _SlurmAnswer(threading.Thread):
+    """How a job ended, as scontrol says once the epilogs are done (node/jobfacts.py), asked off the
+    sampling loop; `facts` is the record's `slurm` block when the thread has ended."""
+
+    def __init__(self, job: jobenv.JobInfo, exit: dict[str, int] | None, wait_s: float):
+        super().__init__(name=f"slurm {job.key}", daemon=True)
+        self.job, self.exit, self.wait_s = job, exit, wait_s
+        self.facts: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        queried = jobfacts.query(self.job, self.wait_s) if self.wait_s > 0 else {}
+        self.facts = jobfacts.combine(self.exit, queried, self.job.job_gpus)
 
 
 @dataclass
@@ -63,6 +80,7 @@ class Unwritten:
     partial_reasons: list[str]
     lines: list[bytes]  # journal lines (intervals, the end line) still to write
     document: dict[str, Any] | None = None
+    asking: _SlurmAnswer | None = None  # Slurm's word on how the job ended, being asked for
     tries: int = 0
     next_try: float = 0.0  # time.monotonic()
     logged: float | None = None
@@ -93,6 +111,7 @@ class Agent:
         )
         self.listener: Listener | None = None
         self._metrics_problem: str | None = None
+        self._facts: dict[str, dict[str, Any]] = {}  # running jobs' scontrol facts, by key
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -106,8 +125,9 @@ class Agent:
         snapshots = self.config.sampler.snapshot_interval_s
         next_snapshot = time.monotonic() + snapshots
         while not self.stopping:
+            waiting = min((e.next_try for e in self.unwritten.values()), default=math.inf) - time.monotonic()
             requests = False
-            for key, _ in self.selector.select(max(next_tick - time.time(), 0.0)):
+            for key, _ in self.selector.select(max(min(next_tick - time.time(), waiting), 0.0)):
                 if key.data is None:
                     requests = True  # the hooks' socket
                 else:
@@ -188,12 +208,20 @@ class Agent:
         for key, tracker in list(self.sampler.jobs.items()):
             try:
                 samples = journal.read(tracker.journal.path)
-                document = record.build(samples, now, [], running=True)
+                slurm = jobfacts.combine(None, self._running_facts(key, tracker.info), tracker.info.job_gpus)
+                document = record.build(samples, now, [], running=True, slurm=slurm)
                 outbox.write(self.config.paths.outbox, document, fsync=False)
             except Exception as exc:  # a snapshot is a convenience: never stop sampling for it
                 self.log("warning", f"job {key}: no running snapshot: {type(exc).__name__}: {exc}")
                 continue
             self._delivery_due = True
+
+    def _running_facts(self, key: str, job: jobenv.JobInfo) -> dict[str, Any]:
+        """A running job's limits and ids from scontrol, asked once (the projection's time limit)."""
+        wait_s = min(self.config.sampler.slurm_query_s, 2.0)
+        if key not in self._facts and wait_s > 0:
+            self._facts[key] = jobfacts.query(job, wait_s, final=False)
+        return self._facts.get(key, {})
 
     def _deliver(self) -> None:
         """Start one detached deliverer for records written since the last one started; reap it (it
@@ -227,6 +255,10 @@ class Agent:
         return self.metrics is not None and self.metrics.holding(time.time())
 
     def _close(self) -> None:
+        for key, entry in list(self.unwritten.items()):
+            if entry.asking is not None:
+                entry.asking.join()  # at most `sampler.slurm_query_s`
+                self._try_write(key)
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
             agent_client.spawn_delivery(self.config.source)
         self._unlisten()
@@ -322,13 +354,24 @@ class Agent:
         self._write_record(key, Unwritten(fd, end_s, ["the node rebooted during the job"], []))
 
     def _finish(self, key: str) -> None:
-        """Close the journal of a job whose last tick and GPU readings are done, and write its record."""
+        """Close the journal of a job whose last tick and GPU readings are done, and write its record.
+
+        Slurm states how the job ended only once its epilogs have ended, after this answered the
+        epilog; so, where `sampler.slurm_query_s` allows, a thread asks scontrol meanwhile and the
+        record waits for its answer (`_try_write`) while sampling goes on."""
         end_s = self.spool.stop_time(key) or time.time()
         tracker = self.sampler.jobs.get(key)
         lines = self.sampler.remove(key, ended=end_s)
+        self._facts.pop(key, None)
         fd = self.job_locks.pop(key, None)
         if fd is not None:
-            self._write_record(key, Unwritten(fd, end_s, [], lines, tracker=tracker))
+            asking = None
+            if tracker is not None:
+                asking = _SlurmAnswer(
+                    tracker.info, self.spool.end_facts(key).get("exit"), self.config.sampler.slurm_query_s
+                )
+                asking.start()
+            self._write_record(key, Unwritten(fd, end_s, [], lines, asking=asking, tracker=tracker))
 
     def _write_record(self, key: str, entry: Unwritten) -> None:
         """Write the job's record now, or keep it to retry (`_try_write`)."""
@@ -345,11 +388,15 @@ class Agent:
         retried with a backoff and logged at most once a minute, and never touches the job's sampling,
         coverage or status. A journal the record cannot be built from is set aside."""
         entry = self.unwritten[key]
+        if entry.asking is not None and entry.asking.is_alive():
+            entry.next_try = time.monotonic() + ASK_POLL_S
+            return
         entry.tries += 1
         try:
             self._finish_journal(key, entry)
             if entry.document is None:
-                entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons)
+                slurm = entry.asking.facts if entry.asking is not None else None
+                entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons, slurm)
             path = store_record(self.spool, key, entry.document, self.config.paths.outbox)
         except OSError as exc:
             now = time.monotonic()
@@ -483,7 +530,10 @@ class Agent:
             self._adopt(info.job_id)
             now = time.time()
             # An epilog ends every run of its job here; a prolog, any earlier run whose epilog never came.
-            ended = self.spool.end_runs(info.job_id, now, keep=None if hook == "epilog" else info.key)
+            facts = jobfacts.end_facts(env) if hook == "epilog" else None
+            ended = self.spool.end_runs(
+                info.job_id, now, keep=None if hook == "epilog" else info.key, facts=facts
+            )
             replies = [self._handle({"op": "stop", "key": key}, starting, stopping) for key in ended]
             if hook == "epilog":
                 if not ended and info.restart_count:

@@ -33,7 +33,8 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # the full path, which finds the work done or does it.
 TIMEOUT_S = {"prolog": 2.0, "epilog": 10.0}
 OK = b'{"ok": true'
-# What `jobenv.from_env` reads (tests/node/test_fastpath.py holds them equal), and nothing a job controls.
+# What `jobenv.from_env` and `jobfacts.end_facts` read (tests/node/test_fastpath.py holds them equal), and
+# nothing a job controls.
 FORWARDED = (
     "SLURM_CLUSTER_NAME",
     "SLURM_JOB_ID",
@@ -48,6 +49,8 @@ FORWARDED = (
     "SLURM_JOB_CPUS_PER_NODE",
     "SLURM_JOB_GPUS",
     "CUDA_VISIBLE_DEVICES",
+    "SLURM_CONF",
+    "SLURM_JOB_EXIT_CODE2",  # what `jobfacts.end_facts` reads
 )
 
 

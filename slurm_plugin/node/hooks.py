@@ -16,7 +16,7 @@ import time
 
 from slurm_plugin.config_location import ConfigError
 from slurm_plugin.eventlog import EventLog
-from slurm_plugin.node import agent_client, fastpath, hook_settings, jobenv
+from slurm_plugin.node import agent_client, fastpath, hook_settings, jobenv, jobfacts
 from slurm_plugin.node.hook_settings import HookSettings
 from slurm_plugin.node.spool import NO_PROLOG_AFTER_REQUEUE, Spool, finalize
 
@@ -67,7 +67,7 @@ def epilog(settings: HookSettings, log: EventLog) -> None:
         log("error", f"job {info.key}: prolog message {problem}")
     # Every run of the job here, whatever restart count it started under: a requeued job's epilog
     # already carries the next run's count (docs/install.md).
-    ended = spool.end_runs(info.job_id, time.time())
+    ended = spool.end_runs(info.job_id, time.time(), facts=jobfacts.end_facts(os.environ))
     for key in ended:
         _stop(spool, settings, log, key)
     if not ended and info.restart_count:
@@ -89,7 +89,8 @@ def _stop(spool: Spool, settings: HookSettings, log: EventLog, key: str) -> None
 def _finalize_without_agent(
     spool: Spool, settings: HookSettings, log: EventLog, key: str, problem: str
 ) -> None:
-    """Build the record from the journal when the agent is dead; leave it to a live but slow one."""
+    """Build the record from the journal when the agent is dead; leave it to a live but slow one. The
+    record has the epilog's exit status but no Slurm state: that exists only after the epilog."""
     try:
         fd = spool.lock_job(key, wait_s=0.5)
     except FileNotFoundError:
@@ -99,7 +100,9 @@ def _finalize_without_agent(
         return
     try:
         end_s = spool.stop_time(key) or time.time()
-        path = finalize(spool, key, end_s, [f"sampler not running at job end: {problem}"], settings.outbox)
+        reasons = [f"sampler not running at job end: {problem}"]
+        slurm = jobfacts.combine(spool.end_facts(key).get("exit"), {}, spool.load_job(key)[0].job_gpus)
+        path = finalize(spool, key, end_s, reasons, settings.outbox, slurm)
     finally:
         os.close(fd)
     log("warning", f"job {key}: {problem}; partial record written to {path}")

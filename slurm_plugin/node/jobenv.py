@@ -38,6 +38,7 @@ class JobInfo(NamedTuple):
     cpus_per_node: int | None = None
     job_gpus: str | None = None
     cuda_visible_devices: str | None = None
+    slurm_conf: str | None = None  # what scontrol reads (node/jobfacts.py); set by slurmd, not the job
 
     @property
     def key(self) -> str:
@@ -68,6 +69,7 @@ ENV_NAMES = {
     "cpus_per_node": "SLURM_JOB_CPUS_PER_NODE",
     "job_gpus": "SLURM_JOB_GPUS",
     "cuda_visible_devices": "CUDA_VISIBLE_DEVICES",
+    "slurm_conf": "SLURM_CONF",
 }
 
 
@@ -144,4 +146,10 @@ def from_env(env: Mapping[str, str], cluster: str = "", node: str = "") -> JobIn
         cpus_per_node=_cpus_per_node(env.get("SLURM_JOB_CPUS_PER_NODE")),
         job_gpus=_bounded(env, "SLURM_JOB_GPUS"),
         cuda_visible_devices=_bounded(env, "CUDA_VISIBLE_DEVICES"),
+        slurm_conf=_path(env.get("SLURM_CONF")),
     )
+
+
+def _path(raw: str | None) -> str | None:
+    """An absolute, printable path of bounded length, else None (only scontrol's enrichment needs it)."""
+    return raw if raw and raw.startswith("/") and len(raw) < MAX_GPU_LIST and raw.isprintable() else None

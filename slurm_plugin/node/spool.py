@@ -111,14 +111,15 @@ class Spool:
         data = json.loads((self.job_dir(key) / "job.json").read_bytes())
         return data.get("boot_id")
 
-    def request_stop(self, key: str, end_s: float) -> bool:
-        """Leave the job's end time for whoever finalises it; False when no sampler ever ran here."""
+    def request_stop(self, key: str, end_s: float, facts: dict[str, Any] | None = None) -> bool:
+        """Leave the job's end time, and the epilog's `jobfacts.end_facts`, for whoever finalises it; False
+        when no sampler ever ran here."""
         directory = self.job_dir(key)
         if not directory.is_dir():
             return False
         stop = directory / "stop"
         if not stop.exists():
-            atomic_write(stop, json.dumps({"end": end_s}).encode(), fsync=self.fsync)
+            atomic_write(stop, json.dumps({"end": end_s, **(facts or {})}).encode(), fsync=self.fsync)
         return True
 
     def runs(self, job_id: int) -> list[str]:
@@ -126,7 +127,9 @@ class Spool:
         started under: the one place that finds a job's runs by its id (requeue, docs/install.md)."""
         return [key for key in self.job_keys() if job_id_of(key) == job_id]
 
-    def end_runs(self, job_id: int, end_s: float, keep: str | None = None) -> list[str]:
+    def end_runs(
+        self, job_id: int, end_s: float, keep: str | None = None, facts: dict[str, Any] | None = None
+    ) -> list[str]:
         """Leave `end_s` as the end of every run of `job_id` here but `keep`; return their keys.
 
         A requeued job's epilog may carry the next run's restart count (Slurm increments it before the
@@ -135,7 +138,7 @@ class Spool:
         """
         ended = [key for key in self.runs(job_id) if key != keep]
         for key in ended:
-            self.request_stop(key, end_s)
+            self.request_stop(key, end_s, facts)
         return ended
 
     def job_keys(self) -> list[str]:
@@ -153,6 +156,14 @@ class Spool:
             return float(json.loads((self.job_dir(key) / "stop").read_bytes())["end"])
         except FileNotFoundError:
             return None
+
+    def end_facts(self, key: str) -> dict[str, Any]:
+        """What the epilog left beside the end time (`jobfacts.end_facts`); {} from an older epilog."""
+        try:
+            data = json.loads((self.job_dir(key) / "stop").read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {k: v for k, v in data.items() if k != "end"}
 
     def lock_job(self, key: str, wait_s: float = 0.0) -> int | None:
         """An exclusive lock on the job directory, or None if another process holds it."""
@@ -183,13 +194,24 @@ def _sweep_temporaries(entries: list[os.DirEntry[str]]) -> None:
                     os.unlink(entry.path)
 
 
-def finalize(spool: Spool, key: str, end_s: float, partial_reasons: list[str], outbox: Path) -> Path:
-    """Turn a job's journal into its record in the outbox and drop the job's spool directory."""
-    return store_record(spool, key, final_record(spool, key, end_s, partial_reasons), outbox)
+def finalize(
+    spool: Spool,
+    key: str,
+    end_s: float,
+    partial_reasons: list[str],
+    outbox: Path,
+    slurm: dict[str, Any] | None = None,
+) -> Path:
+    """Turn a job's journal into its record in the outbox (with Slurm's facts about the job, `slurm`) and
+    drop the job's spool directory."""
+    return store_record(spool, key, final_record(spool, key, end_s, partial_reasons, slurm), outbox)
 
 
-def final_record(spool: Spool, key: str, end_s: float, partial_reasons: list[str]) -> dict[str, Any]:
-    """The finished record of a job, built from its journal (or, never sampled, from its job.json)."""
+def final_record(
+    spool: Spool, key: str, end_s: float, partial_reasons: list[str], slurm: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The finished record of a job, built from its journal (or, never sampled, from its job.json), with
+    what Slurm said about the job (node/jobfacts.py)."""
     from slurm_plugin import record
     from slurm_plugin.node import journal
 
@@ -200,7 +222,7 @@ def final_record(spool: Spool, key: str, end_s: float, partial_reasons: list[str
         info, start_s = spool.load_job(key)
         samples = journal.Journal({"job": info.to_dict(), "start": start_s})
         partial_reasons = [*partial_reasons, "the sampler never took a sample of this job"]
-    return record.build(samples, end_s, partial_reasons)
+    return record.build(samples, end_s, partial_reasons, slurm=slurm)
 
 
 def store_record(spool: Spool, key: str, document: dict[str, Any], outbox: Path) -> Path:

@@ -9,23 +9,47 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH
 from slurm_plugin.query import visibility
 from slurm_plugin.query.job_summary import QUALITY, RUNGS
-from slurm_plugin.query.job_summary_text import duration, local
+from slurm_plugin.query.job_summary_text import duration, local, printable
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-list/1"
 STATES = ("completed",)  # jobs in the database have ended; "running" comes with live summaries
+# `-s` takes Slurm's states too (the record's `slurm.state`); "completed" is also Slurm's COMPLETED, which
+# matches the jobs whose state Slurm never told (records of earlier releases), as they were listed before.
+SLURM_STATES = (
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE",
+)  # fmt: skip
+# sacct's short state names (sacct(1), "JOB STATE CODES")
+SHORT_STATES = {
+    "CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT", "OOM": "OUT_OF_MEMORY",
+    "NF": "NODE_FAIL", "PR": "PREEMPTED", "BF": "BOOT_FAIL", "DL": "DEADLINE", "R": "RUNNING",
+}  # fmt: skip
+
+
+def state_name(text: str) -> str:
+    """A `-s` state as the filter holds it (lower case): Slurm's name or sacct's short one, or "running"."""
+    name = SHORT_STATES.get(text.upper(), text.upper())
+    if name not in (*SLURM_STATES, "RUNNING"):
+        known = ", ".join(s.lower() for s in (*SLURM_STATES, "RUNNING"))
+        raise QueryError(f"unknown job state {text[:40]!r} (one of {known}, or sacct's short names)")
+    return name.lower()
+
+
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
-    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "start", "end",
+    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
+    "exit_code", "signal", "job_name", "start", "end",
     "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
     "coverage_fraction", "partial",
 )  # fmt: skip
@@ -51,6 +75,7 @@ class JobFilter:
         names = {
             key: _names(request.get(key, []), key) for key in ("users", "accounts", "partitions", "states")
         }
+        names["states"] = tuple(map(state_name, names["states"]))
         limit, mine = request.get("limit", 100), request.get("mine", True)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
             raise QueryError(f"limit must be an integer from 0 to {MAX_LIMIT}")
@@ -82,7 +107,8 @@ class JobFilter:
             users=self.users,
             accounts=self.accounts,
             partitions=self.partitions,
-            ended=not self.states or bool(set(self.states) & set(STATES)),
+            slurm_states=tuple(state.upper() for state in self.states if state.upper() in SLURM_STATES),
+            ended=not self.states or self.states != ("running",),
         )
 
 
@@ -138,6 +164,10 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "account": row["account"],
         "partition": row["partition"],
         "state": "completed",
+        "slurm_state": row["slurm_state"],
+        "exit_code": row["exit_code"],
+        "signal": row["exit_signal"],
+        "job_name": row["job_name"],
         "start": iso_z(row["start_s"], "seconds"),
         "end": iso_z(row["end_s"], "seconds"),
         "elapsed_s": round(row["end_s"] - row["start_s"], 3),
@@ -160,13 +190,62 @@ NARROW = tuple(
 )
 
 
-def table(document: dict[str, Any], tz: dt.tzinfo = dt.UTC, wide: bool = False) -> str:
-    """Rows like `sacct`, newest first, then the totals over every matching job."""
+def _job_id(job: dict[str, Any]) -> str:
+    """A requeued run shows as JOBID.RESTART."""
+    return f"{job['job_id']}.{job['restart_count']}" if job["restart_count"] else str(job["job_id"])
+
+
+def _signal(job: dict[str, Any]) -> str:
+    return "-" if job["exit_code"] is None else f"{job['exit_code']}:{job['signal']}"
+
+
+# `--fields`, as `sacct --format`: name -> (header, the cell of a job in the site's time zone)
+FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], dt.tzinfo], str]]] = {
+    "jobid": ("JobID", lambda job, tz: _job_id(job)),
+    "user": ("User", lambda job, tz: job["user"]),
+    "account": ("Account", lambda job, tz: job["account"] or ""),
+    "partition": ("Partition", lambda job, tz: job["partition"] or ""),
+    "state": ("State", lambda job, tz: job["slurm_state"] or job["state"].upper()),
+    "exit_code": ("ExitCode", lambda job, tz: _signal(job)),
+    "name": ("JobName", lambda job, tz: printable(job["job_name"] or "", 24)),
+    "start": ("Start", lambda job, tz: local(job["start"], tz, "%Y-%m-%d %H:%M")),
+    "end": ("End", lambda job, tz: local(job["end"], tz, "%Y-%m-%d %H:%M")),
+    "elapsed": ("Elapsed", lambda job, tz: duration(job["elapsed_s"])),
+    "nodes": ("Nodes", lambda job, tz: str(job["nodes"])),
+    "energy_kwh": ("kWh", lambda job, tz: f"{job['energy_j'] / J_PER_KWH:.3g}"),
+    "energy_j": ("J", lambda job, tz: f"{job['energy_j']:.3g}"),
+    "co2e_g": ("CO2e g", lambda job, tz: "-" if job["co2e_g"] is None else f"{job['co2e_g']:.3g}"),
+    "g_per_kwh": (
+        "g/kWh",
+        lambda job, tz: "-" if job["effective_g_per_kwh"] is None else f"{job['effective_g_per_kwh']:.0f}",
+    ),
+    "quality": ("Intensity", lambda job, tz: job["quality"] or "-"),
+    "coverage": ("Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"),
+}
+
+
+def field_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`--fields` checked: known names, lower case; QueryError names the first unknown one."""
+    for name in names:
+        if name.lower() not in FIELDS:
+            raise QueryError(f"unknown field {name[:40]!r} (one of {', '.join(FIELDS)})")
+    return tuple(name.lower() for name in names)
+
+
+def table(
+    document: dict[str, Any], tz: dt.tzinfo = dt.UTC, wide: bool = False, fields: tuple[str, ...] = ()
+) -> str:
+    """Rows like `sacct`, newest first, then the totals over every matching job; `fields` (FIELDS'
+    names) choose the columns, else the default or `wide` set."""
     from tabulate import tabulate
 
-    shown_columns = range(len(HEADERS)) if wide else NARROW
-    headers = [HEADERS[i] for i in shown_columns]
-    rows = [[row[i] for i in shown_columns] for row in (_table_row(job, tz) for job in document["jobs"])]
+    if fields:
+        headers = [FIELDS[name][0] for name in fields]
+        rows = [[FIELDS[name][1](job, tz) for name in fields] for job in document["jobs"]]
+    else:
+        shown_columns = range(len(HEADERS)) if wide else NARROW
+        headers = [HEADERS[i] for i in shown_columns]
+        rows = [[row[i] for i in shown_columns] for row in (_table_row(job, tz) for job in document["jobs"])]
     totals = document["totals"]
     shown = len(document["jobs"])
     more = f" (showing the newest {shown}; --limit 0 for all)" if document["truncated"] else ""
@@ -181,13 +260,12 @@ def table(document: dict[str, Any], tz: dt.tzinfo = dt.UTC, wide: bool = False) 
 
 
 def _table_row(job: dict[str, Any], tz: dt.tzinfo) -> list[str]:
-    run = f".{job['restart_count']}" if job["restart_count"] else ""
     return [
-        f"{job['job_id']}{run}",
+        FIELDS["jobid"][1](job, tz),
         job["user"],
         job["account"] or "",
         job["partition"] or "",
-        job["state"].upper(),
+        job["slurm_state"] or job["state"].upper(),
         local(job["start"], tz, "%Y-%m-%d %H:%M"),
         duration(job["elapsed_s"]),
         str(job["nodes"]),

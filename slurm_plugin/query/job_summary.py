@@ -86,6 +86,11 @@ def intensity_around(
     return readonly.intensity_between(reader, zone, middle - AROUND_S, middle + AROUND_S)
 
 
+SLURM_NUMBERS = (
+    "time_limit_s", "req_cpus", "req_mem_mb", "array_job_id", "array_task_id", "het_job_id", "het_job_offset",
+)  # fmt: skip
+
+
 def build(
     job: dict[str, Any],
     parts: Sequence[dict[str, Any]],
@@ -98,28 +103,75 @@ def build(
     start_s, end_s = job["start_s"], job["end_s"]
     energy = _energy(parts)
     carbon = _carbon(parts)
+    facts = _slurm(job)
+    use = _efficiency(parts, carbon, facts)
+    return (
+        ({"slurm": facts} if facts else {})
+        | ({"efficiency": use} if use else {})
+        | {
+            "schema": SCHEMA,
+            "state": state,
+            "cluster": job["cluster"],
+            "job_id": job["job_id"],
+            "restart_count": job["restart_count"],
+            "other_runs": [{"cluster": c, "restart_count": r} for c, r in other_runs],
+            "user": job["user_name"],
+            "uid": job["uid"],
+            "account": job["account"],
+            "partition": job["partition"],
+            "nodes": [p["node"] for p in parts],
+            "start": iso_z(start_s, "seconds"),
+            "end": iso_z(end_s, "seconds"),
+            "elapsed_s": round(max(end_s - start_s, 0.0), 3),
+            "energy": energy,
+            "carbon": carbon,
+            "coverage": _coverage(parts),
+            "power": _power(parts, start_s, end_s),
+            "equivalent": _equivalent(carbon),
+            "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
+            "estimates": _estimates(energy, carbon),
+        }
+    )
+
+
+def _slurm(job: dict[str, Any]) -> dict[str, Any] | None:
+    """What Slurm said about the job (the jobs row's facts, docs/record.md), or None when it said nothing
+    (a record of an earlier release, or Slurm not asked)."""
+    facts = {
+        "job_name": job.get("job_name"),
+        "state": job.get("slurm_state"),
+        "exit_code": job.get("exit_code"),
+        "signal": job.get("exit_signal"),
+        **{name: job.get(name) for name in SLURM_NUMBERS},
+        "qos": job.get("qos"),
+        "submit": iso_z(job["submit_s"], "seconds") if job.get("submit_s") is not None else None,
+    }
+    return facts if any(value is not None for value in facts.values()) else None
+
+
+def _efficiency(
+    parts: Sequence[dict[str, Any]], carbon: dict[str, Any] | None, slurm: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """CPU efficiency, memory peak against the request, and the idle cores' energy and CO2e, over the
+    parts whose records measured them (docs/record.md, `efficiency`); None when none did."""
+    known = [p["efficiency"] for p in parts if p.get("efficiency")]
+    if not known:
+        return None
+    cpu_s, core_s = sum(e["cpu_time_s"] for e in known), sum(e["core_s"] for e in known)
+    idle_j = sum(e["idle_cpu_j"] for e in known)
+    peak = sum(e["mem_peak_bytes"] for e in known)
+    requested_mb = (slurm or {}).get("req_mem_mb")
+    requested = round(requested_mb * 2**20) if requested_mb else None
+    g_per_j = carbon["co2e_g"] / carbon["it_energy_j"] if carbon and carbon.get("it_energy_j") else None
     return {
-        "schema": SCHEMA,
-        "state": state,
-        "cluster": job["cluster"],
-        "job_id": job["job_id"],
-        "restart_count": job["restart_count"],
-        "other_runs": [{"cluster": c, "restart_count": r} for c, r in other_runs],
-        "user": job["user_name"],
-        "uid": job["uid"],
-        "account": job["account"],
-        "partition": job["partition"],
-        "nodes": [p["node"] for p in parts],
-        "start": iso_z(start_s, "seconds"),
-        "end": iso_z(end_s, "seconds"),
-        "elapsed_s": round(max(end_s - start_s, 0.0), 3),
-        "energy": energy,
-        "carbon": carbon,
-        "coverage": _coverage(parts),
-        "power": _power(parts, start_s, end_s),
-        "equivalent": _equivalent(carbon),
-        "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
-        "estimates": _estimates(energy, carbon),
+        "cpu_time_s": round(cpu_s, 3),
+        "core_s": round(core_s, 3),
+        "cpu_efficiency": round(cpu_s / core_s, 4) if core_s else None,
+        "mem_peak_bytes": peak,
+        "mem_requested_bytes": requested,
+        "mem_used_fraction": round(peak / requested, 4) if requested else None,
+        "idle_cpu_j": round(idle_j, 3),
+        "idle_cpu_co2e_g": round(idle_j * g_per_j, 4) if g_per_j is not None else None,
     }
 
 

@@ -19,11 +19,30 @@ BARS = "▁▂▃▄▅▆▇█"
 def render(summary: dict[str, Any], tz: dt.tzinfo = dt.UTC) -> str:
     """The summary as a user reads it; times in `tz` (accounting.timezone)."""
     lines = [*_header(summary, tz), "", *_energy_lines(summary), "", *_carbon_lines(summary, tz)]
+    if summary.get("efficiency"):
+        lines += ["", *_efficiency_lines(summary["efficiency"])]
+    if summary.get("advice"):
+        lines += ["", "advice", *(f"  - {note}" for note in summary["advice"])]
     if summary["estimates"]:
         lines += ["", *(f"* estimate: {e}" for e in summary["estimates"])]
     if summary["state"] == "running":
         lines += ["", *_progress_lines(summary)]
     return "\n".join(lines)
+
+
+def _efficiency_lines(use: dict[str, Any]) -> list[str]:
+    """What the job did with what it held: CPU efficiency, idle cores' energy, memory peak."""
+    used, held = duration(use["cpu_time_s"]), duration(use["core_s"])
+    cores = f"{use['cpu_efficiency']:.0%} ({used} CPU of {held} core time)"
+    idle = joules(use["idle_cpu_j"])
+    if use.get("idle_cpu_co2e_g") is not None:
+        idle += f", {use['idle_cpu_co2e_g']:.2g} g CO2e"
+    memory = f"{use['mem_peak_bytes'] / 2**30:.3g} GiB peak"
+    if use.get("mem_requested_bytes"):
+        memory += (
+            f" of {use['mem_requested_bytes'] / 2**30:.3g} GiB requested ({use['mem_used_fraction']:.0%})"
+        )
+    return ["efficiency", _row("CPU", cores), _row("idle cores", idle), _row("memory", memory)]
 
 
 def _progress_lines(s: dict[str, Any]) -> list[str]:
@@ -46,16 +65,42 @@ def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
     runs = ""
     if s["other_runs"]:
         runs = f" (run {s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
+    slurm = s.get("slurm") or {}
     return [
-        f"job {s['job_id']} on cluster {s['cluster']}: {s['state']}{runs}",
+        f"job {s['job_id']} on cluster {s['cluster']}: {_state(s['state'], slurm)}{runs}",
+        *([_row("name", printable(slurm["job_name"]))] if slurm.get("job_name") else []),
+        *([_row("array", _array(slurm))] if slurm.get("array_job_id") is not None else []),
         _row("user", f"{s['user']} (uid {s['uid']})"),
         _row("account", s["account"] or "-"),
         _row("partition", s["partition"] or "-"),
         _row("nodes", f"{len(s['nodes'])}: {', '.join(s['nodes'])}"),
         _row("start", local(s["start"], tz)),
-        _row("end", local(s["end"], tz)),
-        _row("elapsed", duration(s["elapsed_s"])),
+        *(
+            [_row("as of", local(s["end"], tz)), _row("so far", duration(s["elapsed_s"]))]
+            if s["state"] == "running"
+            else [_row("end", local(s["end"], tz)), _row("elapsed", duration(s["elapsed_s"]))]
+        ),
     ]
+
+
+def _state(state: str, slurm: dict[str, Any]) -> str:
+    """ "FAILED (exit code 3)", "CANCELLED (signal 15)"; the lifecycle state where Slurm did not say."""
+    name = slurm.get("state")
+    if name is None:
+        return state if slurm.get("exit_code") is None else f"{state} (exit code {slurm['exit_code']})"
+    if slurm.get("signal"):
+        return f"{name} (exit code {slurm['exit_code']}, signal {slurm['signal']})"
+    return f"{name} (exit code {slurm['exit_code']})"
+
+
+def _array(slurm: dict[str, Any]) -> str:
+    return f"task {slurm['array_task_id']} of array {slurm['array_job_id']}"
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """User text (a job name) fit for a terminal: no control or escape characters, bounded."""
+    shown = "".join(c if c.isprintable() else "?" for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _row(label: str, value: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from slurm_plugin.query import job_summary, visibility
 from slurm_plugin.query.job_summary import JobNotFound
-from slurm_plugin.storage import readonly
+from slurm_plugin.storage import readonly, schema
 from slurm_plugin.storage.readonly import Reader
 from slurm_plugin.times import epoch_s
 
@@ -48,6 +48,7 @@ def summary(
         "partition": first["partition"],
         "start_s": min(p["start_s"] for p in parts),
         "end_s": max(p["end_s"] for p in parts),
+        **_facts(first.get("slurm") or {}),
     }
     around = job_summary.intensity_around(reader, job, parts)
     document = job_summary.build(job, parts, around, state="running")
@@ -63,6 +64,14 @@ def job_or_running(
         return job_summary.job_summary(reader, scope, job_id, cluster)
     except JobNotFound:
         return summary(reader, scope, job_id, cluster)
+
+
+def _facts(slurm: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's `slurm` block (its limits and ids; no state yet) as the jobs row's columns."""
+    renamed = {"slurm_state": "state", "exit_signal": "signal"}
+    facts = {name: slurm.get(renamed.get(name, name)) for name, _ in schema.JOB_FACTS}
+    facts["submit_s"] = epoch_s(slurm["submit"]) if slurm.get("submit") else None
+    return facts
 
 
 def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,6 +93,7 @@ def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str,
         "footprint": footprint,
         "timeline": [(origin + r[0], origin + r[1], *r[2:]) for r in record["timeline"]["rows"]],
         "gpu_devices": (energy.get("gpu") or {}).get("devices") or {},
+        "efficiency": record.get("efficiency"),
     }
     for component in ("cpu", "dram", "gpu"):
         part[f"{component}_j"] = (energy[component] or {}).get("joules")

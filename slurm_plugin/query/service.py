@@ -6,6 +6,7 @@ In `own` visibility mode the database is readable by root only; users' `jobcarbo
 request line, one JSON answer line, then the connection closes:
 
     {"op": "show", "job_id": 123, "cluster": null}  ->  {"ok": true, "summary": {...}}
+    ... "member": {"separator": "_", "index": 4}  (123_4; "+" for 123+1)  ->  the same
     {"op": "jobs", "since_s": ..., "until_s": ..., ...}  ->  {"ok": true, "list": {...}}
     {"op": "report", "months": "2026-01..2026-03", "by": "account", ...}  ->  {"ok": true, "report": {...}}
     anything refused  ->  {"ok": false, "kind": "not_found" | "not_measured" | "unavailable" | "bad_request",
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.config import Config
-from slurm_plugin.query import client, job_list, running, visibility
+from slurm_plugin.query import arrays, client, job_list, visibility
 from slurm_plugin.query.client import MAX_REQUEST_BYTES, ServiceError
 from slurm_plugin.query.job_summary import JobNotFound, JobNotMeasured
 from slurm_plugin.storage import readonly
@@ -81,12 +82,7 @@ def _dispatch(
         raise readonly.QueryError("a request is a JSON object")
     op = request.get("op")
     if op == "show":
-        job_id, cluster = request.get("job_id"), request.get("cluster")
-        if not isinstance(job_id, int) or isinstance(job_id, bool) or not 0 < job_id < 2**32:
-            raise readonly.QueryError("job_id must be a positive integer")
-        if cluster is not None and (not isinstance(cluster, str) or len(cluster) > 256):
-            raise readonly.QueryError("cluster must be a name")
-        return {"ok": True, "summary": running.job_or_running(reader, scope, job_id, cluster)}
+        return {"ok": True, "summary": arrays.show(reader, scope, request)}
     if op == "jobs":
         wanted = job_list.JobFilter.from_request(request)
         return {"ok": True, "list": job_list.job_list(reader, scope, wanted)}

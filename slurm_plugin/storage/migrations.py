@@ -160,6 +160,18 @@ MIGRATIONS: list[Migration] = [
         "each part's content digest, to tell a redelivery from a conflicting record",
         (schema.PART_DIGEST_COLUMN, _digest_parts, OnlyOn("postgresql", writer_functions.create)),
     ),
+    # The job as Slurm reports it (state, exit code, name, limits, array ids; docs/record.md): `jobcarbon
+    # jobs -s FAILED`, `jobcarbon <array id>`. PostgreSQL's functions again, for INSERT_JOB's new columns.
+    Migration(
+        10,
+        "jobs: Slurm state, exit code, name, limits, requests, array and het ids, QOS, submit time",
+        (
+            *(f"ALTER TABLE jobs ADD COLUMN {name} {kind}" for name, kind in schema.JOB_FACTS),
+            "CREATE INDEX jobs_array ON jobs (array_job_id, array_task_id)",
+            "CREATE INDEX jobs_state_end ON jobs (slurm_state, end_s)",
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
 ]
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
-from slurm_plugin.storage import backend, packed_timeline
+from slurm_plugin.storage import backend, packed_timeline, schema
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
 _ENERGY_KEY = b'"energy":'
+_EFFICIENCY_KEY = b'"efficiency":'
+_TIMELINE_KEY = b'"timeline":'
 _DECODER = json.JSONDecoder()
 
 
@@ -72,8 +74,10 @@ class Reader:
 
 # --- one job ----------------------------------------------------------------------------------------
 
-_RUNS = """SELECT id, cluster, job_id, restart_count, user_name, uid, account, partition, start_s, end_s
-FROM jobs WHERE job_id = ? ORDER BY end_s, id"""
+_FACTS = ", ".join(name for name, _ in schema.JOB_FACTS)
+_RUNS = f"""SELECT id, cluster, job_id, restart_count, user_name, uid, account, partition, start_s, end_s,
+    {_FACTS}
+FROM jobs WHERE job_id = ? ORDER BY end_s, id"""  # noqa: S608 - schema's constant column names
 
 _PARTS = """SELECT id, node, start_s, end_s, elapsed_s, cpu_count, gpus_json, cpu_j, cpu_method, dram_j,
     dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status, partial_reasons_json, notes_json
@@ -84,6 +88,34 @@ WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"
 
 _RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
     footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
+
+
+_MEMBER = """SELECT job_id, cluster, uid, account FROM jobs WHERE {group} = ? AND {member} = ?
+ORDER BY end_s, id"""
+_GROUPS = {"_": ("array_job_id", "array_task_id"), "+": ("het_job_id", "het_job_offset")}
+
+_ARRAY = """SELECT j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
+    j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s, COUNT(p.id) AS nodes,
+    SUM(p.total_j) AS energy_j, SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g,
+    COUNT(f.id) AS footprints
+FROM jobs j JOIN job_parts p ON p.job = j.id
+LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
+WHERE j.array_job_id = ?
+GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
+    j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s
+ORDER BY j.cluster, j.array_task_id, j.restart_count"""
+
+
+def member_runs(reader: Reader, separator: str, group_id: int, index: int) -> list[dict[str, Any]]:
+    """The stored runs of array task `group_id`_`index` ("_") or het component `group_id`+`index` ("+"):
+    job_id (the raw id slurmd gave the prolog), cluster, uid, account; the caller applies visibility."""
+    group, member = _GROUPS[separator]
+    return reader.rows(_MEMBER.format(group=group, member=member), (group_id, index))
+
+
+def array_tasks(reader: Reader, array_job_id: int) -> list[dict[str, Any]]:
+    """Every stored run of an array's tasks with its energy and footprint sums, by cluster and task."""
+    return reader.rows(_ARRAY, (array_job_id,))
 
 
 def job_runs(reader: Reader, job_id: int) -> list[dict[str, Any]]:
@@ -119,44 +151,45 @@ def _part(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     part["footprint"] = json.loads(found[0]["fields_json"]) if found else None
     timeline = reader.rows("SELECT columns_f64 FROM timeline WHERE part_id = ?", (row["id"],))
     part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
-    part["gpu_devices"] = _gpu_devices(reader, row["id"]) if part["gpus"] or part["gpu_j"] else {}
+    found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (row["id"],))
+    blob = found[0]["record_zlib"] if found else b""
+    energy = _record_object(blob, _ENERGY_KEY) if part["gpus"] or part["gpu_j"] else None
+    part["gpu_devices"] = ((energy or {}).get("gpu") or {}).get("devices") or {}
+    part["efficiency"] = _record_object(blob, _EFFICIENCY_KEY, _TIMELINE_KEY) if blob else None
     return part
 
 
-def _gpu_devices(reader: Reader, part_id: int) -> dict[str, Any]:
-    """Per-GPU energy is only in the stored record (energy.gpu.devices); read it when there are GPUs."""
-    found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (part_id,))
-    energy = _record_energy(found[0]["record_zlib"]) if found else None
-    return ((energy or {}).get("gpu") or {}).get("devices") or {}
+def _record_object(blob: bytes, key: bytes, absent_after: bytes | None = None) -> dict[str, Any] | None:
+    """The record's object under `key` (per-GPU energy, efficiency: only in the stored record),
+    inflating and parsing only as far as it.
 
-
-def _record_energy(blob: bytes) -> dict[str, Any] | None:
-    """The record's `energy` object, inflating and parsing only as far as it.
-
-    A record's timeline follows its energy (record.py writes it so, and sorted keys put "energy"
-    before "timeline"), and a day at 10 s is most of a 600 kB document: parsing it all cost 15 ms a
-    node. Any surprise (key not found, object not whole) falls back to parsing everything.
+    A record's timeline follows its energy and efficiency (record.py writes it so, and sorted keys put
+    both before "timeline"), and a day at 10 s is most of a 600 kB document: parsing it all cost 15 ms
+    a node. A key not found before `absent_after` is taken as absent (efficiency, which records of earlier
+    releases lack, comes before the timeline); any other surprise (key not found, object not whole) falls
+    back to parsing everything.
     """
     inflater, data, pending = zlib.decompressobj(), b"", blob
     try:
         while pending:
             data += inflater.decompress(pending, 1 << 16)
             pending = inflater.unconsumed_tail
-            at = data.find(_ENERGY_KEY)
+            at = data.find(key)
             if at < 0:
+                if absent_after is not None and absent_after in data:
+                    return None
                 continue
             try:
-                value, _ = _DECODER.raw_decode(
-                    data[at + len(_ENERGY_KEY) :].decode("utf-8", "replace").lstrip()
-                )
+                value, _ = _DECODER.raw_decode(data[at + len(key) :].decode("utf-8", "replace").lstrip())
             except ValueError:
                 continue  # not all of it inflated yet
-            if isinstance(value, dict):
+            if isinstance(value, dict) or value is None:
                 return value
         whole = json.loads(data + inflater.flush())
     except (zlib.error, ValueError):
         return None
-    return whole.get("energy") if isinstance(whole, dict) else None
+    found = whole.get(key.decode().strip('":')) if isinstance(whole, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 # --- many jobs --------------------------------------------------------------------------------------
@@ -188,6 +221,7 @@ class JobSelection:
     users: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()
     partitions: tuple[str, ...] = ()
+    slurm_states: tuple[str, ...] = ()  # Slurm states; COMPLETED also matches jobs whose state is unknown
     ended: bool = True  # False: the filter admits no ended job, and the database stores only those
 
 
@@ -196,10 +230,11 @@ class JobSelection:
 # Grouping the whole join instead made SQLite scan every job in rowid order.
 _LIST = """WITH picked AS MATERIALIZED (
     SELECT j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
-        j.start_s, j.end_s
+        j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
     FROM jobs j WHERE {where} ORDER BY j.end_s DESC, j.id DESC LIMIT :limit)
 SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
-    j.start_s, j.end_s, COUNT(p.id) AS nodes, SUM(p.total_j) AS energy_j,
+    j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal, COUNT(p.id) AS nodes,
+    SUM(p.total_j) AS energy_j,
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
     MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
@@ -207,7 +242,7 @@ SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.pa
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition, j.start_s,
-    j.end_s
+    j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
 ORDER BY j.end_s DESC, j.id DESC"""
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
@@ -242,6 +277,10 @@ def _where(wanted: JobSelection) -> tuple[str, dict[str, Any]]:
     ):
         if values:
             clauses.append(f"j.{column} IN ({_placeholders(column, values, params)})")
+    if wanted.slurm_states:
+        known = f"j.slurm_state IN ({_placeholders('state', wanted.slurm_states, params)})"
+        unknown = " OR j.slurm_state IS NULL" if "COMPLETED" in wanted.slurm_states else ""
+        clauses.append(f"({known}{unknown})")
     if not wanted.ended:
         clauses.append("0 = 1")
     return " AND ".join(clauses), params

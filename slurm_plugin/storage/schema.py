@@ -32,6 +32,24 @@ CREATE TABLE jobs (
     UNIQUE (cluster, job_id, restart_count)
 )"""
 
+# What Slurm says about a job (the record's `slurm` block, docs/record.md), added in version 10; null for
+# jobs stored before, or whose node did not hear from Slurm. The job's first stored part sets them.
+JOB_FACTS = (
+    ("job_name", "TEXT"),
+    ("slurm_state", "TEXT"),
+    ("exit_code", "INTEGER"),
+    ("exit_signal", "INTEGER"),
+    ("time_limit_s", "DOUBLE PRECISION"),
+    ("req_cpus", "INTEGER"),
+    ("req_mem_mb", "DOUBLE PRECISION"),
+    ("array_job_id", "INTEGER"),
+    ("array_task_id", "INTEGER"),
+    ("het_job_id", "INTEGER"),
+    ("het_job_offset", "INTEGER"),
+    ("qos", "TEXT"),
+    ("submit_s", "DOUBLE PRECISION"),
+)
+
 # A part's key is (cluster, job_id, restart_count, node) through its job row: UNIQUE (job, node).
 JOB_PARTS = """
 CREATE TABLE job_parts (
@@ -191,11 +209,15 @@ SET_PART_DIGEST = "UPDATE job_parts SET content_sha256 = :content_sha256 WHERE i
 FIND_JOB = """
 SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count"""
 
-INSERT_JOB = """
-INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s)
-VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s)
+_FACT_NAMES = ", ".join(name for name, _ in JOB_FACTS)
+_FACT_VALUES = ", ".join(f":{name}" for name, _ in JOB_FACTS)
+INSERT_JOB = f"""
+INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s,
+    {_FACT_NAMES})
+VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s,
+    {_FACT_VALUES})
 ON CONFLICT (cluster, job_id, restart_count) DO NOTHING
-RETURNING id"""
+RETURNING id"""  # noqa: S608 - this module's constant column names
 
 WIDEN_JOB = """
 UPDATE jobs SET

@@ -406,7 +406,16 @@ def _job_params(record: dict[str, Any]) -> dict[str, Any]:
         "partition": record["partition"],
         "start_s": _iso_epoch(record["start"]),
         "end_s": _iso_epoch(record["end"]),
+        **_fact_params(record.get("slurm") or {}),
     }
+
+
+def _fact_params(slurm: dict[str, Any]) -> dict[str, Any]:
+    """The jobs row's columns from the record's `slurm` block (all null for a record without one)."""
+    renamed = {"slurm_state": "state", "exit_signal": "signal"}
+    params = {name: slurm.get(renamed.get(name, name)) for name, _ in schema.JOB_FACTS}
+    params["submit_s"] = _iso_epoch(slurm["submit"]) if slurm.get("submit") else None
+    return params
 
 
 def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:

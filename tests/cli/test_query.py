@@ -293,3 +293,16 @@ def test_an_unknown_time_zone_stops_the_text_not_the_json(site: dict, tmp_path: 
     text = jobcarbon(job, config=config)
     assert text.returncode == 2
     assert one_line_error(text).endswith("accounting.timezone 'Mars/Olympus_Mons' is not a known time zone")
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("--fields", "jobid,bogus"), "unknown field 'bogus'"),
+        (("-s", "FINISHED"), "unknown job state 'FINISHED'"),
+    ],
+)
+def test_an_unknown_field_or_state_is_a_usage_error(site: dict, args: tuple[str, ...], problem: str) -> None:
+    done = jobcarbon("jobs", *args, config=site["config"])
+    assert problem in one_line_error(done)
+    assert done.returncode == 2

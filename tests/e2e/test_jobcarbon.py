@@ -221,11 +221,17 @@ def test_a_real_job_is_delivered_to_postgresql_by_a_writer_role(
     try:
         job_id = slurm_cluster.submit(BURN.format(s=3), user=slurm_user, account="physics")
         assert slurm_cluster.wait_finished(job_id, timeout_s=60).state == "COMPLETED"
-        outbox = slurm_cluster.scratch / "outbox" / f"testbed_{job_id}_0_{slurm_cluster.node}.json"
-        poll(lambda: not outbox.exists() or None, 30, f"delivery of job {job_id} to PostgreSQL")
+        # The record follows the epilog once Slurm has said how the job ended (node/jobfacts.py).
+        stored = poll(
+            lambda: [p for p in admin.parts() if admin.part(p)["job_id"] == job_id] or None,
+            30,
+            f"delivery of job {job_id} to PostgreSQL",
+        )
     finally:
         config.write_text(sqlite)
-    (part_id,) = [p for p in admin.parts() if admin.part(p)["job_id"] == job_id]
+    (part_id,) = stored
+    state = admin.db.execute("SELECT slurm_state, exit_code FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+    assert tuple(state) == ("COMPLETED", 0)  # through the writer role's function
     found = admin.footprint(part_id)
     assert (admin.part(part_id)["user"], found["version"], found["rung"]) == (slurm_user, 1, "zone_yearly")
     assert found["it_energy_j"] == pytest.approx(admin.record(part_id)["energy"]["total_joules"], rel=1e-3)

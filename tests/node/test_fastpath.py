@@ -190,11 +190,12 @@ class _Recording(dict):
         return super().__getitem__(key)
 
 
-def test_it_forwards_exactly_what_jobenv_reads(slurm_env: dict[str, str]) -> None:
-    from slurm_plugin.node import jobenv
+def test_it_forwards_exactly_what_jobenv_and_jobfacts_read(slurm_env: dict[str, str]) -> None:
+    from slurm_plugin.node import jobenv, jobfacts
 
     recording = _Recording(slurm_env)
     jobenv.from_env(recording)
+    jobfacts.end_facts(recording)
     assert recording.read == set(fastpath.FORWARDED)
 
 

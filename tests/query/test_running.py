@@ -79,3 +79,20 @@ def test_a_malformed_snapshot_is_dropped_not_quarantined(tmp_path: Path, db_url:
     assert not bad.exists()
     assert "running snapshot dropped" in lines[0]
     store.close()
+
+
+def test_a_running_job_keeps_the_time_limit_its_node_had_from_slurm(tmp_path: Path, db_url: str) -> None:
+    from slurm_plugin.query import job_summary_text
+    from tests.test_record import SLURM
+
+    store = open_store(db_url)
+    record = _snapshot(tmp_path / "outbox", slurm={**SLURM, "state": None, "time_limit_s": 7200.0})
+    snapshots.ingest_snapshots(store, tmp_path / "outbox", SETTINGS, lambda *_: None)
+    summary = _summary(db_url, record["job_id"])
+    assert summary["slurm"]["time_limit_s"] == 7200.0  # no sacct needed for the projection
+    assert summary["slurm"]["state"] is None
+    text = job_summary_text.render(summary).splitlines()
+    assert any(line.startswith("  as of ") for line in text)
+    assert any(line.startswith("  so far ") for line in text)
+    assert not any(line.startswith("  end ") for line in text)
+    store.close()

@@ -159,10 +159,19 @@ def test_a_missing_postgresql_database_is_one_line(postgres_server: postgres.Ser
 )
 def test_the_energy_section_is_found_in_any_record_layout(document: dict) -> None:
     for text in (json.dumps(document, indent=1), json.dumps(document, sort_keys=True, separators=(",", ":"))):
-        energy = readonly._record_energy(zlib.compress(text.encode()))
+        energy = readonly._record_object(zlib.compress(text.encode()), readonly._ENERGY_KEY)
         assert energy == document["energy"]
 
 
 def test_an_unreadable_record_has_no_energy() -> None:
-    assert readonly._record_energy(b"not zlib") is None
-    assert readonly._record_energy(zlib.compress(b"[1, 2")) is None
+    assert readonly._record_object(b"not zlib", readonly._ENERGY_KEY) is None
+    assert readonly._record_object(zlib.compress(b"[1, 2"), readonly._ENERGY_KEY) is None
+
+
+def test_a_record_without_efficiency_is_not_parsed_past_its_timeline() -> None:
+    old = json.dumps({"energy": {}, "timeline": {"rows": [[0] * 5] * 20_000}}, indent=1)
+    found = readonly._record_object(zlib.compress(old.encode()), readonly._EFFICIENCY_KEY, b'"timeline":')
+    assert found is None
+    new = json.dumps({"efficiency": {"cpu_efficiency": 0.5}, "timeline": {"rows": []}})
+    found = readonly._record_object(zlib.compress(new.encode()), readonly._EFFICIENCY_KEY, b'"timeline":')
+    assert found == {"cpu_efficiency": 0.5}

@@ -308,6 +308,22 @@ def test_a_footprint_needs_its_headline_and_its_part(store: Store) -> None:
     assert store.footprint_history(part_id) == []
 
 
+def test_slurms_facts_about_a_job_are_columns_of_its_row(store: Store) -> None:
+    from tests.test_record import SLURM
+
+    facts = {**SLURM, "array_job_id": 40, "array_task_id": 2, "req_mem_mb": 512.0}
+    store.add_part(make_record(job_id=42, slurm=facts))
+    store.add_part(make_record(job_id=43))  # a record of an earlier release: no `slurm` block
+    rows = store.db.execute(
+        "SELECT job_id, job_name, slurm_state, exit_code, exit_signal, time_limit_s, array_job_id,"
+        " array_task_id, req_mem_mb, submit_s FROM jobs ORDER BY job_id"
+    ).fetchall()
+    assert [tuple(row) for row in rows] == [
+        (42, "train \u00e9", "TIMEOUT", 0, 15, 60.0, 40, 2, 512.0, 1767225600.0),
+        (43, None, None, None, None, None, None, None, None, None),
+    ]
+
+
 def test_parts_stored_before_version_9_get_their_content_digest(store: Store) -> None:
     from slurm_plugin import record as record_contract
 

@@ -1,0 +1,168 @@
+"""Job arrays and heterogeneous jobs from the stored records alone (no `sacct`): `123_4` and `123+1`
+resolved to the raw id slurmd gave the prolog, and `jobcarbon <array id>` as one summary of its tasks
+(`jobcarbon/array-summary/1`).
+
+The ids come from the records' `slurm` block (docs/record.md), so a job stored without it (an earlier
+release, or a node that did not hear from Slurm) is not found here and the caller falls back to sacct.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from slurm_plugin.query import running, visibility
+from slurm_plugin.query.job_summary import JobNotFound
+from slurm_plugin.storage import readonly
+from slurm_plugin.storage.readonly import QueryError, Reader
+from slurm_plugin.times import iso_z
+
+SCHEMA = "jobcarbon/array-summary/1"
+
+
+def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a validated-here "show" request: {"job_id", "cluster", optional "member":
+    {"separator": "_" or "+", "index"}}: an array's summary, a job's, or a running job's so far."""
+    job_id, cluster, member = request.get("job_id"), request.get("cluster"), request.get("member")
+    if not isinstance(job_id, int) or not _uint(job_id) or job_id == 0:
+        raise QueryError("job_id must be a positive integer")
+    if cluster is not None and (not isinstance(cluster, str) or len(cluster) > 256):
+        raise QueryError("cluster must be a name")
+    if member is None:
+        array = array_summary(reader, scope, job_id, cluster)
+        return array or running.job_or_running(reader, scope, job_id, cluster)
+    if not (
+        isinstance(member, dict) and member.get("separator") in ("_", "+") and _uint(member.get("index"))
+    ):
+        raise QueryError('member must be {"separator": "_" or "+", "index": an integer >= 0}')
+    raw = member_job_id(reader, scope, member["separator"], job_id, member["index"], cluster)
+    if raw is None:
+        raise JobNotFound(job_id)
+    return running.job_or_running(reader, scope, raw, cluster)
+
+
+def _shown(scope: visibility.Scope, row: dict[str, Any], cluster: str | None) -> bool:
+    return (cluster is None or row["cluster"] == cluster) and visibility.may_see(
+        scope, row["uid"], row["account"]
+    )
+
+
+def _uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
+def member_job_id(
+    reader: Reader, scope: visibility.Scope, separator: str, group_id: int, index: int, cluster: str | None
+) -> int | None:
+    """The raw job id of array task `group_id`_`index` or het component `group_id`+`index` that the scope
+    may see (the latest run), or None."""
+    runs = [
+        run
+        for run in readonly.member_runs(reader, separator, group_id, index)
+        if (cluster is None or run["cluster"] == cluster)
+        and visibility.may_see(scope, run["uid"], run["account"])
+    ]
+    return runs[-1]["job_id"] if runs else None
+
+
+def array_summary(
+    reader: Reader, scope: visibility.Scope, array_job_id: int, cluster: str | None
+) -> dict[str, Any] | None:
+    """The array's summary over the tasks the scope may see, or None when `array_job_id` is no stored
+    array's id (or none of its tasks is visible: the same answer)."""
+    rows = [
+        row
+        for row in readonly.array_tasks(reader, array_job_id)
+        if (cluster is None or row["cluster"] == cluster)
+        and visibility.may_see(scope, row["uid"], row["account"])
+    ]
+    if not rows:
+        return None
+    clusters = sorted({row["cluster"] for row in rows})
+    rows = [row for row in rows if row["cluster"] == clusters[0]]
+    latest = {row["array_task_id"]: row for row in rows}  # a requeued task's last run
+    tasks = [_task(row) for _, row in sorted(latest.items())]
+    complete = all(task["co2e_g"] is not None for task in tasks)
+    biggest = max(tasks, key=lambda task: task["energy_j"])
+    return {
+        "schema": SCHEMA,
+        "cluster": clusters[0],
+        "array_job_id": array_job_id,
+        "users": sorted({row["user_name"] for row in rows}),
+        "start": iso_z(min(row["start_s"] for row in rows), "seconds"),
+        "end": iso_z(max(row["end_s"] for row in rows), "seconds"),
+        "tasks": tasks,
+        "states": dict(sorted(Counter(task["state"] or "UNKNOWN" for task in tasks).items())),
+        "totals": {
+            "tasks": len(tasks),
+            "elapsed_s": round(sum(task["elapsed_s"] for task in tasks), 3),
+            "energy_j": round(sum(task["energy_j"] for task in tasks), 3),
+            "facility_energy_j": _total(tasks, "facility_energy_j") if complete else None,
+            "co2e_g": _total(tasks, "co2e_g") if complete else None,
+        },
+        "most_energy": {"task_id": biggest["task_id"], "energy_j": biggest["energy_j"]},
+    }
+
+
+def _task(row: dict[str, Any]) -> dict[str, Any]:
+    complete = row["footprints"] == row["nodes"]
+    return {
+        "task_id": row["array_task_id"],
+        "job_id": row["job_id"],
+        "restart_count": row["restart_count"],
+        "state": row["slurm_state"],
+        "exit_code": row["exit_code"],
+        "signal": row["exit_signal"],
+        "start": iso_z(row["start_s"], "seconds"),
+        "end": iso_z(row["end_s"], "seconds"),
+        "elapsed_s": round(row["end_s"] - row["start_s"], 3),
+        "nodes": row["nodes"],
+        "energy_j": round(row["energy_j"], 3),
+        "facility_energy_j": round(row["facility_energy_j"], 3) if complete else None,
+        "co2e_g": round(row["co2e_g"], 4) if complete else None,
+    }
+
+
+def _energy_unit(largest_j: float) -> tuple[str, float]:
+    """One unit for a column of energies, chosen by its largest value: J, Wh or kWh."""
+    units = (("kWh", 3.6e6), ("Wh", 3600.0))
+    return next(((unit, per) for unit, per in units if largest_j >= per), ("J", 1.0))
+
+
+def _total(tasks: list[dict[str, Any]], key: str) -> float:
+    return round(sum(task[key] for task in tasks), 4)
+
+
+def text(document: dict[str, Any]) -> str:
+    """`jobcarbon <array id>`: one line per task, then the totals."""
+    from tabulate import tabulate
+
+    from slurm_plugin.query.job_summary_text import duration
+
+    unit, per = _energy_unit(max(task["energy_j"] for task in document["tasks"]))
+    rows = [
+        [
+            f"{document['array_job_id']}_{task['task_id']}",
+            task["job_id"],
+            task["state"] or "-",
+            "-" if task["exit_code"] is None else f"{task['exit_code']}:{task['signal']}",
+            duration(task["elapsed_s"]),
+            f"{task['energy_j'] / per:.3g}",
+            "-" if task["co2e_g"] is None else f"{task['co2e_g']:.3g}",
+        ]
+        for task in document["tasks"]
+    ]
+    headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", unit, "CO2e g"]
+    totals = document["totals"]
+    states = ", ".join(f"{count} {state}" for state, count in document["states"].items())
+    co2e = "-" if totals["co2e_g"] is None else f"{totals['co2e_g']:.3g} g CO2e"
+    most = document["most_energy"]
+    head = f"array {document['array_job_id']} on cluster {document['cluster']}: {totals['tasks']} tasks"
+    return "\n".join(
+        [
+            f"{head} ({states})",
+            tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
+            f"total: {totals['energy_j'] / per:.3g} {unit} IT, {co2e}, {duration(totals['elapsed_s'])} "
+            f"of task time; most energy: task {most['task_id']} ({most['energy_j'] / per:.3g} {unit})",
+        ]
+    )

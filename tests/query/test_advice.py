@@ -1,0 +1,76 @@
+"""Advice on finished jobs (query/advice.py) from their stored efficiency and Slurm state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import jsonschema
+import pytest
+
+from slurm_plugin.config import Advice
+from slurm_plugin.query import advice, job_summary, job_summary_text
+from slurm_plugin.query.visibility import Scope
+from slurm_plugin.storage import readonly
+from tests import jobdb
+from tests.jobdb import DAY, HOUR, Job
+from tests.query.test_job_facts import SCHEMAS, facts
+
+EVERYTHING = Scope(everything=True, uid=0)
+GIB = 2**30
+JOBS = [
+    # an hour on 4 cores, one of them busy, 1 GiB used of 16 GiB asked
+    Job(401, cpu_used=0.25, mem_b=GIB, slurm=facts(req_mem_mb=16 * 1024.0)),
+    Job(402, cpu_used=0.9, mem_b=12 * GIB, slurm=facts(req_mem_mb=16 * 1024.0), start=DAY + 12 * HOUR),
+    Job(
+        403, cpu_used=0.9, slurm=facts(state="TIMEOUT", signal=15, time_limit_s=3600.0), start=DAY + 14 * HOUR
+    ),
+    Job(404, cpu_used=0.9, slurm=facts(state="FAILED", exit_code=2), start=DAY + 16 * HOUR),
+]
+
+
+@pytest.fixture(scope="module")
+def reader(module_db_url: str) -> Iterator[readonly.Reader]:
+    opened = readonly.Reader.open(jobdb.fill(module_db_url, JOBS))
+    yield opened
+    opened.close()
+
+
+def summary(reader: readonly.Reader, job_id: int) -> dict:
+    return job_summary.job_summary(reader, EVERYTHING, job_id)
+
+
+def test_efficiency_and_the_idle_cores_energy(reader: readonly.Reader) -> None:
+    document = summary(reader, 401)
+    use = document["efficiency"]
+    assert use["cpu_efficiency"] == pytest.approx(0.25)
+    assert use["core_s"] == pytest.approx(4 * 3600)
+    cpu_j = document["energy"]["cpu"]["joules"]
+    assert use["idle_cpu_j"] == pytest.approx(0.75 * cpu_j, rel=1e-4)  # three of four cores idle
+    carbon = document["carbon"]
+    expected_g = use["idle_cpu_j"] * carbon["co2e_g"] / carbon["it_energy_j"]
+    assert use["idle_cpu_co2e_g"] == pytest.approx(expected_g, abs=1e-4)
+    assert use["mem_used_fraction"] == pytest.approx(1 / 16)
+
+
+def test_a_wasteful_job_gets_advice_and_a_good_one_none(reader: readonly.Reader) -> None:
+    wasteful = advice.notes(summary(reader, 401), Advice())
+    assert len(wasteful) == 2
+    assert wasteful[0].startswith("CPU efficiency 25%: the idle cores used ")
+    assert wasteful[0].endswith("g CO2e; request fewer cores")
+    assert wasteful[1].startswith("memory peak 1 GiB of 16 GiB requested (6%)")
+    document = summary(reader, 401) | {"advice": wasteful}
+    jsonschema.validate(document, json.loads((SCHEMAS / "job_summary_schema.json").read_text()))
+    assert "  - CPU efficiency 25%" in job_summary_text.render(document)
+    assert advice.notes(summary(reader, 402), Advice()) == []
+    assert advice.notes(summary(reader, 401), Advice(cpu_efficiency_below=0.2, memory_used_below=0.05)) == []
+    assert advice.notes(summary(reader, 401), Advice(min_elapsed_s=7200)) == []
+
+
+def test_a_timeout_and_a_failure_are_costed(reader: readonly.Reader) -> None:
+    (timeout,) = advice.notes(summary(reader, 403), Advice())
+    assert timeout.startswith("ran into its time limit of 01:00:00: ")
+    (failed,) = advice.notes(summary(reader, 404), Advice())
+    document = summary(reader, 404)
+    assert failed.startswith(f"failed: {job_summary_text.joules(document['energy']['total_j'])}, ")
+    assert failed.endswith("g CO2e spent without a complete result")
