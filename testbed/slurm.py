@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Base job states; scontrol prints COMPLETING instead while the epilog still runs.
+from slurm_plugin.node.jobfacts import FINAL_STATES as FINISHED_STATES
 from testbed.host import (
     GPU_COUNT,
     SBIN_DIRS,
@@ -36,20 +38,6 @@ from testbed.host import (
 
 DEFAULT_SCRATCH = Path("/tmp/jobcarbon-testbed")
 DAEMONS = frozenset({"slurmctld", "slurmd", "slurmstepd"})
-# Base job states (slurm.h); scontrol prints "COMPLETING" instead while the epilog still runs.
-FINISHED_STATES = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "OUT_OF_MEMORY",
-    }
-)
 
 
 def cgroup_conf(constrain_cores: bool = True) -> str:
