@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import hooks, procstats
-from bench.node import Node, add_job_cgroup, build_node, simulator
+from bench.node import Node, build_node, simulator
 
 JOBS = 64
 INTERVAL_S = 10.0
@@ -20,11 +20,7 @@ def measure(scratch: Path, duration_s: float) -> dict[str, Any]:
     node = build_node(scratch / "density", INTERVAL_S)
     job_ids = [FIRST_JOB + index for index in range(JOBS)]
     try:
-        for job_id in job_ids:
-            add_job_cgroup(node, job_id)
-            hooks.run_hook("prolog", node, job_id)
-        for job_id in job_ids:
-            hooks.wait_header(node, f"{job_id}.0", timeout_s=INTERVAL_S * 3)
+        hooks.start_jobs(node, job_ids, timeout_s=INTERVAL_S * 3)
         pid = hooks.agent_pid(node)
         spares = _wait_for_spare_agents(node, pid)
         result = {**_observe(node, pid, duration_s), **spares}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstats
-from bench.node import JOB_UID, NODE_NAME, Node
+from bench.node import JOB_UID, NODE_NAME, Node, add_job_cgroup
 from slurm_plugin.node import agent_client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,15 @@ def wait_header(node: Node, key: str, timeout_s: float = 10.0) -> dict[str, Any]
             pass
         time.sleep(POLL_S)
     raise BenchError(f"no journal header for job {key} after {timeout_s} s (see {node.log_file})")
+
+
+def start_jobs(node: Node, job_ids: list[int], timeout_s: float) -> None:
+    """Give each job its cgroup and its prolog, then wait until the agent samples every one."""
+    for job_id in job_ids:
+        add_job_cgroup(node, job_id)
+        run_hook("prolog", node, job_id)
+    for job_id in job_ids:
+        wait_header(node, f"{job_id}.0", timeout_s=timeout_s)
 
 
 def interval_lines(node: Node, key: str) -> int:

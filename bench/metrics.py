@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench import hooks, procstats
-from bench.node import add_job_cgroup, build_node, simulator
+from bench.node import build_node, simulator
 from bench.stats import summary_ms
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.metrics import Exposition, Health
@@ -140,11 +140,7 @@ def agent_with_textfile(scratch: Path, duration_s: float) -> dict[str, Any]:
         config.write("  ended_job_keep_s: 0\n")
     job_ids = [FIRST_JOB + index for index in range(JOBS)]
     try:
-        for job_id in job_ids:
-            add_job_cgroup(node, job_id)
-            hooks.run_hook("prolog", node, job_id)
-        for job_id in job_ids:
-            hooks.wait_header(node, f"{job_id}.0", timeout_s=30)
+        hooks.start_jobs(node, job_ids, timeout_s=30)
         pid = hooks.agent_pid(node)
         rapl = simulator(node)
         run0, wall0 = procstats.runtime_s(pid), time.monotonic()
