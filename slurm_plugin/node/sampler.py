@@ -254,6 +254,7 @@ class NodeSampler:
                     "start": tracker.start_s,
                     "first_sample": now,
                     "gpus": gpus,
+                    "gpu_idle_util_pct": self.config.advice.gpu_idle_util_pct,  # the waste rule's
                     "node_info": self.node_info(),
                 }
             )
