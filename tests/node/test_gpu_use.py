@@ -44,7 +44,8 @@ def test_a_busy_and_an_idle_gpu_get_their_utilisation_memory_and_idle_energy(tmp
     use = record["efficiency"]
     busy, idle = use["gpus"][BUSY], use["gpus"][IDLE]
     assert (busy["util_mean_pct"], busy["util_max_pct"], busy["idle_fraction"]) == (97.0, 97, 0.0)
-    assert busy["mem_peak_bytes"] == 20480 * 2**20 and busy["idle_j"] == 0.0
+    assert busy["mem_peak_bytes"] == 20480 * 2**20
+    assert busy["idle_j"] == 0.0
     assert (idle["util_mean_pct"], idle["idle_fraction"], idle["mem_peak_bytes"]) == (0.0, 1.0, 0)
     devices = record["energy"]["gpu"]["devices"]
     assert idle["idle_j"] == pytest.approx(devices[IDLE]["joules"], rel=1e-3)
