@@ -13,7 +13,7 @@ from slurm_plugin.query import advice, job_summary, job_summary_text
 from slurm_plugin.query.visibility import Scope
 from slurm_plugin.storage import readonly
 from tests import jobdb
-from tests.jobdb import DAY, HOUR, Job
+from tests.jobdb import DAY, HOUR, Job, gpu
 from tests.query.test_job_facts import SCHEMAS, facts
 
 EVERYTHING = Scope(everything=True, uid=0)
@@ -26,6 +26,23 @@ JOBS = [
         403, cpu_used=0.9, slurm=facts(state="TIMEOUT", signal=15, time_limit_s=3600.0), start=DAY + 14 * HOUR
     ),
     Job(404, cpu_used=0.9, slurm=facts(state="FAILED", exit_code=2), start=DAY + 16 * HOUR),
+    # two GPUs held and never used; one GPU kept busy
+    Job(
+        405,
+        cpu_used=0.9,
+        gpus=[gpu(0), gpu(1)],
+        gpu_w={gpu(0)["uuid"]: (60.0, "measured"), gpu(1)["uuid"]: (70.0, "measured")},
+        gpu_util={gpu(0)["uuid"]: 0, gpu(1)["uuid"]: 0},
+        start=DAY + 18 * HOUR,
+    ),
+    Job(
+        406,
+        cpu_used=0.9,
+        gpus=[gpu(2)],
+        gpu_w={gpu(2)["uuid"]: (350.0, "measured")},
+        gpu_util={gpu(2)["uuid"]: 96},
+        start=DAY + 20 * HOUR,
+    ),
 ]
 
 
@@ -74,3 +91,27 @@ def test_a_timeout_and_a_failure_are_costed(reader: readonly.Reader) -> None:
     document = summary(reader, 404)
     assert failed.startswith(f"failed: {job_summary_text.joules(document['energy']['total_j'])}, ")
     assert failed.endswith("g CO2e spent without a complete result")
+
+
+def test_idle_gpus_are_waste_with_a_note_in_energy_terms_and_a_busy_gpu_gets_none(
+    reader: readonly.Reader,
+) -> None:
+    idle = summary(reader, 405)
+    use = idle["efficiency"]
+    assert [g["idle_fraction"] for g in use["gpus"]] == [1.0, 1.0]
+    gpu_j = sum(g["joules"] for g in idle["energy"]["gpus"])
+    assert use["idle_gpu_j"] == pytest.approx(gpu_j, rel=1e-4)
+    assert use["waste_j"] == pytest.approx(use["idle_gpu_j"] + use["idle_cpu_j"], rel=1e-6)
+    carbon = idle["carbon"]
+    assert use["waste_co2e_g"] == pytest.approx(
+        use["waste_j"] * carbon["co2e_g"] / carbon["it_energy_j"], rel=1e-3
+    )
+    notes = advice.notes(idle, Advice())
+    assert notes[0].startswith("2 GPUs idle 100 % of the time: ")
+    assert notes[0].endswith("g CO2e wasted; request fewer GPUs")
+    text = job_summary_text.render({**idle, "advice": notes})
+    assert "util mean 0 %, max 0 %, idle 100 % of the time" in text
+    busy = summary(reader, 406)
+    assert busy["efficiency"]["gpus"][0]["util_mean_pct"] == 96.0
+    assert busy["efficiency"]["idle_gpu_j"] == 0.0
+    assert not any("GPU" in note for note in advice.notes(busy, Advice()))
