@@ -66,10 +66,8 @@ def _gpus(summary: dict[str, Any], settings: Advice) -> list[str]:
     share = sum(g["idle_fraction"] * g["sampled_s"] for g in idle) / sum(g["sampled_s"] for g in idle)
     count = f"{len(idle)} GPU{'s' if len(idle) > 1 else ''}"
     of = f" of {len(use['gpus'])}" if len(use["gpus"]) > len(idle) else ""
-    return [
-        f"{count}{of} idle {share * 100:.0f} % of the time: {_cost(summary, sum(g['idle_j'] for g in idle))} wasted; "
-        "request fewer GPUs"
-    ]
+    wasted = _cost(summary, sum(g["idle_j"] for g in idle))
+    return [f"{count}{of} idle {share * 100:.0f} % of the time: {wasted} wasted; request fewer GPUs"]
 
 
 def _cores(summary: dict[str, Any], settings: Advice) -> list[str]:
