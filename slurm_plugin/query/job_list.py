@@ -51,7 +51,7 @@ CSV_COLUMNS = (
     "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
     "exit_code", "signal", "job_name", "start", "end",
     "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
-    "coverage_fraction", "partial",
+    "coverage_fraction", "partial", "gpu_util_pct", "waste_j", "waste_co2e_g",
 )  # fmt: skip
 
 
@@ -148,6 +148,8 @@ def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str,
             "energy_j": round(totals["energy_j"], 3),
             "facility_energy_j": round(totals["facility_energy_j"], 3),
             "co2e_g": round(totals["co2e_g"], 4),
+            "waste_j": round(totals["waste_j"], 3),
+            "waste_co2e_g": round(totals["waste_co2e_g"], 4),
         },
     }
 
@@ -179,6 +181,20 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "quality": QUALITY.get(rung or "", None) if complete else None,
         "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
         "partial": bool(row["partial"]),
+        **_use(row, complete),
+    }
+
+
+def _use(row: dict[str, Any], complete: bool) -> dict[str, Any]:
+    """Waste (idle GPUs + idle cores, docs/attribution.md) and the GPUs' mean utilisation; null where a
+    part has no figure (stored before version 12, or no cgroup reading) or no GPU was read."""
+    known = row["waste_parts"] == row["nodes"]
+    waste_co2e = row["waste_co2e_g"]
+    sampled = row["gpu_sampled_s"]
+    return {
+        "gpu_util_pct": round(row["gpu_util_s"] / sampled, 1) if sampled else None,
+        "waste_j": round(row["waste_j"], 3) if known else None,
+        "waste_co2e_g": round(waste_co2e, 4) if known and complete and waste_co2e is not None else None,
     }
 
 
@@ -221,7 +237,14 @@ FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], dt.tzinfo], str]]] = {
     ),
     "quality": ("Intensity", lambda job, tz: job["quality"] or "-"),
     "coverage": ("Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"),
+    "gpu_util": ("GPU util", lambda job, tz: _maybe(job["gpu_util_pct"], "{:.0f} %")),
+    "waste_kwh": ("Waste kWh", lambda job, tz: _maybe(job["waste_j"], "{:.3g}", J_PER_KWH)),
+    "waste_co2e_g": ("Waste CO2e g", lambda job, tz: _maybe(job["waste_co2e_g"], "{:.3g}")),
 }
+
+
+def _maybe(value: float | None, fmt: str, per: float = 1.0) -> str:
+    return "-" if value is None else fmt.format(value / per)
 
 
 def field_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -251,7 +274,8 @@ def table(
     more = f" (showing the newest {shown}; --limit 0 for all)" if document["truncated"] else ""
     footer = (
         f"{totals['jobs']} jobs{more}: {totals['energy_j'] / J_PER_KWH:.3f} kWh IT, "
-        f"{totals['facility_energy_j'] / J_PER_KWH:.3f} kWh facility, {totals['co2e_g'] / 1000:.3f} kg CO2e"
+        f"{totals['facility_energy_j'] / J_PER_KWH:.3f} kWh facility, {totals['co2e_g'] / 1000:.3f} kg CO2e; "
+        f"waste {totals['waste_j'] / J_PER_KWH:.3f} kWh, {totals['waste_co2e_g'] / 1000:.3f} kg CO2e"
     )
     if not rows:
         return f"no jobs match\n{footer}"

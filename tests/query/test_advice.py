@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from slurm_plugin.config import Advice
-from slurm_plugin.query import advice, job_summary, job_summary_text
+from slurm_plugin.query import advice, job_list, job_summary, job_summary_text
 from slurm_plugin.query.visibility import Scope
 from slurm_plugin.storage import readonly
 from tests import jobdb
@@ -115,3 +116,25 @@ def test_idle_gpus_are_waste_with_a_note_in_energy_terms_and_a_busy_gpu_gets_non
     assert busy["efficiency"]["gpus"][0]["util_mean_pct"] == 96.0
     assert busy["efficiency"]["idle_gpu_j"] == 0.0
     assert not any("GPU" in note for note in advice.notes(busy, Advice()))
+
+
+def test_jobs_lists_gpu_utilisation_and_waste_from_the_stored_columns(reader: readonly.Reader) -> None:
+    wanted = job_list.JobFilter(DAY, DAY + 2 * DAY, mine=False)
+    document = job_list.job_list(reader, EVERYTHING, wanted)
+    jobs = {job["job_id"]: job for job in document["jobs"]}
+    idle, busy = summary(reader, 405)["efficiency"], summary(reader, 406)["efficiency"]
+    assert jobs[405]["gpu_util_pct"] == 0.0
+    assert jobs[406]["gpu_util_pct"] == 96.0
+    assert jobs[401]["gpu_util_pct"] is None  # no GPU
+    assert jobs[405]["waste_j"] == pytest.approx(idle["waste_j"], rel=1e-6)
+    assert jobs[405]["waste_co2e_g"] == pytest.approx(idle["waste_co2e_g"], rel=1e-3)
+    assert jobs[406]["waste_j"] == pytest.approx(busy["idle_cpu_j"], rel=1e-6)
+    assert document["totals"]["waste_j"] == pytest.approx(sum(j["waste_j"] for j in jobs.values()), rel=1e-6)
+    fields = job_list.field_names(("jobid", "gpu_util", "waste_kwh", "waste_co2e_g"))
+    lines = job_list.table(document, fields=fields).splitlines()
+    assert lines[0].split() == ["JobID", "GPU", "util", "Waste", "kWh", "Waste", "CO2e", "g"]
+    row = next(line.split() for line in lines if line.startswith("405 "))
+    assert row[1:3] == ["0", "%"]
+    assert row[3] == f"{jobs[405]['waste_j'] / 3.6e6:.3g}"
+    schema = json.loads((Path(job_list.__file__).parent / "job_list_schema.json").read_text())
+    jsonschema.validate(document, schema)
