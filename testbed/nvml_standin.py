@@ -16,6 +16,7 @@ lives and is idle (0 %) otherwise. Without `load_dir`, each GPU's `util_pct` and
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import struct
@@ -170,9 +171,12 @@ def call_counts(calls_file: Path) -> dict[str, int]:
 
 
 def build(dest_dir: Path) -> Path:
-    """Compile the stand-in into dest_dir/libnvidia-ml.so.1, unless it is newer than the source."""
+    """Compile the stand-in into dest_dir/libnvidia-ml.so.1 unless it was built from this very source:
+    checkouts of different branches share the test bed's scratch folder, so an mtime would not tell."""
     target = dest_dir / LIBRARY_NAME
-    if target.exists() and target.stat().st_mtime >= SOURCE.stat().st_mtime:
+    stamp = dest_dir / f".{LIBRARY_NAME}.sha256"
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    if target.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == digest:
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
@@ -185,4 +189,5 @@ def build(dest_dir: Path) -> Path:
     if result.returncode != 0:
         raise BuildError(f"{' '.join(command)} failed:\n{result.stderr}")
     tmp.replace(target)
+    stamp.write_text(digest, encoding="utf-8")
     return target
