@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from slurm_plugin.gpu_use import expand
 from tests.simnode import SimNode, wait_for
 
 BUSY, IDLE = "GPU-00000000-0000-4000-8000-0000000000b1", "GPU-00000000-0000-4000-8000-0000000000a0"
@@ -53,6 +54,7 @@ def test_a_busy_and_an_idle_gpu_get_their_utilisation_memory_and_idle_energy(tmp
     assert use["gpu_idle_util_pct"] == 5.0
     timeline = record["timeline"]
     rows = len(timeline["rows"])
-    assert len(timeline["gpu_use"][BUSY]["util_pct"]) == rows
-    assert set(timeline["gpu_use"][BUSY]["util_pct"]) <= {97, None}
-    assert sum(count for _, count in timeline["gpu_use"][IDLE]["mem_mib"]) == rows
+    busy_util = expand(timeline["gpu_use"][BUSY]["util_pct"])
+    assert len(busy_util) == rows
+    assert set(busy_util) <= {97, None}
+    assert expand(timeline["gpu_use"][IDLE]["mem_mib"]) == [0] * rows
