@@ -97,8 +97,9 @@ class GpuUse:
 
 def runs(values: list[int | None]) -> str:
     """Values as one string of comma-separated runs, "VALUE" or "VALUE*COUNT", an empty VALUE for
-    null (always with its count): "0*8640" is a day of an idle GPU at 10 s. A string, not a JSON list, because the outbox writes
-    records indented (a line per list item): a week at 10 s of eight busy GPUs then adds 1.2x, not 2x."""
+    null (always with its count): "0*8640" is a day of an idle GPU at 10 s. A string, not a JSON list,
+    because the outbox writes records indented (a line per list item): a week at 10 s of eight busy GPUs
+    then grows 1.3x, not 2x (bench/gpu_util_cost.py)."""
     tokens: list[str] = []
     for value, group in itertools.groupby(values):
         count = sum(1 for _ in group)

@@ -46,3 +46,14 @@ def test_a_gpu_first_read_later_is_padded_and_a_bad_threshold_falls_back() -> No
 @given(st.lists(st.one_of(st.none(), st.integers(0, 100)), max_size=200))
 def test_runs_expand_round_trip(values: list[int | None]) -> None:
     assert expand(runs(values)) == values
+
+
+def test_the_worked_example_of_docs_attribution() -> None:
+    """docs/attribution.md, "Waste": 2 GPUs, three 10 s ticks, GPU-b busy at the last."""
+    use = GpuUse(5)
+    for util_b in (0, 0, 40):
+        use.add(_entry({A: [0, 0], B: [util_b, 0]}, {A: 1000.0, B: 2000.0}), 10.0, 1.0)
+    summary = use.summary()
+    assert summary["idle_gpu_j"] == 7000.0
+    assert summary["gpus"][A]["idle_fraction"] == 1.0
+    assert summary["gpus"][B]["idle_fraction"] == pytest.approx(2 / 3, abs=1e-4)

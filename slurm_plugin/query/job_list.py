@@ -274,9 +274,11 @@ def table(
     more = f" (showing the newest {shown}; --limit 0 for all)" if document["truncated"] else ""
     footer = (
         f"{totals['jobs']} jobs{more}: {totals['energy_j'] / J_PER_KWH:.3f} kWh IT, "
-        f"{totals['facility_energy_j'] / J_PER_KWH:.3f} kWh facility, {totals['co2e_g'] / 1000:.3f} kg CO2e; "
-        f"waste {totals['waste_j'] / J_PER_KWH:.3f} kWh, {totals['waste_co2e_g'] / 1000:.3f} kg CO2e"
+        f"{totals['facility_energy_j'] / J_PER_KWH:.3f} kWh facility, {totals['co2e_g'] / 1000:.3f} kg CO2e"
     )
+    if totals["waste_j"]:  # records of earlier releases have no waste figure: say nothing, not 0
+        waste_kg = totals["waste_co2e_g"] / 1000
+        footer += f"; waste {totals['waste_j'] / J_PER_KWH:.3f} kWh, {waste_kg:.3f} kg CO2e"
     if not rows:
         return f"no jobs match\n{footer}"
     body = tabulate(rows, headers=headers, disable_numparse=True, stralign="left")
