@@ -63,6 +63,9 @@ class Cpu:
 @dataclass(frozen=True)
 class Dram:
     w_per_gb: float = field(default=0.3725, metadata=POSITIVE)
+    # The share of measured DRAM energy split by memory held (the cgroup's limit); the rest goes by memory
+    # in use (docs/attribution.md).
+    static_fraction: float = field(default=0.5, metadata=FRACTION)
 
 
 @dataclass(frozen=True)
