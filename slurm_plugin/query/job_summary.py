@@ -15,14 +15,13 @@ from typing import Any
 
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
 from slurm_plugin.methods import ORDER
-from slurm_plugin.query import visibility
+from slurm_plugin.query import visibility, what_if
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-summary/1"
 COLUMNS = 40  # sparkline width
-AROUND_S = 12 * 3600.0  # greenest/dirtiest: the intensity series within ±12 h of the job's midpoint
 # Passenger-car emissions per km: the EEA's 2024 average for new cars (provisional data), the value
 # carbontracker 2.4.3 ships in carbontracker/emissions/conversion/co2eq.csv.
 CAR_G_PER_KM = 106.8
@@ -76,14 +75,14 @@ def job_summary(
 def intensity_around(
     reader: Reader, job: dict[str, Any], parts: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The stored series of the job's zone within AROUND_S of its midpoint (none without a zone)."""
+    """The stored series of the job's zone that the what-if reads (`what_if.fetch_range`; none without a
+    zone)."""
     zone = next(
         (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
     )
     if zone is None:
         return []
-    middle = (job["start_s"] + job["end_s"]) / 2
-    return readonly.intensity_between(reader, zone, middle - AROUND_S, middle + AROUND_S)
+    return readonly.intensity_between(reader, zone, *what_if.fetch_range(job["start_s"], job["end_s"]))
 
 
 SLURM_NUMBERS = (
@@ -128,7 +127,11 @@ def build(
             "coverage": _coverage(parts),
             "power": _power(parts, start_s, end_s),
             "equivalent": _equivalent(carbon),
-            "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
+            "day_range": (
+                what_if.day_range(carbon["facility_energy_j"] / J_PER_KWH, around, start_s, end_s - start_s)
+                if carbon
+                else None
+            ),
             "estimates": _estimates(energy, carbon),
         }
     )
@@ -334,34 +337,6 @@ def _equivalent(carbon: dict[str, Any] | None) -> dict[str, Any] | None:
         "car_km": round(carbon["co2e_g"] / CAR_G_PER_KM, 4),
         "car_g_per_km": CAR_G_PER_KM,
         "source": CAR_SOURCE,
-    }
-
-
-def _day_range(carbon: dict[str, Any] | None, around: Sequence[dict[str, Any]], middle_s: float) -> Any:
-    """The job's facility energy at the lowest and highest stored intensity of its zone within ±12 h."""
-    if carbon is None or not around:
-        return None
-    slots: dict[float, dict[str, Any]] = {}
-    for slot in around:  # ordered by start then forecast: an actual wins over a forecast of its slot
-        slots.setdefault(slot["start_s"], slot)
-    ranked = sorted(slots.values(), key=lambda s: (s["g_per_kwh"], s["start_s"]))
-    kwh = carbon["facility_energy_j"] / J_PER_KWH
-
-    def at(slot: dict[str, Any]) -> dict[str, Any]:
-        g = slot["g_per_kwh"]
-        return {
-            "start": iso_z(slot["start_s"], "seconds"),
-            "end": iso_z(slot["end_s"], "seconds"),
-            "g_per_kwh": g,
-            "co2e_g": round(kwh * g, 4),
-        }
-
-    return {
-        "window_start": iso_z(middle_s - 12 * 3600, "seconds"),
-        "window_end": iso_z(middle_s + 12 * 3600, "seconds"),
-        "slots": len(slots),
-        "greenest": at(ranked[0]),
-        "dirtiest": at(max(ranked, key=lambda s: (s["g_per_kwh"], -s["start_s"]))),
     }
 
 

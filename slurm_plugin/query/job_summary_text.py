@@ -170,15 +170,21 @@ def _quality(carbon: dict[str, Any]) -> str:
 
 
 def _day_lines(day: dict[str, Any], tz: dt.tzinfo) -> list[str]:
-    def slot(name: str) -> str:
+    """The what-if: the same run, as long as the job's, started at the greenest and dirtiest time."""
+    fmt = "%H:%M" if day["duration_s"] < 86400 else "%Y-%m-%d %H:%M"
+
+    def window(name: str) -> str:
         found = day[name]
-        when = local(found["start"], tz, "%H:%M %Z")
+        when = f"{local(found['start'], tz, fmt)}–{local(found['end'], tz, fmt + ' %Z')}"
         return f"{name} {when} at {found['g_per_kwh']:.0f} g/kWh: {grams(found['co2e_g'])} CO2e"
 
     return [
-        _row("same day", f"the same energy within ±12 h ({day['slots']} intensity slots) would have emitted"),
-        _row("", slot("greenest")),
-        _row("", slot("dirtiest")),
+        _row(
+            "same day",
+            f"the same run started within ±12 h of its start ({day['slots']} intensity slots) would emit",
+        ),
+        _row("", window("greenest")),
+        _row("", window("dirtiest")),
     ]
 
 
