@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.query import running, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly
@@ -123,12 +124,6 @@ def _task(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _energy_unit(largest_j: float) -> tuple[str, float]:
-    """One unit for a column of energies, chosen by its largest value: J, Wh or kWh."""
-    units = (("kWh", 3.6e6), ("Wh", 3600.0))
-    return next(((unit, per) for unit, per in units if largest_j >= per), ("J", 1.0))
-
-
 def _total(tasks: list[dict[str, Any]], key: str) -> float:
     return round(sum(task[key] for task in tasks), 4)
 
@@ -139,7 +134,9 @@ def text(document: dict[str, Any]) -> str:
 
     from slurm_plugin.query.job_summary_text import duration
 
-    unit, per = _energy_unit(max(task["energy_j"] for task in document["tasks"]))
+    tasks = document["tasks"]
+    unit, energies = figures.unit_column([task["energy_j"] for task in tasks], figures.ENERGY_UNITS)
+    co2e = figures.column([task["co2e_g"] for task in tasks])
     rows = [
         [
             f"{document['array_job_id']}_{task['task_id']}",
@@ -147,22 +144,22 @@ def text(document: dict[str, Any]) -> str:
             task["state"] or "-",
             "-" if task["exit_code"] is None else f"{task['exit_code']}:{task['signal']}",
             duration(task["elapsed_s"]),
-            f"{task['energy_j'] / per:.3g}",
-            "-" if task["co2e_g"] is None else f"{task['co2e_g']:.3g}",
+            energy,
+            grams,
         ]
-        for task in document["tasks"]
+        for task, energy, grams in zip(tasks, energies, co2e, strict=True)
     ]
     headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", unit, "CO2e g"]
     totals = document["totals"]
     states = ", ".join(f"{count} {state}" for state, count in document["states"].items())
-    co2e = "-" if totals["co2e_g"] is None else f"{totals['co2e_g']:.3g} g CO2e"
+    total_co2e = "-" if totals["co2e_g"] is None else f"{figures.mass(totals['co2e_g'])} CO2e"
     most = document["most_energy"]
     head = f"array {document['array_job_id']} on cluster {document['cluster']}: {totals['tasks']} tasks"
     return "\n".join(
         [
             f"{head} ({states})",
             tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
-            f"total: {totals['energy_j'] / per:.3g} {unit} IT, {co2e}, {duration(totals['elapsed_s'])} "
-            f"of task time; most energy: task {most['task_id']} ({most['energy_j'] / per:.3g} {unit})",
+            f"total: {figures.energy(totals['energy_j'])} IT, {total_co2e}, {duration(totals['elapsed_s'])} "
+            f"of task time; most energy: task {most['task_id']} ({figures.energy(most['energy_j'])})",
         ]
     )

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
 from slurm_plugin.methods import ORDER
 from slurm_plugin.query import visibility, what_if
@@ -334,7 +335,7 @@ def _equivalent(carbon: dict[str, Any] | None) -> dict[str, Any] | None:
     if carbon is None:
         return None
     return {
-        "car_km": round(carbon["co2e_g"] / CAR_G_PER_KM, 4),
+        "car_km": figures.round_sig(carbon["co2e_g"] / CAR_G_PER_KM),
         "car_g_per_km": CAR_G_PER_KM,
         "source": CAR_SOURCE,
     }
