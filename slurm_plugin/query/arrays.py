@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from slurm_plugin import figures
-from slurm_plugin.query import running, visibility
+from slurm_plugin.query import job_list, running, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
@@ -42,12 +42,6 @@ def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> di
     return running.job_or_running(reader, scope, raw, cluster)
 
 
-def _shown(scope: visibility.Scope, row: dict[str, Any], cluster: str | None) -> bool:
-    return (cluster is None or row["cluster"] == cluster) and visibility.may_see(
-        scope, row["uid"], row["account"]
-    )
-
-
 def _uint(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
@@ -57,12 +51,7 @@ def member_job_id(
 ) -> int | None:
     """The raw job id of array task `group_id`_`index` or het component `group_id`+`index` that the scope
     may see (the latest run), or None."""
-    runs = [
-        run
-        for run in readonly.member_runs(reader, separator, group_id, index)
-        if (cluster is None or run["cluster"] == cluster)
-        and visibility.may_see(scope, run["uid"], run["account"])
-    ]
+    runs = visibility.visible(readonly.member_runs(reader, separator, group_id, index), scope, cluster)
     return runs[-1]["job_id"] if runs else None
 
 
@@ -71,12 +60,7 @@ def array_summary(
 ) -> dict[str, Any] | None:
     """The array's summary over the tasks the scope may see, or None when `array_job_id` is no stored
     array's id (or none of its tasks is visible: the same answer)."""
-    rows = [
-        row
-        for row in readonly.array_tasks(reader, array_job_id)
-        if (cluster is None or row["cluster"] == cluster)
-        and visibility.may_see(scope, row["uid"], row["account"])
-    ]
+    rows = visibility.visible(readonly.array_tasks(reader, array_job_id), scope, cluster)
     if not rows:
         return None
     clusters = sorted({row["cluster"] for row in rows})
@@ -106,21 +90,12 @@ def array_summary(
 
 
 def _task(row: dict[str, Any]) -> dict[str, Any]:
-    complete = row["footprints"] == row["nodes"]
     return {
         "task_id": row["array_task_id"],
         "job_id": row["job_id"],
         "restart_count": row["restart_count"],
         "state": row["slurm_state"],
-        "exit_code": row["exit_code"],
-        "signal": row["exit_signal"],
-        "start": iso_z(row["start_s"], "seconds"),
-        "end": iso_z(row["end_s"], "seconds"),
-        "elapsed_s": round(row["end_s"] - row["start_s"], 3),
-        "nodes": row["nodes"],
-        "energy_j": round(row["energy_j"], 3),
-        "facility_energy_j": round(row["facility_energy_j"], 3) if complete else None,
-        "co2e_g": round(row["co2e_g"], 4) if complete else None,
+        **job_list.ended_run(row),
     }
 
 

@@ -166,9 +166,23 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "partition": row["partition"],
         "state": "completed",
         "slurm_state": row["slurm_state"],
+        "job_name": row["job_name"],
+        **ended_run(row),
+        "effective_g_per_kwh": round(co2e / (facility / J_PER_KWH), 3) if complete and facility else None,
+        "quality": QUALITY.get(rung or "", None) if complete else None,
+        "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
+        "partial": bool(row["partial"]),
+    }
+
+
+def ended_run(row: dict[str, Any]) -> dict[str, Any]:
+    """How a stored run ended and what it used, as a listed job and an array task both show it (a
+    `readonly` listing row); the footprint figures only once every node's part has one."""
+    facility, co2e = row["facility_energy_j"], row["co2e_g"]
+    complete = row["footprints"] == row["nodes"]
+    return {
         "exit_code": row["exit_code"],
         "signal": row["exit_signal"],
-        "job_name": row["job_name"],
         "start": iso_z(row["start_s"], "seconds"),
         "end": iso_z(row["end_s"], "seconds"),
         "elapsed_s": round(row["end_s"] - row["start_s"], 3),
@@ -176,10 +190,6 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "energy_j": round(row["energy_j"], 3),
         "facility_energy_j": round(facility, 3) if complete and facility is not None else None,
         "co2e_g": round(co2e, 4) if complete and co2e is not None else None,
-        "effective_g_per_kwh": round(co2e / (facility / J_PER_KWH), 3) if complete and facility else None,
-        "quality": QUALITY.get(rung or "", None) if complete else None,
-        "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
-        "partial": bool(row["partial"]),
     }
 
 

@@ -54,12 +54,7 @@ def job_summary(
     reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
 ) -> dict[str, Any]:
     """The summary document of the latest run of a finished job the scope may see."""
-    runs = [
-        run
-        for run in readonly.job_runs(reader, job_id)
-        if (cluster is None or run["cluster"] == cluster)
-        and visibility.may_see(scope, run["uid"], run["account"])
-    ]
+    runs = visibility.visible(readonly.job_runs(reader, job_id), scope, cluster)
     if not runs:
         raise JobNotFound(job_id)
     job = runs[-1]

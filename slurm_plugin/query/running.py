@@ -23,11 +23,7 @@ def summary(
     reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
 ) -> dict[str, Any]:
     """The summary so far of a running job the scope may see; JobNotFound otherwise."""
-    rows = [
-        r
-        for r in readonly.running_parts(reader, job_id)
-        if (cluster is None or r["cluster"] == cluster) and visibility.may_see(scope, r["uid"], r["account"])
-    ]
+    rows = visibility.visible(readonly.running_parts(reader, job_id), scope, cluster)
     if not rows:
         raise JobNotFound(job_id)
     latest = (rows[-1]["cluster"], rows[-1]["restart_count"])
