@@ -101,7 +101,7 @@ def _energy_line(energy: dict[str, Any]) -> str:
         f"{name} {cell}" + (f" ({energy[name]['method']})" if energy[name] else "")
         for name, cell in zip(names, cells, strict=False)
     ]
-    return f"  {unit}: " + "   ".join(shown) + f"   total {cells[-1]}"
+    return f"  energy ({unit}): " + "   ".join(shown) + f"   total {cells[-1]}"
 
 
 def _records_table(records: list[dict[str, Any]]) -> str:
