@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 DIGITS = 3  # significant figures shown: energies and intensities are rarely known better than that
+KEPT = 6  # significant figures a document keeps of a derived figure (CO2e), so rendering loses nothing
 ENERGY_UNITS = (("MWh", 3.6e9), ("kWh", 3.6e6), ("Wh", 3600.0), ("J", 1.0))
 MASS_UNITS = (("t", 1e6), ("kg", 1e3), ("g", 1.0))
 Units = Sequence[tuple[str, float]]
@@ -21,6 +22,12 @@ def round_sig(value: float, digits: int = DIGITS) -> float:
     if value == 0 or not math.isfinite(value):
         return value
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def kept(value: float) -> float:
+    """A derived figure as documents carry it: KEPT significant figures, however small (0.0054321 g is
+    not 0.0054, which would print as a false "0.00540")."""
+    return round_sig(value, KEPT)
 
 
 def _decimals(value: float, digits: int) -> int:

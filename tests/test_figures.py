@@ -37,3 +37,10 @@ def test_an_energy_column_has_one_unit_chosen_by_its_largest_value() -> None:
 
 def test_a_small_jobs_column_stays_in_joules() -> None:
     assert figures.unit_column([40.0, 0.0220, 0.0], figures.ENERGY_UNITS) == ("J", ["40.0", "0.022", "0"])
+
+
+def test_documents_keep_the_digits_of_a_small_footprint() -> None:
+    # a 2 s job's 0.0054321 g: 4 decimals kept 0.0054, which then printed as a false "0.00540"
+    assert figures.kept(0.0054321) == 0.0054321
+    assert figures.sig(figures.kept(0.0054321)) == "0.00543"
+    assert figures.kept(407.058812) == 407.059

@@ -100,7 +100,7 @@ def _task(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _total(tasks: list[dict[str, Any]], key: str) -> float:
-    return round(sum(task[key] for task in tasks), 4)
+    return figures.kept(sum(task[key] for task in tasks))
 
 
 def text(document: dict[str, Any]) -> str:

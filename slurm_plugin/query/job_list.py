@@ -148,7 +148,7 @@ def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str,
             "jobs": totals["jobs"],
             "energy_j": round(totals["energy_j"], 3),
             "facility_energy_j": round(totals["facility_energy_j"], 3),
-            "co2e_g": round(totals["co2e_g"], 4),
+            "co2e_g": figures.kept(totals["co2e_g"]),
         },
     }
 
@@ -189,7 +189,7 @@ def ended_run(row: dict[str, Any]) -> dict[str, Any]:
         "nodes": row["nodes"],
         "energy_j": round(row["energy_j"], 3),
         "facility_energy_j": round(facility, 3) if complete and facility is not None else None,
-        "co2e_g": round(co2e, 4) if complete and co2e is not None else None,
+        "co2e_g": figures.kept(co2e) if complete and co2e is not None else None,
     }
 
 

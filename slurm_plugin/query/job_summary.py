@@ -170,7 +170,7 @@ def _efficiency(
         "mem_requested_bytes": requested,
         "mem_used_fraction": round(peak / requested, 4) if requested else None,
         "idle_cpu_j": round(idle_j, 3),
-        "idle_cpu_co2e_g": round(idle_j * g_per_j, 4) if g_per_j is not None else None,
+        "idle_cpu_co2e_g": figures.kept(idle_j * g_per_j) if g_per_j is not None else None,
     }
 
 
@@ -244,7 +244,7 @@ def _carbon(parts: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "it_energy_j": round(it_j, 3),
         "facility_energy_j": round(facility_j, 3),
         "pue": round(facility_j / it_j, 4) if it_j else None,
-        "co2e_g": round(co2e_g, 4),
+        "co2e_g": figures.kept(co2e_g),
         "effective_g_per_kwh": round(co2e_g / (facility_j / J_PER_KWH), 3) if facility_j else 0.0,
         "zone": next((f["zone"] for f in prints if f.get("zone")), None),
         "sources": sorted({s for f in prints for s in f["sources"]}),

@@ -10,6 +10,7 @@ import json
 import zlib
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.query import job_summary, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly, schema
@@ -125,5 +126,5 @@ def project(document: dict[str, Any], time_limit_s: float | None) -> dict[str, A
         "time_limit_s": time_limit_s,
         "recent_power_w": power,
         "energy_j": round(it_j + extra_j, 3),
-        "co2e_g": round((carbon.get("co2e_g") or 0.0) * ratio, 4),
+        "co2e_g": figures.kept((carbon.get("co2e_g") or 0.0) * ratio),
     }

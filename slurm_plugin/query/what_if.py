@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.times import iso_z
 
 AROUND_S = 12 * 3600.0  # starts tried: up to 12 h before or after the job's own
@@ -47,7 +48,7 @@ def day_range(kwh: float, slots: Sequence[dict[str, Any]], start_s: float, elaps
             "start": iso_z(s, "seconds"),
             "end": iso_z(s + length, "seconds"),
             "g_per_kwh": round(mean, 3),
-            "co2e_g": round(kwh * mean, 4),
+            "co2e_g": figures.kept(kwh * mean),
         }
 
     greenest = min(found, key=lambda f: (f[0], f[1]))
