@@ -31,6 +31,7 @@ SUBJECT = re.compile(
 SUBJECT_ENDED = re.compile(r" (?:Ended|Failed), ")
 JOB_ID = re.compile(r"^[0-9]{1,10}$")
 RETRY_S = 2.0  # between looks for the record while waiting
+RUNNING = "\nstill running: figures up to "  # how `jobcarbon <id>` ends a running job's summary (so far)
 
 Summary = Callable[[int], tuple[bool, str]]  # job id -> (found, text)
 
@@ -70,7 +71,11 @@ def stored_summary(config: str | None, timeout_s: float) -> Summary:
             )
         except subprocess.TimeoutExpired:
             return False, "jobcarbon did not answer in time"
-        return done.returncode == 0, (done.stdout if done.returncode == 0 else done.stderr).strip()
+        if done.returncode != 0:
+            return False, done.stderr.strip()
+        if RUNNING in done.stdout:  # the node's last snapshot: the final record is still on its way
+            return False, "only the running job's figures so far have arrived"
+        return True, done.stdout.strip()
 
     return ask
 

@@ -159,3 +159,14 @@ def test_the_summary_comes_from_the_database(tmp_path: Path, fake_mail: Path) ->
     slurm["SLURM_JOB_ID"] = "4242"
     assert mailprog.main(["-s", ENDED, "alice"], slurm) == 0
     assert "summary of job 4242 is not yet available (jobcarbon: no job 4242" in sent(tmp_path)[1]
+
+
+def test_a_running_snapshot_is_not_the_end_of_job_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Done:
+        returncode = 0
+        stdout = "job 5 on cluster c: running\n\nstill running: figures up to 2026-01-01T00:00:00Z\n"
+        stderr = ""
+
+    monkeypatch.setattr(mailprog.subprocess, "run", lambda *a, **k: Done())
+    found, why = mailprog.stored_summary(None, 1.0)(5)
+    assert (found, why) == (False, "only the running job's figures so far have arrived")
