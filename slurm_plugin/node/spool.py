@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin.node.fastpath import INCOMING, boot_id
-from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
+from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env, run_of
 from slurm_plugin.safefile import atomic_write, ensure_dir, lock_file, read_nofollow
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
@@ -96,12 +96,13 @@ class Spool:
         return self.jobs / key
 
     def create_job(self, info: JobInfo, start_s: float, boot: str | None = None) -> Path:
-        """Record a starting job (in this boot unless `boot` says otherwise); a repeated prolog for the
-        same run keeps the first start time."""
+        """Record a starting job (in this boot unless `boot` says otherwise) with its run (`run_of`, fixed
+        here once); a repeated prolog for the same run keeps the first start time and run."""
         directory = ensure_dir(self.job_dir(info.key))
         target = directory / "job.json"
         if not target.exists():
-            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot or boot_id()}
+            job = info._replace(run=run_of(info, start_s)).to_dict()
+            payload = {"job": job, "start": start_s, "boot_id": boot or boot_id()}
             # No fsync: a power cut that loses this file also killed the job it describes.
             atomic_write(target, json.dumps(payload).encode(), fsync=False)
         return directory

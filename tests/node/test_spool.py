@@ -48,7 +48,7 @@ def test_create_job_keeps_the_first_start(spool: Spool, job_info: JobInfo) -> No
     directory = spool.create_job(job_info, START)
     assert directory == spool.jobs / "4242.0"
     spool.create_job(job_info, START + 30)  # slurmd retried the prolog
-    assert spool.load_job("4242.0") == (job_info, START)
+    assert spool.load_job("4242.0") == (job_info._replace(run="sluid:s0KZ3M1Q7H2B4X"), START)
     assert directory.stat().st_mode & 0o077 == 0
 
 
@@ -138,7 +138,7 @@ def test_finalize_builds_the_record_from_the_journal(spool: Spool, job_info: Job
     writer.close()
     path = finalize(spool, "4242.0", START + 10, [], tmp_path / "outbox")
     document = json.loads(path.read_text())
-    assert path.name == "hpc_4242_0_node001.json"
+    assert path.name == "hpc_4242_0_node001.json"  # a journal of an earlier release: no run
     assert document["energy"]["total_joules"] == 520.0
     assert document["status"] == "complete"
     assert document["allocated_cpus"] == {"count": 4, "list": "0-3"}
