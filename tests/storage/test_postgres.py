@@ -223,11 +223,22 @@ def test_the_duplicate_check_finds_a_part_by_its_indexes_on_a_young_table(store:
     # or two, a join scanned every part for each record delivered while the table grew.
     for job_id in range(3):
         add(store, make_record(job_id=job_id))
-    placeholders = {"cluster": "$1", "job_id": "$2", "restart_count": "$3", "node": "$4"}
+    placeholders = {
+        "cluster": "$1",
+        "job_id": "$2",
+        "restart_count": "$3",
+        "uid": "$4",
+        "node": "$5",
+        "run": "$6",
+    }
     statement = re.sub(r":(\w+)", lambda m: placeholders[m[1]], schema.FIND_PART)
     store.db.execute("SET plan_cache_mode = force_generic_plan")
-    store.db.execute(f"PREPARE find_part (text, bigint, bigint, text) AS SELECT EXISTS ({statement})")
-    plan = "\n".join(r[0] for r in store.db.execute("EXPLAIN EXECUTE find_part ('hpc', 1, 0, 'node001')"))
+    store.db.execute(
+        f"PREPARE find_part (text, bigint, bigint, bigint, text, text) AS SELECT EXISTS ({statement})"
+    )
+    plan = "\n".join(
+        r[0] for r in store.db.execute("EXPLAIN EXECUTE find_part ('hpc', 1, 0, 1000, 'node001', '')")
+    )
     assert "Seq Scan" not in plan
     assert "job_parts_job_node_key" in plan
 
