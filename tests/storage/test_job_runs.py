@@ -134,7 +134,7 @@ def test_migration_11_keeps_every_row_column_and_id(db_url: str, monkeypatch: py
         assert migrations.current_version(upgraded.db) == 11
         facts = ", ".join(name for name, _ in schema.JOB_FACTS)
         rows = upgraded.db.execute(
-            f"SELECT id, job_id, run, user_name, {facts} FROM jobs ORDER BY id"
+            f"SELECT id, job_id, run, user_name, {facts} FROM jobs ORDER BY id"  # noqa: S608 - schema constants
         ).fetchall()
         assert [tuple(row[:4]) for row in rows] == [(7, 4242, "", "alice"), (9, 4243, "", "bob")]
         named = dict(zip([name for name, _ in schema.JOB_FACTS], rows[0][4:], strict=True))
