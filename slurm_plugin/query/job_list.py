@@ -48,10 +48,29 @@ def state_name(text: str) -> str:
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
-    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
-    "exit_code", "signal", "job_name", "start", "end",
-    "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
-    "coverage_fraction", "partial", "run",
+    "cluster",
+    "job_id",
+    "restart_count",
+    "user",
+    "account",
+    "partition",
+    "state",
+    "slurm_state",
+    "exit_code",
+    "signal",
+    "job_name",
+    "start",
+    "end",
+    "elapsed_s",
+    "nodes",
+    "energy_j",
+    "facility_energy_j",
+    "co2e_g",
+    "effective_g_per_kwh",
+    "quality",
+    "coverage_fraction",
+    "partial",
+    "run",
 )  # fmt: skip  (run last: columns scripts read by position keep theirs)
 
 
