@@ -10,6 +10,7 @@ import json
 import zlib
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.query import job_summary, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly, schema
@@ -24,13 +25,8 @@ def summary(
 ) -> dict[str, Any]:
     """The summary so far of a running job the scope may see (its run `run`, if given); JobNotFound
     otherwise."""
-    rows = [
-        r
-        for r in readonly.running_parts(reader, job_id)
-        if (cluster is None or r["cluster"] == cluster)
-        and (run is None or r["run"] == run)
-        and visibility.may_see(scope, r["uid"], r["account"])
-    ]
+    found = visibility.visible(readonly.running_parts(reader, job_id), scope, cluster)
+    rows = [r for r in found if run is None or r["run"] == run]
     if not rows:
         raise JobNotFound(job_id, run)
     latest = (rows[-1]["cluster"], rows[-1]["restart_count"], rows[-1]["run"])
@@ -145,5 +141,5 @@ def project(document: dict[str, Any], time_limit_s: float | None) -> dict[str, A
         "time_limit_s": time_limit_s,
         "recent_power_w": power,
         "energy_j": round(it_j + extra_j, 3),
-        "co2e_g": round((carbon.get("co2e_g") or 0.0) * ratio, 4),
+        "co2e_g": figures.kept((carbon.get("co2e_g") or 0.0) * ratio),
     }
