@@ -34,13 +34,11 @@ ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
 # A prolog waits this long for an ended job of the same id and restart (Slurm reused the id) to leave
 # the spool: the agent writes its record within a tick or two of its epilog.
 ANOTHER_JOB_WAIT_S = 10.0
+STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
 
 
 class AnotherJobHere(JobEnvError):
     """The spool still holds another job with this job's id and restart count (Slurm reused the id)."""
-
-
-STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
 
 
 class Spool:
