@@ -265,6 +265,28 @@ def test_parts_of_a_many_node_job_wait_on_each_other_only_to_widen_its_span(
         second.close()
 
 
+def test_two_nodes_seen_parts_stored_at_once_make_one_job(store: Store, postgres_url: str) -> None:
+    """Slurm 22.05's `seen:` runs differ per node: a node's part waits for the other's transaction to
+    join its job (the job lock, writer_functions), never inserting a second job beside it."""
+    first, second = Store.open(postgres_url, 5.0), Store.open(postgres_url, 0.5)  # second: 0.5 s lock_timeout
+    try:
+        first.db.begin_write()
+        first.write_parts(
+            first.prepare_parts([(make_record(node="node001", run="seen:1767225600"), None, None)])
+        )
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            add(second, make_record(node="node002", run="seen:1767225601"))
+        first.db.commit()
+        assert add(second, make_record(node="node002", run="seen:1767225601")) is not None
+        rows = store.db.execute(
+            "SELECT j.run, COUNT(p.id) FROM jobs j JOIN job_parts p ON p.job = j.id GROUP BY j.run"
+        )
+        assert rows.fetchall() == [("seen:1767225600", 2)]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_upgrading_from_version_6_rebuilds_the_writer_functions(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
