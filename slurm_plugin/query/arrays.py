@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from slurm_plugin import figures
+from slurm_plugin import figures, runs
 from slurm_plugin.query import job_list, running, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly
@@ -23,15 +23,19 @@ SCHEMA = "jobcarbon/array-summary/1"
 
 def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> dict[str, Any]:
     """The answer to a validated-here "show" request: {"job_id", "cluster", optional "member":
-    {"separator": "_" or "+", "index"}}: an array's summary, a job's, or a running job's so far."""
+    {"separator": "_" or "+", "index"}, optional "run"}: an array's summary, a job's, or a running job's
+    so far; with "run", that run of the job (never an array's summary)."""
     job_id, cluster, member = request.get("job_id"), request.get("cluster"), request.get("member")
+    run = request.get("run")
     if not isinstance(job_id, int) or not _uint(job_id) or job_id == 0:
         raise QueryError("job_id must be a positive integer")
     if cluster is not None and (not isinstance(cluster, str) or len(cluster) > 256):
         raise QueryError("cluster must be a name")
+    if run is not None and not (run == runs.LEGACY or runs.valid(run)):
+        raise QueryError("run must be a run as `other_runs` lists them (sluid:…, start:…, seen:…, or '')")
     if member is None:
-        array = array_summary(reader, scope, job_id, cluster)
-        return array or running.job_or_running(reader, scope, job_id, cluster)
+        array = array_summary(reader, scope, job_id, cluster) if run is None else None
+        return array or running.job_or_running(reader, scope, job_id, cluster, run)
     if not (
         isinstance(member, dict) and member.get("separator") in ("_", "+") and _uint(member.get("index"))
     ):
@@ -39,7 +43,7 @@ def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> di
     raw = member_job_id(reader, scope, member["separator"], job_id, member["index"], cluster)
     if raw is None:
         raise JobNotFound(job_id)
-    return running.job_or_running(reader, scope, raw, cluster)
+    return running.job_or_running(reader, scope, raw, cluster, run)
 
 
 def _uint(value: Any) -> bool:
@@ -51,8 +55,8 @@ def member_job_id(
 ) -> int | None:
     """The raw job id of array task `group_id`_`index` or het component `group_id`+`index` that the scope
     may see (the latest run), or None."""
-    runs = visibility.visible(readonly.member_runs(reader, separator, group_id, index), scope, cluster)
-    return runs[-1]["job_id"] if runs else None
+    visible = visibility.visible(readonly.member_runs(reader, separator, group_id, index), scope, cluster)
+    return visible[-1]["job_id"] if visible else None
 
 
 def array_summary(

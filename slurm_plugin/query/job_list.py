@@ -49,11 +49,33 @@ def state_name(text: str) -> str:
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
-    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
-    "exit_code", "signal", "job_name", "start", "end",
-    "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
-    "coverage_fraction", "partial", "gpu_util_pct", "waste_j", "waste_co2e_g",
-)  # fmt: skip
+    "cluster",
+    "job_id",
+    "restart_count",
+    "user",
+    "account",
+    "partition",
+    "state",
+    "slurm_state",
+    "exit_code",
+    "signal",
+    "job_name",
+    "start",
+    "end",
+    "elapsed_s",
+    "nodes",
+    "energy_j",
+    "facility_energy_j",
+    "co2e_g",
+    "effective_g_per_kwh",
+    "quality",
+    "coverage_fraction",
+    "partial",
+    "run",
+    "gpu_util_pct",
+    "waste_j",
+    "waste_co2e_g",
+)  # fmt: skip  (new columns last: scripts that read by position keep theirs)
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,7 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "cluster": row["cluster"],
         "job_id": row["job_id"],
         "restart_count": row["restart_count"],
+        "run": row["run"],
         "user": row["user_name"],
         "account": row["account"],
         "partition": row["partition"],

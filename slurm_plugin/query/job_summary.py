@@ -41,8 +41,9 @@ __all__ = ["RUNGS", "SCHEMA", "JobNotFound", "JobNotMeasured", "build", "job_sum
 class JobNotFound(QueryError):
     """No such job, or not one the caller may see: the same answer, so a refusal reveals nothing."""
 
-    def __init__(self, job_id: int):
-        super().__init__(f"no job {job_id} in the jobcarbon database")
+    def __init__(self, job_id: int, run: str | None = None):
+        which = f" (run {run!r})" if run is not None else ""
+        super().__init__(f"no job {job_id}{which} in the jobcarbon database")
         self.job_id = job_id
 
 
@@ -51,21 +52,29 @@ class JobNotMeasured(QueryError):
 
 
 def job_summary(
-    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None, run: str | None = None
 ) -> dict[str, Any]:
-    """The summary document of the latest run of a finished job the scope may see."""
+    """The summary document of a finished job the scope may see: its run `run`, else the latest; the
+    other runs of the id it may see (requeues, and other jobs Slurm gave the same id) are listed."""
     runs = visibility.visible(readonly.job_runs(reader, job_id), scope, cluster)
-    if not runs:
-        raise JobNotFound(job_id)
-    job = runs[-1]
+    chosen = [found for found in runs if run is None or found["run"] == run]
+    if not chosen:
+        raise JobNotFound(job_id, run)
+    job = chosen[-1]
     parts = readonly.job_parts(reader, job["id"])
     if not parts:
         raise JobNotFound(job_id)
     if all(p["total_j"] == 0 and p["coverage_fraction"] == 0 for p in parts):
         why = next(iter(n for p in parts for n in p["notes"] + p["partial_reasons"]), "no samples")
         raise JobNotMeasured(f"job {job_id} ran but jobcarbon measured nothing: {why}")
-    others = [(r["cluster"], r["restart_count"]) for r in runs[:-1]]
+    others = [other_run(r) for r in runs if r["id"] != job["id"]]
     return build(job, parts, intensity_around(reader, job, parts), others)
+
+
+def other_run(job: dict[str, Any]) -> dict[str, Any]:
+    """Another run of the shown job's id, as `other_runs` lists it (`jobcarbon ID --run RUN` shows it)."""
+    keys = ("cluster", "restart_count", "run")
+    return {key: job[key] for key in keys} | {"start": iso_z(job["start_s"], "seconds")}
 
 
 def intensity_around(
@@ -90,7 +99,7 @@ def build(
     job: dict[str, Any],
     parts: Sequence[dict[str, Any]],
     around: Sequence[dict[str, Any]] = (),
-    other_runs: Sequence[tuple[str, int]] = (),
+    other_runs: Sequence[dict[str, Any]] = (),
     state: str = "completed",
 ) -> dict[str, Any]:
     """The summary document of one job run: `job` (a jobs row), its parts (job_parts rows with
@@ -109,7 +118,8 @@ def build(
             "cluster": job["cluster"],
             "job_id": job["job_id"],
             "restart_count": job["restart_count"],
-            "other_runs": [{"cluster": c, "restart_count": r} for c, r in other_runs],
+            "run": job.get("run", ""),
+            "other_runs": list(other_runs),
             "user": job["user_name"],
             "uid": job["uid"],
             "account": job["account"],

@@ -84,10 +84,11 @@ def _progress_lines(s: dict[str, Any]) -> list[str]:
 def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
     runs = ""
     if s["other_runs"]:
-        runs = f" (run {s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
+        runs = f" (run {s['run'] or s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
     slurm = s.get("slurm") or {}
     return [
         f"job {s['job_id']} on cluster {s['cluster']}: {_state(s['state'], slurm)}{runs}",
+        *_other_runs(s, tz),
         *([_row("name", printable(slurm["job_name"]))] if slurm.get("job_name") else []),
         *([_row("array", _array(slurm))] if slurm.get("array_job_id") is not None else []),
         _row("user", f"{s['user']} (uid {s['uid']})"),
@@ -121,6 +122,17 @@ def printable(text: str, limit: int = 64) -> str:
     """User text (a job name) fit for a terminal: no control or escape characters, bounded."""
     shown = "".join(c if c.isprintable() else "?" for c in text)
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _other_runs(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
+    """The id's other runs (requeues; other jobs Slurm gave the id), each with how to show it."""
+    lines = [
+        _row("other run", f"{o['run'] or o['restart_count']}, started {local(o['start'], tz)}")
+        for o in s["other_runs"]
+    ]
+    if lines:
+        lines.append(_row("", f"show one with: jobcarbon {s['job_id']} --run RUN"))
+    return lines
 
 
 def _row(label: str, value: str) -> str:
