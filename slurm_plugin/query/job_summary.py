@@ -172,6 +172,8 @@ def _efficiency(
     requested_mb = (slurm or {}).get("req_mem_mb")
     requested = round(requested_mb * 2**20) if requested_mb else None
     g_per_j = carbon["co2e_g"] / carbon["it_energy_j"] if carbon and carbon.get("it_energy_j") else None
+    idle_gpu_j = sum(e.get("idle_gpu_j", 0.0) for e in known)
+    waste_j = idle_j + idle_gpu_j
     return {
         "cpu_time_s": round(cpu_s, 3),
         "core_s": round(core_s, 3),
@@ -181,7 +183,25 @@ def _efficiency(
         "mem_used_fraction": round(peak / requested, 4) if requested else None,
         "idle_cpu_j": round(idle_j, 3),
         "idle_cpu_co2e_g": figures.kept(idle_j * g_per_j) if g_per_j is not None else None,
+        "gpus": _gpu_use(parts),
+        "idle_gpu_j": round(idle_gpu_j, 3),
+        "idle_gpu_co2e_g": figures.kept(idle_gpu_j * g_per_j) if g_per_j is not None else None,
+        "waste_j": round(waste_j, 3),
+        "waste_co2e_g": figures.kept(waste_j * g_per_j) if g_per_j is not None else None,
     }
+
+
+def _gpu_use(parts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each whole GPU's utilisation, memory peak and idle energy (docs/record.md, `efficiency.gpus`),
+    by node and GPU, with the idle threshold its record was built with."""
+    found = []
+    for part in parts:
+        use = part.get("efficiency") or {}
+        for uuid, gpu in sorted((use.get("gpus") or {}).items()):
+            found.append(
+                {"id": uuid, "node": part["node"], "idle_below_pct": use["gpu_idle_util_pct"], **gpu}
+            )
+    return found
 
 
 def _weakest(methods: Sequence[str | None]) -> str | None:

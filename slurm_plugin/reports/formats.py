@@ -41,6 +41,8 @@ TABLE_HEADERS = {
     "measured_energy_share": "energy measured",
     "series_intensity_co2e_share": "CO2e from series",
     "embodied_scope3_co2e_kg": "scope 3 kg",
+    "waste_kwh": "waste kWh",
+    "waste_co2e_kg": "waste kg CO2e",
 }
 TOTAL_LABEL = "(total)"  # the table's total line, for people; CSV and JSON keep totals apart
 

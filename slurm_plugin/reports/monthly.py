@@ -23,7 +23,7 @@ from slurm_plugin.config import Embodied, MarketFactor
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.intensity import gas
 from slurm_plugin.storage import month_reads, readonly
-from slurm_plugin.storage.month_reads import SUMS, Visible
+from slurm_plugin.storage.month_reads import SUMS, WASTE_SUMS, Visible
 from slurm_plugin.storage.readonly import Reader
 from slurm_plugin.times import iso_z
 
@@ -56,6 +56,8 @@ FIGURES = (
     "measured_energy_share",
     "series_intensity_co2e_share",
     "embodied_scope3_co2e_kg",
+    "waste_kwh",
+    "waste_co2e_kg",
 )
 ROW = (*PERIOD, "group", *FIGURES)
 TOTAL = (*PERIOD, *FIGURES)
@@ -66,7 +68,7 @@ TOP = (*PERIOD, "group", "place", "item", "co2e_kg", "facility_kwh")
 BASES = {"lifecycle_co2e": "lifecycle CO2e", "direct_co2e": "direct CO2e", "direct_co2": "direct CO2"}
 MIXED = "mixed_basis"
 _BASIS_SUMS = tuple(f"{b}_g" for b in (*BASES, MIXED))
-_ZERO = dict.fromkeys((*SUMS, *_BASIS_SUMS, "jobs"), 0)
+_ZERO = dict.fromkeys((*SUMS, *WASTE_SUMS, *_BASIS_SUMS, "jobs"), 0)
 _RANGE = re.compile(r"^([^.]+)\.\.([^.]+)$")
 Curve = list[tuple[float, float, float, Any]]  # (start_s, end_s, g_per_kwh, forecast) slots, in time order
 
@@ -293,6 +295,8 @@ def _figures(
         "measured_energy_share": _r(1 - (f["estimated_j"] or 0.0) / it_j) if it_j > 0 else None,
         "series_intensity_co2e_share": _r((f["series_co2e_g"] or 0.0) / co2e_g) if co2e_g > 0 else None,
         "embodied_scope3_co2e_kg": _embodied_kg(f, embodied),
+        "waste_kwh": _kwh(f["waste_j"]),
+        "waste_co2e_kg": _r((f["waste_co2e_g"] or 0.0) / 1000),
     }
 
 

@@ -231,6 +231,17 @@ MIGRATIONS: list[Migration] = [
             OnlyOn("postgresql", writer_functions.create),
         ),
     ),
+    # What a part wasted (idle GPUs and cores) and how busy its GPUs were (docs/attribution.md, "Waste"),
+    # summed by `jobcarbon jobs` and the monthly report. New nullable columns, so no table is rebuilt;
+    # PostgreSQL's functions again, for INSERT_PART's new columns (and their grants, as in version 9).
+    Migration(
+        12,
+        "job parts: idle GPU energy, waste, GPU utilisation",
+        (
+            *(f"ALTER TABLE job_parts ADD COLUMN {name} {kind}" for name, kind in schema.PART_USE),
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
 ]
 
 

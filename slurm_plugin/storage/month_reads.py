@@ -33,6 +33,12 @@ SUMS = (
     "estimated_j",
     "series_co2e_g",
 )
+# Waste (idle GPUs + idle cores, docs/attribution.md): a part's waste falls in a month by the month's
+# share of the part's IT energy, and its CO2e is that share of the month's; parts without a figure add 0.
+WASTE_SUMS = {
+    "waste_j": "m.it_energy_j * p.waste_j / f.it_energy_j",
+    "waste_co2e_g": "m.co2e_g * p.waste_j / f.it_energy_j",
+}
 Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
 Key = tuple[str, str, Any]  # (month, cluster, group key)
 EVERYTHING: Visible = ("1 = 1", {})
@@ -44,6 +50,9 @@ WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1 AND {
 _GROUPS = (
     "SELECT m.month, j.cluster, {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
     + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
+    + "".join(
+        f", SUM(CASE WHEN f.it_energy_j > 0 THEN {sql} END) AS {name}" for name, sql in WASTE_SUMS.items()
+    )
     + "{bases}, MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
     + _CURRENT
     + " GROUP BY m.month, j.cluster, grp"

@@ -50,6 +50,17 @@ JOB_FACTS = (
     ("submit_s", "DOUBLE PRECISION"),
 )
 
+# A part's use of what it held (docs/attribution.md, "Waste"), added in version 12 so that `jobcarbon jobs`
+# and the monthly report sum them without reading records: the idle GPUs' energy, the waste (idle GPUs +
+# idle cores), and the GPUs' mean utilisation over their sampled seconds. Null for parts stored before,
+# and (utilisation) for parts without GPU readings.
+PART_USE = (
+    ("idle_gpu_j", "DOUBLE PRECISION CHECK (idle_gpu_j >= 0)"),
+    ("waste_j", "DOUBLE PRECISION CHECK (waste_j >= 0)"),
+    ("gpu_util_pct", "DOUBLE PRECISION CHECK (gpu_util_pct BETWEEN 0 AND 100)"),
+    ("gpu_sampled_s", "DOUBLE PRECISION CHECK (gpu_sampled_s >= 0)"),
+)
+
 # Version 11: a job is one run of a Slurm job id (slurm_plugin/runs.py); Slurm reuses ids, so the run and
 # the user are in the key, and a row of a release before is the legacy run ''. The table is rebuilt from
 # JOBS with JOB_FACTS and RUN_COLUMN added (migrations.py), so JOBS stays as version 1 created it.
@@ -254,15 +265,19 @@ UPDATE jobs SET
     end_s = CASE WHEN :end_s > end_s THEN :end_s ELSE end_s END
 WHERE id = :job AND (start_s > :start_s OR end_s < :end_s)"""
 
-INSERT_PART = """
+_USE_NAMES = ", ".join(name for name, _ in PART_USE)
+_USE_VALUES = ", ".join(f":{name}" for name, _ in PART_USE)
+INSERT_PART = f"""
 INSERT INTO job_parts (job, node, run, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
     cpu_j, cpu_method, dram_j, dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status,
-    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256)
+    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256,
+    {_USE_NAMES})
 VALUES (:job, :node, :run, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
     :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
-    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256)
+    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256,
+    {_USE_VALUES})
 ON CONFLICT (job, node) DO NOTHING
-RETURNING id"""
+RETURNING id"""  # noqa: S608 - this module's constant column names
 
 SELECT_PART = """
 SELECT p.id, j.cluster, j.job_id, j.restart_count, p.run, p.node, j.user_name AS user, j.uid, j.gid,

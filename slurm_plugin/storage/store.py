@@ -454,7 +454,25 @@ def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
         summary = energy[component] or {}
         params[f"{component}_j"] = summary.get("joules")
         params[f"{component}_method"] = summary.get("method")
+    params.update(_use_params(record.get("efficiency")))
     return params
+
+
+def _use_params(use: dict[str, Any] | None) -> dict[str, Any]:
+    """The part's waste (idle GPUs + idle cores) and GPU utilisation columns from its `efficiency`
+    block; null where the record has none (no cgroup reading, or a record of an earlier release)."""
+    if not use:
+        return dict.fromkeys(name for name, _ in schema.PART_USE)
+    idle_gpu_j = use.get("idle_gpu_j", 0.0)
+    sampled = [g for g in (use.get("gpus") or {}).values() if g.get("sampled_s")]
+    sampled_s = sum(g["sampled_s"] for g in sampled)
+    util_s = sum(g["util_mean_pct"] * g["sampled_s"] for g in sampled)
+    return {
+        "idle_gpu_j": idle_gpu_j,
+        "waste_j": round(idle_gpu_j + use["idle_cpu_j"], 3),
+        "gpu_util_pct": round(util_s / sampled_s, 2) if sampled_s else None,
+        "gpu_sampled_s": round(sampled_s, 3) if sampled_s else None,
+    }
 
 
 def _timeline_params(timeline: dict[str, Any]) -> dict[str, Any]:

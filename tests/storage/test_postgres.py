@@ -352,3 +352,26 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     assert "already holds jobs" in capsys.readouterr().err
     assert main.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
     assert capsys.readouterr().err.endswith("expected sqlite:////absolute/path.db\n")
+
+
+def test_the_writer_role_stores_a_parts_waste_and_gpu_utilisation(store: Store, make_role: Callable) -> None:
+    from tests.jobdb import Job, gpu
+
+    idle = gpu(0)
+    document = Job(
+        71, cpu_used=0.5, gpus=[idle], gpu_w={idle["uuid"]: (80.0, "measured")}, gpu_util={idle["uuid"]: 0}
+    ).record()
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    try:
+        assert add(writer, document) is not None  # through the functions migration 12 rebuilt
+    finally:
+        writer.close()
+    use = document["efficiency"]
+    row = store.db.execute(
+        "SELECT idle_gpu_j, waste_j, gpu_util_pct, gpu_sampled_s FROM job_parts"
+    ).fetchone()
+    assert row[0] == pytest.approx(use["idle_gpu_j"])
+    assert row[1] == pytest.approx(use["idle_gpu_j"] + use["idle_cpu_j"], abs=1e-3)
+    assert (row[2], row[3]) == (0.0, pytest.approx(3600.0))
