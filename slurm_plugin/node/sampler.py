@@ -17,6 +17,7 @@ job cgroup, a MIG slice's share) is noted in the job's record and logged once pe
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -34,6 +35,7 @@ from slurm_plugin.node.gpu_energy import GpuTrack
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.node.journal import end_line as journal_end_line
+from slurm_plugin.node.ledger import NodeLedger
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
@@ -165,6 +167,7 @@ class NodeSampler:
         self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
         self.energy_j = dict.fromkeys(COMPONENTS, 0.0)  # the node's since this sampler started
         self.sensors_ok: dict[str, bool] = {"procstat": True, "rapl": bool(self.rapl.zones)}
+        self.ledger: NodeLedger | None = None  # the node ledger the agent keeps, fed every tick
 
     def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
@@ -221,6 +224,7 @@ class NodeSampler:
             tracker.journal.append(journal_end_line(ended))
         for uuid in set(self._gpus) - self._tracked_gpus():
             del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        self._fold_ledger()
         return tracker.journal.close()
 
     def settle(self) -> None:
@@ -237,6 +241,13 @@ class NodeSampler:
             self._read_gpus(deferred[0], anchors)
         for tracker in self.jobs.values():
             self._flush(tracker)
+        self._fold_ledger()
+
+    def _fold_ledger(self) -> None:
+        """Hand the ledger the ticks whose GPU parts are final and whose job lines are all journaled."""
+        if self.ledger is not None:
+            held = [tracker.pending[0][0].time for tracker in self.jobs.values() if tracker.pending]
+            self.ledger.fold(self._final, min(held, default=math.inf))
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
@@ -366,6 +377,8 @@ class NodeSampler:
             self._deferred = (tick, stopping)
         else:
             self._read_gpus(tick, stopping)
+        if self.ledger is not None and previous is not None:
+            self.ledger.node_tick(previous, now, node, tick.gpu_energy)
         if node is not None and previous is not None:
             shares = attribution.attribute(node, tick.jobs, {})  # GPU parts when final (`_flush`)
             for job in tick.jobs:
@@ -374,6 +387,7 @@ class NodeSampler:
         if not defer_gpus:
             for tracker in self.jobs.values():
                 self._flush(tracker)
+            self._fold_ledger()
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
@@ -490,6 +504,8 @@ class NodeSampler:
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
             tracker.journal.append(entry)
             tracker.count(entry)
+            if self.ledger is not None:
+                self.ledger.job_line(tracker.info.key, entry)
             pending.popleft()
         self._journal_refused(tracker)
 
