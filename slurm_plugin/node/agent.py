@@ -65,6 +65,8 @@ class Agent(RequestServing, MetricsExposition):
     def run(self) -> None:
         self._listen()
         self._listen_http()
+        if self.persistent and self.ledger is not None:
+            self.sampler.watch_all_gpus()
         next_tick = self._tick() + self._interval()
         self._scan()  # the prolog that started us could not notify us: its job is in the spool
         next_scan = time.monotonic() + SCAN_INTERVAL_S

@@ -168,6 +168,9 @@ class NodeSampler:
         self.energy_j = dict.fromkeys(COMPONENTS, 0.0)  # the node's since this sampler started
         self.sensors_ok: dict[str, bool] = {"procstat": True, "rapl": bool(self.rapl.zones)}
         self.ledger: NodeLedger | None = None  # the node ledger the agent keeps, fed every tick
+        self._all_gpus: set[str] = (
+            set()
+        )  # every GPU of the node, read with or without a job (`watch_all_gpus`)
 
     def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
@@ -449,7 +452,21 @@ class NodeSampler:
         return packages, drams, unreadable
 
     def _tracked_gpus(self) -> set[str]:
-        return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
+        return self._all_gpus | {
+            claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims
+        }
+
+    def watch_all_gpus(self) -> None:
+        """Read every GPU of the node on every tick, not only those jobs hold: a resident agent's node
+        ledger then has the idle GPUs too. NVML is opened now, on nodes that have it (the nvidia kernel
+        module loaded, or `nvml.library` set), so a CPU-only node never loads it."""
+        module = self.config.paths.sysfs / "module" / "nvidia"
+        if not self.config.nvml.enabled or (self.config.nvml.library is None and not module.is_dir()):
+            return
+        nvml = self._open_nvml(time.time())
+        if nvml is not None:
+            self._all_gpus = {device.uuid for device in nvml.devices()}
+            self.sensors_ok["nvml"] = True
 
     def _read_gpus(self, tick: Tick, anchors: set[str]) -> None:
         """Power of every tracked GPU, the counter where an anchor is due or asked for (`anchors`).

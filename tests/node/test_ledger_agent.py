@@ -148,3 +148,28 @@ def test_a_restarted_agent_flags_the_gap_before_its_first_interval(
         agent._close()
     last = node_intervals(node.outbox)[-1]
     assert any("no agent ran" in note for note in last["notes"])
+
+
+def test_a_resident_agent_reads_the_idle_gpus_into_the_ledger(tmp_path: Path) -> None:
+    from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
+
+    library = build(tmp_path / "nvml")
+    gpu = FakeGpu("GPU-00000000-0000-4000-8000-0000000000bb", minor=0, pci_bus_id="00000000:17:00.0")
+    write_config(library.parent / CONFIG_NAME, [gpu])
+    settings = f"nvml:\n  library: {library}\n  counter_interval_s: 0.2\n" + LEDGER
+    node = SimNode(tmp_path / "node", interval_s=0.05, extra_config=settings)
+    agent = Agent(config_module.load(node.config), lambda level, text: None, persistent=True)
+    agent.spool.prepare()
+    try:
+        agent.sampler.watch_all_gpus()
+        for _ in range(12):
+            agent._tick()
+            time.sleep(STEP_S)
+        agent._tick()
+    finally:
+        agent._close()
+    intervals = node_intervals(node.outbox)
+    span = intervals[-1]["t1_s"] - intervals[0]["t0_s"]
+    gpu_j = sum(i["gpu_j"] or 0.0 for i in intervals)
+    assert gpu_j == pytest.approx(gpu.power_mw / 1000 * span, rel=0.02)
+    assert all(i["jobs_gpu_j"] == 0 for i in intervals)  # no job: all of it is the remainder
