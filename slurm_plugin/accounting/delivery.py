@@ -21,8 +21,8 @@ ROUNDS = 5  # records finalised while we ran are picked up by another pass, not 
 
 def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
     """Ingest the outbox (job records, running snapshots, the node ledger's records) until it is empty or
-    the database is unavailable; returns job parts stored. An
-    empty outbox opens no session: a timer may run this on every node (config/jobcarbon-deliver.timer)."""
+    the database is unavailable; returns job parts stored. An empty outbox opens no session: a timer may
+    run this on every node (config/jobcarbon-deliver.timer)."""
     from slurm_plugin.accounting import (
         join,
         snapshots,  # the database stack: imported once we hold the lock

@@ -90,7 +90,9 @@ def _month_sums(reader: Reader, month: months.Month, settings: Settings) -> dict
             measured = sum(row[f"{c}_j"] or 0.0 for c in COMPONENTS)
             jobs = sum(row[f"jobs_{c}_j"] or 0.0 for c in COMPONENTS)
             for key, value in row.items():
-                if key != "cluster":
+                if key == "nodes":  # a count, not a sum: the most any piece of the month saw
+                    into[key] = max(into.get(key, 0.0), float(value or 0))
+                elif key != "cluster":
                     into[key] = into.get(key, 0.0) + float(value or 0.0)
             into["facility_j"] += measured * factor
             into["jobs_facility_j"] += jobs * factor

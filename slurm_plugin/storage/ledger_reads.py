@@ -24,7 +24,7 @@ def _excess(c: str) -> str:
 
 
 _SUMS = (
-    "SELECT cluster, COUNT(DISTINCT node) AS nodes, SUM(t1_s - t0_s) AS covered_s, "  # noqa: S608
+    "SELECT cluster, COUNT(DISTINCT node) AS nodes, SUM(t1_s - t0_s) AS covered_s, "  # noqa: S608 - constant column names
     "SUM(unmeasured_s) AS unmeasured_s, SUM(jobs_core_s) AS jobs_core_s, "
     + ", ".join(
         f"SUM(COALESCE({c}_j, 0)) AS {c}_j, SUM(jobs_{c}_j) AS jobs_{c}_j, "
@@ -35,7 +35,7 @@ _SUMS = (
 )
 
 _WITH_JOBS = (
-    "SELECT cluster, job_shares_json, "  # noqa: S608
+    "SELECT cluster, job_shares_json, "  # noqa: S608 - constant column names
     + " + ".join(_remainder(c) for c in COMPONENTS)
     + " AS remainder_j FROM node_intervals WHERE t0_s >= :start AND t0_s < :end AND jobs_core_s > 0"
 )
