@@ -18,6 +18,7 @@ from slurm_plugin.record import MAX_INT, NAME, RecordError, digest
 SCHEMA = "jobcarbon/node-ledger/1"
 COMPONENTS = ("cpu", "dram", "gpu")
 METHODS = frozenset(Method)
+_MISSING = object()  # a field not in the document (null is a value)
 
 
 def build(
@@ -84,9 +85,6 @@ def parse(data: bytes) -> dict[str, Any]:
         if interval["t1_s"] < interval["t0_s"]:
             raise RecordError(f"intervals[{index}].t1_s: must not be before t0_s")
     return document
-
-
-_MISSING = object()
 
 
 def _check(field: str, value: Any, valid: Callable[[Any], bool], expected: str) -> None:

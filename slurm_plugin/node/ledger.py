@@ -65,12 +65,12 @@ class LedgerInterval:
             entry[f"jobs_{component}_j"] = round(self.jobs[component], 4)
         entry["jobs_core_s"] = round(self.core_s, 4)
         entry["unmeasured_s"] = round(self.unmeasured_s, 4)
-        entry["job_shares"] = [
+        entry["job_shares"] = sorted(
             [int(job), int(restart), round(energy, 4), round(core_s, 4)]
-            for (job, _, restart), (energy, core_s) in sorted(
-                (key.partition("."), value) for key, value in self.shares.items()
+            for (job, _, restart), (energy, core_s) in (
+                (key.partition("."), v) for key, v in self.shares.items()
             )
-        ]
+        )
         entry["notes"] = list(self.notes)
         return entry
 
@@ -106,12 +106,19 @@ class NodeLedger:
         core_s = entry["cpus"] * (entry["t1"] - entry["t0"])
         tick.jobs[key] = [cpu, dram, gpu, core_s]
 
-    def fold(self, final: Callable[[str, float], bool], held_from: float = math.inf) -> None:
-        """Fold in, oldest first, every tick whose GPU parts are `final` and that starts before the
-        oldest job interval still held back (`held_from`, a tick time)."""
+    def fold(
+        self,
+        final: Callable[[str, float], bool],
+        held_from: float = math.inf,
+        stale_before: float = -math.inf,
+    ) -> None:
+        """Fold in, oldest first, every tick whose GPU parts are `final` (or that ended before
+        `stale_before`: a GPU whose counter never anchors again keeps its power-integrated parts) and
+        that starts before the oldest job interval still held back (`held_from`, a tick time)."""
         for time_s in sorted(self._ticks):
             tick = self._ticks[time_s]
-            if tick.t1 >= held_from or not all(final(uuid, tick.t1) for uuid in tick.gpu_energy):
+            settled = tick.t1 < stale_before or all(final(uuid, tick.t1) for uuid in tick.gpu_energy)
+            if tick.t1 >= held_from or not settled:
                 return
             del self._ticks[time_s]
             self._add(tick)

@@ -44,6 +44,7 @@ from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
+STALE_ANCHORS = 10  # a GPU not anchored for this many counter intervals no longer holds the node ledger
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
@@ -250,7 +251,8 @@ class NodeSampler:
         """Hand the ledger the ticks whose GPU parts are final and whose job lines are all journaled."""
         if self.ledger is not None:
             held = [tracker.pending[0][0].time for tracker in self.jobs.values() if tracker.pending]
-            self.ledger.fold(self._final, min(held, default=math.inf))
+            stale = time.time() - STALE_ANCHORS * self.config.nvml.counter_interval_s
+            self.ledger.fold(self._final, min(held, default=math.inf), stale)
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""

@@ -125,9 +125,10 @@ def test_jobs_plus_remainder_is_the_node_and_the_jobs_part_is_their_records(
         # rows are to the ms and intervals to 0.1 ms: a row is in the interval its middle is in
         inside = [r for r in rows if interval["t0_s"] <= base + (r[0] + r[1]) / 2 < interval["t1_s"]]
         assert interval["jobs_cpu_j"] == pytest.approx(sum(r[2] for r in inside), rel=0.005, abs=1e-3)
-    busy = [i for i in intervals if i["job_shares"]]
-    assert busy
-    assert all(0 < i["jobs_cpu_j"] < i["cpu_j"] for i in busy)  # the job never gets it all
+    # the job never gets it all (an interval may also hold just its stop tick, a ms without energy)
+    busy = [i for i in intervals if i["jobs_cpu_j"] > 0]
+    assert len(busy) >= 2
+    assert all(i["jobs_cpu_j"] < i["cpu_j"] for i in busy)
     assert sum(i["jobs_cpu_j"] for i in intervals) == pytest.approx(
         node.record(81)["energy"]["cpu"]["joules"],
         rel=0.005,  # type: ignore[index]
