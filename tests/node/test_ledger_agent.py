@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from slurm_plugin import config as config_module
 from slurm_plugin import node_record
 from slurm_plugin.node import jobenv
 from slurm_plugin.node.agent import Agent
+from slurm_plugin.times import utc
 from tests.simnode import NODE, SimNode
 
 LEDGER = "ledger:\n  interval_s: 0.25\n  record_interval_s: 0.01\n"
@@ -111,11 +111,12 @@ def test_jobs_plus_remainder_is_the_node_and_the_jobs_part_is_their_records(
 ) -> None:
     node, _, _ = ran
     intervals = node_intervals(node.outbox)
-    rows = node.record(81)["timeline"]["rows"]  # type: ignore[index]
-    origin = json.loads((node.outbox / f"sim_81_0_{NODE}.json").read_text())["timeline"]["origin"]
-    from slurm_plugin.times import utc
-
-    base = utc(origin).timestamp()  # type: ignore[union-attr]
+    record = node.record(81)
+    assert record is not None
+    rows = record["timeline"]["rows"]
+    origin = utc(record["timeline"]["origin"])
+    assert origin is not None
+    base = origin.timestamp()
     for interval in intervals:
         for component in ("cpu", "dram"):
             measured, jobs = interval[f"{component}_j"], interval[f"jobs_{component}_j"]
