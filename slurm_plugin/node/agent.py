@@ -167,12 +167,14 @@ class Agent(RequestServing, MetricsExposition):
             self.sampler.remove(key)
         if self.ledger is not None and self.ledger.close():
             self._delivery_due = True
-        if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
-            agent_client.spawn_delivery(self.config.source)
         for fd in self.job_locks.values():
             os.close(fd)
         self.job_locks.clear()
         self._release_unwritten()
+        # Only once every job lock is released: a deliverer started earlier held them for a moment (seen
+        # as a successor agent's lock_job failing in tests/node/test_agent.py).
+        if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:
+            agent_client.spawn_delivery(self.config.source)
         self._close_metrics()
 
     def _tick(self, defer_gpus: bool = False, anchor_for: list[str] | None = None) -> float:

@@ -139,6 +139,13 @@ class RecordWriting:
                 entry.document = final_record(self.spool, key, entry.end_s, entry.partial_reasons, slurm)
             path = store_record(self.spool, key, entry.document, self.config.paths.outbox)
         except OSError as exc:
+            if not self.spool.job_dir(key).is_dir():
+                self._drop(
+                    key,
+                    entry,
+                    f"its spool entry is gone (finalised by its epilog, or removed): {exc}",
+                )
+                return
             now = time.monotonic()
             entry.next_try = now + min(RETRY_FIRST_S * 2 ** (entry.tries - 1), RETRY_MAX_S)
             if entry.logged is None or now - entry.logged >= LOG_EVERY_S:
@@ -150,9 +157,7 @@ class RecordWriting:
                 )
             return
         except Exception as exc:  # a broken journal or job.json: retrying would not mend it
-            del self.unwritten[key]
-            os.close(entry.lock)
-            self.log("error", f"job {key}: cannot build its record: {type(exc).__name__}: {exc}")
+            self._drop(key, entry, f"cannot build its record: {type(exc).__name__}: {exc}")
             with contextlib.suppress(OSError):
                 self.spool.set_aside(key)
             return
@@ -163,6 +168,12 @@ class RecordWriting:
         after = f" after {entry.tries} tries" if entry.tries > 1 else ""
         self.log("info", f"job {key}: record written to {path}{after}")
         self._delivery_due = True
+
+    def _drop(self, key: str, entry: Unwritten, why: str) -> None:
+        """Give up a record that retrying cannot write, so the agent is free to leave after its jobs."""
+        del self.unwritten[key]
+        os.close(entry.lock)
+        self.log("error", f"job {key}: {why}")
 
     def _finish_journal(self, key: str, entry: Unwritten) -> None:
         """Append the journal lines the disk refused while the job ran; OSError while it still does."""

@@ -497,3 +497,32 @@ def test_a_full_disk_keeps_journal_lines_in_memory_until_it_has_room(
     assert record["energy"]["cpu"]["method"] == "apportioned"
     assert sum("cannot write its journal" in line for line in log) == 1
     assert sum("record not written yet" in line for line in log) == 1
+
+
+def test_a_record_whose_spool_entry_vanished_is_given_up_so_the_agent_can_leave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+
+    from slurm_plugin import outbox
+    from slurm_plugin.node import jobenv
+
+    node = SimNode(tmp_path, interval_s=60)
+    node.job_cgroup(64)
+    log: list[str] = []
+    agent = _driven_agent(node, log)
+    try:
+        agent.spool.create_job(jobenv.from_env(node.env(64), "sim", NODE), time.time() - 3)
+        agent._scan()
+        monkeypatch.setattr(outbox, "write", _refusing(errno.ENOSPC))
+        agent.spool.request_stop("64.0", time.time())
+        agent._scan()
+        assert "64.0" in agent.unwritten  # kept while the disk refuses it
+        shutil.rmtree(node.spool / "jobs" / "64.0")  # an admin, or a test bed's teardown, removed it
+        agent.unwritten["64.0"].next_try = 0.0
+        agent._retry_records()
+        assert not agent.unwritten
+    finally:
+        agent._close()
+    assert any("job 64.0: its spool entry is gone" in line for line in log)
