@@ -207,6 +207,18 @@ class Advice:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    """The node ledger (docs/methodology.md): each node's measured energy per interval, jobs or not, and the
+    remainder no job was given; reports share that remainder out by `share_by` (docs/reports.md)."""
+
+    enabled: bool = True
+    interval_s: float = field(default=300.0, metadata=POSITIVE)  # one ledger row per node and interval
+    idle_tick_s: float = field(default=60.0, metadata=POSITIVE)  # a resident agent's tick without jobs
+    record_interval_s: float = field(default=900.0, metadata=POSITIVE)  # a node record this often
+    share_by: Literal["energy", "core_hours"] = "energy"  # the `proportional` policy's key
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str | None = None
     node: str | None = None
@@ -224,6 +236,7 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
     advice: Advice = field(default_factory=Advice)
     mail: Mail = field(default_factory=Mail)
+    ledger: Ledger = field(default_factory=Ledger)
     source: Path | None = field(default=None, compare=False)
 
 

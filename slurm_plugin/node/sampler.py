@@ -17,6 +17,7 @@ job cgroup, a MIG slice's share) is noted in the job's record and logged once pe
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -35,6 +36,7 @@ from slurm_plugin.node.gpu_reads import NvmlSession
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.node.journal import end_line as journal_end_line
+from slurm_plugin.node.ledger import NodeLedger
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
@@ -42,6 +44,7 @@ from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
+STALE_ANCHORS = 10  # a GPU not anchored for this many counter intervals no longer holds the node ledger
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
@@ -163,6 +166,10 @@ class NodeSampler:
         self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
         self.energy_j = dict.fromkeys(COMPONENTS, 0.0)  # the node's since this sampler started
         self.sensors_ok: dict[str, bool] = {"procstat": True, "rapl": bool(self.rapl.zones)}
+        self.ledger: NodeLedger | None = None  # the node ledger the agent keeps, fed every tick
+        self._all_gpus: set[str] = (
+            set()
+        )  # every GPU of the node, read with or without a job (`watch_all_gpus`)
 
     def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
@@ -220,6 +227,7 @@ class NodeSampler:
             tracker.journal.append(journal_end_line(ended))
         for uuid in set(self._gpus) - self._tracked_gpus():
             del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        self._fold_ledger()
         return tracker.journal.close()
 
     def settle(self) -> None:
@@ -236,6 +244,14 @@ class NodeSampler:
             self._read_gpus(deferred[0], anchors)
         for tracker in self.jobs.values():
             self._flush(tracker)
+        self._fold_ledger()
+
+    def _fold_ledger(self) -> None:
+        """Hand the ledger the ticks whose GPU parts are final and whose job lines are all journaled."""
+        if self.ledger is not None:
+            held = [tracker.pending[0][0].time for tracker in self.jobs.values() if tracker.pending]
+            stale = time.time() - STALE_ANCHORS * self.config.nvml.counter_interval_s
+            self.ledger.fold(self._final, min(held, default=math.inf), stale)
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
@@ -327,6 +343,8 @@ class NodeSampler:
             self._deferred = (tick, stopping)
         else:
             self._read_gpus(tick, stopping)
+        if self.ledger is not None and previous is not None:
+            self.ledger.node_tick(previous, now, node, tick.gpu_energy)
         if node is not None and previous is not None:
             shares = attribution.attribute(node, tick.jobs, {})  # GPU parts when final (`_flush`)
             for job in tick.jobs:
@@ -335,6 +353,7 @@ class NodeSampler:
         if not defer_gpus:
             for tracker in self.jobs.values():
                 self._flush(tracker)
+            self._fold_ledger()
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
@@ -397,7 +416,21 @@ class NodeSampler:
         return packages, drams, unreadable
 
     def _tracked_gpus(self) -> set[str]:
-        return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
+        return self._all_gpus | {
+            claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims
+        }
+
+    def watch_all_gpus(self) -> None:
+        """Read every GPU of the node on every tick, not only those jobs hold: a resident agent's node
+        ledger then has the idle GPUs too. NVML is opened now, on nodes that have it (the nvidia kernel
+        module loaded, or `nvml.library` set), so a CPU-only node never loads it."""
+        module = self.config.paths.sysfs / "module" / "nvidia"
+        if not self.config.nvml.enabled or (self.config.nvml.library is None and not module.is_dir()):
+            return
+        nvml = self._open_nvml(time.time())
+        if nvml is not None:
+            self._all_gpus = {device.uuid for device in nvml.devices()}
+            self.sensors_ok["nvml"] = True
 
     def _read_gpus(self, tick: Tick, anchors: set[str]) -> None:
         """Power, utilisation and memory of every tracked GPU; the counter where an anchor is due or
@@ -443,6 +476,8 @@ class NodeSampler:
                 entry["gpu_use"] = use
             tracker.journal.append(entry)
             tracker.count(entry)
+            if self.ledger is not None:
+                self.ledger.job_line(tracker.info.key, entry)
             pending.popleft()
         self._journal_refused(tracker)
 

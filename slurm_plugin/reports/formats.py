@@ -15,9 +15,13 @@ import json
 import textwrap
 from typing import Any
 
+from slurm_plugin.reports import ledger_text
+from slurm_plugin.reports.ledger import SHARE
+from slurm_plugin.reports.ledger import TOTAL as LEDGER
 from slurm_plugin.reports.monthly import GPU_MODEL, ROW, TOP, TOTAL
 
 PARTS = {"rows": ROW, "totals": TOTAL, "gpu_models": GPU_MODEL, "top_jobs": TOP, "top_users": TOP}
+LEDGER_PARTS = {"ledger": LEDGER, "ledger_shares": SHARE}  # in the document's `ledger` section, when there
 TABLE_HEADERS = {
     "month": "month",
     "cluster": "cluster",
@@ -75,10 +79,18 @@ def to_csv(document: dict[str, Any], part: str = "rows") -> str:
     """One part of the document (`PARTS`): a header of its field names, then a line per entry."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = PARTS[part]
+    columns = PARTS.get(part) or LEDGER_PARTS[part]
     writer.writerow(columns)
-    writer.writerows([plain(entry[key]) for key in columns] for entry in document[part])
+    writer.writerows([plain(entry[key]) for key in columns] for entry in _entries(document, part))
     return out.getvalue()
+
+
+def _entries(document: dict[str, Any], part: str) -> list[dict[str, Any]]:
+    """A part's entries: the ledger's are in its section, absent for a viewer who may not see it."""
+    if part in LEDGER_PARTS:
+        ledger = document.get("ledger") or {}
+        return list(ledger.get("totals" if part == "ledger" else "shares", []))
+    return list(document[part])
 
 
 def plain(value: Any) -> str:
@@ -124,6 +136,7 @@ def to_table(document: dict[str, Any], wide: bool = False) -> str:
     if by_model:
         gpus = ", ".join(f"{m} {h:.1f} h" for m, h in sorted(by_model.items()))
         lines.append(f"GPU-hours by model: {gpus}")
+    lines += ledger_text.report_lines(document)
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # no display on a head node or in a timer
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from slurm_plugin.reports import formats
+from slurm_plugin.reports import formats, ledger_html
 from slurm_plugin.reports.monthly import Curve
 
 MAX_BARS = 30  # more groups than this are summed into "others" in the chart (the table has them all)
@@ -50,6 +50,7 @@ def render(document: dict[str, Any], curves: dict[str, Curve]) -> str:
         f'<figure id="intensity-chart">{_svg(_intensity(curves, meta["period"]["time_zone"]))}</figure>',
         _tops(document),
         _table(document),
+        ledger_html.section(document),
         "</body></html>",
     ]
     return "\n".join(part for part in parts if part) + "\n"

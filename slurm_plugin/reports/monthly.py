@@ -156,7 +156,7 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
             group_rows = [
                 {
                     **head,
-                    "group": _label(request.by, g),
+                    "group": group_label(request.by, g),
                     **_figures(f, sums["co2e_g"], request.embodied, market),
                 }
                 for g, f in members.items()
@@ -238,7 +238,7 @@ def _gpu_models(
 ) -> list[dict[str, Any]]:
     found = month_reads.gpu_hours_by_model(reader, request.by, names, request.visible)
     return [
-        {**periods[key[0]], "cluster": key[1], "group": _label(request.by, key[2]), "gpu_model": model,
+        {**periods[key[0]], "cluster": key[1], "group": group_label(request.by, key[2]), "gpu_model": model,
          "gpu_hours": _r(hours)}
         for key in sorted(found, key=_order)
         for model, hours in sorted(found[key].items())
@@ -252,7 +252,7 @@ def _top(
         return []
     found = month_reads.top(reader, request.by, names, request.visible, items, request.top)
     listed = [
-        {**periods[r["month"]], "cluster": r["cluster"], "group": _label(request.by, r["grp"]),
+        {**periods[r["month"]], "cluster": r["cluster"], "group": group_label(request.by, r["grp"]),
          "place": int(r["place"]), "item": str(r["item"]), "co2e_kg": _r((r["co2e_g"] or 0) / 1000),
          "facility_kwh": _kwh(r["facility_energy_j"])}
         for r in found
@@ -260,7 +260,7 @@ def _top(
     return sorted(listed, key=lambda r: (r["month"], r["cluster"], r["group"], r["place"]))
 
 
-def _label(by: str, key: Any) -> str:
+def group_label(by: str, key: Any) -> str:
     if key is None:
         return "(none)"
     if by == "group":

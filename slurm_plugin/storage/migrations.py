@@ -242,6 +242,17 @@ MIGRATIONS: list[Migration] = [
             OnlyOn("postgresql", writer_functions.create),
         ),
     ),
+    # The node ledger (docs/methodology.md): each node's measured energy per interval, jobs or not, with its
+    # jobs' part of it; PostgreSQL's writer role stores intervals through a new function.
+    Migration(
+        13,
+        "node ledger: each node's measured energy per interval and its jobs' part",
+        (
+            schema.NODE_INTERVALS,
+            "CREATE INDEX node_intervals_t1 ON node_intervals (t1_s)",
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
 ]
 
 

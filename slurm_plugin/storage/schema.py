@@ -350,3 +350,57 @@ SELECT_FOOTPRINT_MONTHS = """
 SELECT month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j, gpu_j, estimated_j, series_co2e_g,
     core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json
 FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""
+
+# --- the node ledger (version 13) ---------------------------------------------------------------------
+
+# Each node's measured energy per ledger interval, with what its jobs were given of it (docs/methodology.md,
+# "The node ledger"): the remainder is measured - jobs per component. Keyed (cluster, node, t0_s) for
+# exactly-once ingest; a redelivered interval with the same content_sha256 is a duplicate, with another a
+# conflict. Measured columns are null where the node could not measure the component (its jobs' estimate
+# then stands for the node); `job_shares_json` is [[job_id, restart_count, energy_j, core_s], ...].
+NODE_INTERVALS = """
+CREATE TABLE node_intervals (
+    cluster TEXT NOT NULL,
+    node TEXT NOT NULL,
+    t0_s DOUBLE PRECISION NOT NULL,
+    t1_s DOUBLE PRECISION NOT NULL,
+    boot_id TEXT,
+    ncpus INTEGER NOT NULL,
+    cpu_j DOUBLE PRECISION,
+    cpu_method TEXT,
+    dram_j DOUBLE PRECISION,
+    dram_method TEXT,
+    gpu_j DOUBLE PRECISION,
+    jobs_cpu_j DOUBLE PRECISION NOT NULL,
+    jobs_dram_j DOUBLE PRECISION NOT NULL,
+    jobs_gpu_j DOUBLE PRECISION NOT NULL,
+    jobs_core_s DOUBLE PRECISION NOT NULL,
+    unmeasured_s DOUBLE PRECISION NOT NULL,
+    job_shares_json TEXT NOT NULL,
+    notes_json TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    received_at_s DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (cluster, node, t0_s)
+)"""
+
+NODE_INTERVAL_COLUMNS = (
+    "cluster, node, t0_s, t1_s, boot_id, ncpus, cpu_j, cpu_method, dram_j, dram_method, gpu_j, jobs_cpu_j, "
+    "jobs_dram_j, jobs_gpu_j, jobs_core_s, unmeasured_s, job_shares_json, notes_json, content_sha256, "
+    "received_at_s"
+)
+_NODE_INTERVAL_VALUES = ", ".join(f":{name.strip()}" for name in NODE_INTERVAL_COLUMNS.split(","))
+
+# Inserted, or nothing where the interval is stored: RETURNING tells which.
+INSERT_NODE_INTERVAL = f"""
+INSERT INTO node_intervals ({NODE_INTERVAL_COLUMNS})
+VALUES ({_NODE_INTERVAL_VALUES})
+ON CONFLICT (cluster, node, t0_s) DO NOTHING
+RETURNING t0_s"""  # noqa: S608 - this module's constant column names
+
+NODE_INTERVAL_DIGEST = """
+SELECT content_sha256 FROM node_intervals WHERE cluster = :cluster AND node = :node AND t0_s = :t0_s"""
+
+# The intervals overlapping [start, end), for reports (a month) and `jobcarbon report --reconcile`.
+SELECT_NODE_INTERVALS = f"""
+SELECT {NODE_INTERVAL_COLUMNS} FROM node_intervals
+WHERE t0_s < :end AND t1_s > :start ORDER BY cluster, node, t0_s"""  # noqa: S608 - constant column names

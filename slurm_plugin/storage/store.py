@@ -92,7 +92,8 @@ class Store:
         self.db.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (the storage modules beside the store write through it too)."""
         with self.db.errors():
             self.db.begin_write()
             try:
@@ -151,7 +152,7 @@ class Store:
         if prepared.calls:
             part_ids = self._call_add_parts(prepared.calls)
         elif prepared.rows:
-            with self._transaction():
+            with self.transaction():
                 part_ids = [self._insert_part(*row) for row in prepared.rows]
         else:
             return found
@@ -253,7 +254,7 @@ class Store:
     def upsert_intensity(self, points: Iterable[IntensityPoint]) -> int:
         """Store points, replacing any with the same (zone, source, start): actuals replace forecasts."""
         params = [_intensity_params(point) for point in points]
-        with self._transaction():
+        with self.transaction():
             self.db.executemany(schema.UPSERT_INTENSITY, params)
         return len(params)
 
@@ -274,7 +275,7 @@ class Store:
                 params = {"snapshot": snapshot, "record_zlib": row["record_zlib"]}
                 call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, params)
                 return bool(call.fetchone()[0])
-        with self._transaction():
+        with self.transaction():
             if self.db.execute(schema.FIND_PART, key).fetchone():
                 return False
             self.db.execute(schema.UPSERT_RUNNING, row)
@@ -290,7 +291,7 @@ class Store:
 
         `fields["months"]` (from `accounting`), if present, goes to footprint_months, not the JSON."""
         params, months = _footprint_params(fields)
-        with self._transaction():
+        with self.transaction():
             version = self.db.execute(schema.NEXT_VERSION, {"part_id": part_id}).fetchone()[0]
             self.db.execute(schema.RETIRE_FOOTPRINTS, {"part_id": part_id})
             self._insert_footprint(part_id, version, params, months)
@@ -305,7 +306,7 @@ class Store:
 
     def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
         """Store a footprint's monthly figures anew (filled by recompute; the footprint is unchanged)."""
-        with self._transaction():
+        with self.transaction():
             self.db.execute(schema.DELETE_FOOTPRINT_MONTHS, {"footprint_id": footprint_id})
             self._insert_months(footprint_id, months)
 
