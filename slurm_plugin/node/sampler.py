@@ -427,7 +427,7 @@ class NodeSampler:
         module = self.config.paths.sysfs / "module" / "nvidia"
         if not self.config.nvml.enabled or (self.config.nvml.library is None and not module.is_dir()):
             return
-        nvml = self._open_nvml(time.time())
+        nvml = self.nvml.open(time.time())
         if nvml is not None:
             self._all_gpus = {device.uuid for device in nvml.devices()}
             self.sensors_ok["nvml"] = True
