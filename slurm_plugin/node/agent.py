@@ -171,6 +171,7 @@ class Agent(RequestServing, MetricsExposition):
             os.close(fd)
         self.job_locks.clear()
         self._release_unwritten()
+        self.sampler.nvml.close()
         # Only once every job lock is released: a deliverer started earlier held them for a moment (seen
         # as a successor agent's lock_job failing in tests/node/test_agent.py).
         if self._delivery_due and self._delivery_pid is None and self.config.database.deliver_from_nodes:

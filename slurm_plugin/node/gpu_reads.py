@@ -65,6 +65,13 @@ class NvmlSession:
                 self.problem, self._backoff_s = None, 0.0
         return self.sensor
 
+    def close(self) -> None:
+        """Shut NVML down (nvmlShutdown): the agent's last act, so a host process that ran it starts a
+        later NVML session afresh."""
+        if self.sensor is not None:
+            self.sensor.close()
+            self.sensor = None
+
     def resolve(self, info: JobInfo, now: float) -> tuple[list[dict[str, Any]], list[str]]:
         """The job's GPUs as its journal header lists them, and the problems found resolving them."""
         if not info.job_gpus and not info.cuda_visible_devices:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
@@ -152,14 +153,8 @@ def test_a_restarted_agent_flags_the_gap_before_its_first_interval(
     assert any("no agent ran" in note for note in last["notes"])
 
 
-def test_a_resident_agent_reads_the_idle_gpus_into_the_ledger(tmp_path: Path) -> None:
-    from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
-
-    library = build(tmp_path / "nvml")
-    gpu = FakeGpu("GPU-00000000-0000-4000-8000-0000000000bb", minor=0, pci_bus_id="00000000:17:00.0")
-    write_config(library.parent / CONFIG_NAME, [gpu])
-    settings = f"nvml:\n  library: {library}\n  counter_interval_s: 0.2\n" + LEDGER
-    node = SimNode(tmp_path / "node", interval_s=0.05, extra_config=settings)
+def _run_resident(node: SimNode) -> None:
+    """A resident agent watching every GPU for 13 ticks."""
     agent = Agent(config_module.load(node.config), lambda level, text: None, persistent=True)
     agent.spool.prepare()
     try:
@@ -170,6 +165,21 @@ def test_a_resident_agent_reads_the_idle_gpus_into_the_ledger(tmp_path: Path) ->
         agent._tick()
     finally:
         agent._close()
+
+
+def test_a_resident_agent_reads_the_idle_gpus_into_the_ledger(tmp_path: Path) -> None:
+    from testbed.nvml_standin import CONFIG_NAME, FakeGpu, build, write_config
+
+    library = build(tmp_path / "nvml")
+    gpu = FakeGpu("GPU-00000000-0000-4000-8000-0000000000bb", minor=0, pci_bus_id="00000000:17:00.0")
+    write_config(library.parent / CONFIG_NAME, [gpu])
+    settings = f"nvml:\n  library: {library}\n  counter_interval_s: 0.2\n" + LEDGER
+    node = SimNode(tmp_path / "node", interval_s=0.05, extra_config=settings)
+    # In a child: a process loads one libnvidia-ml.so.1 for good, and this one is not the sensor tests'.
+    child = multiprocessing.get_context("fork").Process(target=_run_resident, args=(node,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
     intervals = node_intervals(node.outbox)
     span = intervals[-1]["t1_s"] - intervals[0]["t0_s"]
     gpu_j = sum(i["gpu_j"] or 0.0 for i in intervals)
