@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slurm_plugin.storage import schema
 from slurm_plugin.storage.readonly import Reader
 
 # The report's groupings and their column; `group` is the Unix group by gid, for sites that bill by group.
@@ -32,6 +33,7 @@ SUMS = (
     "co2e_g",
     "estimated_j",
     "series_co2e_g",
+    *schema.FOOTPRINT_MONTH_BANDS,
 )
 Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
 Key = tuple[str, str, Any]  # (month, cluster, group key)
@@ -52,6 +54,7 @@ _GPU_MODELS = "SELECT m.month, j.cluster, {col} AS grp, m.gpu_hours_json " + _CU
 # The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
 _PER_ITEM = (
     "SELECT m.month, j.cluster, {col} AS grp, {item} AS item, SUM(m.co2e_g) AS co2e_g, "
+    "SUM(m.co2e_low_g) AS co2e_low_g, SUM(m.co2e_high_g) AS co2e_high_g, "
     "SUM(m.facility_energy_j) AS facility_energy_j " + _CURRENT + " GROUP BY m.month, j.cluster, grp, item"
 )
 _TOP = (
@@ -120,7 +123,7 @@ def top(
     reader: Reader, by: str, months: Sequence[str], visible: Visible, items: str, limit: int
 ) -> list[dict[str, Any]]:
     """The `limit` largest jobs or users (`items`, a key of TOP_ITEMS) by CO2e per month, cluster and
-    group: month, cluster, grp, item, co2e_g, facility_energy_j, place."""
+    group: month, cluster, grp, item, co2e_g, co2e_low_g, co2e_high_g, facility_energy_j, place."""
     fields, params = _in(months, visible)
     sql = _TOP.format(col=GROUP_COLUMNS[by], item=TOP_ITEMS[items], **fields)
     return reader.rows(sql, {**params, "limit": limit})

@@ -182,6 +182,22 @@ CREATE TABLE footprint_months (
     PRIMARY KEY (footprint_id, month)
 )"""
 
+# Version 14: a footprint month's joules per method (estimated_j was there) and the low and high ends of
+# its energy and CO2e (slurm_plugin/uncertainty.py), so a report's bands are sums like its figures.
+FOOTPRINT_MONTH_BANDS = (
+    "measured_j",
+    "integrated_j",
+    "apportioned_j",
+    "it_energy_low_j",
+    "it_energy_high_j",
+    "facility_energy_low_j",
+    "facility_energy_high_j",
+    "co2e_low_g",
+    "co2e_high_g",
+)
+_BAND_NAMES = ", ".join(FOOTPRINT_MONTH_BANDS)
+_BAND_VALUES = ", ".join(f":{name}" for name in FOOTPRINT_MONTH_BANDS)
+
 # --- statements -------------------------------------------------------------------------------------
 
 # The job as a scalar subquery, not a join: the writer function keeps one plan of its EXISTS check per
@@ -291,16 +307,17 @@ DELETE_RUNNING = """
 DELETE FROM running_parts
 WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node"""
 
-INSERT_FOOTPRINT_MONTH = """
+INSERT_FOOTPRINT_MONTH = f"""
 INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,
-    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json)
+    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json,
+    {_BAND_NAMES})
 VALUES (:footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
     :estimated_j, :series_co2e_g, :core_hours, :node_hours, :gpu_hours, :gpu_hours_json, :zone,
-    :sources_json)"""
+    :sources_json, {_BAND_VALUES})"""  # noqa: S608 - this module's constant column names
 
 DELETE_FOOTPRINT_MONTHS = "DELETE FROM footprint_months WHERE footprint_id = :footprint_id"
 
-SELECT_FOOTPRINT_MONTHS = """
+SELECT_FOOTPRINT_MONTHS = f"""
 SELECT month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j, gpu_j, estimated_j, series_co2e_g,
-    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json
-FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""
+    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json, {_BAND_NAMES}
+FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""  # noqa: S608 - constant names

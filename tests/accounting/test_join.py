@@ -16,7 +16,7 @@ from slurm_plugin.accounting import join
 from slurm_plugin.config import Accounting, PueRule
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.node.journal import Journal
-from slurm_plugin.storage import Store
+from slurm_plugin.storage import Store, migrations, schema
 from tests.storage.conftest import GPU, count
 
 KWH = 3.6e6
@@ -309,3 +309,29 @@ def test_an_intensity_window_answers_as_the_store_with_one_query_while_requests_
         ("DE", dt.timedelta(minutes=1500) - join.WINDOW_MARGIN),
         ("GB", -join.WINDOW_MARGIN),
     ]
+
+
+def test_a_months_joules_per_method_and_bounds_and_the_migration_that_fills_old_months(store: Store) -> None:
+    # 1 kWh of CPU and 0.25 kWh of DRAM apportioned (0.7-1.3), 0.75 kWh of GPU measured (0.9-1.1); no
+    # series: DE's yearly average (0.6-1.4), PUE 1.
+    part_id = add(store, [(0, 60, kwh(1), kwh(0.25), kwh(0.75))], Accounting(zone="DE"))
+    found = store.footprint(part_id)
+    assert found is not None
+    (month,) = store.footprint_months(found["footprint_id"])
+    assert (month["measured_j"], month["apportioned_j"]) == pytest.approx((kwh(0.75), kwh(1.25)))
+    assert (month["integrated_j"], month["estimated_j"]) == (0.0, 0.0)
+    low, high = (1.25 * 0.7 + 0.75 * 0.9) / 2, (1.25 * 1.3 + 0.75 * 1.1) / 2  # 0.775, 1.225
+    assert (month["it_energy_low_j"], month["it_energy_high_j"]) == pytest.approx(
+        (kwh(2 * low), kwh(2 * high))
+    )
+    assert month["co2e_low_g"] == pytest.approx(2 * DE_YEARLY * low * 0.6)
+    assert month["co2e_high_g"] == pytest.approx(2 * DE_YEARLY * high * 1.4)
+    # A month stored before version 14 gets the same figures from the migration's conservative fill, as
+    # each component here has one method throughout and all its CO2e one rung.
+    store.db.execute(
+        "UPDATE footprint_months SET " + ", ".join(f"{name} = NULL" for name in schema.FOOTPRINT_MONTH_BANDS)  # noqa: S608 - constants
+    )
+    migrations._fill_month_bands(store.db)
+    (filled,) = store.footprint_months(found["footprint_id"])
+    bands = schema.FOOTPRINT_MONTH_BANDS
+    assert {n: filled[n] for n in bands} == pytest.approx({n: month[n] for n in bands})
