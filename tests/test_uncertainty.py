@@ -56,3 +56,16 @@ def test_the_central_figure_lies_inside_its_bounds(by_method: dict, by_rung: dic
     assert it_j <= band.it_energy_high_j * (1 + 1e-12)
     assert band.co2e_low_g <= co2e_g * (1 + 1e-12)
     assert co2e_g <= band.co2e_high_g * (1 + 1e-12)
+
+
+def test_the_worked_example_of_the_methodology() -> None:
+    """docs/methodology.md#worked-example-1: 0.5 kWh apportioned, 1.0 kWh measured; 240 g at a measured
+    intensity, 180 g at a forecast; PUE 1.2."""
+    kwh = 3.6e6
+    band = uncertainty.bounds(
+        1.5 * kwh, 1.8 * kwh, {"apportioned": 0.5 * kwh, "measured": 1.0 * kwh},
+        {"measured_series": 240.0, "forecast_series": 180.0},
+    )  # fmt: skip
+    assert (band.it_energy_low_j / kwh, band.it_energy_high_j / kwh) == pytest.approx((1.25, 1.75))
+    assert (band.facility_energy_low_j / kwh, band.facility_energy_high_j / kwh) == pytest.approx((1.5, 2.1))
+    assert (band.co2e_low_g, band.co2e_high_g) == pytest.approx((285.0, 581.0))
