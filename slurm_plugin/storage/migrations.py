@@ -223,16 +223,27 @@ MIGRATIONS: list[Migration] = [
     ),
     # Uncertainty on every figure (docs/methodology.md#uncertainty): each footprint month's joules per
     # method, so "measured" counts only measured joules, and the low and high ends of its energy and CO2e,
-    # so a report sums them as it sums the figures. PostgreSQL's functions again, for the new columns.
+    # so a report sums them as it sums the figures. Reports of a year of ten million jobs: the job's keys
+    # in each footprint month, so a report reads one table (schema.FOOTPRINT_MONTH_KEYS). PostgreSQL's
+    # functions again, for the new columns.
     Migration(
         14,
-        "footprint months: joules per method and uncertainty bounds",
+        "footprint months: joules per method, uncertainty bounds, the job's keys",
         (
             *(
                 f"ALTER TABLE footprint_months ADD COLUMN {name} DOUBLE PRECISION"
                 for name in schema.FOOTPRINT_MONTH_BANDS
             ),
             _fill_month_bands,
+            *(
+                f"ALTER TABLE footprint_months ADD COLUMN {name} {kind}"
+                for name, _, kind in schema.FOOTPRINT_MONTH_KEYS
+            ),
+            "UPDATE footprint_months SET "  # noqa: S608 - constants
+            + ", ".join(f"{name} = {source}" for name, source, _ in schema.FOOTPRINT_MONTH_KEYS)
+            + f" FROM {schema.FOOTPRINT_MONTH_KEYS_FROM} WHERE f.id = footprint_months.footprint_id",
+            "CREATE INDEX footprint_months_current ON footprint_months (month, is_current)",
+            "DROP INDEX footprint_months_month",  # the new index leads with the month too
             OnlyOn("postgresql", writer_functions.create),
         ),
     ),

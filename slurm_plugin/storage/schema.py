@@ -197,6 +197,26 @@ FOOTPRINT_MONTH_BANDS = (
 )
 _BAND_NAMES = ", ".join(FOOTPRINT_MONTH_BANDS)
 _BAND_VALUES = ", ".join(f":{name}" for name in FOOTPRINT_MONTH_BANDS)
+# Version 14 too: the job's keys and the footprint's currency copied into each footprint month, so that a
+# report (a month, a year of ten million jobs) reads this one table, never joining footprints, parts and
+# jobs row by row (docs/benchmarks.md). Written from those rows as the month is stored; is_current follows
+# the footprint's when a recompute retires it. (column, its source in FOOTPRINT_MONTH_KEYS_FROM, type)
+FOOTPRINT_MONTH_KEYS = (
+    ("is_current", "f.is_current", "INTEGER"),
+    ("computed_at_s", "f.computed_at_s", "DOUBLE PRECISION"),
+    ("job", "p.job", "INTEGER"),
+    ("received_at_s", "p.received_at_s", "DOUBLE PRECISION"),
+    ("cluster", "j.cluster", "TEXT"),
+    ("job_id", "j.job_id", "INTEGER"),
+    ("user_name", "j.user_name", "TEXT"),
+    ("uid", "j.uid", "INTEGER"),
+    ("gid", "j.gid", "INTEGER"),
+    ("account", "j.account", "TEXT"),
+    ("partition", "j.partition", "TEXT"),
+)
+FOOTPRINT_MONTH_KEYS_FROM = "footprints f JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job"
+_KEY_NAMES = ", ".join(name for name, _, _ in FOOTPRINT_MONTH_KEYS)
+_KEY_SOURCES = ", ".join(source for _, source, _ in FOOTPRINT_MONTH_KEYS)
 
 # --- statements -------------------------------------------------------------------------------------
 
@@ -288,6 +308,9 @@ VALUES (:part_id, :version, 1, :computed_at_s, :it_energy_j, :facility_energy_j,
 RETURNING id"""
 
 RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_id AND is_current = 1"
+RETIRE_FOOTPRINT_MONTHS = """
+UPDATE footprint_months SET is_current = 0
+WHERE footprint_id IN (SELECT id FROM footprints WHERE part_id = :part_id AND is_current = 1)"""
 
 _FOOTPRINT_COLUMNS = "SELECT id, part_id, version, is_current, computed_at_s, fields_json FROM footprints"
 SELECT_FOOTPRINTS = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id ORDER BY version"
@@ -310,10 +333,11 @@ WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count
 INSERT_FOOTPRINT_MONTH = f"""
 INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,
     gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json,
-    {_BAND_NAMES})
-VALUES (:footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
+    {_BAND_NAMES}, {_KEY_NAMES})
+SELECT :footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
     :estimated_j, :series_co2e_g, :core_hours, :node_hours, :gpu_hours, :gpu_hours_json, :zone,
-    :sources_json, {_BAND_VALUES})"""  # noqa: S608 - this module's constant column names
+    :sources_json, {_BAND_VALUES}, {_KEY_SOURCES}
+FROM {FOOTPRINT_MONTH_KEYS_FROM} WHERE f.id = :footprint_id"""  # noqa: S608 - this module's constants
 
 DELETE_FOOTPRINT_MONTHS = "DELETE FROM footprint_months WHERE footprint_id = :footprint_id"
 

@@ -238,6 +238,16 @@ def test_recompute_versions_footprints_whose_forecasts_were_replaced_by_actuals(
     assert (old["rung"], old["co2e_g"], old["sources"]) == ("forecast_series", pytest.approx(210.0), ["gb"])
     assert old["energy_by_rung_j"] == pytest.approx({"forecast_series": kwh(1)})
     assert old["footprint_id"] == before["footprint_id"]
+    # Reports read footprint months alone: the retired version's months are no longer current.
+    currency = (
+        "SELECT footprint_id, is_current, co2e_g, account, job_id FROM footprint_months"
+        " WHERE footprint_id IN (?, ?)"
+    )
+    found = {
+        row[0]: row[1:] for row in store.db.execute(currency, [old["footprint_id"], new["footprint_id"]])
+    }
+    assert found[old["footprint_id"]] == (0, pytest.approx(210.0), "physics", 7)
+    assert found[new["footprint_id"]] == (1, pytest.approx(200.0), "physics", 7)
 
     steady = store.footprint_history(steady_part)
     assert [(f["version"], f["rung"]) for f in steady] == [(1, "zone_yearly")]
@@ -335,3 +345,13 @@ def test_a_months_joules_per_method_and_bounds_and_the_migration_that_fills_old_
     (filled,) = store.footprint_months(found["footprint_id"])
     bands = schema.FOOTPRINT_MONTH_BANDS
     assert {n: filled[n] for n in bands} == pytest.approx({n: month[n] for n in bands})
+    # ... and its job's keys, from its footprint, part and job rows.
+    keys = ", ".join(name for name, _, _ in schema.FOOTPRINT_MONTH_KEYS)
+    stored = store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall()  # noqa: S608 - constants
+    store.db.execute("UPDATE footprint_months SET account = NULL, is_current = NULL, job = NULL")
+    (fill,) = [
+        s for s in migrations.MIGRATIONS[-1].statements if isinstance(s, str) and s.startswith("UPDATE")
+    ]
+    store.db.execute(fill)
+    assert store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall() == stored  # noqa: S608
+    assert stored[0][:1] == (1,)
