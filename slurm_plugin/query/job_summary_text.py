@@ -177,6 +177,12 @@ def _carbon_lines(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
             _row(
                 "CO2e", f"{grams(carbon['co2e_g'])} at {carbon['effective_g_per_kwh']:.0f} g/kWh (effective)"
             ),
+            _row(
+                "range",
+                f"{grams(carbon['co2e_low_g'])} to {grams(carbon['co2e_high_g'])} CO2e, facility energy "
+                f"{joules(carbon['facility_energy_low_j'])} to {joules(carbon['facility_energy_high_j'])}"
+                " (uncertainty of the methods used)",
+            ),
             _row("zone", carbon["zone"] or "- (no zone configured)"),
             _row("source", f"{', '.join(carbon['sources'])} ({', '.join(carbon['scopes'])})"),
             _row("quality", _quality(carbon)),

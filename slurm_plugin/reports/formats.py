@@ -33,8 +33,14 @@ TABLE_HEADERS = {
     "dram_kwh": "DRAM kWh",
     "gpu_kwh": "GPU kWh",
     "it_kwh": "IT kWh",
+    "it_kwh_low": "IT kWh low",
+    "it_kwh_high": "IT kWh high",
     "facility_kwh": "facility kWh",
+    "facility_kwh_low": "facility kWh low",
+    "facility_kwh_high": "facility kWh high",
     "co2e_kg": "kg CO2e",
+    "co2e_kg_low": "kg CO2e low",
+    "co2e_kg_high": "kg CO2e high",
     "lifecycle_co2e_kg": "lifecycle CO2e kg",
     "direct_co2e_kg": "direct CO2e kg",
     "direct_co2_kg": "direct CO2 kg",
@@ -43,6 +49,9 @@ TABLE_HEADERS = {
     "effective_g_per_kwh": "g/kWh",
     "co2e_share": "share",
     "measured_energy_share": "energy measured",
+    "integrated_energy_share": "energy integrated",
+    "apportioned_energy_share": "energy apportioned",
+    "estimated_energy_share": "energy estimated",
     "series_intensity_co2e_share": "CO2e from series",
     "embodied_scope3_co2e_kg": "scope 3 kg",
     "waste_kwh": "waste kWh",
@@ -127,6 +136,7 @@ def to_table(document: dict[str, Any], wide: bool = False) -> str:
     headers, body = to_table_rows(document, wide)
     lines = [
         *header_lines(document["metadata"]),
+        *band_lines(document["totals"]),
         "",
         tabulate([cells for cells, _ in body], headers=headers, disable_numparse=True, stralign="right"),
     ]
@@ -169,6 +179,17 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
     if meta["recomputed"]["footprints"]:
         count = meta["recomputed"]["footprints"]
         lines.append(f"note: {count} footprints of these months were recomputed after their month closed")
+    return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
+
+
+def band_lines(totals: list[dict[str, Any]]) -> list[str]:
+    """The totals' uncertainty bands in words (the narrow table has no room for their columns)."""
+    lines = [
+        f"uncertainty {t['month']} {t['cluster']}: {t['co2e_kg']:,.3f} kg CO2e ({t['co2e_kg_low']:,.3f}"
+        f" to {t['co2e_kg_high']:,.3f}), facility {t['facility_kwh']:,.3f} kWh ({t['facility_kwh_low']:,.3f}"
+        f" to {t['facility_kwh_high']:,.3f}); energy measured {(t['measured_energy_share'] or 0) * 100:.1f}%"
+        for t in totals
+    ]
     return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
 
 

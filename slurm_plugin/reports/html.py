@@ -42,7 +42,11 @@ def render(document: dict[str, Any], curves: dict[str, Curve]) -> str:
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<div class="meta">' + "<br>".join(html.escape(line) for line in formats.header_lines(meta)),
+        '<div class="meta">'
+        + "<br>".join(
+            html.escape(line)
+            for line in (*formats.header_lines(meta), *formats.band_lines(document["totals"]))
+        ),
         "</div>",
         f'<figure id="groups-chart">{_svg(_bars(document))}</figure>',
         f'<figure id="trend-chart">{_svg(_trend(document))}</figure>' if several else "",

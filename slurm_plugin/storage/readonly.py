@@ -126,7 +126,8 @@ def job_runs(reader: Reader, job_id: int) -> list[dict[str, Any]]:
 
 def job_parts(reader: Reader, run_id: int) -> list[dict[str, Any]]:
     """A run's parts (one a node) by node name, decoded: `gpus`, `partial_reasons`, `notes`, the current
-    `footprint` (or None), the `timeline` rows and the per-GPU energy `gpu_devices`."""
+    `footprint` (or None), the `timeline` rows, the per-GPU energy `gpu_devices` and the joules per
+    component and method `energy_by_method`."""
     return [_part(reader, row) for row in reader.rows(_PARTS, (run_id,))]
 
 
@@ -153,10 +154,20 @@ def _part(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
     found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (row["id"],))
     blob = found[0]["record_zlib"] if found else b""
-    energy = _record_object(blob, _ENERGY_KEY) if part["gpus"] or part["gpu_j"] else None
+    energy = _record_object(blob, _ENERGY_KEY) if blob else None
     part["gpu_devices"] = ((energy or {}).get("gpu") or {}).get("devices") or {}
+    part["energy_by_method"] = by_method(energy or {})
     part["efficiency"] = _record_object(blob, _EFFICIENCY_KEY, _TIMELINE_KEY) if blob else None
     return part
+
+
+def by_method(energy: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A record's `energy` object's joules per component and method (docs/record.md, `by_method`)."""
+    return {
+        component: dict(summary.get("by_method") or {})
+        for component in ("cpu", "dram", "gpu")
+        if isinstance(summary := energy.get(component), dict)
+    }
 
 
 def _record_object(blob: bytes, key: bytes, absent_after: bytes | None = None) -> dict[str, Any] | None:

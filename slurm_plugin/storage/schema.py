@@ -209,6 +209,45 @@ CREATE TABLE footprint_months (
     PRIMARY KEY (footprint_id, month)
 )"""
 
+# Version 14: a footprint month's joules per method (estimated_j was there) and the low and high ends of
+# its energy and CO2e (slurm_plugin/uncertainty.py), so a report's bands are sums like its figures.
+FOOTPRINT_MONTH_BANDS = (
+    "measured_j",
+    "integrated_j",
+    "apportioned_j",
+    "it_energy_low_j",
+    "it_energy_high_j",
+    "facility_energy_low_j",
+    "facility_energy_high_j",
+    "co2e_low_g",
+    "co2e_high_g",
+)
+_BAND_NAMES = ", ".join(FOOTPRINT_MONTH_BANDS)
+_BAND_VALUES = ", ".join(f":{name}" for name in FOOTPRINT_MONTH_BANDS)
+# Version 14 too: the job's keys and the footprint's currency copied into each footprint month, so that a
+# report (a month, a year of ten million jobs) reads this one table, never joining footprints, parts and
+# jobs row by row (docs/benchmarks.md). Written from those rows as the month is stored; is_current follows
+# the footprint's when a recompute retires it. (column, its source in FOOTPRINT_MONTH_KEYS_FROM, type)
+FOOTPRINT_MONTH_KEYS = (
+    ("is_current", "f.is_current", "INTEGER"),
+    ("computed_at_s", "f.computed_at_s", "DOUBLE PRECISION"),
+    ("job", "p.job", "INTEGER"),
+    ("received_at_s", "p.received_at_s", "DOUBLE PRECISION"),
+    ("cluster", "j.cluster", "TEXT"),
+    ("job_id", "j.job_id", "INTEGER"),
+    ("user_name", "j.user_name", "TEXT"),
+    ("uid", "j.uid", "INTEGER"),
+    ("gid", "j.gid", "INTEGER"),
+    ("account", "j.account", "TEXT"),
+    ("partition", "j.partition", "TEXT"),
+    # the share of the part's IT energy it wasted (idle GPUs and cores, version 12): a month's waste is
+    # that share of the month's energy and CO2e; null where the part has no waste figure
+    ("waste_share", "CASE WHEN f.it_energy_j > 0 THEN p.waste_j / f.it_energy_j END", "DOUBLE PRECISION"),
+)
+FOOTPRINT_MONTH_KEYS_FROM = "footprints f JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job"
+_KEY_NAMES = ", ".join(name for name, _, _ in FOOTPRINT_MONTH_KEYS)
+_KEY_SOURCES = ", ".join(source for _, source, _ in FOOTPRINT_MONTH_KEYS)
+
 # --- statements -------------------------------------------------------------------------------------
 
 # The job as a scalar subquery, not a join: the writer function keeps one plan of its EXISTS check per
@@ -316,6 +355,9 @@ VALUES (:part_id, :version, 1, :computed_at_s, :it_energy_j, :facility_energy_j,
 RETURNING id"""
 
 RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_id AND is_current = 1"
+RETIRE_FOOTPRINT_MONTHS = """
+UPDATE footprint_months SET is_current = 0
+WHERE footprint_id IN (SELECT id FROM footprints WHERE part_id = :part_id AND is_current = 1)"""
 
 _FOOTPRINT_COLUMNS = "SELECT id, part_id, version, is_current, computed_at_s, fields_json FROM footprints"
 SELECT_FOOTPRINTS = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id ORDER BY version"
@@ -337,19 +379,21 @@ DELETE FROM running_parts
 WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node
     AND run = :run"""
 
-INSERT_FOOTPRINT_MONTH = """
+INSERT_FOOTPRINT_MONTH = f"""
 INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,
-    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json)
-VALUES (:footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
+    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json,
+    {_BAND_NAMES}, {_KEY_NAMES})
+SELECT :footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
     :estimated_j, :series_co2e_g, :core_hours, :node_hours, :gpu_hours, :gpu_hours_json, :zone,
-    :sources_json)"""
+    :sources_json, {_BAND_VALUES}, {_KEY_SOURCES}
+FROM {FOOTPRINT_MONTH_KEYS_FROM} WHERE f.id = :footprint_id"""  # noqa: S608 - this module's constants
 
 DELETE_FOOTPRINT_MONTHS = "DELETE FROM footprint_months WHERE footprint_id = :footprint_id"
 
-SELECT_FOOTPRINT_MONTHS = """
+SELECT_FOOTPRINT_MONTHS = f"""
 SELECT month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j, gpu_j, estimated_j, series_co2e_g,
-    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json
-FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""
+    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json, {_BAND_NAMES}
+FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""  # noqa: S608 - constant names
 
 # --- the node ledger (version 13) ---------------------------------------------------------------------
 

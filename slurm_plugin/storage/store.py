@@ -293,6 +293,7 @@ class Store:
         params, months = _footprint_params(fields)
         with self.transaction():
             version = self.db.execute(schema.NEXT_VERSION, {"part_id": part_id}).fetchone()[0]
+            self.db.execute(schema.RETIRE_FOOTPRINT_MONTHS, {"part_id": part_id})
             self.db.execute(schema.RETIRE_FOOTPRINTS, {"part_id": part_id})
             self._insert_footprint(part_id, version, params, months)
         return int(version)
