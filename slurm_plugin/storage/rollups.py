@@ -109,11 +109,17 @@ _SUMS = (
     + "".join(f", SUM({sql}) AS {name}" for name, sql in WASTE.items())
     + ", MAX(computed_at_s) AS computed_s, MAX(received_at_s) AS received_s"
 )
-_GROUPS = f"""SELECT {_KEYS}, {_SUMS} FROM footprint_months
-WHERE month = :month AND is_current = 1 GROUP BY {_KEYS}"""  # noqa: S608 - constant names
+# Groups without GPU-hours are summed into their rows in SQL; those with some (fewer) pass through
+# Python, which adds their GPU-hours per model: a month's groups never all sit in memory.
+_WITHOUT_GPUS = f"""INSERT INTO month_rollups ({{columns}})
+SELECT month, {_KEYS}, {_SUMS}, '{{{{}}}}' FROM footprint_months
+WHERE month = :month AND is_current = 1 GROUP BY month, {_KEYS} HAVING SUM(gpu_hours) = 0"""  # noqa: S608
+_WITH_GPUS = f"""SELECT {_KEYS}, {_SUMS} FROM footprint_months
+WHERE month = :month AND is_current = 1 GROUP BY {_KEYS} HAVING SUM(gpu_hours) > 0"""  # noqa: S608
 _GPU = f"""SELECT {_KEYS}, gpu_hours_json FROM footprint_months
 WHERE month = :month AND is_current = 1 AND gpu_hours > 0"""  # noqa: S608
 _COLUMNS = ("month", *KEYS, "jobs", *_SUMMED, *WASTE, "computed_s", "received_s", "gpu_hours_json")
+_WITHOUT_GPUS = _WITHOUT_GPUS.format(columns=", ".join(_COLUMNS))
 _INSERT = (
     f"INSERT INTO month_rollups ({', '.join(_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join(':' + name for name in _COLUMNS)})"
@@ -145,7 +151,8 @@ def build(db: Backend, month: str) -> int:
     db.execute("DELETE FROM month_changes WHERE month = :month", params)  # first: see the module's text
     for table in ("month_rollups", "month_rollup_sources", "rollup_months"):
         db.execute(f"DELETE FROM {table} WHERE month = :month", params)  # noqa: S608 - constant names
-    rows = db.query(_GROUPS, params)
+    plain = db.execute(_WITHOUT_GPUS, params).rowcount
+    rows = db.query(_WITH_GPUS, params)
     models = _models(db.query(_GPU, params))
     for row in rows:
         row["month"] = month
@@ -154,7 +161,7 @@ def build(db: Backend, month: str) -> int:
     db.execute(_SOURCES, params)
     now = {**params, "now": time.time()}
     db.execute("INSERT INTO rollup_months (month, built_at_s) VALUES (:month, :now)", now)
-    return len(rows)
+    return plain + len(rows)
 
 
 def _models(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, float]]:
