@@ -60,7 +60,7 @@ _GROUPS = (
 )
 # The same from the months' rollups (storage/rollups.py), which carry the job keys the groupings and the
 # viewer's condition name; a job is in one rollup row a month, so its rows' job counts add up.
-_ROLLED = "FROM {table} j WHERE j.month IN ({months}) AND {visible}"
+_ROLLED = "FROM {table} j WHERE j.month IN ({months}) AND j.level = :level AND {visible}"
 _ROLLED_GROUPS = (
     "SELECT j.month, j.cluster, {col} AS grp, SUM(j.jobs) AS jobs, "
     + ", ".join(f"SUM(j.{name}) AS {name}" for name in (*SUMS, *WASTE_SUMS))
@@ -87,9 +87,9 @@ _TOP = (
 TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
 _SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
 WHERE m.month IN ({months}) AND m.is_current = 1"""
-_ROLLED_SOURCES = (
-    "SELECT DISTINCT m.zone, m.sources_json FROM month_rollup_sources m WHERE m.month IN ({months})"
-)
+# Every level of rollup rows holds every zone and set of sources: the accounts' level is the smallest.
+_ROLLED_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM month_rollup_sources m
+WHERE m.month IN ({months}) AND m.level = 'account'"""
 _FACTORS = """SELECT DISTINCT source, scope FROM intensity
 WHERE zone IN ({zones}) AND start_s < :end_s AND end_s > :start_s"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
@@ -134,11 +134,17 @@ def group_sums(
         found.update(_keyed(reader.rows(sql, {**params, **basis_params})))
     if done := [month for month in months if month in rolled]:
         fields, params = _in(done, visible)
+        params["level"] = _level(by, visible)
         found.update(_keyed(reader.rows(_ROLLED_GROUPS.format(col=col, **fields), params)))
         sql = _ROLLED_BASES.format(col=col, bases=cases or ", 0 AS none", **fields)
         for key, row in _keyed(reader.rows(sql, {**params, **basis_params})).items():
             found[key].update({name: row[name] for name in bases})
     return found
+
+
+def _level(by: str, visible: Visible) -> str:
+    """The level of rollup rows the grouping reads for the viewer (rollups.level)."""
+    return rollups.level(GROUP_COLUMNS[by].removeprefix("j."), visible == EVERYTHING)
 
 
 def _cases(bases: Mapping[str, Sequence[str]]) -> tuple[str, dict[str, Any]]:
@@ -190,6 +196,7 @@ def gpu_hours_by_model(
     found: dict[Key, dict[str, float]] = {}
     for source, these in _split(months, rolled):
         fields, params = _in(these, visible)
+        params["level"] = _level(by, visible)
         sql = _GPU_MODELS.format(col=GROUP_COLUMNS[by], source=source.format(**fields))
         for row in reader.rows(sql, params):
             models = found.setdefault((row["month"], row["cluster"], row["grp"]), {})

@@ -54,6 +54,7 @@ _REAL = "DOUBLE PRECISION"
 MONTH_ROLLUPS = f"""
 CREATE TABLE month_rollups (
     month TEXT NOT NULL,
+    level TEXT NOT NULL,
     {_KEY_COLUMNS},
     jobs INTEGER NOT NULL,
     {", ".join(f"{name} {_REAL}" for name in (*_SUMMED, *WASTE))},
@@ -64,6 +65,7 @@ CREATE TABLE month_rollups (
 MONTH_ROLLUP_SOURCES = f"""
 CREATE TABLE month_rollup_sources (
     month TEXT NOT NULL,
+    level TEXT NOT NULL,
     {_KEY_COLUMNS},
     zone TEXT,
     sources_json TEXT NOT NULL,
@@ -72,8 +74,8 @@ CREATE TABLE month_rollup_sources (
 ROLLUP_MONTHS = "CREATE TABLE rollup_months (month TEXT PRIMARY KEY, built_at_s DOUBLE PRECISION NOT NULL)"
 MONTH_CHANGES = "CREATE TABLE month_changes (month TEXT NOT NULL)"
 INDEXES = (
-    "CREATE INDEX month_rollups_month ON month_rollups (month)",
-    "CREATE INDEX month_rollup_sources_month ON month_rollup_sources (month)",
+    "CREATE INDEX month_rollups_month ON month_rollups (month, level)",
+    "CREATE INDEX month_rollup_sources_month ON month_rollup_sources (month, level)",
     "CREATE INDEX month_changes_month ON month_changes (month)",
 )
 # The marker triggers, one per kind of change, on SQLite ...
@@ -112,21 +114,49 @@ _SUMS = (
 # Groups without GPU-hours are summed into their rows in SQL; those with some (fewer) pass through
 # Python, which adds their GPU-hours per model: a month's groups never all sit in memory.
 _WITHOUT_GPUS = f"""INSERT INTO month_rollups ({{columns}})
-SELECT month, {_KEYS}, {_SUMS}, '{{{{}}}}' FROM footprint_months
+SELECT month, '', {_KEYS}, {_SUMS}, '{{{{}}}}' FROM footprint_months
 WHERE month = :month AND is_current = 1 GROUP BY month, {_KEYS} HAVING SUM(gpu_hours) = 0"""  # noqa: S608
 _WITH_GPUS = f"""SELECT {_KEYS}, {_SUMS} FROM footprint_months
 WHERE month = :month AND is_current = 1 GROUP BY {_KEYS} HAVING SUM(gpu_hours) > 0"""  # noqa: S608
 _GPU = f"""SELECT {_KEYS}, gpu_hours_json FROM footprint_months
 WHERE month = :month AND is_current = 1 AND gpu_hours > 0"""  # noqa: S608
-_COLUMNS = ("month", *KEYS, "jobs", *_SUMMED, *WASTE, "computed_s", "received_s", "gpu_hours_json")
+_COLUMNS = ("month", "level", *KEYS, "jobs", *_SUMMED, *WASTE, "computed_s", "received_s", "gpu_hours_json")
 _WITHOUT_GPUS = _WITHOUT_GPUS.format(columns=", ".join(_COLUMNS))
 _INSERT = (
     f"INSERT INTO month_rollups ({', '.join(_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join(':' + name for name in _COLUMNS)})"
 )
-_SOURCES = f"""INSERT INTO month_rollup_sources (month, {_KEYS}, zone, sources_json, co2e_g)
-SELECT month, {_KEYS}, zone, sources_json, SUM(co2e_g) FROM footprint_months
+_SOURCES = f"""INSERT INTO month_rollup_sources (month, level, {_KEYS}, zone, sources_json, co2e_g)
+SELECT month, '', {_KEYS}, zone, sources_json, SUM(co2e_g) FROM footprint_months
 WHERE month = :month AND is_current = 1 GROUP BY month, {_KEYS}, zone, sources_json"""  # noqa: S608
+
+# Coarse levels: per grouping column alone, summed from the month's rows of every job key (level ''),
+# for reports that see every job (an admin's): a few hundred rows a month where the job keys' rows are
+# as many as the month's (account, user, partition) pairs, hundreds of thousands on a large site.
+LEVELS = ("account", "user_name", "gid", "partition")
+_LEVEL_SUMS = (
+    "SUM(jobs) AS jobs, "
+    + ", ".join(f"SUM({name}) AS {name}" for name in (*_SUMMED, *WASTE))
+    + ", MAX(computed_s) AS computed_s, MAX(received_s) AS received_s"
+)
+_LEVEL_COLUMNS = ("month", "level", "cluster", "{col}", *_COLUMNS[_COLUMNS.index("jobs") :])
+_LEVEL_WITHOUT_GPUS = f"""INSERT INTO month_rollups ({", ".join(_LEVEL_COLUMNS)})
+SELECT month, '{{col}}', cluster, {{col}}, {_LEVEL_SUMS}, '{{{{}}}}' FROM month_rollups
+WHERE month = :month AND level = '' GROUP BY month, cluster, {{col}} HAVING SUM(gpu_hours) = 0"""  # noqa: S608
+_LEVEL_WITH_GPUS = f"""SELECT cluster, {{col}}, {_LEVEL_SUMS} FROM month_rollups
+WHERE month = :month AND level = '' GROUP BY cluster, {{col}} HAVING SUM(gpu_hours) > 0"""  # noqa: S608
+_LEVEL_GPU = """SELECT cluster, {col}, gpu_hours_json FROM month_rollups
+WHERE month = :month AND level = '' AND gpu_hours > 0"""
+_LEVEL_SOURCES = """INSERT INTO month_rollup_sources
+    (month, level, cluster, {col}, zone, sources_json, co2e_g)
+SELECT month, '{col}', cluster, {col}, zone, sources_json, SUM(co2e_g) FROM month_rollup_sources
+WHERE month = :month AND level = '' GROUP BY month, cluster, {col}, zone, sources_json"""
+
+
+def level(column: str, everything: bool) -> str:
+    """The level of rollup rows a report grouped by `column` reads: its own for a viewer who sees every
+    job, else the rows of every job key (the viewer's condition names uid and account)."""
+    return column if everything else ""
 
 
 def changed_months(db: Backend) -> list[str]:
@@ -146,29 +176,43 @@ UNION SELECT DISTINCT month FROM month_changes"""
 
 
 def build(db: Backend, month: str) -> int:
-    """Rebuild one month's rollup in the caller's write transaction; the number of rollup rows."""
+    """Rebuild one month's rollup in the caller's write transaction; the number of its rows of every job
+    key that have no GPU-hours (most of them)."""
     params = {"month": month}
     db.execute("DELETE FROM month_changes WHERE month = :month", params)  # first: see the module's text
     for table in ("month_rollups", "month_rollup_sources", "rollup_months"):
         db.execute(f"DELETE FROM {table} WHERE month = :month", params)  # noqa: S608 - constant names
     plain = db.execute(_WITHOUT_GPUS, params).rowcount
-    rows = db.query(_WITH_GPUS, params)
-    models = _models(db.query(_GPU, params))
-    for row in rows:
-        row["month"] = month
-        row["gpu_hours_json"] = json.dumps(models.get(tuple(row[k] for k in KEYS), {}), sort_keys=True)
-    db.executemany(_INSERT, rows)
+    _insert_with_gpus(db, month, "", KEYS, db.query(_WITH_GPUS, params), db.query(_GPU, params))
     db.execute(_SOURCES, params)
+    for col in LEVELS:
+        db.execute(_LEVEL_WITHOUT_GPUS.format(col=col), params)
+        rows = db.query(_LEVEL_WITH_GPUS.format(col=col), params)
+        _insert_with_gpus(
+            db, month, col, ("cluster", col), rows, db.query(_LEVEL_GPU.format(col=col), params)
+        )
+        db.execute(_LEVEL_SOURCES.format(col=col), params)
     now = {**params, "now": time.time()}
     db.execute("INSERT INTO rollup_months (month, built_at_s) VALUES (:month, :now)", now)
-    return plain + len(rows)
+    return plain
 
 
-def _models(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, float]]:
-    """Per job keys, the GPU-hours per model of the footprint months given."""
+def _insert_with_gpus(
+    db: Backend, month: str, level: str, keys: tuple[str, ...], rows: list[dict[str, Any]], gpus: list[dict]
+) -> None:
+    """Rollup rows of groups with GPU-hours (`rows`), each with its GPU-hours per model from `gpus`."""
+    models = _models(gpus, keys)
+    for row in rows:
+        row.update({key: None for key in KEYS if key not in row}, month=month, level=level)
+        row["gpu_hours_json"] = json.dumps(models.get(tuple(row[k] for k in keys), {}), sort_keys=True)
+    db.executemany(_INSERT, rows)
+
+
+def _models(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, float]]:
+    """Per `keys`, the GPU-hours per model of the rows given."""
     found: dict[tuple[Any, ...], dict[str, float]] = {}
     for row in rows:
-        models = found.setdefault(tuple(row[k] for k in KEYS), {})
+        models = found.setdefault(tuple(row[k] for k in keys), {})
         for model, hours in json.loads(row["gpu_hours_json"]).items():
             models[model] = models.get(model, 0.0) + hours
     return found
