@@ -154,8 +154,8 @@ def rollup(args: argparse.Namespace, settings: Config) -> int:
     with _store(settings) as store:
         for month in rollups.changed_months(store.db):
             with store.transaction():
-                groups = rollups.build(store.db, month)
-            print(f"{month}: {groups} rollup rows")
+                rollups.build(store.db, month)
+            print(f"{month}: rolled up")
     return 0
 
 

@@ -175,14 +175,13 @@ SELECT month FROM found WHERE month IS NOT NULL AND month NOT IN (SELECT month F
 UNION SELECT DISTINCT month FROM month_changes"""
 
 
-def build(db: Backend, month: str) -> int:
-    """Rebuild one month's rollup in the caller's write transaction; the number of its rows of every job
-    key that have no GPU-hours (most of them)."""
+def build(db: Backend, month: str) -> None:
+    """Rebuild one month's rollup in the caller's write transaction."""
     params = {"month": month}
     db.execute("DELETE FROM month_changes WHERE month = :month", params)  # first: see the module's text
     for table in ("month_rollups", "month_rollup_sources", "rollup_months"):
         db.execute(f"DELETE FROM {table} WHERE month = :month", params)  # noqa: S608 - constant names
-    plain = db.execute(_WITHOUT_GPUS, params).rowcount
+    db.execute(_WITHOUT_GPUS, params)
     _insert_with_gpus(db, month, "", KEYS, db.query(_WITH_GPUS, params), db.query(_GPU, params))
     db.execute(_SOURCES, params)
     for col in LEVELS:
@@ -194,7 +193,6 @@ def build(db: Backend, month: str) -> int:
         db.execute(_LEVEL_SOURCES.format(col=col), params)
     now = {**params, "now": time.time()}
     db.execute("INSERT INTO rollup_months (month, built_at_s) VALUES (:month, :now)", now)
-    return plain
 
 
 def _insert_with_gpus(
