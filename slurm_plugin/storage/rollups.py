@@ -5,6 +5,8 @@ A rollup row holds, per (month, cluster, account, user, uid, gid, partition), ev
 group query takes (month_reads.SUMS and WASTE_SUMS), its job count and its GPU-hours per model; a
 second table holds the CO2e per zone and set of sources, for the report's bases and metadata. A job's keys
 are one row's (they come from the jobs table), so per-row job counts add up over any grouping by them.
+Those are the rows of level ''; coarser levels sum them per grouping column alone (LEVELS), for
+reports that see every job.
 
 Freshness: a trigger on footprint_months (migration 15) adds a row to month_changes for every footprint
 month written, retired or deleted, in the writer's own transaction; whatever writes (ingest, a writer
@@ -12,7 +14,7 @@ function on PostgreSQL, a recompute) marks its months. Inserts only, so delivere
 another's marker rows. `build` deletes a month's change rows first and then sums the month, so a change
 committed while it runs leaves a row behind (PostgreSQL reads each statement afresh), and the month is
 rebuilt later. A report uses a month's rollup only while the month has one and no change row
-(`fresh_months`); otherwise it reads footprint_months as before, with the same figures.
+(`month_reads.rolled_up`); otherwise it reads footprint_months as before, with the same figures.
 """
 
 from __future__ import annotations
