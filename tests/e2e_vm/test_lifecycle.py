@@ -4,6 +4,7 @@ agent killed mid-job, and a job id Slurm hands out again after a controller stat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -62,25 +63,33 @@ def test_an_agent_killed_mid_job_leaves_a_flagged_record_and_the_next_job_is_mea
     vm_bed: vm.VmCluster,
 ) -> None:
     """kill -9 of the node agent while a job runs: the epilog still exits 0 (the job completes and the
-    node is not drained), the job's record is built from the spool and marked partial, and the next
-    job's prolog starts a new agent that measures it whole."""
-    job_id = vm_bed.submit(f"-w {VM2.name} -n1 --gres=gpu:1 {wrap('sleep 25')}")
+    node is not drained), the job's record is built from its journal, marked partial, with samples up
+    to the kill and a gap after it; the next job's prolog starts a new agent that measures it whole.
+
+    The killed job has no GPU: a GPU job's intervals wait in the agent until the next GPU energy
+    counter read (`nvml.counter_interval_s`) before they reach the journal, so a kill loses them."""
+    job_id = vm_bed.submit(f"-w {VM2.name} -n1 {wrap('sleep 30')}")
     wait_sampling(vm_bed, VM2, f"{job_id}.0")
+    vm_bed.run(VM2, "sleep 3")  # a few intervals journaled
     (agent,) = vm_bed.agent_pids(VM2)
-    vm_bed.run(VM2, f"kill -9 {agent}")
+    killed_at = float(vm_bed.run(VM2, f"date +%s.%N; kill -9 {agent}").stdout)
     (job,) = vm_bed.wait_finished(job_id)
     assert job["JobState"] == "COMPLETED"
     assert vm_bed.node_states()[VM2.name] in ("idle", "mixed")
     (record,) = stored_records(vm_bed, {job_id}, 1)
     assert record["status"] == "partial"
     assert any("sampler not running at job end" in reason for reason in record["partial_reasons"])
-    assert sampled_s(record) < 25  # the samples stop at the kill: the rest of the job is a gap
+    last_sample_s = record["timeline"]["rows"][-1][1]
+    killed_s = killed_at - datetime.fromisoformat(record["start"]).timestamp()
+    assert 0 < last_sample_s <= killed_s + 1.5  # nothing sampled after the kill
+    assert record["elapsed_s"] - last_sample_s > 3  # the rest of the job is a gap, not made up
+    assert record["coverage"]["fraction"] < 1
+    assert record["energy"]["cpu"]["joules"] > 0
     next_id = vm_bed.submit(f"-w {VM2.name} -n1 --gres=gpu:1 {wrap('sleep 5')}")
     assert [job["JobState"] for job in vm_bed.wait_finished(next_id)] == ["COMPLETED"]
     (measured,) = stored_records(vm_bed, {next_id}, 1)
     assert measured["status"] == "complete", measured["partial_reasons"]
     assert_gpu_energy_is_power_times_time(measured)
-    assert vm_bed.agent_pids(VM2) != [agent]
 
 
 REUSED_ID = 4242  # above any id earlier scenarios get, so theirs are never reused
