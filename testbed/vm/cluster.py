@@ -75,13 +75,13 @@ class VmCluster:
             raise ClusterError(f"jobcarbon db upgrade: {done.stderr.strip()}")
 
     def restart(self, node: Node, kernel_args: str = "", timeout_s: float = 600) -> None:
-        """Power one compute node off and boot it again from a fresh overlay of the image the bed came
-        up with, with extra kernel arguments (`cgroup_disable=memory`...); return once it is idle."""
+        """Stop one compute node (none of its jobs may be running) and boot it again from a fresh
+        overlay of the image the bed came up with, with extra kernel arguments (`cgroup_disable=memory`
+        ...); return once it is idle."""
         if self.image is None:
             raise ClusterError("the bed was not brought up by this process")
-        with contextlib.suppress(OSError, ClusterError):
-            self.run(node, "systemctl --no-block poweroff", timeout_s=10)
-        poll(lambda: None if nodes.alive(self.state, node) else True, 120, f"{node.name} to power off")
+        nodes.kill(self.state, node)  # its overlay is thrown away: nothing on it needs a clean stop
+        poll(lambda: None if nodes.alive(self.state, node) else True, 60, f"{node.name} to stop")
         nodes.boot(self.image, node, self.state, kernel_args)
         self._wait_agent(node, timeout_s)
         self.wait_idle((node,), timeout_s)
@@ -103,8 +103,9 @@ class VmCluster:
         return [node for node in NODES if nodes.alive(self.state, node)]
 
     def down(self, timeout_s: float = 60) -> None:
-        """Power the nodes off (killing what does not stop in time) and remove the network namespace."""
-        for node in self.running():
+        """Power the nodes off (killing what does not stop within `timeout_s`; 0 kills them at once:
+        their overlays are thrown away) and remove the network namespace."""
+        for node in self.running() if timeout_s > 0 else ():
             with contextlib.suppress(OSError, ClusterError):
                 self.run(node, "systemctl --no-block poweroff", timeout_s=10)
         deadline = time.monotonic() + timeout_s
