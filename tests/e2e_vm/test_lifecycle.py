@@ -103,6 +103,7 @@ def first_job_id(vm_bed: vm.VmCluster) -> Iterator[None]:
     vm_bed.set_options(NODES, SLURM_CONF, {"FirstJobId": SLURM_DEFAULTS["FirstJobId"]})
 
 
+# Passed with branch jobkey merged (2026-12-06): drop this mark once jobkey is on main.
 @pytest.mark.skip(reason=f"{PENDING} the job key that survives id reuse is on branch jobkey (issue 13 bug 2)")
 def test_a_job_id_reused_after_a_controller_reset_is_a_separate_job(
     vm_bed: vm.VmCluster, first_job_id: None
@@ -119,7 +120,7 @@ def test_a_job_id_reused_after_a_controller_reset_is_a_separate_job(
 
     def stored() -> list[dict[str, Any]] | None:
         mine = [r for r in ingested_records(vm_bed) if r["job_id"] == REUSED_ID]
-        return mine if len(mine) >= len(runs) else None
+        return sorted(mine, key=lambda r: r["start"]) if len(mine) >= len(runs) else None
 
     records = poll(stored, 120, f"three separate records of job id {REUSED_ID}")
     assert [(r["user"], r["node"]) for r in records] == [(user, node.name) for user, node in runs]
