@@ -63,6 +63,9 @@ class Cpu:
 @dataclass(frozen=True)
 class Dram:
     w_per_gb: float = field(default=0.3725, metadata=POSITIVE)
+    # The share of measured DRAM energy split by memory held (the cgroup's limit); the rest goes by memory
+    # in use (docs/attribution.md).
+    static_fraction: float = field(default=0.5, metadata=FRACTION)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,14 @@ class Visibility:
 
 
 @dataclass(frozen=True)
+class Mail:
+    """`jobcarbon-mail`, slurmctld's MailProg when a site sets it (docs/install.md): off otherwise."""
+
+    program: Path = Path("/bin/mail")  # the real mail program it hands over to (Slurm's default MailProg)
+    wait_s: float = field(default=20.0, metadata=NON_NEGATIVE)  # how long to wait for the job's record
+
+
+@dataclass(frozen=True)
 class Metrics:
     """Prometheus metrics: the agent's textfile and `jobcarbon metrics serve` (docs/monitoring.md)."""
 
@@ -208,6 +219,7 @@ class Config:
     visibility: Visibility = field(default_factory=Visibility)
     metrics: Metrics = field(default_factory=Metrics)
     advice: Advice = field(default_factory=Advice)
+    mail: Mail = field(default_factory=Mail)
     source: Path | None = field(default=None, compare=False)
 
 

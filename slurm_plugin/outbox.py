@@ -11,13 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slurm_plugin import runs
 from slurm_plugin.safefile import atomic_write, ensure_dir
 
 RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives
 
 
 def filename(record: dict[str, Any]) -> str:
-    return f"{record['cluster']}_{record['job_id']}_{record['restart_count']}_{record['node']}.json"
+    """One name per job run per node: two jobs given the same id by Slurm differ in their run."""
+    stem = f"{record['cluster']}_{record['job_id']}_{record['restart_count']}_{record['node']}"
+    run = record.get("run")
+    return f"{stem}_{runs.file_part(run)}.json" if runs.valid(run) else f"{stem}.json"
 
 
 def write(outbox: Path, record: dict[str, Any], fsync: bool = True) -> Path:

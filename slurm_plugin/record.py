@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from slurm_plugin import __version__
+from slurm_plugin import __version__, runs
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.methods import ORDER, Method
 
@@ -194,6 +194,7 @@ def _document(
         "cluster": job["cluster"],
         "job_id": job["job_id"],
         "restart_count": job["restart_count"],
+        **({"run": job["run"]} if job.get("run") else {}),  # a journal of an earlier release has none
         "node": job["node"],
         "user": job["user"],
         "uid": job["uid"],
@@ -266,6 +267,8 @@ def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> d
         for field in ("cpu_time_s", "core_s", "idle_cpu_j", "mem_peak_bytes"):
             _check(record, f"efficiency.{field}", _amount, "a number >= 0")
         _check(record, "efficiency.cpu_efficiency", lambda v: _amount(v) and v <= 1, "a number from 0 to 1")
+    if "run" in record:  # records of earlier releases have none: the legacy run
+        _check(record, "run", runs.valid, "a run identity (sluid:, start: or seen:)")
     if "slurm" in record:  # records of earlier releases have no `slurm` block
         for field, (valid, expected) in SLURM_FIELDS.items():
             _check(record, f"slurm.{field}", _or_null(valid), f"{expected} or null")

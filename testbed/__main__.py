@@ -1,6 +1,6 @@
-"""`python3 -m testbed up|down|status|submit-demo|postgres|vm`: drive the single-node Slurm test bed,
-start the loopback PostgreSQL server the PostgreSQL backend's tests and benchmarks use, or drive the
-three-node Slurm 24.11 cluster in virtual machines (`vm build|up|down|status|run|collect`)."""
+"""`python3 -m testbed up|down|status|submit-demo|reset-controller|postgres|vm`: drive the single-node
+Slurm test bed, start the loopback PostgreSQL server the PostgreSQL backend's tests and benchmarks use,
+or drive the three-node Slurm 24.11 cluster in virtual machines (`vm build|up|down|status|run|collect`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cpus", type=int, default=1)
     demo.add_argument("--seconds", type=int, default=5)
     demo.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    reset = commands.add_parser(
+        "reset-controller",
+        help="clear slurmctld's state and restart it: job ids start again (Slurm reuses ids)",
+    )
+    reset.add_argument("--first-job-id", type=int, required=True, help="FirstJobId: the next job's id")
+    reset.add_argument("--timeout", type=float, default=60, help="seconds to wait for an idle node")
     pg = commands.add_parser("postgres", help="start the loopback PostgreSQL test server")
     pg.add_argument("--install-packages", action="store_true", help="apt-get PostgreSQL if missing")
     add_vm_parser(commands)
@@ -148,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             SimulatedHardware(args.scratch).stop()
         elif args.command == "status":
             print(Cluster(scratch=args.scratch).status())
+        elif args.command == "reset-controller":
+            Cluster(scratch=args.scratch).reset_controller(args.first_job_id, args.timeout)
+            print(f"controller reset: the next job is {args.first_job_id}")
         elif args.command == "postgres":
             cmd_postgres(args)
         elif args.command == "vm":

@@ -169,16 +169,7 @@ class Cluster:
         self.write_config()
         make_fake_gpus()
         start_munge()
-        daemon_env = {"PATH": ":".join(SBIN_DIRS), "SLURM_CONF": str(self.conf)}
-        for daemon in ("slurmctld", "slurmd"):
-            result = run([str(find_binary(daemon)), "-f", str(self.conf)], env=daemon_env)
-            if result.returncode != 0:
-                raise ClusterError(f"{daemon} failed: {result.stderr.strip()}{self._log_tails()}")
-        try:
-            wait_until(lambda: self.node_state() == "idle", timeout_s, "node idle")
-        except ClusterError as error:
-            state = self.node_state()
-            raise ClusterError(f"{error}; node state {state!r}{self._log_tails()}") from None
+        self._start_daemons(timeout_s)
 
     def restart_slurmd(self, constrain_cores: bool, timeout_s: float = 60) -> None:
         """Rewrite cgroup.conf and restart slurmd alone (slurmd reads it at start); slurmctld keeps its
@@ -195,6 +186,35 @@ class Cluster:
         if result.returncode != 0:
             raise ClusterError(f"slurmd failed: {result.stderr.strip()}{self._log_tails()}")
         wait_until(lambda: self.node_state() == "idle", timeout_s, "node idle after the slurmd restart")
+
+    def reset_controller(self, first_job_id: int, timeout_s: float = 60) -> None:
+        """A controller state reset, as when StateSaveLocation is lost: jobs cancelled, the daemons
+        stopped, slurmctld's state cleared and slurmd's spool too (its credential cache would skip the
+        prolog of a job id it ran within CredExpire, as for a requeue), slurm.conf given FirstJobId=N,
+        both started again. Job ids then restart at N: Slurm reuses ids (docs/record.md, `run`). The
+        current slurm.conf is kept otherwise, hooks included."""
+        if not self.conf.exists():
+            raise ClusterError(f"{self.conf} missing: run `python3 -m testbed up` first")
+        kept = [line for line in self.conf.read_text().splitlines() if not line.startswith("FirstJobId=")]
+        self.down(timeout_s)
+        for state in ("state", "spool"):
+            shutil.rmtree(self.scratch / state, ignore_errors=True)
+            (self.scratch / state).mkdir(parents=True)
+        self.conf.write_text("\n".join([*kept, f"FirstJobId={first_job_id}"]) + "\n")
+        self._start_daemons(timeout_s)
+
+    def _start_daemons(self, timeout_s: float) -> None:
+        """slurmctld and slurmd with this cluster's slurm.conf; return once the node is idle."""
+        daemon_env = {"PATH": ":".join(SBIN_DIRS), "SLURM_CONF": str(self.conf)}
+        for daemon in ("slurmctld", "slurmd"):
+            result = run([str(find_binary(daemon)), "-f", str(self.conf)], env=daemon_env)
+            if result.returncode != 0:
+                raise ClusterError(f"{daemon} failed: {result.stderr.strip()}{self._log_tails()}")
+        try:
+            wait_until(lambda: self.node_state() == "idle", timeout_s, "node idle")
+        except ClusterError as error:
+            state = self.node_state()
+            raise ClusterError(f"{error}; node state {state!r}{self._log_tails()}") from None
 
     def node_state(self) -> str:
         """The node's state as sinfo prints it (`idle`, `mixed`, `completing`...), or ''."""

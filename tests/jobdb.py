@@ -66,9 +66,11 @@ class Job:
     slurm: dict[str, Any] | None = None  # the record's `slurm` block (node/jobfacts.py)
     cpu_used: float | None = None  # the share of its 4 cores the job kept busy (cgroup readings)
     mem_b: int = 0
+    run: str | None = None  # the run its prolog fixed (slurm_plugin/runs.py); None: a record from before runs
 
     def record(self) -> dict[str, Any]:
         job = {
+            **({"run": self.run} if self.run else {}),
             "cluster": self.cluster,
             "job_id": self.job_id,
             "restart_count": self.restart_count,

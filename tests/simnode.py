@@ -108,8 +108,8 @@ class SimNode:
         deadline = time.monotonic() + 10.0
         while stop.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        path = self.outbox / f"sim_{job_id}_{restart}_{NODE}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        found = sorted(self.outbox.glob(f"sim_{job_id}_{restart}_{NODE}_*.json"))  # the run ends the name
+        return json.loads(found[-1].read_text()) if found else None
 
     def agent_pid(self) -> int | None:
         from slurm_plugin.node.agent_client import request

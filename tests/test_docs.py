@@ -54,6 +54,17 @@ def test_constrain_cores_no_example_in_attribution_doc_matches_the_code() -> Non
     assert f"**{job.cpu.joules:g} J**" in (REPO / "docs" / "attribution.md").read_text()
 
 
+def test_dram_held_and_used_example_in_attribution_doc_matches_the_code() -> None:
+    node = NodeInterval(10, 1000, Method.MEASURED, 60, 12, 4, 64 * GIB, idle_power_w=40)
+    jobs = [
+        JobInterval("H", 10, 1, memory_bytes=16 * GIB, memory_limit_bytes=32 * GIB),
+        JobInterval("T", 0, 1, memory_bytes=GIB // 2, memory_limit_bytes=16 * GIB),
+    ]
+    result = attribute(node, jobs, {})
+    assert result["H"].dram.joules == pytest.approx(22.5)
+    assert f"**{result['T'].dram.joules!r} J**" in (REPO / "docs" / "attribution.md").read_text()
+
+
 def _keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for field in dataclasses.fields(cls):

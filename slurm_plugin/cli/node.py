@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from slurm_plugin import figures
 from slurm_plugin.cli import output
 from slurm_plugin.errors import JobcarbonError
 
@@ -91,22 +92,28 @@ def job_id(text: str) -> int:
     return int(text)
 
 
-def _kj(part: dict[str, Any] | None) -> str:
-    return "-" if not part else f"{part['joules'] / 1000:.2f} kJ ({part['method']})"
+def _energy_line(energy: dict[str, Any]) -> str:
+    """The record's components and total in one unit (the total's), each with how it was obtained."""
+    names = ("cpu", "dram", "gpu")
+    parts = [energy[name]["joules"] if energy[name] else None for name in names]
+    unit, cells = figures.unit_column([*parts, energy["total_joules"]], figures.ENERGY_UNITS)
+    shown = [
+        f"{name} {cell}" + (f" ({energy[name]['method']})" if energy[name] else "")
+        for name, cell in zip(names, cells, strict=False)
+    ]
+    return f"  energy ({unit}): " + "   ".join(shown) + f"   total {cells[-1]}"
 
 
 def _records_table(records: list[dict[str, Any]]) -> str:
     """A short human summary per record (`jobcarbon records`)."""
     blocks = []
     for r in records:
-        energy = r["energy"]
         lines = [
             f"job {r['job_id']} (run {r['restart_count']}) on {r['node']}  user {r['user']}  "
             f"account {r.get('account') or '-'}  partition {r.get('partition') or '-'}",
             f"  {r['start']} -> {r['end']}  ({r['elapsed_s']:.0f} s)  status {r['status']}  "
             f"coverage {r['coverage']['fraction']:.0%}",
-            f"  cpu  {_kj(energy['cpu'])}   dram {_kj(energy['dram'])}   gpu {_kj(energy['gpu'])}",
-            f"  total {energy['total_joules'] / 1000:.2f} kJ = {energy['total_joules'] / 3.6e6:.4f} kWh",
+            _energy_line(r["energy"]),
         ]
         for gpu in r.get("gpus", []):
             lines.append(f"  gpu {gpu['uuid']} {gpu.get('model') or ''}")

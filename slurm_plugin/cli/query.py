@@ -24,7 +24,7 @@ def show(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.query import advice, arrays, job_summary_text, slurm_ids
 
     ref = slurm_ids.parse(args.job)
-    summary = _stored_summary(settings, ref, args.cluster)
+    summary = _stored_summary(settings, ref, args.cluster, args.job_run)
     if summary["schema"] == arrays.SCHEMA:
         output.emit(output.Result(summary, table=lambda: arrays.text(summary)), args.format)
         return 0
@@ -39,10 +39,12 @@ def show(args: argparse.Namespace, settings: Config) -> int:
     return 0
 
 
-def _stored_summary(settings: Config, ref: Any, cluster: str | None) -> dict[str, Any]:
-    """The job's (or array's) summary; an array task or het component is found by the ids its records
-    carry, else resolved by sacct (records of earlier releases have none)."""
+def _stored_summary(settings: Config, ref: Any, cluster: str | None, run: str | None) -> dict[str, Any]:
+    """The job's (or array's) summary, of its run `run` if given; an array task or het component is
+    found by the ids its records carry, else resolved by sacct (records of earlier releases have none)."""
     request = {"op": "show", "job_id": ref.job_id, "cluster": cluster}
+    if run is not None:
+        request["run"] = run
     if not ref.is_raw:
         member = {"separator": ref.separator, "index": ref.index}
         try:
@@ -52,6 +54,8 @@ def _stored_summary(settings: Config, ref: Any, cluster: str | None) -> dict[str
     try:
         return _ask_or_read(settings, "summary", request)
     except _NotStored:
+        if run is not None:
+            raise JobcarbonError(f"no run {run!r} of job {ref.text} in the jobcarbon database") from None
         raise JobcarbonError(_not_stored(ref, request["job_id"])) from None
 
 
@@ -241,6 +245,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     one = commands.add_parser("show", help="summary of one finished job (also: jobcarbon JOBID)")
     one.add_argument("job", help="job id: 123, array task 123_4 or het component 123+1")
     one.add_argument("--cluster", help="the cluster, where several share the database")
+    one.add_argument(
+        "--run",
+        dest="job_run",  # `run` is the command's function
+        metavar="RUN",
+        help="which job of this id (Slurm reuses ids): a run as 'other runs' lists it, e.g. start:1767225590",
+    )
     output.add_format_option(one, "jobcarbon/job-summary/1", csv=False)
     one.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     one.set_defaults(run=show)

@@ -31,6 +31,7 @@ class NodeInterval:
     mem_total_bytes: int
     idle_power_w: float  # static CPU package power of the whole node
     dram_w_per_gb: float = 0.3725
+    dram_static_fraction: float = 0.5  # the DRAM energy split by memory held (dram.static_fraction)
 
 
 # Not frozen: built on every tick, and a frozen dataclass sets each field through object.__setattr__.
@@ -41,8 +42,16 @@ class JobInterval:
     key: str
     cpu_s: float
     cpus: int
-    memory_bytes: int
+    memory_bytes: int  # in use (less reclaimable cache)
     gpus: Sequence[GpuClaim] = ()
+    memory_limit_bytes: int | None = None  # what it holds: its cgroup's limit; None when unlimited
+
+    def memory_held(self, mem_total_bytes: int) -> int:
+        """What the job holds: its limit (at most the node's memory), never less than what it uses."""
+        used = max(self.memory_bytes, 0)
+        if self.memory_limit_bytes is None or self.memory_limit_bytes <= 0:
+            return used
+        return max(used, min(self.memory_limit_bytes, mem_total_bytes) if mem_total_bytes > 0 else used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,17 +110,23 @@ def cpu_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool)
 
 
 def dram_shares(node: NodeInterval, jobs: Sequence[JobInterval], exclusive: bool) -> list[Share | None]:
-    """Measured DRAM energy by memory share; without a DRAM counter, a W-per-GB estimate."""
+    """Measured DRAM energy: a static part by memory held, the rest by memory in use; without a DRAM
+    counter, a W-per-GB estimate on the memory held (Green Algorithms charges requested memory)."""
+    held = [job.memory_held(node.mem_total_bytes) for job in jobs]
     if node.dram_j is None:
-        return [
-            Share(node.dram_w_per_gb * job.memory_bytes / GIB * node.duration_s, Method.ESTIMATED)
-            for job in jobs
-        ]
+        return [Share(node.dram_w_per_gb * h / GIB * node.duration_s, Method.ESTIMATED) for h in held]
     total = max(node.dram_j, 0.0)
     if exclusive:
         return [Share(total, Method.MEASURED)]
-    memory = max(node.mem_total_bytes, sum(job.memory_bytes for job in jobs), 1)
-    return [Share(total * max(job.memory_bytes, 0) / memory, Method.APPORTIONED) for job in jobs]
+    static = total * min(max(node.dram_static_fraction, 0.0), 1.0)
+    dynamic = total - static
+    held_total = max(node.mem_total_bytes, sum(held), 1)
+    used = [max(job.memory_bytes, 0) for job in jobs]
+    used_total = max(node.mem_total_bytes, sum(used), 1)
+    return [
+        Share(static * h / held_total + dynamic * u / used_total, Method.APPORTIONED)
+        for h, u in zip(held, used, strict=True)
+    ]
 
 
 def gpu_shares(jobs: Sequence[JobInterval], gpu_energy: Mapping[str, Share]) -> dict[str, dict[str, Share]]:

@@ -50,6 +50,7 @@ FORWARDED = (
     "SLURM_JOB_GPUS",
     "CUDA_VISIBLE_DEVICES",
     "SLURM_CONF",
+    "SLURM_JOB_START_TIME",
     "SLURM_JOB_EXIT_CODE2",  # what `jobfacts.end_facts` reads
 )
 

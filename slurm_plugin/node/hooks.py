@@ -37,7 +37,9 @@ def prolog(settings: HookSettings, log: EventLog) -> None:
         log("error", f"job {info.key}: prolog message {problem}")
     for key in spool.end_runs(info.job_id, now, keep=info.key):  # the agent finalises it at its next scan
         log("warning", f"job {info.key}: run {key} of this job had no epilog here; ended now")
-    spool.create_job(info, now)
+    # Slurm may give the id of a job still being finalised here to a new one; the agent sends such a
+    # prolog down this path, which waits for the other job to leave the spool.
+    spool.create_job_after(info, now)
     try:
         agent_client.notify(spool.socket, {"op": "start", "key": info.key}, NOTIFY_TIMEOUT_S)
     except OSError:

@@ -12,6 +12,8 @@ import socket
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from slurm_plugin import runs
+
 NAME = re.compile(r"[A-Za-z0-9_.@+\-]{1,128}")
 SLUID = re.compile(r"s[0-9A-Z]{13}")
 CPUS_PER_NODE = re.compile(r"(\d{1,6})(?:\(x\d{1,6}\))?")
@@ -39,6 +41,8 @@ class JobInfo(NamedTuple):
     job_gpus: str | None = None
     cuda_visible_devices: str | None = None
     slurm_conf: str | None = None  # what scontrol reads (node/jobfacts.py); set by slurmd, not the job
+    start_time: int | None = None  # SLURM_JOB_START_TIME (Slurm 23.02+), epoch seconds
+    run: str | None = None  # `run_of`, fixed by the prolog and kept in job.json; None before that
 
     @property
     def key(self) -> str:
@@ -52,7 +56,13 @@ class JobInfo(NamedTuple):
     def from_dict(cls, data: Mapping[str, object]) -> JobInfo:
         """Rebuild from a spool file, re-validating every field."""
         env = {ENV_NAMES[k]: str(v) for k, v in data.items() if k in ENV_NAMES and v is not None}
-        return from_env(env, cluster=str(data.get("cluster") or ""), node=str(data.get("node") or ""))
+        info = from_env(env, cluster=str(data.get("cluster") or ""), node=str(data.get("node") or ""))
+        run = data.get("run")
+        if run is None:
+            return info
+        if not runs.valid(run):
+            raise JobEnvError(f"run={str(run)[:40]!r} is not a run identity")
+        return info._replace(run=run)
 
 
 ENV_NAMES = {
@@ -70,6 +80,7 @@ ENV_NAMES = {
     "job_gpus": "SLURM_JOB_GPUS",
     "cuda_visible_devices": "CUDA_VISIBLE_DEVICES",
     "slurm_conf": "SLURM_CONF",
+    "start_time": "SLURM_JOB_START_TIME",
 }
 
 
@@ -147,7 +158,25 @@ def from_env(env: Mapping[str, str], cluster: str = "", node: str = "") -> JobIn
         job_gpus=_bounded(env, "SLURM_JOB_GPUS"),
         cuda_visible_devices=_bounded(env, "CUDA_VISIBLE_DEVICES"),
         slurm_conf=_path(env.get("SLURM_CONF")),
+        start_time=_int(env, "SLURM_JOB_START_TIME", 0) or None,
     )
+
+
+def run_of(info: JobInfo, prolog_s: float) -> str:
+    """Which run of job `info.job_id` this is: the identity that tells it from another job given the
+    same id (Slurm reuses ids after MaxJobId wraps and after a controller state reset).
+
+    Slurm's SLUID (25.11+), else the job's start time (23.02+): both come from the job's credential
+    (prep_script_slurmd.c `_build_env`), so every node of the job derives the same run. Older Slurm
+    gives neither; the prolog's own clock is the fallback (`seen:`), which differs between nodes, so
+    ingest joins a multi-node job's `seen:` parts by user and overlapping span (docs/record.md).
+    Called once, by the prolog; the epilog and agent read the result back from job.json.
+    """
+    if info.sluid:
+        return f"sluid:{info.sluid}"
+    if info.start_time:
+        return f"start:{info.start_time}"
+    return f"{runs.SEEN}{int(prolog_s)}"
 
 
 def _path(raw: str | None) -> str | None:

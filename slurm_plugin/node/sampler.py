@@ -180,7 +180,8 @@ class NodeSampler:
             )
         if not any(z.kind == "dram" for z in self.rapl.zones):
             notes.append(
-                f"DRAM energy estimated at {self.config.dram.w_per_gb:g} W per GB of the job's memory: "
+                f"DRAM energy estimated at {self.config.dram.w_per_gb:g} W per GB of the job's memory "
+                "(its limit, else what it uses): "
                 "no RAPL DRAM zone"
             )
         return notes
@@ -417,6 +418,7 @@ class NodeSampler:
             mem_total_bytes=self.mem_total,
             idle_power_w=self.idle_power_w,
             dram_w_per_gb=self.config.dram.w_per_gb,
+            dram_static_fraction=self.config.dram.static_fraction,
         )
 
     def _read_rapl(
@@ -531,7 +533,8 @@ class NodeSampler:
         usage = tracker.usage
         cpus = len(usage.cpus) if usage and usage.cpus else (info.cpus_per_node or 0)
         memory = usage.memory_bytes if usage and tracker.cgroup is not None else 0
-        return JobInterval(info.key, cpu_s, cpus, memory or 0, tracker.claims)
+        limit = usage.memory_limit_bytes if usage else None
+        return JobInterval(info.key, cpu_s, cpus, memory or 0, tracker.claims, limit)
 
     def _note_usage(self, tracker: JobTracker, usage: JobUsage, now: float) -> None:
         """Say once where the job's cgroup lacks what attribution uses, and what stands in for it."""

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slurm_plugin import runs
 from slurm_plugin.node.fastpath import INCOMING, boot_id
-from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
+from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env, run_of
 from slurm_plugin.safefile import atomic_write, ensure_dir, lock_file, read_nofollow
 
 KEY = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
@@ -30,7 +31,14 @@ INCOMING_NAME = re.compile(r"([0-9]{1,10}\.[0-9]{1,10})\.json")
 # it still holds, as for a requeued job started again on the node within minutes (seen on 22.05).
 NO_PROLOG_AFTER_REQUEUE = "no run of this requeued job started here (Slurm ran no prolog for it): no record"
 ADOPT_WAIT_S = 2.0  # another process is adopting: it takes milliseconds
+# A prolog waits this long for an ended job of the same id and restart (Slurm reused the id) to leave
+# the spool: the agent writes its record within a tick or two of its epilog.
+ANOTHER_JOB_WAIT_S = 10.0
 STALE_TEMPORARY_S = 600.0  # a prolog writes its message in milliseconds: an older temporary's writer died
+
+
+class AnotherJobHere(JobEnvError):
+    """The spool still holds another job with this job's id and restart count (Slurm reused the id)."""
 
 
 class Spool:
@@ -84,6 +92,8 @@ class Spool:
             self.create_job(info, start_s, message.get("boot") or None)
         except FileNotFoundError:
             return None
+        except AnotherJobHere as exc:  # adopted once the other job has left the spool
+            return f"{path}: left for later: {exc}"
         except (OSError, ValueError, TypeError, KeyError, JobEnvError) as exc:
             path.rename(self.incoming / f"failed-{name}-{int(time.time())}")
             return f"{path}: refused, moved aside: {exc}"
@@ -96,15 +106,42 @@ class Spool:
         return self.jobs / key
 
     def create_job(self, info: JobInfo, start_s: float, boot: str | None = None) -> Path:
-        """Record a starting job (in this boot unless `boot` says otherwise); a repeated prolog for the
-        same run keeps the first start time."""
+        """Record a starting job (in this boot unless `boot` says otherwise) with its run (`run_of`, fixed
+        here once); a repeated prolog for the same run keeps the first start time and run."""
         directory = ensure_dir(self.job_dir(info.key))
         target = directory / "job.json"
-        if not target.exists():
-            payload = {"job": info.to_dict(), "start": start_s, "boot_id": boot or boot_id()}
-            # No fsync: a power cut that loses this file also killed the job it describes.
-            atomic_write(target, json.dumps(payload).encode(), fsync=False)
+        run = run_of(info, start_s)
+        if target.exists():
+            self._check_same_job(info, run, start_s)
+            return directory
+        payload = {"job": info._replace(run=run).to_dict(), "start": start_s, "boot_id": boot or boot_id()}
+        # No fsync: a power cut that loses this file also killed the job it describes.
+        atomic_write(target, json.dumps(payload).encode(), fsync=False)
         return directory
+
+    def _check_same_job(self, info: JobInfo, run: str, start_s: float) -> None:
+        """A repeated prolog of the spooled run passes; AnotherJobHere where the directory holds another
+        job Slurm gave the same id: one whose epilog came, another user's (whose end is then recorded
+        now), or another run Slurm named (`sluid:`, `start:`; a `seen:` run cannot tell)."""
+        old, _ = self.load_job(info.key)
+        ended = self.stop_time(info.key) is not None
+        renamed = old.run != run and not (old.run or runs.SEEN).startswith(runs.SEEN)
+        if not (ended or old.uid != info.uid or renamed):
+            return
+        if not ended:
+            self.request_stop(info.key, start_s)
+        raise AnotherJobHere(f"another job {info.key} (uid {old.uid}, run {old.run}) is still in the spool")
+
+    def create_job_after(self, info: JobInfo, start_s: float, wait_s: float = ANOTHER_JOB_WAIT_S) -> Path:
+        """`create_job`, waiting up to `wait_s` for another job of the same id to be finalised first."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.create_job(info, start_s)
+            except AnotherJobHere:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def job_boot_id(self, key: str) -> str | None:
         """The boot the job started in; None for spool entries written before jobcarbon recorded it."""

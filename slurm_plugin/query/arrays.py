@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from slurm_plugin.query import running, visibility
+from slurm_plugin import figures, runs
+from slurm_plugin.query import job_list, running, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
@@ -22,15 +23,19 @@ SCHEMA = "jobcarbon/array-summary/1"
 
 def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> dict[str, Any]:
     """The answer to a validated-here "show" request: {"job_id", "cluster", optional "member":
-    {"separator": "_" or "+", "index"}}: an array's summary, a job's, or a running job's so far."""
+    {"separator": "_" or "+", "index"}, optional "run"}: an array's summary, a job's, or a running job's
+    so far; with "run", that run of the job (never an array's summary)."""
     job_id, cluster, member = request.get("job_id"), request.get("cluster"), request.get("member")
+    run = request.get("run")
     if not isinstance(job_id, int) or not _uint(job_id) or job_id == 0:
         raise QueryError("job_id must be a positive integer")
     if cluster is not None and (not isinstance(cluster, str) or len(cluster) > 256):
         raise QueryError("cluster must be a name")
+    if run is not None and not (run == runs.LEGACY or runs.valid(run)):
+        raise QueryError("run must be a run as `other_runs` lists them (sluid:…, start:…, seen:…, or '')")
     if member is None:
-        array = array_summary(reader, scope, job_id, cluster)
-        return array or running.job_or_running(reader, scope, job_id, cluster)
+        array = array_summary(reader, scope, job_id, cluster) if run is None else None
+        return array or running.job_or_running(reader, scope, job_id, cluster, run)
     if not (
         isinstance(member, dict) and member.get("separator") in ("_", "+") and _uint(member.get("index"))
     ):
@@ -38,13 +43,7 @@ def show(reader: Reader, scope: visibility.Scope, request: dict[str, Any]) -> di
     raw = member_job_id(reader, scope, member["separator"], job_id, member["index"], cluster)
     if raw is None:
         raise JobNotFound(job_id)
-    return running.job_or_running(reader, scope, raw, cluster)
-
-
-def _shown(scope: visibility.Scope, row: dict[str, Any], cluster: str | None) -> bool:
-    return (cluster is None or row["cluster"] == cluster) and visibility.may_see(
-        scope, row["uid"], row["account"]
-    )
+    return running.job_or_running(reader, scope, raw, cluster, run)
 
 
 def _uint(value: Any) -> bool:
@@ -56,13 +55,8 @@ def member_job_id(
 ) -> int | None:
     """The raw job id of array task `group_id`_`index` or het component `group_id`+`index` that the scope
     may see (the latest run), or None."""
-    runs = [
-        run
-        for run in readonly.member_runs(reader, separator, group_id, index)
-        if (cluster is None or run["cluster"] == cluster)
-        and visibility.may_see(scope, run["uid"], run["account"])
-    ]
-    return runs[-1]["job_id"] if runs else None
+    visible = visibility.visible(readonly.member_runs(reader, separator, group_id, index), scope, cluster)
+    return visible[-1]["job_id"] if visible else None
 
 
 def array_summary(
@@ -70,12 +64,7 @@ def array_summary(
 ) -> dict[str, Any] | None:
     """The array's summary over the tasks the scope may see, or None when `array_job_id` is no stored
     array's id (or none of its tasks is visible: the same answer)."""
-    rows = [
-        row
-        for row in readonly.array_tasks(reader, array_job_id)
-        if (cluster is None or row["cluster"] == cluster)
-        and visibility.may_see(scope, row["uid"], row["account"])
-    ]
+    rows = visibility.visible(readonly.array_tasks(reader, array_job_id), scope, cluster)
     if not rows:
         return None
     clusters = sorted({row["cluster"] for row in rows})
@@ -105,32 +94,17 @@ def array_summary(
 
 
 def _task(row: dict[str, Any]) -> dict[str, Any]:
-    complete = row["footprints"] == row["nodes"]
     return {
         "task_id": row["array_task_id"],
         "job_id": row["job_id"],
         "restart_count": row["restart_count"],
         "state": row["slurm_state"],
-        "exit_code": row["exit_code"],
-        "signal": row["exit_signal"],
-        "start": iso_z(row["start_s"], "seconds"),
-        "end": iso_z(row["end_s"], "seconds"),
-        "elapsed_s": round(row["end_s"] - row["start_s"], 3),
-        "nodes": row["nodes"],
-        "energy_j": round(row["energy_j"], 3),
-        "facility_energy_j": round(row["facility_energy_j"], 3) if complete else None,
-        "co2e_g": round(row["co2e_g"], 4) if complete else None,
+        **job_list.ended_run(row),
     }
 
 
-def _energy_unit(largest_j: float) -> tuple[str, float]:
-    """One unit for a column of energies, chosen by its largest value: J, Wh or kWh."""
-    units = (("kWh", 3.6e6), ("Wh", 3600.0))
-    return next(((unit, per) for unit, per in units if largest_j >= per), ("J", 1.0))
-
-
 def _total(tasks: list[dict[str, Any]], key: str) -> float:
-    return round(sum(task[key] for task in tasks), 4)
+    return figures.kept(sum(task[key] for task in tasks))
 
 
 def text(document: dict[str, Any]) -> str:
@@ -139,7 +113,9 @@ def text(document: dict[str, Any]) -> str:
 
     from slurm_plugin.query.job_summary_text import duration
 
-    unit, per = _energy_unit(max(task["energy_j"] for task in document["tasks"]))
+    tasks = document["tasks"]
+    unit, energies = figures.unit_column([task["energy_j"] for task in tasks], figures.ENERGY_UNITS)
+    co2e = figures.column([task["co2e_g"] for task in tasks])
     rows = [
         [
             f"{document['array_job_id']}_{task['task_id']}",
@@ -147,22 +123,22 @@ def text(document: dict[str, Any]) -> str:
             task["state"] or "-",
             "-" if task["exit_code"] is None else f"{task['exit_code']}:{task['signal']}",
             duration(task["elapsed_s"]),
-            f"{task['energy_j'] / per:.3g}",
-            "-" if task["co2e_g"] is None else f"{task['co2e_g']:.3g}",
+            energy,
+            grams,
         ]
-        for task in document["tasks"]
+        for task, energy, grams in zip(tasks, energies, co2e, strict=True)
     ]
     headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", unit, "CO2e g"]
     totals = document["totals"]
     states = ", ".join(f"{count} {state}" for state, count in document["states"].items())
-    co2e = "-" if totals["co2e_g"] is None else f"{totals['co2e_g']:.3g} g CO2e"
+    total_co2e = "-" if totals["co2e_g"] is None else f"{figures.mass(totals['co2e_g'])} CO2e"
     most = document["most_energy"]
     head = f"array {document['array_job_id']} on cluster {document['cluster']}: {totals['tasks']} tasks"
     return "\n".join(
         [
             f"{head} ({states})",
             tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
-            f"total: {totals['energy_j'] / per:.3g} {unit} IT, {co2e}, {duration(totals['elapsed_s'])} "
-            f"of task time; most energy: task {most['task_id']} ({most['energy_j'] / per:.3g} {unit})",
+            f"total: {figures.energy(totals['energy_j'])} IT, {total_co2e}, {duration(totals['elapsed_s'])} "
+            f"of task time; most energy: task {most['task_id']} ({figures.energy(most['energy_j'])})",
         ]
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.accounting.footprint import J_PER_KWH
 from slurm_plugin.query import visibility
 from slurm_plugin.query.job_summary import QUALITY, RUNGS
@@ -48,11 +49,30 @@ def state_name(text: str) -> str:
 MAX_LIMIT = 10_000
 MAX_VALUES = 50  # names in one filter
 CSV_COLUMNS = (
-    "cluster", "job_id", "restart_count", "user", "account", "partition", "state", "slurm_state",
-    "exit_code", "signal", "job_name", "start", "end",
-    "elapsed_s", "nodes", "energy_j", "facility_energy_j", "co2e_g", "effective_g_per_kwh", "quality",
-    "coverage_fraction", "partial",
-)  # fmt: skip
+    "cluster",
+    "job_id",
+    "restart_count",
+    "user",
+    "account",
+    "partition",
+    "state",
+    "slurm_state",
+    "exit_code",
+    "signal",
+    "job_name",
+    "start",
+    "end",
+    "elapsed_s",
+    "nodes",
+    "energy_j",
+    "facility_energy_j",
+    "co2e_g",
+    "effective_g_per_kwh",
+    "quality",
+    "coverage_fraction",
+    "partial",
+    "run",
+)  # fmt: skip  (run last: columns scripts read by position keep theirs)
 
 
 @dataclass(frozen=True)
@@ -147,7 +167,7 @@ def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str,
             "jobs": totals["jobs"],
             "energy_j": round(totals["energy_j"], 3),
             "facility_energy_j": round(totals["facility_energy_j"], 3),
-            "co2e_g": round(totals["co2e_g"], 4),
+            "co2e_g": figures.kept(totals["co2e_g"]),
         },
     }
 
@@ -160,21 +180,14 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "cluster": row["cluster"],
         "job_id": row["job_id"],
         "restart_count": row["restart_count"],
+        "run": row["run"],
         "user": row["user_name"],
         "account": row["account"],
         "partition": row["partition"],
         "state": "completed",
         "slurm_state": row["slurm_state"],
-        "exit_code": row["exit_code"],
-        "signal": row["exit_signal"],
         "job_name": row["job_name"],
-        "start": iso_z(row["start_s"], "seconds"),
-        "end": iso_z(row["end_s"], "seconds"),
-        "elapsed_s": round(row["end_s"] - row["start_s"], 3),
-        "nodes": row["nodes"],
-        "energy_j": round(row["energy_j"], 3),
-        "facility_energy_j": round(facility, 3) if complete and facility is not None else None,
-        "co2e_g": round(co2e, 4) if complete and co2e is not None else None,
+        **ended_run(row),
         "effective_g_per_kwh": round(co2e / (facility / J_PER_KWH), 3) if complete and facility else None,
         "quality": QUALITY.get(rung or "", None) if complete else None,
         "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
@@ -182,12 +195,22 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-HEADERS = ("JobID", "User", "Account", "Partition", "State", "Start", "Elapsed", "Nodes", "kWh", "CO2e g",
-           "g/kWh", "Intensity", "Cover")  # fmt: skip
-# The default table fits 100 columns with everyday names; --wide adds where, how many and how sure.
-NARROW = tuple(
-    i for i, name in enumerate(HEADERS) if name not in {"Partition", "Nodes", "g/kWh", "Intensity"}
-)
+def ended_run(row: dict[str, Any]) -> dict[str, Any]:
+    """How a stored run ended and what it used, as a listed job and an array task both show it (a
+    `readonly` listing row); the footprint figures only once every node's part has one."""
+    facility, co2e = row["facility_energy_j"], row["co2e_g"]
+    complete = row["footprints"] == row["nodes"]
+    return {
+        "exit_code": row["exit_code"],
+        "signal": row["exit_signal"],
+        "start": iso_z(row["start_s"], "seconds"),
+        "end": iso_z(row["end_s"], "seconds"),
+        "elapsed_s": round(row["end_s"] - row["start_s"], 3),
+        "nodes": row["nodes"],
+        "energy_j": round(row["energy_j"], 3),
+        "facility_energy_j": round(facility, 3) if complete and facility is not None else None,
+        "co2e_g": figures.kept(co2e) if complete and co2e is not None else None,
+    }
 
 
 def _job_id(job: dict[str, Any]) -> str:
@@ -199,29 +222,57 @@ def _signal(job: dict[str, Any]) -> str:
     return "-" if job["exit_code"] is None else f"{job['exit_code']}:{job['signal']}"
 
 
-# `--fields`, as `sacct --format`: name -> (header, the cell of a job in the site's time zone)
-FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], dt.tzinfo], str]]] = {
-    "jobid": ("JobID", lambda job, tz: _job_id(job)),
-    "user": ("User", lambda job, tz: job["user"]),
-    "account": ("Account", lambda job, tz: job["account"] or ""),
-    "partition": ("Partition", lambda job, tz: job["partition"] or ""),
-    "state": ("State", lambda job, tz: job["slurm_state"] or job["state"].upper()),
-    "exit_code": ("ExitCode", lambda job, tz: _signal(job)),
-    "name": ("JobName", lambda job, tz: printable(job["job_name"] or "", 24)),
-    "start": ("Start", lambda job, tz: local(job["start"], tz, "%Y-%m-%d %H:%M")),
-    "end": ("End", lambda job, tz: local(job["end"], tz, "%Y-%m-%d %H:%M")),
-    "elapsed": ("Elapsed", lambda job, tz: duration(job["elapsed_s"])),
-    "nodes": ("Nodes", lambda job, tz: str(job["nodes"])),
-    "energy_kwh": ("kWh", lambda job, tz: f"{job['energy_j'] / J_PER_KWH:.3g}"),
-    "energy_j": ("J", lambda job, tz: f"{job['energy_j']:.3g}"),
-    "co2e_g": ("CO2e g", lambda job, tz: "-" if job["co2e_g"] is None else f"{job['co2e_g']:.3g}"),
-    "g_per_kwh": (
+def _cover(job: dict[str, Any]) -> str:
+    return f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"
+
+
+def _when(key: str) -> Callable[[dict[str, Any], dt.tzinfo], str]:
+    return lambda job, tz: local(job[key], tz, "%Y-%m-%d %H:%M")
+
+
+Cell = Callable[[dict[str, Any], dt.tzinfo], str | float | None]
+
+
+@dataclass(frozen=True)
+class Field:
+    """A `--fields` column: its header, its cell (a number is formatted with the whole column, to one
+    precision by `figures.column`), and for "energy" the units its header picks from."""
+
+    header: str
+    cell: Cell
+    units: figures.Units | None = None
+
+
+# `--fields`, as `sacct --format`: name -> its column, cells in the site's time zone
+FIELDS: dict[str, Field] = {
+    "jobid": Field("JobID", lambda job, tz: _job_id(job)),
+    "user": Field("User", lambda job, tz: job["user"]),
+    "account": Field("Account", lambda job, tz: job["account"] or ""),
+    "partition": Field("Partition", lambda job, tz: job["partition"] or ""),
+    "state": Field("State", lambda job, tz: job["slurm_state"] or job["state"].upper()),
+    "exit_code": Field("ExitCode", lambda job, tz: _signal(job)),
+    "name": Field("JobName", lambda job, tz: printable(job["job_name"] or "", 24)),
+    "start": Field("Start", _when("start")),
+    "end": Field("End", _when("end")),
+    "elapsed": Field("Elapsed", lambda job, tz: duration(job["elapsed_s"])),
+    "nodes": Field("Nodes", lambda job, tz: str(job["nodes"])),
+    "energy": Field("", lambda job, tz: job["energy_j"], figures.ENERGY_UNITS),  # header: the unit
+    "energy_kwh": Field("kWh", lambda job, tz: job["energy_j"] / J_PER_KWH),
+    "energy_j": Field("J", lambda job, tz: job["energy_j"]),
+    "co2e_g": Field("CO2e g", lambda job, tz: job["co2e_g"]),
+    "g_per_kwh": Field(
         "g/kWh",
         lambda job, tz: "-" if job["effective_g_per_kwh"] is None else f"{job['effective_g_per_kwh']:.0f}",
     ),
-    "quality": ("Intensity", lambda job, tz: job["quality"] or "-"),
-    "coverage": ("Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"),
+    "quality": Field("Intensity", lambda job, tz: job["quality"] or "-"),
+    "coverage": Field(
+        "Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"
+    ),
 }
+# The default table fits 100 columns with everyday names; --wide adds where, how many and how sure.
+WIDE = ("jobid", "user", "account", "partition", "state", "start", "elapsed", "nodes", "energy", "co2e_g",
+        "g_per_kwh", "quality", "coverage")  # fmt: skip
+NARROW = tuple(name for name in WIDE if name not in {"partition", "nodes", "g_per_kwh", "quality"})
 
 
 def field_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -232,6 +283,18 @@ def field_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name.lower() for name in names)
 
 
+def _column(field: Field, jobs: list[dict[str, Any]], tz: dt.tzinfo) -> tuple[str, list[str], str]:
+    """A column's header, cells and alignment: text as it is (left), numbers to one precision and one
+    unit (right)."""
+    values = [field.cell(job, tz) for job in jobs]
+    if all(isinstance(v, str) for v in values):
+        return field.header, [str(v) for v in values], "left"
+    numbers = [None if isinstance(v, str) else v for v in values]
+    if field.units is not None:
+        return (*figures.unit_column(numbers, field.units), "right")
+    return field.header, figures.column(numbers), "right"
+
+
 def table(
     document: dict[str, Any], tz: dt.tzinfo = dt.UTC, wide: bool = False, fields: tuple[str, ...] = ()
 ) -> str:
@@ -239,42 +302,20 @@ def table(
     names) choose the columns, else the default or `wide` set."""
     from tabulate import tabulate
 
-    if fields:
-        headers = [FIELDS[name][0] for name in fields]
-        rows = [[FIELDS[name][1](job, tz) for name in fields] for job in document["jobs"]]
-    else:
-        shown_columns = range(len(HEADERS)) if wide else NARROW
-        headers = [HEADERS[i] for i in shown_columns]
-        rows = [[row[i] for i in shown_columns] for row in (_table_row(job, tz) for job in document["jobs"])]
+    jobs = document["jobs"]
+    columns = [_column(FIELDS[name], jobs, tz) for name in fields or (WIDE if wide else NARROW)]
+    headers = [header for header, _, _ in columns]
+    rows = [list(row) for row in zip(*(cells for _, cells, _ in columns), strict=True)]
     totals = document["totals"]
-    shown = len(document["jobs"])
-    more = f" (showing the newest {shown}; --limit 0 for all)" if document["truncated"] else ""
+    more = f" (showing the newest {len(jobs)}; --limit 0 for all)" if document["truncated"] else ""
     footer = (
-        f"{totals['jobs']} jobs{more}: {totals['energy_j'] / J_PER_KWH:.3f} kWh IT, "
-        f"{totals['facility_energy_j'] / J_PER_KWH:.3f} kWh facility, {totals['co2e_g'] / 1000:.3f} kg CO2e"
+        f"{totals['jobs']} jobs{more}: {figures.energy(totals['energy_j'])} IT, "
+        f"{figures.energy(totals['facility_energy_j'])} facility, {figures.mass(totals['co2e_g'])} CO2e"
     )
     if not rows:
         return f"no jobs match\n{footer}"
-    body = tabulate(rows, headers=headers, disable_numparse=True, stralign="left")
+    body = tabulate(rows, headers=headers, disable_numparse=True, colalign=[a for _, _, a in columns])
     return f"{body}\n{footer}"
-
-
-def _table_row(job: dict[str, Any], tz: dt.tzinfo) -> list[str]:
-    return [
-        FIELDS["jobid"][1](job, tz),
-        job["user"],
-        job["account"] or "",
-        job["partition"] or "",
-        job["slurm_state"] or job["state"].upper(),
-        local(job["start"], tz, "%Y-%m-%d %H:%M"),
-        duration(job["elapsed_s"]),
-        str(job["nodes"]),
-        f"{job['energy_j'] / J_PER_KWH:.4f}",
-        "-" if job["co2e_g"] is None else f"{job['co2e_g']:.2f}",
-        "-" if job["effective_g_per_kwh"] is None else f"{job['effective_g_per_kwh']:.0f}",
-        job["quality"] or "-",
-        f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}",
-    ]
 
 
 def csv_text(document: dict[str, Any]) -> str:

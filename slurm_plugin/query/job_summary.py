@@ -13,16 +13,16 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
 from slurm_plugin.methods import ORDER
-from slurm_plugin.query import visibility
+from slurm_plugin.query import visibility, what_if
 from slurm_plugin.storage import readonly
 from slurm_plugin.storage.readonly import QueryError, Reader
 from slurm_plugin.times import iso_z
 
 SCHEMA = "jobcarbon/job-summary/1"
 COLUMNS = 40  # sparkline width
-AROUND_S = 12 * 3600.0  # greenest/dirtiest: the intensity series within ±12 h of the job's midpoint
 # Passenger-car emissions per km: the EEA's 2024 average for new cars (provisional data), the value
 # carbontracker 2.4.3 ships in carbontracker/emissions/conversion/co2eq.csv.
 CAR_G_PER_KM = 106.8
@@ -41,8 +41,9 @@ __all__ = ["RUNGS", "SCHEMA", "JobNotFound", "JobNotMeasured", "build", "job_sum
 class JobNotFound(QueryError):
     """No such job, or not one the caller may see: the same answer, so a refusal reveals nothing."""
 
-    def __init__(self, job_id: int):
-        super().__init__(f"no job {job_id} in the jobcarbon database")
+    def __init__(self, job_id: int, run: str | None = None):
+        which = f" (run {run!r})" if run is not None else ""
+        super().__init__(f"no job {job_id}{which} in the jobcarbon database")
         self.job_id = job_id
 
 
@@ -51,39 +52,42 @@ class JobNotMeasured(QueryError):
 
 
 def job_summary(
-    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None, run: str | None = None
 ) -> dict[str, Any]:
-    """The summary document of the latest run of a finished job the scope may see."""
-    runs = [
-        run
-        for run in readonly.job_runs(reader, job_id)
-        if (cluster is None or run["cluster"] == cluster)
-        and visibility.may_see(scope, run["uid"], run["account"])
-    ]
-    if not runs:
-        raise JobNotFound(job_id)
-    job = runs[-1]
+    """The summary document of a finished job the scope may see: its run `run`, else the latest; the
+    other runs of the id it may see (requeues, and other jobs Slurm gave the same id) are listed."""
+    runs = visibility.visible(readonly.job_runs(reader, job_id), scope, cluster)
+    chosen = [found for found in runs if run is None or found["run"] == run]
+    if not chosen:
+        raise JobNotFound(job_id, run)
+    job = chosen[-1]
     parts = readonly.job_parts(reader, job["id"])
     if not parts:
         raise JobNotFound(job_id)
     if all(p["total_j"] == 0 and p["coverage_fraction"] == 0 for p in parts):
         why = next(iter(n for p in parts for n in p["notes"] + p["partial_reasons"]), "no samples")
         raise JobNotMeasured(f"job {job_id} ran but jobcarbon measured nothing: {why}")
-    others = [(r["cluster"], r["restart_count"]) for r in runs[:-1]]
+    others = [other_run(r) for r in runs if r["id"] != job["id"]]
     return build(job, parts, intensity_around(reader, job, parts), others)
+
+
+def other_run(job: dict[str, Any]) -> dict[str, Any]:
+    """Another run of the shown job's id, as `other_runs` lists it (`jobcarbon ID --run RUN` shows it)."""
+    keys = ("cluster", "restart_count", "run")
+    return {key: job[key] for key in keys} | {"start": iso_z(job["start_s"], "seconds")}
 
 
 def intensity_around(
     reader: Reader, job: dict[str, Any], parts: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The stored series of the job's zone within AROUND_S of its midpoint (none without a zone)."""
+    """The stored series of the job's zone that the what-if reads (`what_if.fetch_range`; none without a
+    zone)."""
     zone = next(
         (p["footprint"]["zone"] for p in parts if p["footprint"] and p["footprint"].get("zone")), None
     )
     if zone is None:
         return []
-    middle = (job["start_s"] + job["end_s"]) / 2
-    return readonly.intensity_between(reader, zone, middle - AROUND_S, middle + AROUND_S)
+    return readonly.intensity_between(reader, zone, *what_if.fetch_range(job["start_s"], job["end_s"]))
 
 
 SLURM_NUMBERS = (
@@ -95,7 +99,7 @@ def build(
     job: dict[str, Any],
     parts: Sequence[dict[str, Any]],
     around: Sequence[dict[str, Any]] = (),
-    other_runs: Sequence[tuple[str, int]] = (),
+    other_runs: Sequence[dict[str, Any]] = (),
     state: str = "completed",
 ) -> dict[str, Any]:
     """The summary document of one job run: `job` (a jobs row), its parts (job_parts rows with
@@ -114,7 +118,8 @@ def build(
             "cluster": job["cluster"],
             "job_id": job["job_id"],
             "restart_count": job["restart_count"],
-            "other_runs": [{"cluster": c, "restart_count": r} for c, r in other_runs],
+            "run": job.get("run", ""),
+            "other_runs": list(other_runs),
             "user": job["user_name"],
             "uid": job["uid"],
             "account": job["account"],
@@ -128,7 +133,11 @@ def build(
             "coverage": _coverage(parts),
             "power": _power(parts, start_s, end_s),
             "equivalent": _equivalent(carbon),
-            "day_range": _day_range(carbon, around, (start_s + end_s) / 2),
+            "day_range": (
+                what_if.day_range(carbon["facility_energy_j"] / J_PER_KWH, around, start_s, end_s - start_s)
+                if carbon
+                else None
+            ),
             "estimates": _estimates(energy, carbon),
         }
     )
@@ -171,7 +180,7 @@ def _efficiency(
         "mem_requested_bytes": requested,
         "mem_used_fraction": round(peak / requested, 4) if requested else None,
         "idle_cpu_j": round(idle_j, 3),
-        "idle_cpu_co2e_g": round(idle_j * g_per_j, 4) if g_per_j is not None else None,
+        "idle_cpu_co2e_g": figures.kept(idle_j * g_per_j) if g_per_j is not None else None,
     }
 
 
@@ -245,7 +254,7 @@ def _carbon(parts: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "it_energy_j": round(it_j, 3),
         "facility_energy_j": round(facility_j, 3),
         "pue": round(facility_j / it_j, 4) if it_j else None,
-        "co2e_g": round(co2e_g, 4),
+        "co2e_g": figures.kept(co2e_g),
         "effective_g_per_kwh": round(co2e_g / (facility_j / J_PER_KWH), 3) if facility_j else 0.0,
         "zone": next((f["zone"] for f in prints if f.get("zone")), None),
         "sources": sorted({s for f in prints for s in f["sources"]}),
@@ -331,37 +340,9 @@ def _equivalent(carbon: dict[str, Any] | None) -> dict[str, Any] | None:
     if carbon is None:
         return None
     return {
-        "car_km": round(carbon["co2e_g"] / CAR_G_PER_KM, 4),
+        "car_km": figures.round_sig(carbon["co2e_g"] / CAR_G_PER_KM),
         "car_g_per_km": CAR_G_PER_KM,
         "source": CAR_SOURCE,
-    }
-
-
-def _day_range(carbon: dict[str, Any] | None, around: Sequence[dict[str, Any]], middle_s: float) -> Any:
-    """The job's facility energy at the lowest and highest stored intensity of its zone within ±12 h."""
-    if carbon is None or not around:
-        return None
-    slots: dict[float, dict[str, Any]] = {}
-    for slot in around:  # ordered by start then forecast: an actual wins over a forecast of its slot
-        slots.setdefault(slot["start_s"], slot)
-    ranked = sorted(slots.values(), key=lambda s: (s["g_per_kwh"], s["start_s"]))
-    kwh = carbon["facility_energy_j"] / J_PER_KWH
-
-    def at(slot: dict[str, Any]) -> dict[str, Any]:
-        g = slot["g_per_kwh"]
-        return {
-            "start": iso_z(slot["start_s"], "seconds"),
-            "end": iso_z(slot["end_s"], "seconds"),
-            "g_per_kwh": g,
-            "co2e_g": round(kwh * g, 4),
-        }
-
-    return {
-        "window_start": iso_z(middle_s - 12 * 3600, "seconds"),
-        "window_end": iso_z(middle_s + 12 * 3600, "seconds"),
-        "slots": len(slots),
-        "greenest": at(ranked[0]),
-        "dirtiest": at(max(ranked, key=lambda s: (s["g_per_kwh"], -s["start_s"]))),
     }
 
 

@@ -9,7 +9,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from slurm_plugin.accounting.footprint import J_PER_KWH
+from slurm_plugin import figures
+from slurm_plugin.figures import energy as joules
+from slurm_plugin.figures import mass as grams
 from slurm_plugin.query.job_summary import mig_suffix
 from slurm_plugin.times import utc
 
@@ -36,7 +38,7 @@ def _efficiency_lines(use: dict[str, Any]) -> list[str]:
     cores = f"{use['cpu_efficiency']:.0%} ({used} CPU of {held} core time)"
     idle = joules(use["idle_cpu_j"])
     if use.get("idle_cpu_co2e_g") is not None:
-        idle += f", {use['idle_cpu_co2e_g']:.2g} g CO2e"
+        idle += f", {grams(use['idle_cpu_co2e_g'])} CO2e"
     memory = f"{use['mem_peak_bytes'] / 2**30:.3g} GiB peak"
     if use.get("mem_requested_bytes"):
         memory += (
@@ -64,10 +66,11 @@ def _progress_lines(s: dict[str, Any]) -> list[str]:
 def _header(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
     runs = ""
     if s["other_runs"]:
-        runs = f" (run {s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
+        runs = f" (run {s['run'] or s['restart_count']}; {len(s['other_runs'])} other run(s) not included)"
     slurm = s.get("slurm") or {}
     return [
         f"job {s['job_id']} on cluster {s['cluster']}: {_state(s['state'], slurm)}{runs}",
+        *_other_runs(s, tz),
         *([_row("name", printable(slurm["job_name"]))] if slurm.get("job_name") else []),
         *([_row("array", _array(slurm))] if slurm.get("array_job_id") is not None else []),
         _row("user", f"{s['user']} (uid {s['uid']})"),
@@ -103,27 +106,43 @@ def printable(text: str, limit: int = 64) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+def _other_runs(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
+    """The id's other runs (requeues; other jobs Slurm gave the id), each with how to show it."""
+    lines = [
+        _row("other run", f"{o['run'] or o['restart_count']}, started {local(o['start'], tz)}")
+        for o in s["other_runs"]
+    ]
+    if lines:
+        lines.append(_row("", f"show one with: jobcarbon {s['job_id']} --run RUN"))
+    return lines
+
+
 def _row(label: str, value: str) -> str:
     return f"  {label:<11} {value}"
 
 
 def _energy_lines(s: dict[str, Any]) -> list[str]:
+    """One row per component, all in one unit (the largest value's), lined up on the decimal point."""
     energy, carbon = s["energy"], s["carbon"]
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, float | None, str]] = []
     for name in ("cpu", "dram"):
         if energy[name]:
-            rows.append((name.upper(), joules(energy[name]["joules"]), _flag(energy[name]["method"])))
+            rows.append((name.upper(), energy[name]["joules"], _flag(energy[name]["method"])))
         else:
-            rows.append((name.upper(), "-", "not measured"))
+            rows.append((name.upper(), None, "not measured"))
     for gpu in energy["gpus"]:
         label = f"GPU {gpu['model']}{mig_suffix(gpu)} ×{gpu['count']}"
-        rows.append((label, joules(gpu["joules"]), _flag(gpu["method"])))
-    rows.append(("IT energy", joules(energy["total_j"]), ""))
+        rows.append((label, gpu["joules"], _flag(gpu["method"])))
+    rows.append(("IT energy", energy["total_j"], ""))
     if carbon and carbon["pue"]:
-        rows.append((f"facility (PUE {carbon['pue']:.2f})", joules(carbon["facility_energy_j"]), ""))
+        rows.append((f"facility (PUE {carbon['pue']:.2f})", carbon["facility_energy_j"], ""))
+    unit, cells = figures.unit_column([r[1] for r in rows], figures.ENERGY_UNITS)
     width = max(len(r[0]) for r in rows)
-    value_width = max(len(r[1]) for r in rows)
-    return ["energy"] + [f"  {a:<{width}}  {b:>{value_width}}  {c}".rstrip() for a, b, c in rows]
+    value_width = max(len(c) for c in cells)
+    return [f"energy ({unit})"] + [
+        f"  {label:<{width}}  {cell:>{value_width}}  {flag}".rstrip()
+        for (label, _, flag), cell in zip(rows, cells, strict=True)
+    ]
 
 
 def _flag(method: str | None) -> str:
@@ -155,7 +174,7 @@ def _carbon_lines(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
         lines.append(_row("power", f"{spark}  peak {power['peak_w']:.0f} W, mean {power['mean_w']:.0f} W"))
     if s["equivalent"]:
         eq = s["equivalent"]
-        by_car = f"≈ {_number(eq['car_km'])} km by car ({eq['car_g_per_km']} g/km: {eq['source']})"
+        by_car = f"≈ {figures.sig(eq['car_km'])} km by car ({eq['car_g_per_km']} g/km: {eq['source']})"
         lines.append(_row("equals", by_car))
     if s["day_range"]:
         lines += _day_lines(s["day_range"], tz)
@@ -170,15 +189,21 @@ def _quality(carbon: dict[str, Any]) -> str:
 
 
 def _day_lines(day: dict[str, Any], tz: dt.tzinfo) -> list[str]:
-    def slot(name: str) -> str:
+    """The what-if: the same run, as long as the job's, started at the greenest and dirtiest time."""
+    fmt = "%H:%M" if day["duration_s"] < 86400 else "%Y-%m-%d %H:%M"
+
+    def window(name: str) -> str:
         found = day[name]
-        when = local(found["start"], tz, "%H:%M %Z")
+        when = f"{local(found['start'], tz, fmt)}–{local(found['end'], tz, fmt + ' %Z')}"
         return f"{name} {when} at {found['g_per_kwh']:.0f} g/kWh: {grams(found['co2e_g'])} CO2e"
 
     return [
-        _row("same day", f"the same energy within ±12 h ({day['slots']} intensity slots) would have emitted"),
-        _row("", slot("greenest")),
-        _row("", slot("dirtiest")),
+        _row(
+            "same day",
+            f"the same run started within ±12 h of its start ({day['slots']} intensity slots) would emit",
+        ),
+        _row("", window("greenest")),
+        _row("", window("dirtiest")),
     ]
 
 
@@ -206,28 +231,3 @@ def duration(seconds: float) -> str:
     days, rest = divmod(whole, 86400)
     text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     return f"{days}-{text}" if days else text
-
-
-def _number(value: float) -> str:
-    """Three significant figures, without an exponent."""
-    if value == 0:
-        return "0"
-    digits = max(0, 2 - int(f"{abs(value):e}".split("e")[1]))
-    return f"{value:.{digits}f}"
-
-
-def joules(value: float) -> str:
-    if value < 3600:
-        return f"{_number(value)} J"
-    if value < J_PER_KWH:
-        return f"{_number(value / 3600)} Wh"
-    return f"{_number(value / J_PER_KWH)} kWh"
-
-
-def grams(value: float) -> str:
-    """A mass of CO2e in g, kg or t."""
-    if value < 1000:
-        return f"{_number(value)} g"
-    if value < 1e6:
-        return f"{_number(value / 1000)} kg"
-    return f"{_number(value / 1e6)} t"

@@ -10,6 +10,7 @@ import json
 import zlib
 from typing import Any
 
+from slurm_plugin import figures
 from slurm_plugin.query import job_summary, visibility
 from slurm_plugin.query.job_summary import JobNotFound
 from slurm_plugin.storage import readonly, schema
@@ -20,21 +21,19 @@ RECENT_S = 900.0
 
 
 def summary(
-    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None = None, run: str | None = None
 ) -> dict[str, Any]:
-    """The summary so far of a running job the scope may see; JobNotFound otherwise."""
-    rows = [
-        r
-        for r in readonly.running_parts(reader, job_id)
-        if (cluster is None or r["cluster"] == cluster) and visibility.may_see(scope, r["uid"], r["account"])
-    ]
+    """The summary so far of a running job the scope may see (its run `run`, if given); JobNotFound
+    otherwise."""
+    found = visibility.visible(readonly.running_parts(reader, job_id), scope, cluster)
+    rows = [r for r in found if run is None or r["run"] == run]
     if not rows:
-        raise JobNotFound(job_id)
-    latest = (rows[-1]["cluster"], rows[-1]["restart_count"])
+        raise JobNotFound(job_id, run)
+    latest = (rows[-1]["cluster"], rows[-1]["restart_count"], rows[-1]["run"])
     records = [
         (json.loads(zlib.decompress(r["record_zlib"])), json.loads(r["footprint_json"] or "null"))
         for r in rows
-        if (r["cluster"], r["restart_count"]) == latest
+        if (r["cluster"], r["restart_count"], r["run"]) == latest
     ]
     parts = [_part(record, footprint) for record, footprint in records]
     first = records[0][0]
@@ -42,6 +41,7 @@ def summary(
         "cluster": first["cluster"],
         "job_id": first["job_id"],
         "restart_count": first["restart_count"],
+        "run": latest[2],
         "user_name": first["user"],
         "uid": first["uid"],
         "account": first["account"],
@@ -57,13 +57,25 @@ def summary(
 
 
 def job_or_running(
-    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None
+    reader: Reader, scope: visibility.Scope, job_id: int, cluster: str | None, run: str | None = None
 ) -> dict[str, Any]:
-    """The finished job's summary, else the running job's summary so far."""
+    """The newest run of the id (or run `run`): a finished job's summary, or a running job's so far when
+    that started later (Slurm gave the id again), the finished one then listed among its other runs."""
     try:
-        return job_summary.job_summary(reader, scope, job_id, cluster)
+        finished = job_summary.job_summary(reader, scope, job_id, cluster, run)
     except JobNotFound:
-        return summary(reader, scope, job_id, cluster)
+        return summary(reader, scope, job_id, cluster, run)
+    if run is not None:
+        return finished
+    try:
+        live = summary(reader, scope, job_id, cluster)
+    except JobNotFound:
+        return finished
+    if live["run"] == finished["run"] or live["start"] <= finished["start"]:
+        return finished
+    shown = {key: finished[key] for key in ("cluster", "restart_count", "run", "start")}
+    live["other_runs"] = [shown, *finished["other_runs"]]
+    return live
 
 
 def _facts(slurm: dict[str, Any]) -> dict[str, Any]:
@@ -129,5 +141,5 @@ def project(document: dict[str, Any], time_limit_s: float | None) -> dict[str, A
         "time_limit_s": time_limit_s,
         "recent_power_w": power,
         "energy_j": round(it_j + extra_j, 3),
-        "co2e_g": round((carbon.get("co2e_g") or 0.0) * ratio, 4),
+        "co2e_g": figures.kept((carbon.get("co2e_g") or 0.0) * ratio),
     }

@@ -6,6 +6,7 @@ In `own` visibility mode the database is readable by root only; users' `jobcarbo
 request line, one JSON answer line, then the connection closes:
 
     {"op": "show", "job_id": 123, "cluster": null}  ->  {"ok": true, "summary": {...}}
+    (optionally "run": "start:1767225590", one of the id's runs: Slurm reuses ids)
     ... "member": {"separator": "_", "index": 4}  (123_4; "+" for 123+1)  ->  the same
     {"op": "jobs", "since_s": ..., "until_s": ..., ...}  ->  {"ok": true, "list": {...}}
     {"op": "report", "months": "2026-01..2026-03", "by": "account", ...}  ->  {"ok": true, "report": {...}}

@@ -10,9 +10,13 @@ SQL, for listings, is `storage.readonly.visible_filter`.
 from __future__ import annotations
 
 import pwd
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from slurm_plugin.config import Visibility
+
+Row = TypeVar("Row", bound=dict[str, Any])
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ def scope_for(viewer: Viewer, settings: Visibility) -> Scope:
 
 def may_see(scope: Scope, job_uid: int, account: str | None) -> bool:
     return scope.everything or job_uid == scope.uid or (account is not None and account in scope.accounts)
+
+
+def visible(rows: Iterable[Row], scope: Scope, cluster: str | None = None) -> list[Row]:
+    """The rows (runs, parts, array tasks: anything with `cluster`, `uid` and `account`) on `cluster`
+    (any, when None) that the scope may see, in their order."""
+    return [
+        row
+        for row in rows
+        if (cluster is None or row["cluster"] == cluster) and may_see(scope, row["uid"], row["account"])
+    ]
 
 
 def describe(scope: Scope) -> str:

@@ -17,6 +17,19 @@ class JobUsage:
     cpu_s: float  # cumulative CPU time of every process the job ever ran
     memory_bytes: int | None  # memory in use less droppable page cache; None: no memory controller
     cpus: frozenset[int]  # the CPUs its cpuset confines it to; empty when none does (ConstrainCores=no)
+    memory_limit_bytes: int | None = None  # what it holds (ConstrainRAMSpace=yes); None: no limit set
+
+
+UNLIMITED = 2**62  # v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on x86-64)
+
+
+def memory_limit(text: str) -> int | None:
+    """A cgroup memory limit file's value ("max" on v2, a huge number on v1 when unlimited) in bytes."""
+    value = text.strip()
+    if value == "max":
+        return None
+    limit = int(value)
+    return limit if 0 < limit < UNLIMITED else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined, memory_limit
 from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 CPUACCT_MOUNTS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
@@ -33,14 +33,16 @@ class V1JobCgroup:
         # Slurm's top directory (<prepend>[_<node>]): a job whose cpuset is the same is not confined.
         self._slurm_cpuset_paths = tuple(str(cpuset.parent.parent / name) for name in CPUSET_FILES)
         self._cpus: frozenset[int] = frozenset()
+        self._limit: int | None = None  # memory.limit_in_bytes, re-read with the cpuset
         self._reads = 0
 
     def read(self) -> JobUsage:
         cpu_ns = read_int(self._usage)
         if self._reads % self.CPUSET_EVERY == 0:
             self._cpus = confined(_read_cpus(self._cpuset_paths), _read_cpus(self._slurm_cpuset_paths))
+            self._limit = _limit(str(self.memory / "memory.limit_in_bytes"))
         self._reads += 1
-        return JobUsage(cpu_ns / 1e9, _memory(*self._memory_paths), self._cpus)
+        return JobUsage(cpu_ns / 1e9, _memory(*self._memory_paths), self._cpus, self._limit)
 
 
 def _read_cpus(paths: tuple[str, ...]) -> frozenset[int]:
@@ -51,6 +53,14 @@ def _read_cpus(paths: tuple[str, ...]) -> frozenset[int]:
         except FileNotFoundError:
             continue
     return frozenset()
+
+
+def _limit(path: str) -> int | None:
+    """The job's memory limit; None without a memory cgroup or when it is unlimited."""
+    try:
+        return memory_limit(read_text(path))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _memory(usage_path: str, stat_path: str) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, confined, memory_limit
 from slurm_plugin.sensors.files import flat_keyed, parse_cpulist, read_int, read_text
 
 
@@ -26,10 +26,13 @@ class V2JobCgroup:
         self._memory_stat = str(path / "memory.stat")
         self._cpuset = str(path / "cpuset.cpus.effective")
         self._scope_cpus: frozenset[int] | None = None
+        self._limit: tuple[int | None] | None = None  # memory.max, read once: Slurm sets it at start
 
     def read(self) -> JobUsage:
         usage_us = flat_keyed(read_text(self._cpu_stat), "usage_usec")
-        return JobUsage(usage_us / 1e6, self._memory(), self._cpus())
+        if self._limit is None:
+            self._limit = (_limit(str(self.path / "memory.max")),)
+        return JobUsage(usage_us / 1e6, self._memory(), self._cpus(), self._limit[0])
 
     def _memory(self) -> int | None:
         """None when the memory controller is not enabled for the job's subtree (no memory.* files)."""
@@ -45,6 +48,14 @@ class V2JobCgroup:
         if self._scope_cpus is None:
             self._scope_cpus = _cpuset(str(self.path.parent / "cpuset.cpus.effective"))
         return confined(_cpuset(self._cpuset), self._scope_cpus)
+
+
+def _limit(path: str) -> int | None:
+    """The job's memory limit; None where the memory controller is off for it or no limit is set."""
+    try:
+        return memory_limit(read_text(path))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _cpuset(path: str) -> frozenset[int]:

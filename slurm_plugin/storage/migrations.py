@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from slurm_plugin import record
 from slurm_plugin.storage import packed_timeline, schema, writer_functions
 from slurm_plugin.storage.backend import Backend
+from slurm_plugin.storage.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,49 @@ def _digest_parts(db: Backend) -> None:
                 continue
             db.execute(schema.SET_PART_DIGEST, {"id": part_id, "content_sha256": content})
         after = rows[-1][0]
+
+
+def _rebuild_jobs_sqlite(db: Backend) -> None:
+    """Version 11 on SQLite, which cannot change a table's UNIQUE key in place: the jobs table rebuilt
+    (schema.jobs_table) with every row and id, its indexes re-created from their stored text. A column
+    the new table lacks stops the upgrade rather than being dropped. The backend turned foreign keys off
+    for the schema change (SQLite's documented rebuild), so job_parts keeps its rows; checked before
+    commit."""
+    indexes = [row[0] for row in db.execute(_JOBS_INDEXES).fetchall()]
+    columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)").fetchall()]
+    db.ddl(schema.jobs_table("jobs_v11"))
+    kept = {row[1] for row in db.execute("PRAGMA table_info(jobs_v11)").fetchall()}
+    if lost := [column for column in columns if column not in kept]:
+        raise StoreError(f"{db.where}: migration 11 would drop jobs columns {lost}; upgrade stopped")
+    names = ", ".join(columns)
+    db.execute(f"INSERT INTO jobs_v11 ({names}) SELECT {names} FROM jobs")  # noqa: S608 - the table's own
+    db.ddl("DROP TABLE jobs")
+    db.ddl("ALTER TABLE jobs_v11 RENAME TO jobs")
+    for sql in indexes:
+        db.ddl(sql)
+    if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+        raise StoreError(f"{db.where}: migration 11 left job parts without their job; upgrade stopped")
+
+
+_JOBS_INDEXES = "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
+
+
+def _rekey_jobs_postgres(db: Backend) -> None:
+    """Version 11 on PostgreSQL: the run column added, the old (cluster, job_id, restart_count) key
+    dropped by whatever name it was given, the new key added; rows and ids stay as they are."""
+    db.ddl(f"ALTER TABLE jobs ADD COLUMN {' '.join(schema.RUN_COLUMN)}")
+    old = db.execute(_OLD_JOB_KEY).fetchall()
+    for (name,) in old:
+        db.ddl(f'ALTER TABLE jobs DROP CONSTRAINT "{name}"')
+    db.ddl(f"ALTER TABLE jobs ADD CONSTRAINT jobs_run_key UNIQUE ({schema.JOB_KEY})")
+
+
+# The unique constraint on exactly (cluster, job_id, restart_count), however PostgreSQL named it.
+_OLD_JOB_KEY = """SELECT c.conname FROM pg_catalog.pg_constraint c
+WHERE c.conrelid = 'jobs'::regclass AND c.contype = 'u'
+  AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a
+       WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey))
+      = ARRAY['cluster', 'job_id', 'restart_count']"""
 
 
 MIGRATIONS: list[Migration] = [
@@ -169,6 +213,21 @@ MIGRATIONS: list[Migration] = [
             *(f"ALTER TABLE jobs ADD COLUMN {name} {kind}" for name, kind in schema.JOB_FACTS),
             "CREATE INDEX jobs_array ON jobs (array_job_id, array_task_id)",
             "CREATE INDEX jobs_state_end ON jobs (slurm_state, end_s)",
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
+    # Slurm reuses job ids (MaxJobId wraps to FirstJobId; a controller state reset starts again), so a job
+    # is one run (slurm_plugin/runs.py): jobs keyed by (cluster, job_id, restart_count, run, uid), each
+    # part and running snapshot with its record's run. Rows stored before keep their ids and get the
+    # legacy run ''; none is merged or dropped. PostgreSQL's functions again, for the new statements.
+    Migration(
+        11,
+        "jobs keyed by their run and user: Slurm reuses job ids",
+        (
+            OnlyOn("sqlite", _rebuild_jobs_sqlite),
+            OnlyOn("postgresql", _rekey_jobs_postgres),
+            f"ALTER TABLE job_parts ADD COLUMN {' '.join(schema.RUN_COLUMN)}",
+            f"ALTER TABLE running_parts ADD COLUMN {' '.join(schema.RUN_COLUMN)}",
             OnlyOn("postgresql", writer_functions.create),
         ),
     ),

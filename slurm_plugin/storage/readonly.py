@@ -75,8 +75,8 @@ class Reader:
 # --- one job ----------------------------------------------------------------------------------------
 
 _FACTS = ", ".join(name for name, _ in schema.JOB_FACTS)
-_RUNS = f"""SELECT id, cluster, job_id, restart_count, user_name, uid, account, partition, start_s, end_s,
-    {_FACTS}
+_RUNS = f"""SELECT id, cluster, job_id, restart_count, run, user_name, uid, account, partition, start_s,
+    end_s, {_FACTS}
 FROM jobs WHERE job_id = ? ORDER BY end_s, id"""  # noqa: S608 - schema's constant column names
 
 _PARTS = """SELECT id, node, start_s, end_s, elapsed_s, cpu_count, gpus_json, cpu_j, cpu_method, dram_j,
@@ -86,7 +86,7 @@ FROM job_parts WHERE job = ? ORDER BY node"""
 _INTENSITY = """SELECT start_s, end_s, g_per_kwh, source, forecast FROM intensity
 WHERE zone = ? AND start_s < ? AND end_s > ? ORDER BY start_s, forecast, source"""
 
-_RUNNING = """SELECT cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
+_RUNNING = """SELECT cluster, job_id, restart_count, run, node, uid, account, updated_s, record_zlib,
     footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
 
 
@@ -229,10 +229,10 @@ class JobSelection:
 # backwards, stops after :limit rows); only those jobs are then joined with their parts and footprints.
 # Grouping the whole join instead made SQLite scan every job in rowid order.
 _LIST = """WITH picked AS MATERIALIZED (
-    SELECT j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
+    SELECT j.id, j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.account, j.partition,
         j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
     FROM jobs j WHERE {where} ORDER BY j.end_s DESC, j.id DESC LIMIT :limit)
-SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition,
+SELECT j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.account, j.partition,
     j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal, COUNT(p.id) AS nodes,
     SUM(p.total_j) AS energy_j,
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
@@ -241,8 +241,8 @@ SELECT j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.pa
     MAX({rung_rank}) AS rung_rank
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
-GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.user_name, j.uid, j.account, j.partition, j.start_s,
-    j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
+GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.account, j.partition,
+    j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
 ORDER BY j.end_s DESC, j.id DESC"""
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,

@@ -50,7 +50,23 @@ JOB_FACTS = (
     ("submit_s", "DOUBLE PRECISION"),
 )
 
-# A part's key is (cluster, job_id, restart_count, node) through its job row: UNIQUE (job, node).
+# Version 11: a job is one run of a Slurm job id (slurm_plugin/runs.py); Slurm reuses ids, so the run and
+# the user are in the key, and a row of a release before is the legacy run ''. The table is rebuilt from
+# JOBS with JOB_FACTS and RUN_COLUMN added (migrations.py), so JOBS stays as version 1 created it.
+RUN_COLUMN = ("run", "TEXT NOT NULL DEFAULT ''")
+JOB_KEY_BEFORE_RUNS = "UNIQUE (cluster, job_id, restart_count)"
+JOB_KEY = "cluster, job_id, restart_count, run, uid"
+
+
+def jobs_table(name: str) -> str:
+    """The jobs table of version 11 under `name`: version 1's columns, JOB_FACTS, the run, its key."""
+    added = "".join(f"{column} {kind},\n    " for column, kind in (*JOB_FACTS, RUN_COLUMN))
+    table = JOBS.replace("CREATE TABLE jobs", f"CREATE TABLE {name}")
+    return table.replace(JOB_KEY_BEFORE_RUNS, f"{added}UNIQUE ({JOB_KEY})")
+
+
+# A part's key is (cluster, job_id, restart_count, uid, node, run) through its job row: UNIQUE (job, node).
+# Its run is its own record's (version 11): a job joined from `seen:` parts has one per node.
 JOB_PARTS = """
 CREATE TABLE job_parts (
     id INTEGER PRIMARY KEY,
@@ -186,18 +202,21 @@ CREATE TABLE footprint_months (
 
 # The job as a scalar subquery, not a join: the writer function keeps one plan of its EXISTS check per
 # session, and for a join planned while job_parts held a page or two PostgreSQL chose a sequential scan,
-# which then read every part for each record stored.
+# which then read every part for each record stored. Since version 11 the jobs of one id, restart and user
+# are a few (one per reuse of the id): found through the key's index, each one's part by a scalar
+# subquery through UNIQUE (job, node) (an IN or a join again planned a sequential scan).
 FIND_PART = """
-SELECT p.id FROM job_parts p
-WHERE p.job = (SELECT j.id FROM jobs j
-        WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count)
-    AND p.node = :node"""
+SELECT id FROM (
+    SELECT (SELECT p.id FROM job_parts p WHERE p.job = j.id AND p.node = :node AND p.run = :run) AS id
+    FROM jobs j
+    WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count AND j.uid = :uid
+) found WHERE id IS NOT NULL"""
 
 # A stored part's content digest (record.digest), to tell a redelivery from a conflicting record with the
 # same key; the record itself is read only where the caller may read parts (not PostgreSQL's writer).
 PART_DIGEST = f"SELECT content_sha256 FROM job_parts WHERE id = ({FIND_PART})"  # noqa: S608 - constants
 PART_RECORD = f"SELECT record_zlib FROM job_parts WHERE id = ({FIND_PART})"  # noqa: S608 - constants
-# Version 11: each part's content digest, filled for the parts stored before (migrations.py).
+# Version 9: each part's content digest, filled for the parts stored before (migrations.py).
 PART_DIGEST_COLUMN = "ALTER TABLE job_parts ADD COLUMN content_sha256 TEXT"
 PARTS_TO_DIGEST = "SELECT id, record_zlib FROM job_parts WHERE id > :after ORDER BY id LIMIT 1000"
 SET_PART_DIGEST = "UPDATE job_parts SET content_sha256 = :content_sha256 WHERE id = :id"
@@ -207,16 +226,26 @@ SET_PART_DIGEST = "UPDATE job_parts SET content_sha256 = :content_sha256 WHERE i
 # locked (to the end of the transaction) only where it is widened, so the parts of a many-node job, whose
 # epilogs end together, are not stored one at a time.
 FIND_JOB = """
-SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count"""
+SELECT id FROM jobs WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count
+    AND run = :run AND uid = :uid"""
+
+# A `seen:` part (runs.py: Slurm gave no run every node shares) joins the job of the same id, restart and
+# user whose span overlaps its own and that has no part from its node yet; the newest such job first.
+FIND_SEEN_JOB = """
+SELECT j.id FROM jobs j
+WHERE j.cluster = :cluster AND j.job_id = :job_id AND j.restart_count = :restart_count AND j.uid = :uid
+    AND substr(j.run, 1, 5) = 'seen:' AND j.start_s <= :end_s AND j.end_s >= :start_s
+    AND NOT EXISTS (SELECT 1 FROM job_parts p WHERE p.job = j.id AND p.node = :node)
+ORDER BY j.id DESC LIMIT 1"""
 
 _FACT_NAMES = ", ".join(name for name, _ in JOB_FACTS)
 _FACT_VALUES = ", ".join(f":{name}" for name, _ in JOB_FACTS)
 INSERT_JOB = f"""
-INSERT INTO jobs (cluster, job_id, restart_count, user_name, uid, gid, account, partition, start_s, end_s,
-    {_FACT_NAMES})
-VALUES (:cluster, :job_id, :restart_count, :user_name, :uid, :gid, :account, :partition, :start_s, :end_s,
-    {_FACT_VALUES})
-ON CONFLICT (cluster, job_id, restart_count) DO NOTHING
+INSERT INTO jobs (cluster, job_id, restart_count, run, user_name, uid, gid, account, partition, start_s,
+    end_s, {_FACT_NAMES})
+VALUES (:cluster, :job_id, :restart_count, :run, :user_name, :uid, :gid, :account, :partition, :start_s,
+    :end_s, {_FACT_VALUES})
+ON CONFLICT ({JOB_KEY}) DO NOTHING
 RETURNING id"""  # noqa: S608 - this module's constant column names
 
 WIDEN_JOB = """
@@ -226,18 +255,18 @@ UPDATE jobs SET
 WHERE id = :job AND (start_s > :start_s OR end_s < :end_s)"""
 
 INSERT_PART = """
-INSERT INTO job_parts (job, node, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
+INSERT INTO job_parts (job, node, run, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
     cpu_j, cpu_method, dram_j, dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status,
     partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256)
-VALUES (:job, :node, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
+VALUES (:job, :node, :run, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
     :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
     :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256)
 ON CONFLICT (job, node) DO NOTHING
 RETURNING id"""
 
 SELECT_PART = """
-SELECT p.id, j.cluster, j.job_id, j.restart_count, p.node, j.user_name AS user, j.uid, j.gid, j.account,
-    j.partition, p.start_s, p.end_s, p.elapsed_s, p.cpu_j, p.dram_j, p.gpu_j, p.total_j,
+SELECT p.id, j.cluster, j.job_id, j.restart_count, p.run, p.node, j.user_name AS user, j.uid, j.gid,
+    j.account, j.partition, p.start_s, p.end_s, p.elapsed_s, p.cpu_j, p.dram_j, p.gpu_j, p.total_j,
     p.coverage_fraction, p.status, p.cpu_count, p.gpus_json, p.cpu_method, p.dram_method, p.gpu_method
 FROM job_parts p JOIN jobs j ON j.id = p.job WHERE p.id = :id"""
 
@@ -279,17 +308,19 @@ SELECT_CURRENT_FOOTPRINT = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id AND i
 
 
 UPSERT_RUNNING = """
-INSERT INTO running_parts (cluster, job_id, restart_count, node, uid, account, updated_s, record_zlib,
+INSERT INTO running_parts (cluster, job_id, restart_count, node, run, uid, account, updated_s, record_zlib,
     footprint_json)
-VALUES (:cluster, :job_id, :restart_count, :node, :uid, :account, :updated_s, :record_zlib, :footprint_json)
+VALUES (:cluster, :job_id, :restart_count, :node, :run, :uid, :account, :updated_s, :record_zlib,
+    :footprint_json)
 ON CONFLICT (cluster, job_id, restart_count, node) DO UPDATE SET
-    updated_s = excluded.updated_s, record_zlib = excluded.record_zlib,
-    footprint_json = excluded.footprint_json
+    run = excluded.run, uid = excluded.uid, account = excluded.account, updated_s = excluded.updated_s,
+    record_zlib = excluded.record_zlib, footprint_json = excluded.footprint_json
 WHERE excluded.updated_s > running_parts.updated_s"""
 
 DELETE_RUNNING = """
 DELETE FROM running_parts
-WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node"""
+WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node
+    AND run = :run"""
 
 INSERT_FOOTPRINT_MONTH = """
 INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,

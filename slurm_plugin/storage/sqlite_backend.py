@@ -49,6 +49,7 @@ class SqliteBackend:
     def __init__(self, conn: sqlite3.Connection, where: str):
         self.conn = conn
         self.where = where
+        self._keys_off = False  # foreign keys turned off for a schema change (begin_schema_change)
 
     @classmethod
     def connect(cls, url: str, busy_timeout_s: float, create: bool) -> SqliteBackend:
@@ -120,14 +121,26 @@ class SqliteBackend:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def begin_schema_change(self) -> None:
+        """Foreign keys off for the change (they cannot change inside a transaction): a table rebuilt
+        as SQLite documents (lang_altertable.html, "other kinds of table schema changes") must not
+        cascade its DROP into the tables that refer to it. On again when the change ends."""
+        self.conn.execute("PRAGMA foreign_keys = OFF")
+        self._keys_off = True
         self.begin_write()
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
+        self._foreign_keys_on()
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        self._foreign_keys_on()
+
+    def _foreign_keys_on(self) -> None:
+        if self._keys_off:
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._keys_off = False
 
     def has_table(self, name: str) -> bool:
         found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))

@@ -2,8 +2,9 @@
 
 Its SQL text lives in `schema`, the connections in the backend modules (SQLite or PostgreSQL). Writes run
 in transactions that queue on the database's locks instead of failing half-way, and every record part is
-stored exactly once, keyed by (cluster, job, restart, node), with its first footprint in the same
-transaction. On PostgreSQL the part goes through `writer_functions`, so that nodes may write as a role
+stored exactly once, keyed by (cluster, job, restart, user, node, run), with its first footprint in the
+same transaction: Slurm reuses job ids, and the run (slurm_plugin/runs.py) tells two jobs with one id
+apart. On PostgreSQL the part goes through `writer_functions`, so that nodes may write as a role
 with no table privileges.
 """
 
@@ -20,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from slurm_plugin import record as record_contract
+from slurm_plugin import runs
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import backend, dialect, migrations, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
@@ -193,7 +195,7 @@ class Store:
         key = {**job, "node": part["node"]}
         if self.db.execute(schema.FIND_PART, key).fetchone():
             return None  # already stored: checked again under the write lock, so exactly once
-        part["job"] = self._job_id(job)
+        part["job"] = self._job_id(key)
         self.db.execute(schema.DELETE_RUNNING, key)  # the finished record supersedes the snapshot
         timeline["part_id"] = part_id = int(self.db.execute(schema.INSERT_PART, part).fetchone()[0])
         self.db.execute(schema.INSERT_TIMELINE, timeline)
@@ -202,9 +204,12 @@ class Store:
         return part_id
 
     def _job_id(self, job: Fields) -> int:
-        """The job's row id, found or inserted, its span widened to take in this part's."""
+        """The job's row id (`job` with the part's node): found by its run, or for a `seen:` run the job it
+        joins (schema.FIND_SEEN_JOB), or inserted; its span widened to take in this part's."""
+        seen = job["run"].startswith(runs.SEEN)
         row = (
             self.db.execute(schema.FIND_JOB, job).fetchone()
+            or (seen and self.db.execute(schema.FIND_SEEN_JOB, job).fetchone())
             or self.db.execute(schema.INSERT_JOB, job).fetchone()
         )
         self.db.execute(schema.WIDEN_JOB, {**job, "job": row[0]})
@@ -264,9 +269,10 @@ class Store:
             "footprint_json": _json(footprint) if footprint is not None else None,
         }
         if self.db.name == dialect.POSTGRESQL:
-            run = _json({k: v for k, v in row.items() if k != "record_zlib"})
+            snapshot = _json({k: v for k, v in row.items() if k != "record_zlib"})
             with self.db.errors():
-                call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, {"run": run, **row})
+                params = {"snapshot": snapshot, "record_zlib": row["record_zlib"]}
+                call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, params)
                 return bool(call.fetchone()[0])
         with self._transaction():
             if self.db.execute(schema.FIND_PART, key).fetchone():
@@ -384,14 +390,18 @@ def _add_part_call(job: Fields, part: Fields, timeline: Fields, first: First | N
     }
 
 
-def _record_key(record: dict[str, Any]) -> tuple[str, int, int, str]:
-    return (record["cluster"], record["job_id"], record["restart_count"], record["node"])
+def _record_key(record: dict[str, Any]) -> tuple[str, int, int, int, str, str]:
+    """The order parts are stored (and, on PostgreSQL, locked) in: a job's user before its nodes, so the
+    job lock a `seen:` part takes (writer_functions) is always taken in the same order."""
+    key = part_key(record)
+    return (key["cluster"], key["job_id"], key["restart_count"], key["uid"], key["run"], key["node"])
 
 
 def part_key(record: dict[str, Any]) -> dict[str, Any]:
     """The part's key as FIND_PART takes it: two records with the same key are the same part, delivered
-    twice (the same content) or in conflict."""
-    return {k: record[k] for k in ("cluster", "job_id", "restart_count", "node")}
+    twice (the same content) or in conflict. A record of a release before runs has the legacy run."""
+    key = {k: record[k] for k in ("cluster", "job_id", "restart_count", "uid", "node")}
+    return {**key, "run": record.get("run", runs.LEGACY)}
 
 
 def _job_params(record: dict[str, Any]) -> dict[str, Any]:
@@ -399,6 +409,7 @@ def _job_params(record: dict[str, Any]) -> dict[str, Any]:
         "cluster": record["cluster"],
         "job_id": record["job_id"],
         "restart_count": record["restart_count"],
+        "run": record.get("run", runs.LEGACY),
         "user_name": record["user"],
         "uid": record["uid"],
         "gid": record["gid"],
@@ -422,6 +433,7 @@ def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
     energy = record["energy"]
     params: dict[str, Any] = {
         "node": record["node"],
+        "run": record.get("run", runs.LEGACY),
         "start_s": _iso_epoch(record["start"]),
         "end_s": _iso_epoch(record["end"]),
         "elapsed_s": record["elapsed_s"],

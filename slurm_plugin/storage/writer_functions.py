@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+from slurm_plugin import runs
 from slurm_plugin.storage import schema
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.dialect import bind_variables
@@ -28,7 +29,7 @@ FROM unnest(CAST(:job AS text[]), CAST(:part AS text[]), CAST(:record_zlib AS by
     CAST(:months AS text[])) WITH ORDINALITY AS p (job, part, record_zlib, intervals, columns_f64, footprint,
     months, n)
 ORDER BY p.n"""  # noqa: S608 - built from this module's constant
-CALL_UPSERT_RUNNING = f"SELECT {UPSERT_RUNNING}(CAST(:run AS jsonb), :record_zlib)"
+CALL_UPSERT_RUNNING = f"SELECT {UPSERT_RUNNING}(CAST(:snapshot AS jsonb), :record_zlib)"
 # A stored part's content digest by its key (a digest, never the record: the writer reads no part).
 CALL_PART_DIGEST = f"SELECT {PART_DIGEST}(CAST(:key AS jsonb))"
 SIGNATURES = (
@@ -43,14 +44,28 @@ FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
 WHERE p.oid = '{first}'::regprocedure AND a.privilege_type = 'EXECUTE'
   AND a.grantee NOT IN (0, p.proowner)"""
 
-_KEY = {"cluster": "new_job", "job_id": "new_job", "restart_count": "new_job", "*": "new_part"}
+_KEY = {
+    "cluster": "new_job",
+    "job_id": "new_job",
+    "restart_count": "new_job",
+    "uid": "new_job",
+    "*": "new_part",
+}
 # A part's key as a lock, held to the end of the transaction: a running snapshot and the finished record
 # of the same part are written one after the other, so a snapshot never outlives its record (SQLite's
 # single writer gives that for free).
 _PART_LOCK = (
     "pg_catalog.hashtextextended({job}.cluster || '/' || {job}.job_id || '/' || {job}.restart_count"
-    " || '/' || {node}.node, 0)"
+    " || '/' || {job}.uid || '/' || {node}.run || '/' || {node}.node, 0)"
 )
+# A `seen:` part's job (its id, restart and user) as a lock, taken before the part's: two nodes' parts
+# of one job stored at once would otherwise each find no job to join and insert one each. Parts are
+# stored in key order (store._record_key), so these locks too are always taken in one order.
+_SEEN_JOB_LOCK = (
+    "pg_catalog.hashtextextended('seen/' || new_job.cluster || '/' || new_job.job_id || '/'"
+    " || new_job.restart_count || '/' || new_job.uid, 0)"
+)
+_SEEN_JOB = {"node": "new_part", "*": "new_job"}
 
 _ADD_PART_BODY = f"""
 DECLARE
@@ -60,11 +75,17 @@ DECLARE
     new_footprint footprints := pg_catalog.jsonb_populate_record(NULL::footprints, footprint_fields);
     new_month footprint_months;
 BEGIN
+    IF pg_catalog.starts_with(new_job.run, '{runs.SEEN}') THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock({_SEEN_JOB_LOCK});
+    END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({_PART_LOCK.format(job="new_job", node="new_part")});
     IF EXISTS ({bind_variables(schema.FIND_PART, _KEY)}) THEN
         RETURN NULL;
     END IF;
     {bind_variables(schema.FIND_JOB, {"*": "new_job"})} INTO new_part.job;
+    IF new_part.job IS NULL AND pg_catalog.starts_with(new_job.run, '{runs.SEEN}') THEN
+        {bind_variables(schema.FIND_SEEN_JOB, _SEEN_JOB)} INTO new_part.job;
+    END IF;
     IF new_part.job IS NULL THEN
         {bind_variables(schema.INSERT_JOB, {"*": "new_job"})} INTO new_part.job;
     END IF;

@@ -113,3 +113,17 @@ def test_agent_on_built_in_defaults_gets_no_config_file(monkeypatch: pytest.Monk
     main.main(["agent"])
     ((_, _, env),) = started
     assert config.ENV_VAR not in env
+
+
+def test_a_records_energies_share_one_unit() -> None:
+    from slurm_plugin.cli.node import _energy_line
+
+    line = _energy_line(
+        {
+            "cpu": {"joules": 12_345_678.0, "method": "measured"},
+            "dram": {"joules": 45_678.0, "method": "apportioned"},
+            "gpu": None,
+            "total_joules": 12_391_356.0,
+        }
+    )
+    assert line == "  energy (kWh): cpu 3.43 (measured)   dram 0.0127 (apportioned)   gpu -   total 3.44"

@@ -32,12 +32,12 @@ GPU_POWER_W = {gpu.uuid: gpu.power_mw / 1000 for gpu in fake_gpus()}
 
 def _record(cluster: Cluster, job_id: int, restart: int = 0) -> dict[str, Any]:
     """The run's record: in the outbox, or in the database once delivery has taken it from there."""
-    path = cluster.scratch / "outbox" / f"testbed_{job_id}_{restart}_{cluster.node}.json"
+    pattern = f"testbed_{job_id}_{restart}_{cluster.node}_*.json"  # the run ends the name
 
     def find() -> dict[str, Any] | None:
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+            return json.loads(next((cluster.scratch / "outbox").glob(pattern)).read_text())
+        except (StopIteration, FileNotFoundError):
             stored = _stored(cluster, job_id, restart)
             return stored[0] if stored else None
 
@@ -137,7 +137,7 @@ def test_each_job_is_delivered_to_the_database_with_its_footprint(
 
 def _delivered(cluster: Cluster, job_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The stored record and footprint, once the record has also left the outbox."""
-    if (cluster.scratch / "outbox" / f"testbed_{job_id}_0_{cluster.node}.json").exists():
+    if any((cluster.scratch / "outbox").glob(f"testbed_{job_id}_0_{cluster.node}_*.json")):
         return None
     stored = _stored(cluster, job_id)
     return (stored[0], stored[1]) if stored and stored[1] else None

@@ -151,19 +151,22 @@ def test_running_jobs_publish_snapshots_that_the_final_record_replaces(tmp_path:
     node = SimNode(tmp_path, interval_s=0.1)
     text = node.config.read_text()
     node.config.write_text(text.replace("sampler:\n", "sampler:\n  snapshot_interval_s: 0.3\n"))
-    running = node.outbox / "running" / f"sim_70_0_{NODE}.json"
+
+    def running() -> list[Path]:  # named after the run (the prolog's time, as Slurm 22.05 gives no other)
+        return list((node.outbox / "running").glob(f"sim_70_0_{NODE}_seen-*.json"))
+
     try:
         node.job_cgroup(70)
         node.hook("prolog", 70)
-        wait_for(running.exists, what="a running snapshot")
-        snapshot = json.loads(running.read_text())
+        wait_for(lambda: bool(running()), what="a running snapshot")
+        snapshot = json.loads(running()[0].read_text())
         assert snapshot["status"] == "running"
         assert snapshot["coverage"]["samples"] >= 1
         node.hook("epilog", 70)
     finally:
         node.stop_agent()
     assert node.record(70)["status"] == "complete"
-    assert not running.exists()
+    assert not running()
 
 
 def test_a_job_from_before_a_reboot_is_closed_as_partial(node: SimNode) -> None:

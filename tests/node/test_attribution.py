@@ -153,6 +153,57 @@ def test_negative_node_energy_is_clamped() -> None:
     assert result["7.0"].gpus["GPU-aaaa"].joules == 0.0
 
 
+# -- DRAM: a static part by memory held, a dynamic part by memory in use (docs/attribution.md) -------
+
+# The burner uses 16 GiB of the 32 GiB it holds; a 40 s-style short job uses 0.5 GiB of 16 GiB held.
+HOLDER = JobInterval("101.0", cpu_s=20.0, cpus=2, memory_bytes=16 * GIB, memory_limit_bytes=32 * GIB)
+TINY = JobInterval("104.0", cpu_s=0.1, cpus=1, memory_bytes=GIB // 2, memory_limit_bytes=16 * GIB)
+
+
+def test_dram_static_half_by_memory_held_dynamic_half_by_memory_used() -> None:
+    result = attribute(NODE, [HOLDER, TINY], {})
+    # 60 J: static 30 J by held (of max(64, 48) GiB), dynamic 30 J by used (of max(64, 16.5) GiB)
+    # holder: 30 x 32/64 + 30 x 16/64 = 15 + 7.5 = 22.5 J
+    # tiny:   30 x 16/64 + 30 x 0.5/64 = 7.5 + 0.234375 = 7.734375 J (by use alone: 0.46875 J)
+    assert result["101.0"].dram == approx_share(22.5, Method.APPORTIONED)
+    assert result["104.0"].dram == approx_share(7.734375, Method.APPORTIONED)
+    remainder = 60.0 - sum(r.dram.joules for r in result.values() if r.dram)
+    assert remainder == pytest.approx(29.765625)  # the memory nobody holds or uses stays with the node
+
+
+def test_dram_every_joule_once_when_the_jobs_hold_and_use_all_memory() -> None:
+    a = JobInterval("1.0", 0.0, 2, memory_bytes=48 * GIB, memory_limit_bytes=48 * GIB)
+    b = JobInterval("2.0", 0.0, 2, memory_bytes=16 * GIB, memory_limit_bytes=16 * GIB)
+    result = attribute(NODE, [a, b], {})
+    assert [result[k].dram.joules for k in ("1.0", "2.0")] == pytest.approx([45.0, 15.0])
+
+
+def test_dram_held_beyond_the_node_is_scaled_down() -> None:
+    # two jobs each limited to 48 GiB of 64 (memory overcommitted): static 30 x 48/96 = 15 J each
+    a = JobInterval("1.0", 0.0, 2, memory_bytes=0, memory_limit_bytes=48 * GIB)
+    b = JobInterval("2.0", 0.0, 2, memory_bytes=0, memory_limit_bytes=48 * GIB)
+    result = attribute(NODE, [a, b], {})
+    assert [result[k].dram.joules for k in ("1.0", "2.0")] == pytest.approx([15.0, 15.0])
+
+
+def test_dram_limit_above_the_node_or_below_use_is_bounded() -> None:
+    assert JobInterval("1.0", 0.0, 1, 4 * GIB, memory_limit_bytes=2**62).memory_held(64 * GIB) == 64 * GIB
+    assert JobInterval("1.0", 0.0, 1, 4 * GIB, memory_limit_bytes=GIB).memory_held(64 * GIB) == 4 * GIB
+    assert JobInterval("1.0", 0.0, 1, 4 * GIB).memory_held(64 * GIB) == 4 * GIB  # no limit: what it uses
+
+
+def test_dram_static_fraction_is_the_sites_knob() -> None:
+    node = NodeInterval(10.0, 1000.0, Method.MEASURED, 60.0, 25.0, 4, 64 * GIB, 20.0, 0.3725, 1.0)
+    result = attribute(node, [TINY], {})
+    assert result["104.0"].dram == approx_share(15.0, Method.APPORTIONED)  # 60 x 16/64, use ignored
+
+
+def test_without_a_dram_counter_the_estimate_charges_memory_held() -> None:
+    node = NodeInterval(10.0, 1000.0, Method.MEASURED, None, 25.0, 4, 64 * GIB, 20.0)
+    # Green Algorithms: 0.3725 W/GB of the 16 GiB held x 10 s = 59.6 J
+    assert attribute(node, [TINY], {})["104.0"].dram == approx_share(59.6, Method.ESTIMATED)
+
+
 # -- invariants -----------------------------------------------------------------------------------
 
 PARENTS = ["GPU-0", "GPU-1", "GPU-2"]
@@ -167,6 +218,7 @@ nodes = st.builds(
     ncpus=st.integers(min_value=0, max_value=256),
     mem_total_bytes=st.integers(min_value=0, max_value=2**41),
     idle_power_w=st.floats(min_value=0, max_value=1000),
+    dram_static_fraction=st.floats(min_value=0, max_value=1),
 )
 claims = st.lists(st.tuples(st.sampled_from(PARENTS), st.floats(min_value=0.01, max_value=1.0)), max_size=3)
 job_fields = st.tuples(
@@ -174,6 +226,7 @@ job_fields = st.tuples(
     st.integers(min_value=0, max_value=256),
     st.integers(min_value=0, max_value=2**41),
     claims,
+    st.one_of(st.none(), st.integers(min_value=-1, max_value=2**42)),  # the cgroup's memory limit
 )
 gpu_energy = st.dictionaries(
     st.sampled_from(PARENTS),
@@ -184,13 +237,13 @@ gpu_energy = st.dictionaries(
 def make_jobs(fields: list[tuple]) -> tuple[list[JobInterval], dict[str, str]]:
     """Jobs with unique keys and unique device ids, and which physical GPU each device is on."""
     jobs, parent_of = [], {}
-    for n, (cpu_s, cpus, memory, gpus) in enumerate(fields):
+    for n, (cpu_s, cpus, memory, gpus, limit) in enumerate(fields):
         claimed = []
         for m, (parent, share) in enumerate(gpus):
             uuid = f"MIG-{n}-{m}"
             parent_of[uuid] = parent
             claimed.append(GpuClaim(uuid, parent, share))
-        jobs.append(JobInterval(f"{n}.0", cpu_s, cpus, memory, tuple(claimed)))
+        jobs.append(JobInterval(f"{n}.0", cpu_s, cpus, memory, tuple(claimed), limit))
     return jobs, parent_of
 
 

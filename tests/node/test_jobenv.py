@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurm_plugin.node import jobenv
-from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env
+from slurm_plugin.node.jobenv import JobEnvError, JobInfo, from_env, run_of
 
 
 def test_valid_environment(slurm_env: dict[str, str]) -> None:
@@ -183,3 +183,23 @@ def test_from_dict_revalidates(job_info: JobInfo) -> None:
         JobInfo.from_dict(tampered)
     with pytest.raises(JobEnvError, match=r"^cluster="):
         JobInfo.from_dict({**job_info.to_dict(), "cluster": "../x"})
+
+
+def test_the_run_is_slurms_sluid_else_its_start_time_else_the_prolog_time(slurm_env: dict[str, str]) -> None:
+    """Every node of a job derives the same run from SLUID or start time; only `seen:` is the node's own."""
+    assert run_of(from_env(slurm_env), 1767225600.9) == "sluid:s0KZ3M1Q7H2B4X"
+    del slurm_env["SLURM_JOB_SLUID"]
+    slurm_env["SLURM_JOB_START_TIME"] = "1767225590"
+    assert run_of(from_env(slurm_env), 1767225600.9) == "start:1767225590"
+    del slurm_env["SLURM_JOB_START_TIME"]
+    assert run_of(from_env(slurm_env), 1767225600.9) == "seen:1767225600"
+
+
+def test_a_spooled_run_is_read_back_not_recomputed(slurm_env: dict[str, str]) -> None:
+    info = from_env(slurm_env)._replace(run="seen:1767225600")
+    assert JobInfo.from_dict(info.to_dict()).run == "seen:1767225600"
+    with pytest.raises(JobEnvError, match=r"^run='seen:/etc' is not a run identity$"):
+        JobInfo.from_dict({**info.to_dict(), "run": "seen:/etc"})
+    slurm_env["SLURM_JOB_START_TIME"] = "17e9"
+    with pytest.raises(JobEnvError, match=r"^SLURM_JOB_START_TIME='17e9' is not a non-negative integer$"):
+        from_env(slurm_env)

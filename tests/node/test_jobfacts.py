@@ -149,7 +149,7 @@ def test_the_agent_writes_slurms_facts_into_the_record(
                 assert json.loads(client.makefile().readline())["ok"]
     finally:
         agent._close()  # waits for the record's writer
-    document = record.parse((node.outbox / "sim_7_0_simnode.json").read_bytes())
+    document = record.parse(next(node.outbox.glob("sim_7_0_simnode_*.json")).read_bytes())
     assert asked == [(7, "/etc/slurm/slurm.conf")]
     slurm = document["slurm"]
     assert (slurm["state"], slurm["exit_code"]) == ("FAILED", 3)

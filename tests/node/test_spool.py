@@ -11,7 +11,7 @@ import pytest
 
 from slurm_plugin.node import journal
 from slurm_plugin.node.jobenv import JobInfo
-from slurm_plugin.node.spool import STALE_TEMPORARY_S, Spool, finalize
+from slurm_plugin.node.spool import STALE_TEMPORARY_S, AnotherJobHere, Spool, finalize
 
 START = 1767225600.0
 
@@ -48,7 +48,7 @@ def test_create_job_keeps_the_first_start(spool: Spool, job_info: JobInfo) -> No
     directory = spool.create_job(job_info, START)
     assert directory == spool.jobs / "4242.0"
     spool.create_job(job_info, START + 30)  # slurmd retried the prolog
-    assert spool.load_job("4242.0") == (job_info, START)
+    assert spool.load_job("4242.0") == (job_info._replace(run="sluid:s0KZ3M1Q7H2B4X"), START)
     assert directory.stat().st_mode & 0o077 == 0
 
 
@@ -138,7 +138,7 @@ def test_finalize_builds_the_record_from_the_journal(spool: Spool, job_info: Job
     writer.close()
     path = finalize(spool, "4242.0", START + 10, [], tmp_path / "outbox")
     document = json.loads(path.read_text())
-    assert path.name == "hpc_4242_0_node001.json"
+    assert path.name == "hpc_4242_0_node001.json"  # a journal of an earlier release: no run
     assert document["energy"]["total_joules"] == 520.0
     assert document["status"] == "complete"
     assert document["allocated_cpus"] == {"count": 4, "list": "0-3"}
@@ -168,3 +168,26 @@ def test_adopting_sweeps_temporaries_that_a_killed_prolog_left(spool: Spool) -> 
     os.utime(stale, (old, old))
     assert spool.adopt_incoming("hpc", "node001") == []
     assert sorted(p.name for p in spool.incoming.iterdir()) == [fresh.name]  # one being written stays
+
+
+def test_a_reused_id_waits_for_the_other_job_to_leave_the_spool(spool: Spool, job_info: JobInfo) -> None:
+    """Slurm gave the id of a job still being finalised here to another user's job (issue 13, bug 2)."""
+    spool.create_job(job_info, START)
+    spool.create_job(job_info, START + 1)  # slurmd retried the prolog: the same run
+    bob = job_info._replace(user="bob", uid=1001)
+    with pytest.raises(AnotherJobHere, match=r"another job 4242\.0 \(uid 1000, run sluid:s0KZ3M1Q7H2B4X\)"):
+        spool.create_job(bob, START + 60)
+    assert spool.stop_time("4242.0") == START + 60  # alice's job, whose epilog never came, ends now
+    with pytest.raises(AnotherJobHere):
+        spool.create_job_after(bob, START + 60, wait_s=0.2)
+    spool.remove_job("4242.0")  # the agent wrote alice's record
+    spool.create_job_after(bob, START + 60, wait_s=0.2)
+    assert spool.load_job("4242.0")[0].uid == 1001
+
+
+def test_an_ended_run_of_the_same_user_is_another_job(spool: Spool, job_info: JobInfo) -> None:
+    seen = job_info._replace(sluid=None)
+    spool.create_job(seen, START)
+    spool.request_stop("4242.0", START + 30)
+    with pytest.raises(AnotherJobHere):
+        spool.create_job(seen, START + 31)

@@ -80,7 +80,7 @@ def test_table_and_csv(jobs_reader: readonly.Reader) -> None:
         "State",
         "Start",
         "Elapsed",
-        "kWh",
+        "Wh",  # the energy column's one unit, by its largest value
         "CO2e",
         "g",
         "Cover",

@@ -184,4 +184,34 @@ def test_the_latest_run_of_a_requeued_job_is_shown(db_url: str) -> None:
     summary = job_summary.job_summary(reader, EVERYTHING, 401)
     reader.close()
     assert summary["restart_count"] == 1
-    assert summary["other_runs"] == [{"cluster": "hpc", "restart_count": 0}]
+    assert summary["other_runs"] == [
+        {"cluster": "hpc", "restart_count": 0, "run": "", "start": "2026-01-01T10:00:00Z"}
+    ]
+
+
+def test_jobs_slurm_gave_one_id_are_shown_newest_first_and_by_run(db_url: str) -> None:
+    """Issue 13, bug 2: a controller reset gave id 501 to alice's job, then to bob's on the same node."""
+    store = jobdb.open_store(db_url)
+    alice = Job(501, rows=5, run="start:1767261600")
+    bob = Job(
+        501, user="bob", uid=1001, account="chemistry", start=DAY + 20 * HOUR, rows=10, run="seen:1767297600"
+    )
+    jobdb.store_jobs(store, [alice, bob])
+    store.close()
+    reader = readonly.Reader.open(db_url)
+    try:
+        newest = job_summary.job_summary(reader, EVERYTHING, 501)
+        picked = job_summary.job_summary(reader, EVERYTHING, 501, run="start:1767261600")
+        own = job_summary.job_summary(reader, visibility.Scope(False, 1000), 501)
+        with pytest.raises(job_summary.JobNotFound, match=r"^no job 501 \(run 'start:1 '\) in"):
+            job_summary.job_summary(reader, EVERYTHING, 501, run="start:1 ")
+    finally:
+        reader.close()
+    assert (newest["user"], newest["run"], newest["elapsed_s"]) == ("bob", "seen:1767297600", 600.0)
+    assert newest["energy"]["total_j"] == bob.record()["energy"]["total_joules"] == 93600.0  # 600 s at 156 W
+    assert newest["other_runs"] == [
+        {"cluster": "hpc", "restart_count": 0, "run": "start:1767261600", "start": "2026-01-01T10:00:00Z"}
+    ]
+    assert (picked["user"], picked["energy"]["total_j"]) == ("alice", 46800.0)  # 300 s at 156 W
+    assert [r["run"] for r in picked["other_runs"]] == ["seen:1767297600"]
+    assert (own["user"], own["other_runs"]) == ("alice", [])  # bob's job is not even listed to alice

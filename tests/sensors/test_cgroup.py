@@ -11,7 +11,7 @@ from slurm_plugin.config import Cgroup
 from slurm_plugin.sensors import cgroup_v1, cgroup_v2
 from slurm_plugin.sensors.base import Status
 from slurm_plugin.sensors.cgroup import CgroupSensor, detect_version, find_job_cgroup
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage, memory_limit
 
 JOB = CgroupKey(job_id=4242, uid=1000, node="node001", sluid="s0KZ3M1Q7H2B4X")
 CPUS = frozenset({0, 1, 2, 3, 8})
@@ -346,3 +346,38 @@ def test_v1_without_a_memory_cgroup_reads_no_memory(tmp_path: Path) -> None:
     found = find_job_cgroup(Cgroup(), tmp_path, JOB)
     assert found is not None
     assert found.read().memory_bytes is None
+
+
+# -- memory limit (what the job holds: docs/attribution.md, DRAM) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [("8589934592\n", 8 * 2**30), ("max\n", None), ("9223372036854771712\n", None), ("0\n", None)],
+)
+def test_memory_limit_values(text: str, held: int | None) -> None:
+    assert memory_limit(text) == held
+
+
+def test_v2_memory_max_is_the_held_memory(tmp_path: Path) -> None:
+    job = v2_tree(tmp_path)
+    write(job / "memory.max", "4294967296\n")
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().memory_limit_bytes == 4 * 2**30
+
+
+def test_v2_without_memory_max_holds_no_limit(tmp_path: Path) -> None:
+    v2_tree(tmp_path)
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().memory_limit_bytes is None
+
+
+def test_v1_limit_in_bytes_is_the_held_memory(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    job = tmp_path / "memory" / "slurm_node001" / "uid_1000" / "job_4242"
+    write(job / "memory.limit_in_bytes", "8589934592\n")
+    found = find_job_cgroup(Cgroup(), tmp_path, JOB)
+    assert found is not None
+    assert found.read().memory_limit_bytes == 8 * 2**30

@@ -223,11 +223,22 @@ def test_the_duplicate_check_finds_a_part_by_its_indexes_on_a_young_table(store:
     # or two, a join scanned every part for each record delivered while the table grew.
     for job_id in range(3):
         add(store, make_record(job_id=job_id))
-    placeholders = {"cluster": "$1", "job_id": "$2", "restart_count": "$3", "node": "$4"}
+    placeholders = {
+        "cluster": "$1",
+        "job_id": "$2",
+        "restart_count": "$3",
+        "uid": "$4",
+        "node": "$5",
+        "run": "$6",
+    }
     statement = re.sub(r":(\w+)", lambda m: placeholders[m[1]], schema.FIND_PART)
     store.db.execute("SET plan_cache_mode = force_generic_plan")
-    store.db.execute(f"PREPARE find_part (text, bigint, bigint, text) AS SELECT EXISTS ({statement})")
-    plan = "\n".join(r[0] for r in store.db.execute("EXPLAIN EXECUTE find_part ('hpc', 1, 0, 'node001')"))
+    store.db.execute(
+        f"PREPARE find_part (text, bigint, bigint, bigint, text, text) AS SELECT EXISTS ({statement})"
+    )
+    plan = "\n".join(
+        r[0] for r in store.db.execute("EXPLAIN EXECUTE find_part ('hpc', 1, 0, 1000, 'node001', '')")
+    )
     assert "Seq Scan" not in plan
     assert "job_parts_job_node_key" in plan
 
@@ -249,6 +260,28 @@ def test_parts_of_a_many_node_job_wait_on_each_other_only_to_widen_its_span(
         assert add(second, make_record(node="node004", rows=10)) is not None
         span = store.db.execute("SELECT start_s, end_s FROM jobs").fetchone()
         assert (span, count(store, "job_parts")) == ((START, START + 100), 4)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_nodes_seen_parts_stored_at_once_make_one_job(store: Store, postgres_url: str) -> None:
+    """Slurm 22.05's `seen:` runs differ per node: a node's part waits for the other's transaction to
+    join its job (the job lock, writer_functions), never inserting a second job beside it."""
+    first, second = Store.open(postgres_url, 5.0), Store.open(postgres_url, 0.5)  # second: 0.5 s lock_timeout
+    try:
+        first.db.begin_write()
+        first.write_parts(
+            first.prepare_parts([(make_record(node="node001", run="seen:1767225600"), None, None)])
+        )
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            add(second, make_record(node="node002", run="seen:1767225601"))
+        first.db.commit()
+        assert add(second, make_record(node="node002", run="seen:1767225601")) is not None
+        rows = store.db.execute(
+            "SELECT j.run, COUNT(p.id) FROM jobs j JOIN job_parts p ON p.job = j.id GROUP BY j.run"
+        )
+        assert rows.fetchall() == [("seen:1767225600", 2)]
     finally:
         first.close()
         second.close()
