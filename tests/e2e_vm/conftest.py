@@ -2,8 +2,7 @@
 
 The bed boots three emulated machines (minutes on two CPUs), so it runs only when asked:
 JOBCARBON_VM=1, or JOBCARBON_REQUIRE_VM=1 (CI), under which a machine that cannot run it fails and so
-does any scenario that skips (but one whose skip reason starts with "pending:", a scenario written
-ahead of a fix on another branch). The bed boots once per session; scenarios that change Slurm's
+does any scenario that skips. The bed boots once per session; scenarios that change Slurm's
 settings put them back, and after each scenario both compute nodes must be idle (none drained).
 """
 
@@ -24,7 +23,6 @@ from testbed.host import ClusterError, poll
 
 REQUIRE_ENV = "JOBCARBON_REQUIRE_VM"
 OPT_IN_ENV = "JOBCARBON_VM"
-PENDING = "pending:"  # the skip reason of a scenario waiting for a fix on another branch
 BURN = "end=$(( $(date +%s) + {s} )); while [ $(date +%s) -lt $end ]; do :; done"
 VM2, VM3 = vm.COMPUTE
 
@@ -37,9 +35,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get(REQUIRE_ENV) != "1" or not report.skipped or item.get_closest_marker("vm") is None:
         return
     reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    if not reason.removeprefix("Skipped: ").startswith(PENDING):
-        report.outcome = "failed"
-        report.longrepr = f"{REQUIRE_ENV}=1 but the scenario was skipped: {reason}"
+    report.outcome = "failed"
+    report.longrepr = f"{REQUIRE_ENV}=1 but the scenario was skipped: {reason}"
 
 
 @pytest.fixture(scope="session")

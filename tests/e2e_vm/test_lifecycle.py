@@ -14,7 +14,6 @@ from testbed.host import poll
 from testbed.vm.config import NODES, SLURM_CONF, SLURM_DEFAULTS
 
 from .conftest import (
-    PENDING,
     VM2,
     VM3,
     assert_gpu_energy_is_power_times_time,
@@ -103,8 +102,6 @@ def first_job_id(vm_bed: vm.VmCluster) -> Iterator[None]:
     vm_bed.set_options(NODES, SLURM_CONF, {"FirstJobId": SLURM_DEFAULTS["FirstJobId"]})
 
 
-# Passed with branch jobkey merged (2026-12-06): drop this mark once jobkey is on main.
-@pytest.mark.skip(reason=f"{PENDING} the job key that survives id reuse is on branch jobkey (issue 13 bug 2)")
 def test_a_job_id_reused_after_a_controller_reset_is_a_separate_job(
     vm_bed: vm.VmCluster, first_job_id: None
 ) -> None:
