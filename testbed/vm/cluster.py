@@ -74,17 +74,19 @@ class VmCluster:
         if done.returncode != 0:
             raise ClusterError(f"jobcarbon db upgrade: {done.stderr.strip()}")
 
-    def restart(self, node: Node, kernel_args: str = "", timeout_s: float = 600) -> None:
+    def restart(self, node: Node, kernel_args: str = "", timeout_s: float = 600, idle: bool = True) -> None:
         """Stop one compute node (none of its jobs may be running) and boot it again from a fresh
         overlay of the image the bed came up with, with extra kernel arguments (`cgroup_disable=memory`
-        ...); return once it is idle."""
+        ...); return once its command channel answers and, if `idle`, Slurm shows it idle (not when its
+        slurmd needs other settings first)."""
         if self.image is None:
             raise ClusterError("the bed was not brought up by this process")
         nodes.kill(self.state, node)  # its overlay is thrown away: nothing on it needs a clean stop
         poll(lambda: None if nodes.alive(self.state, node) else True, 60, f"{node.name} to stop")
         nodes.boot(self.image, node, self.state, kernel_args)
         self._wait_agent(node, timeout_s)
-        self.wait_idle((node,), timeout_s)
+        if idle:
+            self.wait_idle((node,), timeout_s)
 
     def _wait_agent(self, node: Node, timeout_s: float) -> None:
         def answered() -> bool | None:

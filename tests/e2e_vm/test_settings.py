@@ -101,7 +101,7 @@ def no_memory_controller(vm_bed: vm.VmCluster, request: pytest.FixtureRequest) -
     """vm3 booted with `cgroup_disable=memory`, then as before if other scenarios follow. Its slurmd
     runs without ConstrainRAMSpace and with jobacct_gather/linux: jobacct_gather/cgroup refuses to start
     without the memory controller (slurmd 24.11: "fatal: Unable to initialize jobacct_gather")."""
-    vm_bed.restart(VM3, "cgroup_disable=memory")
+    vm_bed.restart(VM3, "cgroup_disable=memory", idle=False)  # its slurmd cannot start yet
     vm_bed.set_options((VM3,), CGROUP_CONF_PATH, {"ConstrainRAMSpace": "no"})
     vm_bed.set_options((VM3,), SLURM_CONF, {"JobAcctGatherType": "jobacct_gather/linux"})
     vm_bed.restart_daemons((VM3,))
