@@ -1,7 +1,8 @@
 """Check the NVML path on a real NVIDIA GPU: `python3 -m bench.gpu_check [--out DIR]`.
 
 Not a test (CI has no GPU) but the one prepared script to run where a GPU machine is lent. It times
-each NVML call jobcarbon uses (and `nvmlDeviceGetFieldValues`, which could fetch counter and power in
+each NVML call jobcarbon uses (utilisation and memory in use among them, whose cost the stand-in only
+models: `nvml_standin.H200_COSTS_US`) (and `nvmlDeviceGetFieldValues`, which could fetch counter and power in
 one call), then runs the real prolog, agent and epilog with the node's real /sys, /proc and
 libnvidia-ml, a simulated cgroup v1 tree per job, and GPU loads of known shape: a steady job and a
 bursty one at `interval_s: 1`, and an idle job at `interval_s: 10` long enough to hold a periodic
@@ -125,6 +126,9 @@ def _sensor_checks(sensor: NvmlSensor) -> dict[str, Any]:
     costs = {
         "sensor_read_one_gpu": lambda: sensor.read([first.uuid]),
         "sensor_power_one_gpu": lambda: sensor.power_mw(first.uuid),
+        "sensor_use_one_gpu": lambda: sensor.use(first.uuid),
+        "nvmlDeviceGetUtilizationRates": lambda: nvml.nvmlDeviceGetUtilizationRates(handle),
+        "nvmlDeviceGetMemoryInfo": lambda: nvml.nvmlDeviceGetMemoryInfo(handle),
         "nvmlDeviceGetTotalEnergyConsumption": lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle),
         "nvmlDeviceGetPowerUsage": lambda: nvml.nvmlDeviceGetPowerUsage(handle),
         "nvmlDeviceGetHandleByUUID": lambda: nvml.nvmlDeviceGetHandleByUUID(first.uuid),
@@ -286,6 +290,7 @@ def _job(
         "record_coverage": (record or {}).get("coverage"),
         "record_notes": (record or {}).get("notes"),
         "record_elapsed_s": (record or {}).get("elapsed_s"),
+        "record_gpu_use": ((record or {}).get("efficiency") or {}).get("gpus"),
         "timeline_gpu_w": [
             round(row[4] / (row[1] - row[0])) if row[4] is not None and row[1] > row[0] else None
             for row in (record or {}).get("timeline", {}).get("rows", [])

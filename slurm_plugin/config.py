@@ -17,7 +17,7 @@ import yaml
 
 from slurm_plugin import yamlschema
 from slurm_plugin.config_location import ENV_VAR, ConfigError, config_path
-from slurm_plugin.yamlschema import FRACTION, NON_NEGATIVE, POSITIVE
+from slurm_plugin.yamlschema import FRACTION, NON_NEGATIVE, PERCENT, POSITIVE
 
 __all__ = ["ENV_VAR", "Config", "ConfigError", "config_path", "load", "parse", "site_timezone"]
 
@@ -200,6 +200,22 @@ class Advice:
     cpu_efficiency_below: float = field(default=0.5, metadata=FRACTION)  # CPU time / allocated core time
     memory_used_below: float = field(default=0.5, metadata=FRACTION)  # memory peak / memory requested
     min_elapsed_s: float = 300.0  # shorter jobs get no efficiency advice (start-up dominates)
+    # A GPU under this utilisation (%) in a tick counts that tick's energy as idle (docs/attribution.md,
+    # "Waste"); the node writes it into each job's journal, so a record keeps the rule it was built with.
+    gpu_idle_util_pct: float = field(default=5.0, metadata=PERCENT)
+    gpu_idle_fraction_above: float = field(default=0.5, metadata=FRACTION)  # idle share that gets a note
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The node ledger (docs/methodology.md): each node's measured energy per interval, jobs or not, and the
+    remainder no job was given; reports share that remainder out by `share_by` (docs/reports.md)."""
+
+    enabled: bool = True
+    interval_s: float = field(default=300.0, metadata=POSITIVE)  # one ledger row per node and interval
+    idle_tick_s: float = field(default=60.0, metadata=POSITIVE)  # a resident agent's tick without jobs
+    record_interval_s: float = field(default=900.0, metadata=POSITIVE)  # a node record this often
+    share_by: Literal["energy", "core_hours"] = "energy"  # the `proportional` policy's key
 
 
 @dataclass(frozen=True)
@@ -220,6 +236,7 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
     advice: Advice = field(default_factory=Advice)
     mail: Mail = field(default_factory=Mail)
+    ledger: Ledger = field(default_factory=Ledger)
     source: Path | None = field(default=None, compare=False)
 
 

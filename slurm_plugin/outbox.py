@@ -1,5 +1,5 @@
-"""A node's outbox: where finished-job records (and running jobs' snapshots, in `running/`) wait for
-the database, one file per job run per node, each written atomically.
+"""A node's outbox: where finished-job records (and running jobs' snapshots, in `running/`, and the node
+ledger's records, in `node/`) wait for the database, one file per job run per node, each written atomically.
 
 The node writes into it; the deliverer and `jobcarbon ingest` take `pending` records and `waiting`
 snapshots out of it; `jobcarbon records` shows what is there (`find`).
@@ -15,6 +15,7 @@ from slurm_plugin import runs
 from slurm_plugin.safefile import atomic_write, ensure_dir
 
 RUNNING_DIR = "running"  # snapshots of running jobs, replaced until the finished record arrives
+NODE_DIR = "node"  # the node ledger's records (node_record.py), apart: an older ingester never sees them
 
 
 def filename(record: dict[str, Any]) -> str:
@@ -44,6 +45,19 @@ def pending(outbox: Path) -> list[Path]:
         return sorted(p for p in outbox.glob("*.json") if not p.name.startswith("."))
     except FileNotFoundError:
         return []
+
+
+def write_node(outbox: Path, document: dict[str, Any], name: str, fsync: bool = True) -> Path:
+    """Write a node record atomically into outbox/node/ under `name` (`node_record.filename`)."""
+    ensure_dir(outbox, 0o755)
+    path = ensure_dir(outbox / NODE_DIR, 0o755) / name
+    atomic_write(path, json.dumps(document, indent=1).encode() + b"\n", mode=0o640, fsync=fsync)
+    return path
+
+
+def pending_node(outbox: Path) -> list[Path]:
+    """The node records waiting in the outbox, by name."""
+    return pending(outbox / NODE_DIR)
 
 
 def waiting(outbox: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from slurm_plugin import __version__, runs
 from slurm_plugin.errors import JobcarbonError
+from slurm_plugin.gpu_use import GpuUse
 from slurm_plugin.methods import ORDER, Method
 
 # Kept one release: a node agent of the previous release, still running across the upgrade, imports this
@@ -94,6 +95,7 @@ def build(
     covered = 0.0
     cpus: list[int] = []
     use = _Use()
+    gpu_use = GpuUse(header.get("gpu_idle_util_pct"))
     count = 0  # Slurm's count where no cpuset confines the job (ConstrainCores=no): no list then
     for entry in journal.intervals:
         cpus = entry.get("cpuset", cpus)
@@ -112,10 +114,15 @@ def build(
         if entry.get("cpu") is not None:
             covered += t1 - t0
         use.add(entry, t1 - t0, inside, cpu_j)
+        gpu_use.add(entry, t1 - t0, inside)
         rows.append([round(t0 - start_s, 3), round(t1 - start_s, 3), *map(_j, (cpu_j, dram_j, gpu_j))])
     reasons = list(partial_reasons) + (["journal has a torn or corrupt line"] if journal.torn else [])
     reasons += [f"sampler restarted at {_iso(float(r['t']))}: {r.get('reason', '')}" for r in journal.resumes]
     document = _document(journal, start_s, end_s, covered, rows, cpu, dram, gpus, reasons, use)
+    if gpu_use.gpus:
+        document["timeline"]["gpu_use"] = gpu_use.timeline()
+        if document["efficiency"] is not None:
+            document["efficiency"].update(gpu_use.summary())
     if running:
         document["status"] = "running"
     document["allocated_cpus"] = {"count": len(cpus) or count, "list": _cpulist(cpus)}
@@ -267,6 +274,8 @@ def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> d
         for field in ("cpu_time_s", "core_s", "idle_cpu_j", "mem_peak_bytes"):
             _check(record, f"efficiency.{field}", _amount, "a number >= 0")
         _check(record, "efficiency.cpu_efficiency", lambda v: _amount(v) and v <= 1, "a number from 0 to 1")
+        if "idle_gpu_j" in record["efficiency"]:  # records of GPU jobs of this release on
+            _check(record, "efficiency.idle_gpu_j", _amount, "a number >= 0")
     if "run" in record:  # records of earlier releases have none: the legacy run
         _check(record, "run", runs.valid, "a run identity (sluid:, start: or seen:)")
     if "slurm" in record:  # records of earlier releases have no `slurm` block

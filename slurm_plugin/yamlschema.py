@@ -18,6 +18,7 @@ import yaml
 
 POSITIVE = {"range": "positive"}
 FRACTION = {"range": "fraction"}
+PERCENT = {"range": "percent"}
 NON_NEGATIVE = {"range": "non-negative"}
 NULL_TAG = "tag:yaml.org,2002:null"
 _SCALARS = yaml.constructor.SafeConstructor()
@@ -118,6 +119,8 @@ def _check_range(value: Any, field: dataclasses.Field, node: yaml.Node, key: str
         raise fail(source, node, key, f"must be 0 or more, got {value}")
     if kind == "fraction" and not 0 <= value <= 1:
         raise fail(source, node, key, f"must be between 0 and 1, got {value}")
+    if kind == "percent" and not 0 <= value <= 100:
+        raise fail(source, node, key, f"must be between 0 and 100, got {value}")
     return value
 
 

@@ -2,7 +2,9 @@
 
 The powercap tree is updated by the power-model daemon (`testbed.powermodel run`), which also
 writes the ground truth; the GPUs are the NVML stand-in, whose minor numbers match the
-`/dev/fakegpuN` devices in gres.conf (minor 100+N), each drawing a different programmed power.
+`/dev/fakegpuN` devices in gres.conf (minor 100+N), each drawing a different programmed power. A job
+keeps a GPU busy by writing `nvml_standin.load_line` to `gpu_load_dir/<minor>` (`busy_gpus_script`);
+otherwise its GPUs report 0 % utilisation.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def fake_gpus() -> list[FakeGpu]:
     ]
 
 
+def busy_gpus_script(load_dir: Path, util_pct: int, mem_mib: int) -> str:
+    """Shell lines that mark the job's GPUs (SLURM_JOB_GPUS: Slurm indices, minor 100+index) busy while
+    the job's shell lives, as a CUDA program would keep them."""
+    return (
+        'for g in $(echo "$SLURM_JOB_GPUS" | tr , " "); do '
+        f'echo "{util_pct} $$ {mem_mib}" > {load_dir}/$((100 + g)); done'
+    )
+
+
 @dataclass
 class SimulatedHardware:
     scratch: Path
@@ -53,6 +64,11 @@ class SimulatedHardware:
     @property
     def nvml_library(self) -> Path:
         return self.scratch / "nvml" / "libnvidia-ml.so.1"
+
+    @property
+    def gpu_load_dir(self) -> Path:
+        """Where jobs say how busy their GPUs are (world-writable and sticky, as /tmp)."""
+        return self.scratch / "gpu-load"
 
     @property
     def pid_file(self) -> Path:
@@ -81,7 +97,10 @@ class SimulatedHardware:
         self.stop()
         self.remove_database()
         build(self.nvml_library.parent)
-        write_config(self.nvml_library.parent / CONFIG_NAME, fake_gpus())
+        shutil.rmtree(self.gpu_load_dir, ignore_errors=True)
+        self.gpu_load_dir.mkdir(parents=True)
+        self.gpu_load_dir.chmod(0o1777)
+        write_config(self.nvml_library.parent / CONFIG_NAME, fake_gpus(), load_dir=self.gpu_load_dir)
         command = [sys.executable, "-m", "testbed.powermodel", "run", "--build", "--sysfs", str(self.sysfs)]
         command += ["--ground-truth", str(self.ground_truth), "--period", "0.1"]
         command += ["--max-energy-range-uj", str(MAX_ENERGY_RANGE_UJ)]

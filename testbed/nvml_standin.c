@@ -10,10 +10,16 @@
  * the caller's CPU (a busy wait on the thread's CPU clock), as an H200's energy counter burns 3.85 ms.
  * "calls_file=PATH" counts the calls of each function in a shared file (name[56], uint64 count
  * slots) that tests read while another process holds the library.
+ * Utilisation follows the GPU's load: "load_dir=DIR" names a folder where a job that keeps a GPU busy
+ * writes "<util %> <pid> [<memory MiB>]" to DIR/<minor number>; while that pid lives the GPU reports
+ * that utilisation and memory, otherwise it is idle (0 %, `idle_mem_mib`). Without a load file the
+ * GPU's `util_pct` and `mem_used_mib` keys apply (tests program them directly).
  * Signatures and struct layouts follow nvml.h as mirrored by pynvml.py (nvidia-ml-py 13.x).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 #include <libgen.h>
 #include <limits.h>
@@ -57,6 +63,8 @@ typedef struct {
     int energy_ret; /* 0: counter works; 3: NOT_SUPPORTED; anything else: that error */
     int power_ret;
     unsigned int max_mig; /* 0: not MIG capable */
+    unsigned int util_pct, mem_used_mib, mem_total_mib;
+    int util_ret;
     int mig_count;
     mig_t migs[MAX_MIGS];
 } gpu_t;
@@ -77,6 +85,7 @@ typedef struct {
     cost_t costs[MAX_COSTS];
     char calls_file[PATH_MAX];
     char driver_version[STR_LEN];
+    char load_dir[PATH_MAX];
     int init_ret;
     int gpu_count;
     gpu_t gpus[MAX_GPUS];
@@ -144,6 +153,10 @@ static void set_gpu_key(gpu_t *g, const char *key, const char *val)
     else if (!strcmp(key, "energy_ret")) g->energy_ret = atoi(val);
     else if (!strcmp(key, "power_ret")) g->power_ret = atoi(val);
     else if (!strcmp(key, "max_mig")) g->max_mig = (unsigned int)strtoul(val, NULL, 10);
+    else if (!strcmp(key, "util_pct")) g->util_pct = (unsigned int)strtoul(val, NULL, 10);
+    else if (!strcmp(key, "util_ret")) g->util_ret = atoi(val);
+    else if (!strcmp(key, "mem_used_mib")) g->mem_used_mib = (unsigned int)strtoul(val, NULL, 10);
+    else if (!strcmp(key, "mem_total_mib")) g->mem_total_mib = (unsigned int)strtoul(val, NULL, 10);
 }
 
 static void set_mig_key(mig_t *m, const char *key, const char *val)
@@ -163,6 +176,7 @@ static void set_key(state_t *s, int in_mig, const char *key, const char *val)
     else if (!strcmp(key, "driver_version")) copy_str(s->driver_version, STR_LEN, val);
     else if (!strcmp(key, "init_ret")) s->init_ret = atoi(val);
     else if (!strcmp(key, "calls_file")) copy_str(s->calls_file, PATH_MAX, val);
+    else if (!strcmp(key, "load_dir")) copy_str(s->load_dir, PATH_MAX, val);
     else if (!strncmp(key, "cost_us.", 8) && strlen(key + 8) < CALL_NAME && s->cost_count < MAX_COSTS) {
         memcpy(s->costs[s->cost_count].function, key + 8, strlen(key + 8) + 1);
         s->costs[s->cost_count++].cost_us = atol(val);
@@ -562,6 +576,71 @@ EXPORT int nvmlDeviceGetAttributes_v2(handle_t *device, nvmlDeviceAttributes_t *
     attrs->computeInstanceSliceCount = m->slices;
     attrs->multiprocessorCount = 16 * m->slices;
     attrs->memorySizeMB = 10240ULL * m->slices;
+    return leave(NVML_SUCCESS);
+}
+
+/* The GPU's load: its load file while the pid in it lives (see the header comment), else the
+ * programmed `util_pct` and `mem_used_mib`. A file that cannot be parsed reads as idle. */
+static void load_of(const gpu_t *g, unsigned int *util, unsigned int *mem_mib)
+{
+    char path[PATH_MAX + 16];
+    unsigned int pct = 0, mib = 0;
+    int pid = 0, fields;
+    FILE *f;
+
+    *util = g->util_pct;
+    *mem_mib = g->mem_used_mib;
+    if (!state.load_dir[0]) return;
+    *util = 0;
+    snprintf(path, sizeof(path), "%s/%u", state.load_dir, g->minor);
+    if (!(f = fopen(path, "r"))) return;
+    fields = fscanf(f, "%u %d %u", &pct, &pid, &mib);
+    fclose(f);
+    if (fields < 2 || pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) return;
+    *util = pct > 100 ? 100 : pct;
+    if (fields == 3) *mem_mib = mib;
+}
+
+typedef struct {
+    unsigned int gpu, memory;
+} nvmlUtilization_t;
+
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+
+EXPORT int nvmlDeviceGetUtilizationRates(handle_t *device, nvmlUtilization_t *utilization)
+{
+    gpu_t *g;
+    mig_t *m;
+    unsigned int util, mem_mib;
+    int ret = enter(device, &g, &m);
+    if (ret == NVML_SUCCESS && !utilization) ret = NVML_ERROR_INVALID_ARGUMENT;
+    if (ret == NVML_SUCCESS && m) ret = NVML_ERROR_NOT_SUPPORTED; /* as on MIG-enabled GPUs */
+    if (ret == NVML_SUCCESS) ret = g->util_ret;
+    if (ret != NVML_SUCCESS) return leave(ret);
+    load_of(g, &util, &mem_mib);
+    utilization->gpu = util;
+    utilization->memory = util / 2;
+    return leave(NVML_SUCCESS);
+}
+
+EXPORT int nvmlDeviceGetMemoryInfo(handle_t *device, nvmlMemory_t *memory)
+{
+    gpu_t *g;
+    mig_t *m;
+    unsigned int util, mem_mib;
+    unsigned long long total;
+    int ret = enter(device, &g, &m);
+    if (ret == NVML_SUCCESS && !memory) ret = NVML_ERROR_INVALID_ARGUMENT;
+    if (ret == NVML_SUCCESS) ret = g->util_ret;
+    if (ret != NVML_SUCCESS) return leave(ret);
+    load_of(g, &util, &mem_mib);
+    total = (unsigned long long)(g->mem_total_mib ? g->mem_total_mib : 81559) << 20;
+    memory->total = total;
+    memory->used = (unsigned long long)mem_mib << 20;
+    if (memory->used > total) memory->used = total;
+    memory->free = total - memory->used;
     return leave(NVML_SUCCESS);
 }
 

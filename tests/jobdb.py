@@ -58,6 +58,7 @@ class Job:
     dram_method: str = "apportioned"
     gpus: list[dict[str, Any]] = field(default_factory=list)
     gpu_w: dict[str, tuple[float, str]] = field(default_factory=dict)  # uuid -> (watts, method)
+    gpu_util: dict[str, int] = field(default_factory=dict)  # uuid -> utilisation % read on every tick
     skip: range = range(0)  # intervals the sampler lost
     partial_reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -105,6 +106,8 @@ class Job:
             entry["dram"] = [round(self.dram_w * self.step_s, 3), self.dram_method]
         if self.gpu_w:
             entry["gpu"] = {u: [round(w * load * self.step_s, 3), m] for u, (w, m) in self.gpu_w.items()}
+        if self.gpu_util:
+            entry["gpu_use"] = {u: [pct, 1024 if pct else 0] for u, pct in self.gpu_util.items()}
         return entry
 
 

@@ -20,16 +20,21 @@ ROUNDS = 5  # records finalised while we ran are picked up by another pass, not 
 
 
 def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
-    """Ingest the outbox until it is empty or the database is unavailable; returns parts stored. An
-    empty outbox opens no session: a timer may run this on every node (config/jobcarbon-deliver.timer)."""
+    """Ingest the outbox (job records, running snapshots, the node ledger's records) until it is empty or
+    the database is unavailable; returns job parts stored. An empty outbox opens no session: a timer may
+    run this on every node (config/jobcarbon-deliver.timer)."""
     from slurm_plugin.accounting import (
         join,
         snapshots,  # the database stack: imported once we hold the lock
     )
     from slurm_plugin.accounting.ingest import ingest_outbox
+    from slurm_plugin.accounting.node_ingest import ingest_node_outbox
     from slurm_plugin.storage.store import Store, StoreError
 
-    if not (outbox.pending(config.paths.outbox) or outbox.waiting(config.paths.outbox)):
+    paths = config.paths
+    if not (
+        outbox.pending(paths.outbox) or outbox.waiting(paths.outbox) or outbox.pending_node(paths.outbox)
+    ):
         return 0
     timeout_s = min(config.database.busy_timeout_s, DELIVER_TIMEOUT_S)
     try:
@@ -54,8 +59,11 @@ def deliver_outbox(config: config_module.Config, log: EventLog) -> int:
                 break
         try:
             snapshots.ingest_snapshots(store, config.paths.outbox, config.accounting, log)
+            ledger = ingest_node_outbox(store, config.paths.outbox, config.paths.quarantine, log)
+            if ledger.stored:
+                log("info", f"delivered {ledger.stored} node ledger record(s) to the database")
         except StoreError as exc:
-            log("info", f"running snapshots stay in the outbox: {exc}")
+            log("info", f"running snapshots and node records stay in the outbox: {exc}")
     finally:
         store.close()
     return stored

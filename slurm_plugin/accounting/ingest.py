@@ -121,14 +121,14 @@ def prepare_batch(
     outcomes: list[Outcome] = []
     ready: list[tuple[Path, bytes, dict[str, Any]]] = []
     for path in paths:
-        data = _read(path, log)
+        data = read_file(path, log)
         if isinstance(data, Outcome):
             outcomes.append(data)
             continue
         try:
             ready.append((path, data, record_contract.parse(data)))
         except record_contract.RecordError as exc:
-            outcomes.append(_quarantine(path, data, quarantine, f"{path.name}: {exc}", log))
+            outcomes.append(quarantine_file(path, data, quarantine, f"{path.name}: {exc}", log))
     items = [
         (record, data, _guarded(account, path, log) if account else None) for path, data, record in ready
     ]
@@ -148,13 +148,13 @@ def store_batch(
             return batch.outcomes + retried
         path, data, _ = batch.ready[0]
         reason = f"{path.name}: the database refused it: {exc}"
-        return [*batch.outcomes, _quarantine(path, data, quarantine, reason, log)]
+        return [*batch.outcomes, quarantine_file(path, data, quarantine, reason, log)]
     outcomes = list(batch.outcomes)
     for (path, data, record), part_id in zip(batch.ready, part_ids, strict=True):
         if part_id is None:
             outcomes.append(_stored_before(store, path, data, record, quarantine, log))
             continue
-        _remove(path, log)
+        remove_file(path, log)
         outcomes.append(Outcome.STORED)
     return outcomes
 
@@ -167,17 +167,17 @@ def _stored_before(
     stored = store.stored_digest(record)  # StoreUnavailable (a writer not granted it yet) keeps the rest
     incoming = record_contract.digest(record)
     if stored is None or stored == incoming:
-        _remove(path, log)
+        remove_file(path, log)
         return Outcome.DUPLICATE
     key = ", ".join(f"{name} {value}" for name, value in part_key(record).items())
     reason = f"{path.name}: conflicts with the stored part ({key}): sha256 {incoming}, stored {stored}"
     kept = store.stored_record(record)
     if kept is None:
         reason += "; the stored version is in the database only (job_parts.record_zlib)"
-    return _quarantine(path, data, quarantine, reason, log, kept, Outcome.CONFLICT)
+    return quarantine_file(path, data, quarantine, reason, log, kept, Outcome.CONFLICT)
 
 
-def _read(path: Path, log: Log) -> bytes | Outcome:
+def read_file(path: Path, log: Log) -> bytes | Outcome:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -187,7 +187,7 @@ def _read(path: Path, log: Log) -> bytes | Outcome:
         return Outcome.KEPT
 
 
-def _remove(path: Path, log: Log) -> None:
+def remove_file(path: Path, log: Log) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:  # stored all the same: the next run finds a duplicate and tries again
@@ -213,7 +213,7 @@ def _guarded(account: Account, path: Path, log: Log) -> Account:
 # --- quarantine ---------------------------------------------------------------------------------
 
 
-def _quarantine(
+def quarantine_file(
     path: Path,
     data: bytes,
     quarantine: Path,

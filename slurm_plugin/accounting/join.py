@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SLOT_MARGIN = dt.timedelta(hours=2)  # fetch slots that started before the part but still cover it
 WINDOW_MARGIN = dt.timedelta(days=1)  # IntensityWindow: read this much more either side of a request
 COMPONENTS = ("cpu", "dram", "gpu")
-ESTIMATED = "estimated"
+MEASURED = "measured"
 
 
 class IntensitySource(Protocol):
@@ -108,8 +108,8 @@ def compute_part_fields(
     whole = run(starts, ends, joules)
     fields = whole.to_dict()
     if with_months:
-        estimated = _estimated_shares(store, part_id, part)
-        fields["months"] = months.split(part, columns, joules, whole, run, settings.timezone, estimated)
+        shares = _method_shares(store, part_id, part)
+        fields["months"] = months.split(part, columns, joules, whole, run, settings.timezone, shares)
     return whole, fields
 
 
@@ -130,21 +130,26 @@ def compute_record(
     return _runner(part, store, settings, starts[0], ends[-1])(starts, ends, joules)
 
 
-def _estimated_shares(store: PartSource, part_id: int, part: dict[str, Any]) -> dict[str, float]:
-    """Per component, the share of its energy that was estimated (the record's `by_method` split).
+def _method_shares(store: PartSource, part_id: int, part: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per component with energy, the share of its joules obtained by each method (the record's
+    `by_method` split): what the month's "measured" joules and uncertainty bounds are made of.
 
-    A component's stored method is its least direct one, so only where that is "estimated" is there
-    an estimated share to find, and only then is the stored record read.
+    A component's stored method is its least direct one, so one stored as "measured" is measured
+    throughout; only where another method is stored is the record read (at ingest it is in memory).
     """
-    shares = dict.fromkeys(COMPONENTS, 0.0)
-    if not any(part.get(f"{c}_method") == ESTIMATED for c in COMPONENTS):
-        return shares
-    energy = store.record(part_id).get("energy") or {}
+    shares: dict[str, dict[str, float]] = {}
+    mixed = [c for c in COMPONENTS if part.get(f"{c}_method") not in (None, MEASURED)]
+    energy = (store.record(part_id).get("energy") or {}) if mixed else {}
     for component in COMPONENTS:
-        summary = energy.get(component) or {}
-        total = sum((summary.get("by_method") or {}).values())
+        method = part.get(f"{component}_method")
+        if method is None:
+            continue
+        by_method = ((energy.get(component) or {}).get("by_method") or {}) if component in mixed else {}
+        total = sum(by_method.values())
         if total > 0:
-            shares[component] = (summary.get("by_method") or {}).get(ESTIMATED, 0.0) / total
+            shares[component] = {m: j / total for m, j in by_method.items()}
+        else:
+            shares[component] = {method: 1.0}
     return shares
 
 

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from slurm_plugin import uncertainty
 from slurm_plugin.accounting.footprint import Footprint
+from slurm_plugin.methods import Method
 from slurm_plugin.times import epoch_s
 
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 SECONDS_PER_HOUR = 3600.0
 SERIES_RUNGS = ("measured_series", "forecast_series")  # carbon from a time series, not an average
+METHOD_COLUMNS = tuple(Method)  # a month's joules per method: measured_j, ..., estimated_j
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +123,12 @@ def split(
     whole: Footprint,
     run: Callable[[Sequence[float], Sequence[float], Sequence[float]], Footprint],
     timezone: str,
-    estimated_shares: dict[str, float],
+    method_shares: dict[str, dict[str, float]],
 ) -> list[dict[str, Any]]:
     """A part's figures per month of `timezone`: `run` (the footprint formula bound to the part's
-    intensity and PUE) on each month's slice, so Σ months == `whole`. Every part has at least the
-    month it started in, even without energy."""
+    intensity and PUE) on each month's slice, so Σ months == `whole`; per component, `method_shares`
+    splits its joules by method (join._method_shares), for the month's joules per method and its
+    uncertainty bounds. Every part has at least the month it started in, even without energy."""
     start_s, end_s = epoch_s(part["start"]), epoch_s(part["end"])
     t0s, t1s = columns[0], columns[1]
     first = min(start_s, t0s[0]) if len(t0s) else start_s
@@ -144,7 +148,10 @@ def split(
         for gpu in gpus:
             model = str(gpu.get("model") or "unknown")
             by_model[model] = by_model.get(model, 0.0) + float(gpu.get("share") or 1.0) * hours
-        component_j = {"cpu": piece.cpu_j, "dram": piece.dram_j, "gpu": piece.gpu_j}
+        by_method = _by_method({"cpu": piece.cpu_j, "dram": piece.dram_j, "gpu": piece.gpu_j}, method_shares)
+        band = uncertainty.bounds(
+            result.it_energy_j, result.facility_energy_j, by_method, result.co2e_by_rung_g
+        )
         found.append(
             {
                 "month": month.name,
@@ -154,7 +161,8 @@ def split(
                 "cpu_j": piece.cpu_j,
                 "dram_j": piece.dram_j,
                 "gpu_j": piece.gpu_j,
-                "estimated_j": sum(j * estimated_shares.get(c, 0.0) for c, j in component_j.items()),
+                **{f"{method}_j": by_method.get(method, 0.0) for method in METHOD_COLUMNS},
+                **band.as_dict(),
                 "series_co2e_g": sum(result.co2e_by_rung_g.get(r, 0.0) for r in SERIES_RUNGS),
                 "core_hours": float(part.get("cpu_count") or 0) * hours,
                 "node_hours": hours,
@@ -164,6 +172,16 @@ def split(
                 "sources": list(result.sources),
             }
         )
+    return found
+
+
+def _by_method(component_j: dict[str, float], shares: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Joules per method of the components' joules, each split by its shares (a component without
+    shares, never measured, has no joules)."""
+    found: dict[str, float] = {}
+    for component, joules in component_j.items():
+        for method, share in shares.get(component, {}).items():
+            found[method] = found.get(method, 0.0) + joules * share
     return found
 
 

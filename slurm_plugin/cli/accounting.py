@@ -70,6 +70,7 @@ def db_migrate(args: argparse.Namespace, settings: Config) -> int:
 def ingest(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting import join, snapshots
     from slurm_plugin.accounting.ingest import ingest_outbox
+    from slurm_plugin.accounting.node_ingest import ingest_node_outbox
 
     outbox = args.outbox or settings.paths.outbox
     if not outbox.is_dir():
@@ -86,13 +87,15 @@ def ingest(args: argparse.Namespace, settings: Config) -> int:
         running = (
             snapshots.ingest_snapshots(store, outbox, settings.accounting, log) if not result.kept else 0
         )
+        nodes = ingest_node_outbox(store, outbox, settings.paths.quarantine, log)
     print(
         f"{outbox}: {result.stored} stored, {result.duplicates} duplicates, "
         f"{result.quarantined} quarantined, {result.kept} kept"
         + (f", {result.conflicts} conflicts" if result.conflicts else "")
         + (f", {running} running-job snapshots" if running else "")
+        + (f", {nodes.stored} node records" if nodes.stored else "")
     )
-    return 1 if result.kept else 0
+    return 1 if result.kept or nodes.kept else 0
 
 
 def intensity_sync(args: argparse.Namespace, settings: Config) -> int:

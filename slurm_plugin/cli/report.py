@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "jobcarbon/monthly-report/2"
 OUTPUT_FIELDS = ("month", "by", "format", "part")  # what an --output template may name
-PARTS = ("rows", "totals", "gpu_models", "top_jobs", "top_users")  # formats.PARTS, without importing it
+PARTS = ("rows", "totals", "gpu_models", "top_jobs", "top_users", "ledger", "ledger_shares")  # formats.PARTS
 QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 YEAR = re.compile(r"^\d{4}$")
 HTML_TOP = 5  # the largest jobs and users the HTML page lists unless --top says otherwise
@@ -57,8 +57,14 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         ) from None
     if request["by"] not in monthly.BY:
         raise monthly.ReportError(f"--by {request['by'][:40]!r}: choose one of {', '.join(monthly.BY)}")
+    if args.meter_kwh is not None and not args.reconcile:
+        raise UsageError("--meter-kwh is compared in the --reconcile view: use them together")
+    if args.meter_kwh is not None and not args.meter_kwh > 0:
+        raise UsageError("--meter-kwh must be a positive number of kWh")
     found = _ask_or_read(settings, request)
     document = found["report"]
+    if args.reconcile:
+        return _reconcile(document, args)
     result = output.Result(
         document,
         table=lambda: formats.to_table(document, wide=args.wide),
@@ -74,6 +80,21 @@ def report(args: argparse.Namespace, settings: Config) -> int:
         _write(Path(name), text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _reconcile(document: dict[str, Any], args: argparse.Namespace) -> int:
+    """`--reconcile`: the node ledger's totals, and a site meter's figure beside them."""
+    from slurm_plugin.reports import ledger_text
+
+    if document.get("ledger") is None:
+        raise JobcarbonError("--reconcile needs the node ledger, which only a viewer of every job may see")
+    found = ledger_text.reconcile(document, args.meter_kwh)
+    if args.format not in ("table", "json"):
+        raise UsageError("--reconcile is shown as a table or as JSON")
+    sys.stdout.write(
+        output.render(output.Result(found, table=lambda: ledger_text.reconcile_text(found)), args.format)
+    )
     return 0
 
 
@@ -145,8 +166,20 @@ def answer(request: dict[str, Any], reader: Reader, scope: Scope, settings: Conf
         document = monthly.build(reader, wanted)
     except monthly.ReportError as exc:
         raise readonly.QueryError(str(exc)) from None
+    if scope.everything and reader.db.has_table("node_intervals"):  # node figures cover every job
+        document["ledger"] = _ledger(reader, document, settings)
     curves = monthly.intensity_curves(reader, document) if request.get("curves") is True else {}
     return {"report": document, "curves": curves}
+
+
+def _ledger(reader: Reader, document: dict[str, Any], settings: Config) -> dict[str, Any]:
+    from slurm_plugin.reports import ledger
+
+    accounting = settings.accounting
+    wanted = ledger.Settings(
+        accounting.timezone, settings.ledger.share_by, accounting.pue, accounting.pue_rules
+    )
+    return ledger.section(reader, document, wanted)
 
 
 def _html_renderer() -> Callable:
@@ -209,7 +242,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         choices=PARTS,
         default="rows",
         help="the CSV's part: rows per month, cluster and group (default), totals per month and cluster,"
-        " gpu_models (GPU-hours per model), top_jobs or top_users (with --top)",
+        " gpu_models (GPU-hours per model), top_jobs or top_users (with --top), ledger (the node ledger"
+        " per month and cluster) or ledger_shares (its remainder per group, policy proportional)",
     )
     parser.add_argument(
         "--top",
@@ -224,5 +258,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--wide", action="store_true", help="the table with CPU, DRAM and GPU kWh and the data-quality shares"
+    )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="the node ledger: jobs + remainder = node IT energy, x PUE = facility energy (admins)",
+    )
+    parser.add_argument(
+        "--meter-kwh",
+        type=float,
+        help="with --reconcile: the site meter's facility kWh for the period, compared with the ledger's",
     )
     parser.set_defaults(run=report)

@@ -131,7 +131,8 @@ def _override(env: Mapping[str, str], name: str, configured: str) -> str | None:
     return _name({name: configured}, name) if configured else _name(env, name)
 
 
-def _hostname() -> str:
+def hostname() -> str:
+    """The short host name: a node's name where Slurm gives none (SLURMD_NODENAME)."""
     return socket.gethostname().split(".")[0]
 
 
@@ -147,7 +148,7 @@ def from_env(env: Mapping[str, str], cluster: str = "", node: str = "") -> JobIn
         or "default",
         job_id=_int(env, "SLURM_JOB_ID"),
         restart_count=_int(env, "SLURM_JOB_RESTART_COUNT", 0),
-        node=_override(env, "SLURMD_NODENAME", node) or _hostname(),
+        node=_override(env, "SLURMD_NODENAME", node) or hostname(),
         user=_name(env, "SLURM_JOB_USER") or "",
         uid=_int(env, "SLURM_JOB_UID"),
         gid=_int(env, "SLURM_JOB_GID"),

@@ -17,6 +17,7 @@ job cgroup, a MIG slice's share) is noted in the job's record and logged once pe
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -31,17 +32,19 @@ from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
 from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.node.gpu_energy import GpuTrack
+from slurm_plugin.node.gpu_reads import NvmlSession
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.node.journal import end_line as journal_end_line
+from slurm_plugin.node.ledger import NodeLedger
 from slurm_plugin.sensors import procstat
-from slurm_plugin.sensors.base import SensorUnavailable, Status
 from slurm_plugin.sensors.cgroup import find_job_cgroup
 from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
+STALE_ANCHORS = 10  # a GPU not anchored for this many counter intervals no longer holds the node ledger
 FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
@@ -55,6 +58,7 @@ class Tick:
     time: float
     jobs: list[JobInterval]
     gpu_energy: dict[str, Share] = field(default_factory=dict)
+    gpu_use: dict[str, list[int | None]] = field(default_factory=dict)  # [util %, memory MiB]
     shares: dict[str, dict[str, Share]] | None = None
 
     def gpu_parts(self, job: JobInterval, final: Callable[[str], bool]) -> dict[str, Share]:
@@ -158,13 +162,14 @@ class NodeSampler:
         self._deferred: tuple[Tick, set[str]] | None = None  # a hook's tick, its GPUs not read yet
         self._busy: float | None = None
         self._last_tick: float | None = None
-        self._nvml: Any = None
-        self._nvml_problem: str | None = None
-        self._nvml_retry_at = 0.0  # a failed start-up is tried again from then (`_open_nvml`)
-        self._nvml_backoff_s = 0.0
+        self.nvml = NvmlSession(config.nvml, log)
         self._awaiting_nvml: list[JobTracker] = []  # GPU jobs that started while NVML was down
         self.energy_j = dict.fromkeys(COMPONENTS, 0.0)  # the node's since this sampler started
         self.sensors_ok: dict[str, bool] = {"procstat": True, "rapl": bool(self.rapl.zones)}
+        self.ledger: NodeLedger | None = None  # the node ledger the agent keeps, fed every tick
+        self._all_gpus: set[str] = (
+            set()
+        )  # every GPU of the node, read with or without a job (`watch_all_gpus`)
 
     def _fallbacks(self, tdp_from: str) -> list[str]:
         """The node's standing estimates, noted in every job's record."""
@@ -222,6 +227,7 @@ class NodeSampler:
             tracker.journal.append(journal_end_line(ended))
         for uuid in set(self._gpus) - self._tracked_gpus():
             del self._gpus[uuid]  # a later job on it starts from a fresh baseline
+        self._fold_ledger()
         return tracker.journal.close()
 
     def settle(self) -> None:
@@ -238,13 +244,21 @@ class NodeSampler:
             self._read_gpus(deferred[0], anchors)
         for tracker in self.jobs.values():
             self._flush(tracker)
+        self._fold_ledger()
+
+    def _fold_ledger(self) -> None:
+        """Hand the ledger the ticks whose GPU parts are final and whose job lines are all journaled."""
+        if self.ledger is not None:
+            held = [tracker.pending[0][0].time for tracker in self.jobs.values() if tracker.pending]
+            stale = time.time() - STALE_ANCHORS * self.config.nvml.counter_interval_s
+            self.ledger.fold(self._final, min(held, default=math.inf), stale)
 
     def _settle_job(self, tracker: JobTracker) -> set[str]:
         """Resolve the job's GPUs and write its header (or resume line); return its GPUs to anchor."""
         now = tracker.first_sample
         gpus, problems = self._resolve_gpus(tracker.info, now)
         tracker.claims = _claims(gpus)
-        if self._nvml is None and (tracker.info.job_gpus or tracker.info.cuda_visible_devices):
+        if self.nvml.sensor is None and (tracker.info.job_gpus or tracker.info.cuda_visible_devices):
             self._awaiting_nvml.append(tracker)
         if tracker.resumed:
             tracker.journal.append({"type": "resume", "t": now, "reason": tracker.resumed})
@@ -257,6 +271,7 @@ class NodeSampler:
                     "start": tracker.start_s,
                     "first_sample": now,
                     "gpus": gpus,
+                    "gpu_idle_util_pct": self.config.advice.gpu_idle_util_pct,  # the waste rule's
                     "node_info": self.node_info(),
                 }
             )
@@ -279,7 +294,7 @@ class NodeSampler:
         """Once a retry opens NVML, the GPUs of the jobs that started while it was down; the time
         before is noted as a gap in their GPU energy. Returns the GPUs to anchor."""
         self._awaiting_nvml = [t for t in self._awaiting_nvml if self.jobs.get(t.info.key) is t]
-        if not self._awaiting_nvml or self._open_nvml(now) is None:
+        if not self._awaiting_nvml or self.nvml.open(now) is None:
             return set()
         anchors: set[str] = set()
         for tracker in self._awaiting_nvml:
@@ -299,49 +314,10 @@ class NodeSampler:
         return anchors
 
     def _resolve_gpus(self, info: JobInfo, now: float) -> tuple[list[dict[str, Any]], list[str]]:
-        if not info.job_gpus and not info.cuda_visible_devices:
-            return [], []
-        nvml = self._open_nvml(now)
-        self.sensors_ok["nvml"] = nvml is not None
-        if nvml is None:
-            return [], [f"job has GPUs but NVML is unavailable: {self._nvml_problem}"]
-        devices, problems = nvml.resolve(info.job_gpus, info.cuda_visible_devices)
-        described = [
-            {
-                "uuid": d.uuid,
-                "model": d.name,
-                "pci_bus_id": d.pci_bus_id,
-                "minor": d.minor,
-                "parent_uuid": d.parent_uuid,
-                "share": d.share,
-            }
-            for d in devices
-        ]
-        return described, problems
-
-    def _open_nvml(self, now: float) -> Any:
-        """NVML is opened on the first job that has GPUs: CPU-only nodes never load it. A failed
-        start-up (a driver loaded after the agent) is tried again after `nvml.retry_interval_s`,
-        doubled after each failure up to 20 times that, so a persistent agent recovers."""
-        if self._nvml is None and now >= self._nvml_retry_at:
-            from slurm_plugin.sensors.nvml import NvmlSensor
-
-            first = self.config.nvml.retry_interval_s
-            try:
-                self._nvml = NvmlSensor.open(self.config.nvml)
-            except SensorUnavailable as exc:
-                self._nvml_problem = str(exc)
-                self._nvml_backoff_s = min(max(2 * self._nvml_backoff_s, first), 20 * first)
-                if not self.config.nvml.enabled:  # a setting, not a failure: never tried again
-                    self._nvml_retry_at = float("inf")
-                    return None
-                self._nvml_retry_at = now + self._nvml_backoff_s
-                self.log("warning", f"{exc}; trying again in {self._nvml_backoff_s:g} s")
-            else:
-                if self._nvml_problem is not None:
-                    self.log("info", f"NVML opened after an earlier failure ({self._nvml_problem})")
-                self._nvml_problem, self._nvml_backoff_s = None, 0.0
-        return self._nvml
+        found = self.nvml.resolve(info, now)
+        if info.job_gpus or info.cuda_visible_devices:
+            self.sensors_ok["nvml"] = self.nvml.sensor is not None
+        return found
 
     # -- ticks --------------------------------------------------------------------------------
 
@@ -367,6 +343,8 @@ class NodeSampler:
             self._deferred = (tick, stopping)
         else:
             self._read_gpus(tick, stopping)
+        if self.ledger is not None and previous is not None:
+            self.ledger.node_tick(previous, now, node, tick.gpu_energy)
         if node is not None and previous is not None:
             shares = attribution.attribute(node, tick.jobs, {})  # GPU parts when final (`_flush`)
             for job in tick.jobs:
@@ -375,6 +353,7 @@ class NodeSampler:
         if not defer_gpus:
             for tracker in self.jobs.values():
                 self._flush(tracker)
+            self._fold_ledger()
         return now
 
     def _read_node(self, now: float, duration: float | None) -> NodeInterval | None:
@@ -437,45 +416,47 @@ class NodeSampler:
         return packages, drams, unreadable
 
     def _tracked_gpus(self) -> set[str]:
-        return {claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims}
+        return self._all_gpus | {
+            claim.parent_uuid for tracker in self.jobs.values() for claim in tracker.claims
+        }
+
+    def watch_all_gpus(self) -> None:
+        """Read every GPU of the node on every tick, not only those jobs hold: a resident agent's node
+        ledger then has the idle GPUs too. NVML is opened now, on nodes that have it (the nvidia kernel
+        module loaded, or `nvml.library` set), so a CPU-only node never loads it."""
+        module = self.config.paths.sysfs / "module" / "nvidia"
+        if not self.config.nvml.enabled or (self.config.nvml.library is None and not module.is_dir()):
+            return
+        nvml = self.nvml.open(time.time())
+        if nvml is not None:
+            self._all_gpus = {device.uuid for device in nvml.devices()}
+            self.sensors_ok["nvml"] = True
 
     def _read_gpus(self, tick: Tick, anchors: set[str]) -> None:
-        """Power of every tracked GPU, the counter where an anchor is due or asked for (`anchors`).
-
-        A counter read after the tick's time (a hook's deferred tick, or just the node's reads first)
-        is moved back to it by the power read with it: the error is at most the power's change times
-        the delay, a few ms (docs/attribution.md).
-        """
+        """Power, utilisation and memory of every tracked GPU; the counter where an anchor is due or
+        asked for (`anchors`)."""
         parents = self._tracked_gpus()
-        if not parents or self._nvml is None:
+        if not parents or self.nvml.sensor is None:
             return
         every_s = self.config.nvml.counter_interval_s
         for uuid in parents:
             track = self._gpus.get(uuid)
             if track is None:
                 track = self._gpus[uuid] = GpuTrack()
-            power_mw = self._nvml.power_mw(uuid)
-            energy_mj = None
-            if uuid in anchors or track.due(tick.time, every_s):
-                energy_mj = self._counter_mj(uuid, track, tick.time)
-                if energy_mj is not None and power_mw is not None:
-                    energy_mj -= power_mw * max(time.time() - tick.time, 0.0)  # mW x s = mJ
+            read = self.nvml.read(uuid, tick.time, uuid in anchors or track.due(tick.time, every_s))
+            if read.no_counter:
+                track.drop_counter(tick.time)  # pre-Volta: integrate power from now on
+                self._note_gpu(uuid, f"GPU {uuid} has no energy counter: integrated from power", tick.time)
+            tick.gpu_use[uuid] = [read.util_pct, read.mem_mib]
             counted = track.total_j
-            step = track.step(tick.time, power_mw / 1000 if power_mw is not None else None, energy_mj)
+            power_w = read.power_mw / 1000 if read.power_mw is not None else None
+            step = track.step(tick.time, power_w, read.energy_mj)
             self.energy_j["gpu"] += track.total_j - counted
             if step.part is not None:
                 tick.gpu_energy[uuid] = step.part
             if step.reset:
                 text = f"GPU {uuid}: energy counter reset; its energy since the previous counter reading "
                 self._note_gpu(uuid, text + "integrated from power", tick.time)
-
-    def _counter_mj(self, uuid: str, track: GpuTrack, now: float) -> float | None:
-        """The GPU's energy counter, or None (failed: the segment runs on to the next anchor)."""
-        reading = self._nvml.read([uuid])[uuid]
-        if reading.status is Status.NOT_SUPPORTED:
-            track.drop_counter(now)  # pre-Volta: integrate power from now on
-            self._note_gpu(uuid, f"GPU {uuid} has no energy counter: integrated from power", now)
-        return reading.energy_mj
 
     def _final(self, uuid: str, time_s: float) -> bool:
         track = self._gpus.get(uuid)
@@ -490,8 +471,13 @@ class NodeSampler:
                 return
             parts = tick.gpu_parts(job, functools.partial(self._final, time_s=tick.time))
             entry["gpu"] = {uuid: _part(part) for uuid, part in parts.items()}
+            use = _gpu_use(tick, job)
+            if use:
+                entry["gpu_use"] = use
             tracker.journal.append(entry)
             tracker.count(entry)
+            if self.ledger is not None:
+                self.ledger.job_line(tracker.info.key, entry)
             pending.popleft()
         self._journal_refused(tracker)
 
@@ -583,6 +569,16 @@ class NodeSampler:
 def _claims(gpus: list[dict[str, Any]]) -> list[GpuClaim]:
     """The claims of a job's resolved GPUs (`_resolve_gpus`) on their physical GPUs."""
     return [GpuClaim(g["uuid"], g.get("parent_uuid") or g["uuid"], float(g.get("share", 1.0))) for g in gpus]
+
+
+def _gpu_use(tick: Tick, job: JobInterval) -> dict[str, list[int | None]]:
+    """[util %, memory MiB] of the job's whole GPUs at the tick; a MIG slice has none, since its parent's
+    figures are the whole GPU's (docs/record.md)."""
+    return {
+        claim.uuid: tick.gpu_use[claim.uuid]
+        for claim in job.gpus
+        if claim.uuid == claim.parent_uuid and claim.uuid in tick.gpu_use
+    }
 
 
 def _part(part: Share | None) -> list[Any] | None:

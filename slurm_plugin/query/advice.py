@@ -1,5 +1,5 @@
-"""Advice on a finished job, as Princeton's jobstats gives it but in energy terms: what the cores it left
-idle, the memory it did not use, its time limit or its failure cost (docs/querying.md, "Advice").
+"""Advice on a finished job, as Princeton's jobstats gives it but in energy terms: what the GPUs and cores
+it left idle, the memory it did not use, its time limit or its failure cost (docs/querying.md, "Advice").
 
 Pure: a job summary document (`job_summary.build`) and the site's thresholds (`config.Advice`) in, one
 sentence per finding out. Figures are the summary's own, so a sentence never disagrees with the table.
@@ -21,7 +21,12 @@ def notes(summary: dict[str, Any], settings: Advice) -> list[str]:
     what it held and did not use."""
     if summary["state"] != "completed":
         return []
-    return [*_ending(summary), *_cores(summary, settings), *_memory(summary, settings)]
+    return [
+        *_ending(summary),
+        *_gpus(summary, settings),
+        *_cores(summary, settings),
+        *_memory(summary, settings),
+    ]
 
 
 def _cost(summary: dict[str, Any], joules_spent: float) -> str:
@@ -45,6 +50,24 @@ def _ending(summary: dict[str, Any]) -> list[str]:
     if state in UNFINISHED:
         return [f"{state.lower().replace('_', ' ')}: {_cost(summary, spent)} spent without a complete result"]
     return []
+
+
+def _gpus(summary: dict[str, Any], settings: Advice) -> list[str]:
+    """The GPUs idle for more than `gpu_idle_fraction_above` of their sampled time, and what their idle
+    ticks used. No minimum duration: a GPU held and never used is waste however short the job."""
+    use = summary.get("efficiency") or {}
+    idle = [
+        gpu
+        for gpu in use.get("gpus") or []
+        if gpu["idle_fraction"] is not None and gpu["idle_fraction"] > settings.gpu_idle_fraction_above
+    ]
+    if not idle:
+        return []
+    share = sum(g["idle_fraction"] * g["sampled_s"] for g in idle) / sum(g["sampled_s"] for g in idle)
+    count = f"{len(idle)} GPU{'s' if len(idle) > 1 else ''}"
+    of = f" of {len(use['gpus'])}" if len(use["gpus"]) > len(idle) else ""
+    wasted = _cost(summary, sum(g["idle_j"] for g in idle))
+    return [f"{count}{of} idle {share * 100:.0f} % of the time: {wasted} wasted; request fewer GPUs"]
 
 
 def _cores(summary: dict[str, Any], settings: Advice) -> list[str]:

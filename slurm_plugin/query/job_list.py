@@ -72,7 +72,10 @@ CSV_COLUMNS = (
     "coverage_fraction",
     "partial",
     "run",
-)  # fmt: skip  (run last: columns scripts read by position keep theirs)
+    "gpu_util_pct",
+    "waste_j",
+    "waste_co2e_g",
+)  # fmt: skip  (new columns last: scripts that read by position keep theirs)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ def build(rows: list[dict[str, Any]], totals: dict[str, Any], filters: dict[str,
             "energy_j": round(totals["energy_j"], 3),
             "facility_energy_j": round(totals["facility_energy_j"], 3),
             "co2e_g": figures.kept(totals["co2e_g"]),
+            "waste_j": round(totals["waste_j"], 3),
+            "waste_co2e_g": figures.kept(totals["waste_co2e_g"]),
         },
     }
 
@@ -192,6 +197,20 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "quality": QUALITY.get(rung or "", None) if complete else None,
         "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
         "partial": bool(row["partial"]),
+        **_use(row, complete),
+    }
+
+
+def _use(row: dict[str, Any], complete: bool) -> dict[str, Any]:
+    """Waste (idle GPUs + idle cores, docs/attribution.md) and the GPUs' mean utilisation; null where a
+    part has no figure (stored before version 12, or no cgroup reading) or no GPU was read."""
+    known = row["waste_parts"] == row["nodes"]
+    waste_co2e = row["waste_co2e_g"]
+    sampled = row["gpu_sampled_s"]
+    return {
+        "gpu_util_pct": round(row["gpu_util_s"] / sampled, 1) if sampled else None,
+        "waste_j": round(row["waste_j"], 3) if known else None,
+        "waste_co2e_g": figures.kept(waste_co2e) if known and complete and waste_co2e is not None else None,
     }
 
 
@@ -268,11 +287,20 @@ FIELDS: dict[str, Field] = {
     "coverage": Field(
         "Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"
     ),
+    "gpu_util": Field("GPU util", lambda job, tz: _percent(job["gpu_util_pct"])),
+    "waste_kwh": Field(
+        "Waste kWh", lambda job, tz: None if job["waste_j"] is None else job["waste_j"] / J_PER_KWH
+    ),
+    "waste_co2e_g": Field("Waste CO2e g", lambda job, tz: job["waste_co2e_g"]),
 }
 # The default table fits 100 columns with everyday names; --wide adds where, how many and how sure.
 WIDE = ("jobid", "user", "account", "partition", "state", "start", "elapsed", "nodes", "energy", "co2e_g",
         "g_per_kwh", "quality", "coverage")  # fmt: skip
 NARROW = tuple(name for name in WIDE if name not in {"partition", "nodes", "g_per_kwh", "quality"})
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} %"
 
 
 def field_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -312,6 +340,8 @@ def table(
         f"{totals['jobs']} jobs{more}: {figures.energy(totals['energy_j'])} IT, "
         f"{figures.energy(totals['facility_energy_j'])} facility, {figures.mass(totals['co2e_g'])} CO2e"
     )
+    if totals["waste_j"]:  # records of earlier releases have no waste figure: say nothing, not 0
+        footer += f"; waste {figures.energy(totals['waste_j'])}, {figures.mass(totals['waste_co2e_g'])} CO2e"
     if not rows:
         return f"no jobs match\n{footer}"
     body = tabulate(rows, headers=headers, disable_numparse=True, colalign=[a for _, _, a in columns])

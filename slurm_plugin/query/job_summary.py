@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from slurm_plugin import figures
+from slurm_plugin import figures, uncertainty
 from slurm_plugin.accounting.footprint import J_PER_KWH, RUNGS
 from slurm_plugin.methods import ORDER
 from slurm_plugin.query import visibility, what_if
@@ -172,6 +172,8 @@ def _efficiency(
     requested_mb = (slurm or {}).get("req_mem_mb")
     requested = round(requested_mb * 2**20) if requested_mb else None
     g_per_j = carbon["co2e_g"] / carbon["it_energy_j"] if carbon and carbon.get("it_energy_j") else None
+    idle_gpu_j = sum(e.get("idle_gpu_j", 0.0) for e in known)
+    waste_j = idle_j + idle_gpu_j
     return {
         "cpu_time_s": round(cpu_s, 3),
         "core_s": round(core_s, 3),
@@ -181,7 +183,25 @@ def _efficiency(
         "mem_used_fraction": round(peak / requested, 4) if requested else None,
         "idle_cpu_j": round(idle_j, 3),
         "idle_cpu_co2e_g": figures.kept(idle_j * g_per_j) if g_per_j is not None else None,
+        "gpus": _gpu_use(parts),
+        "idle_gpu_j": round(idle_gpu_j, 3),
+        "idle_gpu_co2e_g": figures.kept(idle_gpu_j * g_per_j) if g_per_j is not None else None,
+        "waste_j": round(waste_j, 3),
+        "waste_co2e_g": figures.kept(waste_j * g_per_j) if g_per_j is not None else None,
     }
+
+
+def _gpu_use(parts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each whole GPU's utilisation, memory peak and idle energy (docs/record.md, `efficiency.gpus`),
+    by node and GPU, with the idle threshold its record was built with."""
+    found = []
+    for part in parts:
+        use = part.get("efficiency") or {}
+        for uuid, gpu in sorted((use.get("gpus") or {}).items()):
+            found.append(
+                {"id": uuid, "node": part["node"], "idle_below_pct": use["gpu_idle_util_pct"], **gpu}
+            )
+    return found
 
 
 def _weakest(methods: Sequence[str | None]) -> str | None:
@@ -198,11 +218,16 @@ def _component(parts: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | N
 
 
 def _energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    by_method: dict[str, float] = {}
+    for part in parts:
+        for method, joules in _joules_by_method(part).items():
+            by_method[method] = by_method.get(method, 0.0) + joules
     return {
         "cpu": _component(parts, "cpu"),
         "dram": _component(parts, "dram"),
         "gpus": _gpus(parts),
         "total_j": round(sum(p["total_j"] for p in parts), 3),
+        "by_method_j": {m: round(by_method[m], 3) for m in ORDER if m in by_method},
     }
 
 
@@ -266,8 +291,49 @@ def _carbon(parts: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "energy_by_rung_j": {
             k: round(v, 3) for k, v in sorted(by_rung.items(), key=lambda kv: RUNGS.index(kv[0]))
         },
+        **_bounds(parts),
         "parts_without_footprint": [p["node"] for p in parts if not p["footprint"]],
     }
+
+
+def _bounds(parts: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The low and high ends of the footprinted parts' energy and CO2e (docs/methodology.md#uncertainty):
+    each part's from its joules per method and its CO2e per intensity rung, the parts' ends added."""
+    found = dict.fromkeys(uncertainty.Bounds.__slots__, 0.0)
+    for part in parts:
+        f = part["footprint"]
+        if not f:
+            continue
+        band = uncertainty.bounds(
+            f["it_energy_j"], f["facility_energy_j"], _joules_by_method(part), _co2e_by_rung(f)
+        )
+        for name, value in band.as_dict().items():
+            found[name] += value
+    return {name: round(value, 4 if name.startswith("co2e") else 3) for name, value in found.items()}
+
+
+def _co2e_by_rung(footprint: dict[str, Any]) -> dict[str, float]:
+    """A footprint's CO2e per intensity rung; for footprints stored without it, its CO2e shared out by
+    the energy of each rung (or all at the widest rung's band when even that is missing)."""
+    if footprint.get("co2e_by_rung_g"):
+        return dict(footprint["co2e_by_rung_g"])
+    energy = footprint.get("energy_by_rung_j") or {}
+    total = sum(energy.values())
+    if total <= 0:
+        return {"world": footprint["co2e_g"]}
+    return {rung: footprint["co2e_g"] * joules / total for rung, joules in energy.items()}
+
+
+def _joules_by_method(part: dict[str, Any]) -> dict[str, float]:
+    """A part's joules per method, from its record's split, else each component's stored method."""
+    found: dict[str, float] = {}
+    split = part.get("energy_by_method") or {}
+    for component in ("cpu", "dram", "gpu"):
+        joules, method = part[f"{component}_j"], part[f"{component}_method"]
+        pieces = split.get(component) or ({method: joules} if joules and method else {})
+        for name, value in pieces.items():
+            found[name] = found.get(name, 0.0) + value
+    return found
 
 
 def _coverage(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

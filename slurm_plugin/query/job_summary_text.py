@@ -44,7 +44,25 @@ def _efficiency_lines(use: dict[str, Any]) -> list[str]:
         memory += (
             f" of {use['mem_requested_bytes'] / 2**30:.3g} GiB requested ({use['mem_used_fraction']:.0%})"
         )
-    return ["efficiency", _row("CPU", cores), _row("idle cores", idle), _row("memory", memory)]
+    lines = ["efficiency", _row("CPU", cores), _row("idle cores", idle), _row("memory", memory)]
+    lines += [_row(f"GPU {n}", _gpu_line(gpu)) for n, gpu in enumerate(use.get("gpus") or [])]
+    if use.get("gpus"):
+        waste = joules(use["waste_j"])
+        if use.get("waste_co2e_g") is not None:
+            waste += f", {grams(use['waste_co2e_g'])} CO2e"
+        lines.append(_row("waste", f"{waste} (idle GPUs {joules(use['idle_gpu_j'])} + idle cores)"))
+    return lines
+
+
+def _gpu_line(gpu: dict[str, Any]) -> str:
+    """ "util mean 97 %, max 99 %, idle 0 % of the time, 20 GiB peak (GPU-…)"."""
+    if gpu["util_mean_pct"] is None:
+        return f"utilisation not read ({gpu['id']})"
+    return (
+        f"util mean {gpu['util_mean_pct']:.0f} %, max {gpu['util_max_pct']} %, "
+        f"idle {gpu['idle_fraction'] * 100:.0f} % of the time, "
+        f"{gpu['mem_peak_bytes'] / 2**30:.3g} GiB peak ({gpu['id']})"
+    )
 
 
 def _progress_lines(s: dict[str, Any]) -> list[str]:
@@ -158,6 +176,12 @@ def _carbon_lines(s: dict[str, Any], tz: dt.tzinfo) -> list[str]:
         lines += [
             _row(
                 "CO2e", f"{grams(carbon['co2e_g'])} at {carbon['effective_g_per_kwh']:.0f} g/kWh (effective)"
+            ),
+            _row(
+                "range",
+                f"{grams(carbon['co2e_low_g'])} to {grams(carbon['co2e_high_g'])} CO2e, facility energy "
+                f"{joules(carbon['facility_energy_low_j'])} to {joules(carbon['facility_energy_high_j'])}"
+                " (uncertainty of the methods used)",
             ),
             _row("zone", carbon["zone"] or "- (no zone configured)"),
             _row("source", f"{', '.join(carbon['sources'])} ({', '.join(carbon['scopes'])})"),

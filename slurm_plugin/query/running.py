@@ -105,6 +105,7 @@ def _part(record: dict[str, Any], footprint: dict[str, Any] | None) -> dict[str,
         "footprint": footprint,
         "timeline": [(origin + r[0], origin + r[1], *r[2:]) for r in record["timeline"]["rows"]],
         "gpu_devices": (energy.get("gpu") or {}).get("devices") or {},
+        "energy_by_method": readonly.by_method(energy),
         "efficiency": record.get("efficiency"),
     }
     for component in ("cpu", "dram", "gpu"):

@@ -15,9 +15,13 @@ import json
 import textwrap
 from typing import Any
 
+from slurm_plugin.reports import ledger_text
+from slurm_plugin.reports.ledger import SHARE
+from slurm_plugin.reports.ledger import TOTAL as LEDGER
 from slurm_plugin.reports.monthly import GPU_MODEL, ROW, TOP, TOTAL
 
 PARTS = {"rows": ROW, "totals": TOTAL, "gpu_models": GPU_MODEL, "top_jobs": TOP, "top_users": TOP}
+LEDGER_PARTS = {"ledger": LEDGER, "ledger_shares": SHARE}  # in the document's `ledger` section, when there
 TABLE_HEADERS = {
     "month": "month",
     "cluster": "cluster",
@@ -29,8 +33,14 @@ TABLE_HEADERS = {
     "dram_kwh": "DRAM kWh",
     "gpu_kwh": "GPU kWh",
     "it_kwh": "IT kWh",
+    "it_kwh_low": "IT kWh low",
+    "it_kwh_high": "IT kWh high",
     "facility_kwh": "facility kWh",
+    "facility_kwh_low": "facility kWh low",
+    "facility_kwh_high": "facility kWh high",
     "co2e_kg": "kg CO2e",
+    "co2e_kg_low": "kg CO2e low",
+    "co2e_kg_high": "kg CO2e high",
     "lifecycle_co2e_kg": "lifecycle CO2e kg",
     "direct_co2e_kg": "direct CO2e kg",
     "direct_co2_kg": "direct CO2 kg",
@@ -39,8 +49,13 @@ TABLE_HEADERS = {
     "effective_g_per_kwh": "g/kWh",
     "co2e_share": "share",
     "measured_energy_share": "energy measured",
+    "integrated_energy_share": "energy integrated",
+    "apportioned_energy_share": "energy apportioned",
+    "estimated_energy_share": "energy estimated",
     "series_intensity_co2e_share": "CO2e from series",
     "embodied_scope3_co2e_kg": "scope 3 kg",
+    "waste_kwh": "waste kWh",
+    "waste_co2e_kg": "waste kg CO2e",
 }
 TOTAL_LABEL = "(total)"  # the table's total line, for people; CSV and JSON keep totals apart
 
@@ -73,10 +88,18 @@ def to_csv(document: dict[str, Any], part: str = "rows") -> str:
     """One part of the document (`PARTS`): a header of its field names, then a line per entry."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = PARTS[part]
+    columns = PARTS.get(part) or LEDGER_PARTS[part]
     writer.writerow(columns)
-    writer.writerows([plain(entry[key]) for key in columns] for entry in document[part])
+    writer.writerows([plain(entry[key]) for key in columns] for entry in _entries(document, part))
     return out.getvalue()
+
+
+def _entries(document: dict[str, Any], part: str) -> list[dict[str, Any]]:
+    """A part's entries: the ledger's are in its section, absent for a viewer who may not see it."""
+    if part in LEDGER_PARTS:
+        ledger = document.get("ledger") or {}
+        return list(ledger.get("totals" if part == "ledger" else "shares", []))
+    return list(document[part])
 
 
 def plain(value: Any) -> str:
@@ -113,6 +136,7 @@ def to_table(document: dict[str, Any], wide: bool = False) -> str:
     headers, body = to_table_rows(document, wide)
     lines = [
         *header_lines(document["metadata"]),
+        *band_lines(document["totals"]),
         "",
         tabulate([cells for cells, _ in body], headers=headers, disable_numparse=True, stralign="right"),
     ]
@@ -122,6 +146,7 @@ def to_table(document: dict[str, Any], wide: bool = False) -> str:
     if by_model:
         gpus = ", ".join(f"{m} {h:.1f} h" for m, h in sorted(by_model.items()))
         lines.append(f"GPU-hours by model: {gpus}")
+    lines += ledger_text.report_lines(document)
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +179,17 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
     if meta["recomputed"]["footprints"]:
         count = meta["recomputed"]["footprints"]
         lines.append(f"note: {count} footprints of these months were recomputed after their month closed")
+    return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
+
+
+def band_lines(totals: list[dict[str, Any]]) -> list[str]:
+    """The totals' uncertainty bands in words (the narrow table has no room for their columns)."""
+    lines = [
+        f"uncertainty {t['month']} {t['cluster']}: {t['co2e_kg']:,.3f} kg CO2e ({t['co2e_kg_low']:,.3f}"
+        f" to {t['co2e_kg_high']:,.3f}), facility {t['facility_kwh']:,.3f} kWh ({t['facility_kwh_low']:,.3f}"
+        f" to {t['facility_kwh_high']:,.3f}); energy measured {(t['measured_energy_share'] or 0) * 100:.1f}%"
+        for t in totals
+    ]
     return [part for line in lines for part in textwrap.wrap(line, 100, subsequent_indent="  ")]
 
 

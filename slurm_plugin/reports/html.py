@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # no display on a head node or in a timer
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from slurm_plugin.reports import formats
+from slurm_plugin.reports import formats, ledger_html
 from slurm_plugin.reports.monthly import Curve
 
 MAX_BARS = 30  # more groups than this are summed into "others" in the chart (the table has them all)
@@ -42,7 +42,11 @@ def render(document: dict[str, Any], curves: dict[str, Curve]) -> str:
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<div class="meta">' + "<br>".join(html.escape(line) for line in formats.header_lines(meta)),
+        '<div class="meta">'
+        + "<br>".join(
+            html.escape(line)
+            for line in (*formats.header_lines(meta), *formats.band_lines(document["totals"]))
+        ),
         "</div>",
         f'<figure id="groups-chart">{_svg(_bars(document))}</figure>',
         f'<figure id="trend-chart">{_svg(_trend(document))}</figure>' if several else "",
@@ -50,6 +54,7 @@ def render(document: dict[str, Any], curves: dict[str, Curve]) -> str:
         f'<figure id="intensity-chart">{_svg(_intensity(curves, meta["period"]["time_zone"]))}</figure>',
         _tops(document),
         _table(document),
+        ledger_html.section(document),
         "</body></html>",
     ]
     return "\n".join(part for part in parts if part) + "\n"

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from slurm_plugin import uncertainty
 from slurm_plugin.accounting import months
 from slurm_plugin.accounting.footprint import J_PER_KWH, METHODOLOGY_VERSION
 from slurm_plugin.config import Embodied, MarketFactor
 from slurm_plugin.errors import JobcarbonError
 from slurm_plugin.intensity import gas
 from slurm_plugin.storage import month_reads, readonly
-from slurm_plugin.storage.month_reads import SUMS, Visible
+from slurm_plugin.storage.month_reads import SUMS, WASTE_SUMS, Visible
 from slurm_plugin.storage.readonly import Reader
 from slurm_plugin.times import iso_z
 
@@ -44,8 +45,14 @@ FIGURES = (
     "dram_kwh",
     "gpu_kwh",
     "it_kwh",
+    "it_kwh_low",
+    "it_kwh_high",
     "facility_kwh",
+    "facility_kwh_low",
+    "facility_kwh_high",
     "co2e_kg",
+    "co2e_kg_low",
+    "co2e_kg_high",
     "lifecycle_co2e_kg",
     "direct_co2e_kg",
     "direct_co2_kg",
@@ -54,19 +61,24 @@ FIGURES = (
     "effective_g_per_kwh",
     "co2e_share",
     "measured_energy_share",
+    "integrated_energy_share",
+    "apportioned_energy_share",
+    "estimated_energy_share",
     "series_intensity_co2e_share",
     "embodied_scope3_co2e_kg",
+    "waste_kwh",
+    "waste_co2e_kg",
 )
 ROW = (*PERIOD, "group", *FIGURES)
 TOTAL = (*PERIOD, *FIGURES)
 GPU_MODEL = (*PERIOD, "group", "gpu_model", "gpu_hours")
-TOP = (*PERIOD, "group", "place", "item", "co2e_kg", "facility_kwh")
+TOP = (*PERIOD, "group", "place", "item", "co2e_kg", "co2e_kg_low", "co2e_kg_high", "facility_kwh")
 # co2e_kg split by what its intensities counted: the emission factor (lifecycle or direct) and the gas
 # (CO2e, or CO2 alone); a footprint month whose sources differ in either is `mixed_basis`.
 BASES = {"lifecycle_co2e": "lifecycle CO2e", "direct_co2e": "direct CO2e", "direct_co2": "direct CO2"}
 MIXED = "mixed_basis"
 _BASIS_SUMS = tuple(f"{b}_g" for b in (*BASES, MIXED))
-_ZERO = dict.fromkeys((*SUMS, *_BASIS_SUMS, "jobs"), 0)
+_ZERO = dict.fromkeys((*SUMS, *WASTE_SUMS, *_BASIS_SUMS, "jobs"), 0)
 _RANGE = re.compile(r"^([^.]+)\.\.([^.]+)$")
 Curve = list[tuple[float, float, float, Any]]  # (start_s, end_s, g_per_kwh, forecast) slots, in time order
 
@@ -154,7 +166,7 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
             group_rows = [
                 {
                     **head,
-                    "group": _label(request.by, g),
+                    "group": group_label(request.by, g),
                     **_figures(f, sums["co2e_g"], request.embodied, market),
                 }
                 for g, f in members.items()
@@ -236,7 +248,7 @@ def _gpu_models(
 ) -> list[dict[str, Any]]:
     found = month_reads.gpu_hours_by_model(reader, request.by, names, request.visible)
     return [
-        {**periods[key[0]], "cluster": key[1], "group": _label(request.by, key[2]), "gpu_model": model,
+        {**periods[key[0]], "cluster": key[1], "group": group_label(request.by, key[2]), "gpu_model": model,
          "gpu_hours": _r(hours)}
         for key in sorted(found, key=_order)
         for model, hours in sorted(found[key].items())
@@ -250,15 +262,16 @@ def _top(
         return []
     found = month_reads.top(reader, request.by, names, request.visible, items, request.top)
     listed = [
-        {**periods[r["month"]], "cluster": r["cluster"], "group": _label(request.by, r["grp"]),
+        {**periods[r["month"]], "cluster": r["cluster"], "group": group_label(request.by, r["grp"]),
          "place": int(r["place"]), "item": str(r["item"]), "co2e_kg": _r((r["co2e_g"] or 0) / 1000),
+         "co2e_kg_low": _r((r["co2e_low_g"] or 0) / 1000), "co2e_kg_high": _r((r["co2e_high_g"] or 0) / 1000),
          "facility_kwh": _kwh(r["facility_energy_j"])}
         for r in found
     ]  # fmt: skip
     return sorted(listed, key=lambda r: (r["month"], r["cluster"], r["group"], r["place"]))
 
 
-def _label(by: str, key: Any) -> str:
+def group_label(by: str, key: Any) -> str:
     if key is None:
         return "(none)"
     if by == "group":
@@ -284,15 +297,32 @@ def _figures(
         "dram_kwh": _kwh(f["dram_j"]),
         "gpu_kwh": _kwh(f["gpu_j"]),
         "it_kwh": _kwh(it_j),
+        "it_kwh_low": _kwh(f["it_energy_low_j"]),
+        "it_kwh_high": _kwh(f["it_energy_high_j"]),
         "facility_kwh": _kwh(facility_j),
+        "facility_kwh_low": _kwh(f["facility_energy_low_j"]),
+        "facility_kwh_high": _kwh(f["facility_energy_high_j"]),
         "co2e_kg": _r(co2e_g / 1000),
+        "co2e_kg_low": _r((f["co2e_low_g"] or 0.0) / 1000),
+        "co2e_kg_high": _r((f["co2e_high_g"] or 0.0) / 1000),
         **{f"{b}_kg": _r((f[f"{b}_g"] or 0.0) / 1000) for b in (*BASES, MIXED)},
         "market_based_co2e_kg": market_kg,
         "effective_g_per_kwh": _r(co2e_g / (facility_j / J_PER_KWH)) if facility_j > 0 else None,
         "co2e_share": _r(co2e_g / total_co2e_g) if total_co2e_g > 0 else None,
-        "measured_energy_share": _r(1 - (f["estimated_j"] or 0.0) / it_j) if it_j > 0 else None,
+        **_method_shares(f, it_j),
         "series_intensity_co2e_share": _r((f["series_co2e_g"] or 0.0) / co2e_g) if co2e_g > 0 else None,
         "embodied_scope3_co2e_kg": _embodied_kg(f, embodied),
+        "waste_kwh": _kwh(f["waste_j"]),
+        "waste_co2e_kg": _r((f["waste_co2e_g"] or 0.0) / 1000),
+    }
+
+
+def _method_shares(f: dict[str, Any], it_j: float) -> dict[str, float | None]:
+    """The shares of IT energy per method: "measured" counts only joules of an energy counter, never
+    power readings integrated, shares of a node's counter or models."""
+    return {
+        f"{method}_energy_share": _r((f[f"{method}_j"] or 0.0) / it_j) if it_j > 0 else None
+        for method in months.METHOD_COLUMNS
     }
 
 
@@ -357,6 +387,7 @@ def _metadata(
         ],
         "market_based": _market_meta(request, span, zone),
         "embodied": _embodied_meta(request.embodied),
+        "uncertainty": uncertainty.describe(),
         "methodology_version": METHODOLOGY_VERSION,
         # The newest data the report includes, not the wall clock: re-runs of a closed month are identical.
         "generated_at": iso_z(as_of) if as_of else None,

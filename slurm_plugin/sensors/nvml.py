@@ -12,7 +12,7 @@ import ctypes
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slurm_plugin.sensors import SensorUnavailable, Status  # not from .base: see sensors/__init__.py
 from slurm_plugin.sensors.base import Finding, Probe
@@ -55,6 +55,14 @@ class GpuReading:
     power_mw: int | None
     status: Status = Status.OK
     reason: str = ""
+
+
+class GpuUse(NamedTuple):
+    """How busy a physical GPU was (percent of the driver's last sample period, 1/6 s to 1 s, in which
+    a kernel ran) and the device memory in use; either is None where the GPU does not say."""
+
+    util_pct: int | None
+    mem_used_b: int | None
 
 
 def _text(value: str | bytes) -> str:
@@ -101,6 +109,7 @@ class NvmlSensor:
         self._handles: dict[str, Any] = {}
         self._devices: list[GpuDevice] = []
         self._no_energy: set[str] = set()  # UUIDs whose energy counter is NotSupported
+        self._no_util: set[str] = set()  # UUIDs whose utilisation is NotSupported (MIG mode)
         self._open = True
         self.problems: list[str] = []  # GPUs that could not be enumerated
 
@@ -272,6 +281,25 @@ class NvmlSensor:
         except self._nvml.NVMLError:
             return None
         return value
+
+    def use(self, uuid: str) -> GpuUse:
+        """Utilisation and memory in use: two of NVML's cheapest reads (docs/benchmarks.md), taken with
+        the power every tick. A GPU that does not support one is not asked again."""
+        try:
+            handle = self._handle(uuid)
+        except self._nvml.NVMLError:
+            return GpuUse(None, None)
+        util = memory = None
+        if uuid not in self._no_util:
+            try:
+                util = int(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            except self._nvml.NVMLError_NotSupported:
+                self._no_util.add(uuid)
+            except self._nvml.NVMLError:
+                pass
+        with contextlib.suppress(self._nvml.NVMLError):
+            memory = int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
+        return GpuUse(util, memory)
 
     def _handle(self, uuid: str) -> Any:
         handle = self._handles.get(uuid)

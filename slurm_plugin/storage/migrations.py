@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from slurm_plugin import record
+from slurm_plugin import record, uncertainty
 from slurm_plugin.storage import packed_timeline, schema, writer_functions
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import StoreError
@@ -105,6 +105,55 @@ WHERE c.conrelid = 'jobs'::regclass AND c.contype = 'u'
   AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a
        WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey))
       = ARRAY['cluster', 'job_id', 'restart_count']"""
+
+
+def _case(column: str, factors: dict[str, float], otherwise: float) -> str:
+    """SQL: the factor of the name in `column` (our constant tables' names and numbers only)."""
+    whens = " ".join(f"WHEN '{name}' THEN {factor!r}" for name, factor in factors.items())
+    return f"(CASE {column} {whens} ELSE {otherwise!r} END)"
+
+
+def _energy_factor(end: str) -> str:
+    """SQL: a footprint month's energy factor (`end` "low" or "high") from its part's stored methods."""
+    factors = {m: getattr(b, end) for m, b in uncertainty.ENERGY.items()}
+    widest = getattr(uncertainty.WIDEST_ENERGY, end)
+    parts = " + ".join(
+        f"COALESCE(footprint_months.{c}_j, 0) * {_case(f'p.{c}_method', factors, widest)}"
+        for c in ("cpu", "dram", "gpu")
+    )
+    total = "COALESCE(footprint_months.cpu_j, 0) + COALESCE(footprint_months.dram_j, 0) + " + (
+        "COALESCE(footprint_months.gpu_j, 0)"
+    )
+    return f"(CASE WHEN {total} > 0 THEN ({parts}) / ({total}) ELSE 1.0 END)"
+
+
+def _fill_month_bands(db: Backend) -> None:
+    """Version 14: the new columns of the months stored before, from what they kept. Conservative where
+    the detail is gone: each component's joules count under its stored (least direct) method, the series'
+    CO2e under the forecast band, the rest under the footprint's worst rung. `jobcarbon recompute` writes
+    the exact figures (from the records' joules per method and the CO2e per rung)."""
+    world = uncertainty.INTENSITY["world"]
+    assignments = [
+        f"{m}_j = "
+        + " + ".join(f"CASE WHEN p.{c}_method = '{m}' THEN COALESCE(footprint_months.{c}_j, 0) ELSE 0 END"
+                     for c in ("cpu", "dram", "gpu"))
+        for m in ("measured", "integrated", "apportioned")
+    ]  # fmt: skip
+    for end in ("low", "high"):
+        energy = _energy_factor(end)
+        rung = {r: getattr(b, end) for r, b in uncertainty.INTENSITY.items()}
+        series = getattr(uncertainty.INTENSITY["forecast_series"], end)
+        assignments += [
+            f"it_energy_{end}_j = footprint_months.it_energy_j * {energy}",
+            f"facility_energy_{end}_j = footprint_months.facility_energy_j * {energy}",
+            f"co2e_{end}_g = {energy} * (footprint_months.series_co2e_g * {series!r} + "
+            f"(footprint_months.co2e_g - footprint_months.series_co2e_g) * "
+            f"{_case('f.rung', rung, getattr(world, end))})",
+        ]
+    db.execute(
+        f"UPDATE footprint_months SET {', '.join(assignments)} "  # noqa: S608 - constants only
+        "FROM footprints f JOIN job_parts p ON p.id = f.part_id WHERE f.id = footprint_months.footprint_id"
+    )
 
 
 MIGRATIONS: list[Migration] = [
@@ -228,6 +277,54 @@ MIGRATIONS: list[Migration] = [
             OnlyOn("postgresql", _rekey_jobs_postgres),
             f"ALTER TABLE job_parts ADD COLUMN {' '.join(schema.RUN_COLUMN)}",
             f"ALTER TABLE running_parts ADD COLUMN {' '.join(schema.RUN_COLUMN)}",
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
+    # What a part wasted (idle GPUs and cores) and how busy its GPUs were (docs/attribution.md, "Waste"),
+    # summed by `jobcarbon jobs` and the monthly report. New nullable columns, so no table is rebuilt;
+    # PostgreSQL's functions again, for INSERT_PART's new columns (and their grants, as in version 9).
+    Migration(
+        12,
+        "job parts: idle GPU energy, waste, GPU utilisation",
+        (
+            *(f"ALTER TABLE job_parts ADD COLUMN {name} {kind}" for name, kind in schema.PART_USE),
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
+    # The node ledger (docs/methodology.md): each node's measured energy per interval, jobs or not, with its
+    # jobs' part of it; PostgreSQL's writer role stores intervals through a new function.
+    Migration(
+        13,
+        "node ledger: each node's measured energy per interval and its jobs' part",
+        (
+            schema.NODE_INTERVALS,
+            "CREATE INDEX node_intervals_t1 ON node_intervals (t1_s)",
+            OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
+    # Uncertainty on every figure (docs/methodology.md#uncertainty): each footprint month's joules per
+    # method, so "measured" counts only measured joules, and the low and high ends of its energy and CO2e,
+    # so a report sums them as it sums the figures. Reports of a year of ten million jobs: the job's keys
+    # in each footprint month, so a report reads one table (schema.FOOTPRINT_MONTH_KEYS). PostgreSQL's
+    # functions again, for the new columns.
+    Migration(
+        14,
+        "footprint months: joules per method, uncertainty bounds, the job's keys",
+        (
+            *(
+                f"ALTER TABLE footprint_months ADD COLUMN {name} DOUBLE PRECISION"
+                for name in schema.FOOTPRINT_MONTH_BANDS
+            ),
+            _fill_month_bands,
+            *(
+                f"ALTER TABLE footprint_months ADD COLUMN {name} {kind}"
+                for name, _, kind in schema.FOOTPRINT_MONTH_KEYS
+            ),
+            "UPDATE footprint_months SET "  # noqa: S608 - constants
+            + ", ".join(f"{name} = {source}" for name, source, _ in schema.FOOTPRINT_MONTH_KEYS)
+            + f" FROM {schema.FOOTPRINT_MONTH_KEYS_FROM} WHERE f.id = footprint_months.footprint_id",
+            "CREATE INDEX footprint_months_current ON footprint_months (month, is_current)",
+            "DROP INDEX footprint_months_month",  # the new index leads with the month too
             OnlyOn("postgresql", writer_functions.create),
         ),
     ),

@@ -2,12 +2,12 @@
 
 The figures come from footprint_months, which accounting writes with each footprint: a job's energy
 counts in the month of the site's time zone in which it was used. One GROUP BY over the current
-footprints' months, for all the months asked at once; zones, sources and clusters are read without the
-job join, which would otherwise cost as much as a third of the main query on a million jobs
-(bench/monthly_report.py). Every read that names jobs takes the viewer's `visible` condition
-(`readonly.visible_filter`), so a report shows a viewer what `jobcarbon jobs` would. Text is ordered by
-the caller, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts "atlas" before
-"Vega"), SQLite by code point, and a report must not depend on the backend.
+footprints' months, for all the months asked at once, on that table alone: each footprint month carries
+its job's keys (migration 14), as joining footprints, parts and jobs row by row cost most of a year's
+report over ten million jobs (bench/monthly_report.py). Every read that names jobs takes the viewer's
+`visible` condition (`readonly.visible_filter`), so a report shows a viewer what `jobcarbon jobs` would.
+Text is ordered by the caller, not by ORDER BY: PostgreSQL sorts by the server's collation (en_US puts
+"atlas" before "Vega"), SQLite by code point, and a report must not depend on the backend.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slurm_plugin.storage import schema
 from slurm_plugin.storage.readonly import Reader
 
 # The report's groupings and their column; `group` is the Unix group by gid, for sites that bill by group.
 GROUP_COLUMNS = {"account": "j.account", "user": "j.user_name", "group": "j.gid", "partition": "j.partition"}
+# ... the same columns in footprint_months (_CURRENT) and in jobs (group_keys).
 SUMS = (
     "core_hours",
     "node_hours",
@@ -32,49 +34,56 @@ SUMS = (
     "co2e_g",
     "estimated_j",
     "series_co2e_g",
+    *schema.FOOTPRINT_MONTH_BANDS,
 )
+# Waste (idle GPUs + idle cores, docs/attribution.md): a part's waste falls in a month by the month's
+# share of the part's IT energy, and its CO2e is that share of the month's; parts without a figure add 0.
+WASTE_SUMS = {
+    "waste_j": "j.it_energy_j * j.waste_share",
+    "waste_co2e_g": "j.co2e_g * j.waste_share",
+}
 Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
 Key = tuple[str, str, Any]  # (month, cluster, group key)
 EVERYTHING: Visible = ("1 = 1", {})
-# CROSS JOIN: SQLite reads the months' rows by their index first whatever it guesses for a list of
-# months (without statistics it would scan every footprint for twelve); PostgreSQL plans it as a join.
-_CURRENT = """FROM footprint_months m CROSS JOIN footprints f
-JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job
-WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1 AND {visible}"""
+# One table: footprint_months carries each part's job keys (schema.FOOTPRINT_MONTH_KEYS), so it stands in
+# for the jobs table (alias j) in the groupings and in the viewer's condition; joining footprints, parts
+# and jobs row by row cost a year of ten million jobs most of its time (docs/benchmarks.md).
+_CURRENT = """FROM footprint_months j
+WHERE j.month IN ({months}) AND j.is_current = 1 AND {visible}"""
 _GROUPS = (
-    "SELECT m.month, j.cluster, {col} AS grp, COUNT(DISTINCT p.job) AS jobs, "
-    + ", ".join(f"SUM(m.{name}) AS {name}" for name in SUMS)
-    + "{bases}, MAX(f.computed_at_s) AS computed_s, MAX(p.received_at_s) AS received_s "
+    "SELECT j.month, j.cluster, {col} AS grp, COUNT(DISTINCT j.job) AS jobs, "
+    + ", ".join(f"SUM(j.{name}) AS {name}" for name in SUMS)
+    + "".join(f", SUM({sql}) AS {name}" for name, sql in WASTE_SUMS.items())
+    + "{bases}, MAX(j.computed_at_s) AS computed_s, MAX(j.received_at_s) AS received_s "
     + _CURRENT
-    + " GROUP BY m.month, j.cluster, grp"
+    + " GROUP BY j.month, j.cluster, grp"
 )
-_GPU_MODELS = "SELECT m.month, j.cluster, {col} AS grp, m.gpu_hours_json " + _CURRENT + " AND m.gpu_hours > 0"
+_GPU_MODELS = "SELECT j.month, j.cluster, {col} AS grp, j.gpu_hours_json " + _CURRENT + " AND j.gpu_hours > 0"
 # The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
 _PER_ITEM = (
-    "SELECT m.month, j.cluster, {col} AS grp, {item} AS item, SUM(m.co2e_g) AS co2e_g, "
-    "SUM(m.facility_energy_j) AS facility_energy_j " + _CURRENT + " GROUP BY m.month, j.cluster, grp, item"
+    "SELECT j.month, j.cluster, {col} AS grp, {item} AS item, SUM(j.co2e_g) AS co2e_g, "
+    "SUM(j.co2e_low_g) AS co2e_low_g, SUM(j.co2e_high_g) AS co2e_high_g, "
+    "SUM(j.facility_energy_j) AS facility_energy_j " + _CURRENT + " GROUP BY j.month, j.cluster, grp, item"
 )
 _TOP = (
     "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.month, t.cluster, t.grp "  # noqa: S608
     "ORDER BY t.co2e_g DESC, t.item) AS place FROM (" + _PER_ITEM + ") t) ranked WHERE place <= :limit"
 )
 TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
-_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m CROSS JOIN footprints f
-WHERE f.id = m.footprint_id AND m.month IN ({months}) AND f.is_current = 1"""
+_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
+WHERE m.month IN ({months}) AND m.is_current = 1"""
 _FACTORS = """SELECT DISTINCT source, scope FROM intensity
 WHERE zone IN ({zones}) AND start_s < :end_s AND end_s > :start_s"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
 WHERE j.end_s >= :month_start AND j.start_s < :month_end AND {visible}"""
-_RECOMPUTED = (
-    """SELECT m.month, j.cluster, j.job_id, p.node, f.version, f.computed_at_s """
-    + _CURRENT
-    + """
-    AND f.version > 1 AND f.computed_at_s >= :month_end"""
-)
+_RECOMPUTED = """SELECT j.month, j.cluster, j.job_id, p.node, f.version, f.computed_at_s
+FROM footprint_months j JOIN footprints f ON f.id = j.footprint_id JOIN job_parts p ON p.id = f.part_id
+WHERE j.month IN ({months}) AND j.is_current = 1 AND {visible}
+    AND j.computed_at_s >= :month_end AND f.version > 1"""
 
 
 def _in(months: Sequence[str], visible: Visible) -> tuple[dict[str, str], dict[str, Any]]:
-    """The format fields and parameters of `m.month IN (...)` and the visibility condition."""
+    """The format fields and parameters of `month IN (...)` and the visibility condition."""
     names = {f"month{i}": month for i, month in enumerate(months)}
     fields = {"months": ", ".join(f":{name}" for name in names), "visible": visible[0]}
     return fields, {**names, **visible[1]}
@@ -91,16 +100,37 @@ def group_sums(
     for b, (name, texts) in enumerate(bases.items()):
         names = {f"basis{b}_{i}": text for i, text in enumerate(texts)}
         listed = ", ".join(f":{n}" for n in names) or "NULL"
-        cases.append(f", SUM(CASE WHEN m.sources_json IN ({listed}) THEN m.co2e_g ELSE 0 END) AS {name}")
+        cases.append(f", SUM(CASE WHEN j.sources_json IN ({listed}) THEN j.co2e_g ELSE 0 END) AS {name}")
         params.update(names)
     sql = _GROUPS.format(col=GROUP_COLUMNS[by], bases="".join(cases), **fields)
     return {(row["month"], row["cluster"], row["grp"]): row for row in reader.rows(sql, params)}
 
 
+# The distinct values of an indexed column, one index seek each (a loose index scan): DISTINCT read every
+# one of ten million jobs, 3.8 s of a month's report (docs/benchmarks.md). NULL apart: MIN skips it.
+_DISTINCT = """WITH RECURSIVE found (value) AS (
+    SELECT MIN({col}) FROM jobs j
+    UNION ALL
+    SELECT (SELECT MIN({col}) FROM jobs j WHERE {col} > found.value) FROM found WHERE found.value IS NOT NULL)
+SELECT value FROM found WHERE value IS NOT NULL"""
+_HAS_NULL = "SELECT 1 AS one FROM jobs j WHERE {col} IS NULL LIMIT 1"
+INDEXED = {"account": "j.account", "user": "j.user_name", "cluster": "j.cluster"}  # jobs' indexes lead with
+
+
 def group_keys(reader: Reader, by: str, visible: Visible) -> list[tuple[str, Any]]:
     """Every (cluster, group key) any stored job the viewer may see has, energy in the months or not."""
+    if visible == EVERYTHING and by in INDEXED:
+        clusters = _distinct(reader, INDEXED["cluster"])
+        if len(clusters) <= 1:  # one cluster: its groups are the column's values
+            return [(cluster, key) for cluster in clusters for key in _distinct(reader, INDEXED[by])]
     sql = f"SELECT DISTINCT j.cluster, {GROUP_COLUMNS[by]} AS grp FROM jobs j WHERE {visible[0]}"  # noqa: S608
     return [(row["cluster"], row["grp"]) for row in reader.rows(sql, visible[1])]
+
+
+def _distinct(reader: Reader, column: str) -> list[Any]:
+    """The distinct values of an indexed column of jobs, NULL included."""
+    values = [row["value"] for row in reader.rows(_DISTINCT.format(col=column), {})]
+    return values + [None] * bool(reader.rows(_HAS_NULL.format(col=column), {}))
 
 
 def gpu_hours_by_model(
@@ -120,7 +150,7 @@ def top(
     reader: Reader, by: str, months: Sequence[str], visible: Visible, items: str, limit: int
 ) -> list[dict[str, Any]]:
     """The `limit` largest jobs or users (`items`, a key of TOP_ITEMS) by CO2e per month, cluster and
-    group: month, cluster, grp, item, co2e_g, facility_energy_j, place."""
+    group: month, cluster, grp, item, co2e_g, co2e_low_g, co2e_high_g, facility_energy_j, place."""
     fields, params = _in(months, visible)
     sql = _TOP.format(col=GROUP_COLUMNS[by], item=TOP_ITEMS[items], **fields)
     return reader.rows(sql, {**params, "limit": limit})

@@ -126,7 +126,8 @@ def job_runs(reader: Reader, job_id: int) -> list[dict[str, Any]]:
 
 def job_parts(reader: Reader, run_id: int) -> list[dict[str, Any]]:
     """A run's parts (one a node) by node name, decoded: `gpus`, `partial_reasons`, `notes`, the current
-    `footprint` (or None), the `timeline` rows and the per-GPU energy `gpu_devices`."""
+    `footprint` (or None), the `timeline` rows, the per-GPU energy `gpu_devices` and the joules per
+    component and method `energy_by_method`."""
     return [_part(reader, row) for row in reader.rows(_PARTS, (run_id,))]
 
 
@@ -153,10 +154,20 @@ def _part(reader: Reader, row: dict[str, Any]) -> dict[str, Any]:
     part["timeline"] = packed_timeline.decode(timeline[0]["columns_f64"]) if timeline else []
     found = reader.rows("SELECT record_zlib FROM job_parts WHERE id = ?", (row["id"],))
     blob = found[0]["record_zlib"] if found else b""
-    energy = _record_object(blob, _ENERGY_KEY) if part["gpus"] or part["gpu_j"] else None
+    energy = _record_object(blob, _ENERGY_KEY) if blob else None
     part["gpu_devices"] = ((energy or {}).get("gpu") or {}).get("devices") or {}
+    part["energy_by_method"] = by_method(energy or {})
     part["efficiency"] = _record_object(blob, _EFFICIENCY_KEY, _TIMELINE_KEY) if blob else None
     return part
+
+
+def by_method(energy: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A record's `energy` object's joules per component and method (docs/record.md, `by_method`)."""
+    return {
+        component: dict(summary.get("by_method") or {})
+        for component in ("cpu", "dram", "gpu")
+        if isinstance(summary := energy.get(component), dict)
+    }
 
 
 def _record_object(blob: bytes, key: bytes, absent_after: bytes | None = None) -> dict[str, Any] | None:
@@ -238,15 +249,22 @@ SELECT j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.accoun
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
     MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
-    MAX({rung_rank}) AS rung_rank
+    MAX({rung_rank}) AS rung_rank, SUM(p.waste_j) AS waste_j, COUNT(p.waste_j) AS waste_parts,
+    SUM({waste_co2e}) AS waste_co2e_g, SUM(p.gpu_util_pct * p.gpu_sampled_s) AS gpu_util_s,
+    SUM(p.gpu_sampled_s) AS gpu_sampled_s
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.account, j.partition,
     j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
 ORDER BY j.end_s DESC, j.id DESC"""
 
+# A part's waste in CO2e: its share of the part's IT energy, at the part's footprint (PUE included), as
+# `jobcarbon <jobid>` computes it (query/job_summary.py).
+WASTE_CO2E = "CASE WHEN f.it_energy_j > 0 THEN f.co2e_g * p.waste_j / f.it_energy_j END"
+
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
-    COALESCE(SUM(f.facility_energy_j), 0) AS facility_energy_j, COALESCE(SUM(f.co2e_g), 0) AS co2e_g
+    COALESCE(SUM(f.facility_energy_j), 0) AS facility_energy_j, COALESCE(SUM(f.co2e_g), 0) AS co2e_g,
+    COALESCE(SUM(p.waste_j), 0) AS waste_j, COALESCE(SUM({waste_co2e}), 0) AS waste_co2e_g
 FROM jobs j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 WHERE {where}"""
@@ -258,8 +276,9 @@ def job_listing(reader: Reader, wanted: JobSelection) -> tuple[list[dict[str, An
     where, params = _where(wanted)
     rank = " ".join(f"WHEN :rung{i} THEN {i}" for i in range(len(wanted.rungs)))
     params.update({f"rung{i}": rung for i, rung in enumerate(wanted.rungs)}, limit=wanted.limit)
-    rows = reader.rows(_LIST.format(where=where, rung_rank=f"CASE f.rung {rank} END"), params)
-    totals = reader.rows(_TOTALS.format(where=where), params)[0]
+    rung_rank = f"CASE f.rung {rank} END"
+    rows = reader.rows(_LIST.format(where=where, rung_rank=rung_rank, waste_co2e=WASTE_CO2E), params)
+    totals = reader.rows(_TOTALS.format(where=where, waste_co2e=WASTE_CO2E), params)[0]
     return rows, totals
 
 

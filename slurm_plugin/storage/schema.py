@@ -50,6 +50,17 @@ JOB_FACTS = (
     ("submit_s", "DOUBLE PRECISION"),
 )
 
+# A part's use of what it held (docs/attribution.md, "Waste"), added in version 12 so that `jobcarbon jobs`
+# and the monthly report sum them without reading records: the idle GPUs' energy, the waste (idle GPUs +
+# idle cores), and the GPUs' mean utilisation over their sampled seconds. Null for parts stored before,
+# and (utilisation) for parts without GPU readings.
+PART_USE = (
+    ("idle_gpu_j", "DOUBLE PRECISION CHECK (idle_gpu_j >= 0)"),
+    ("waste_j", "DOUBLE PRECISION CHECK (waste_j >= 0)"),
+    ("gpu_util_pct", "DOUBLE PRECISION CHECK (gpu_util_pct BETWEEN 0 AND 100)"),
+    ("gpu_sampled_s", "DOUBLE PRECISION CHECK (gpu_sampled_s >= 0)"),
+)
+
 # Version 11: a job is one run of a Slurm job id (slurm_plugin/runs.py); Slurm reuses ids, so the run and
 # the user are in the key, and a row of a release before is the legacy run ''. The table is rebuilt from
 # JOBS with JOB_FACTS and RUN_COLUMN added (migrations.py), so JOBS stays as version 1 created it.
@@ -198,6 +209,45 @@ CREATE TABLE footprint_months (
     PRIMARY KEY (footprint_id, month)
 )"""
 
+# Version 14: a footprint month's joules per method (estimated_j was there) and the low and high ends of
+# its energy and CO2e (slurm_plugin/uncertainty.py), so a report's bands are sums like its figures.
+FOOTPRINT_MONTH_BANDS = (
+    "measured_j",
+    "integrated_j",
+    "apportioned_j",
+    "it_energy_low_j",
+    "it_energy_high_j",
+    "facility_energy_low_j",
+    "facility_energy_high_j",
+    "co2e_low_g",
+    "co2e_high_g",
+)
+_BAND_NAMES = ", ".join(FOOTPRINT_MONTH_BANDS)
+_BAND_VALUES = ", ".join(f":{name}" for name in FOOTPRINT_MONTH_BANDS)
+# Version 14 too: the job's keys and the footprint's currency copied into each footprint month, so that a
+# report (a month, a year of ten million jobs) reads this one table, never joining footprints, parts and
+# jobs row by row (docs/benchmarks.md). Written from those rows as the month is stored; is_current follows
+# the footprint's when a recompute retires it. (column, its source in FOOTPRINT_MONTH_KEYS_FROM, type)
+FOOTPRINT_MONTH_KEYS = (
+    ("is_current", "f.is_current", "INTEGER"),
+    ("computed_at_s", "f.computed_at_s", "DOUBLE PRECISION"),
+    ("job", "p.job", "INTEGER"),
+    ("received_at_s", "p.received_at_s", "DOUBLE PRECISION"),
+    ("cluster", "j.cluster", "TEXT"),
+    ("job_id", "j.job_id", "INTEGER"),
+    ("user_name", "j.user_name", "TEXT"),
+    ("uid", "j.uid", "INTEGER"),
+    ("gid", "j.gid", "INTEGER"),
+    ("account", "j.account", "TEXT"),
+    ("partition", "j.partition", "TEXT"),
+    # the share of the part's IT energy it wasted (idle GPUs and cores, version 12): a month's waste is
+    # that share of the month's energy and CO2e; null where the part has no waste figure
+    ("waste_share", "CASE WHEN f.it_energy_j > 0 THEN p.waste_j / f.it_energy_j END", "DOUBLE PRECISION"),
+)
+FOOTPRINT_MONTH_KEYS_FROM = "footprints f JOIN job_parts p ON p.id = f.part_id JOIN jobs j ON j.id = p.job"
+_KEY_NAMES = ", ".join(name for name, _, _ in FOOTPRINT_MONTH_KEYS)
+_KEY_SOURCES = ", ".join(source for _, source, _ in FOOTPRINT_MONTH_KEYS)
+
 # --- statements -------------------------------------------------------------------------------------
 
 # The job as a scalar subquery, not a join: the writer function keeps one plan of its EXISTS check per
@@ -254,15 +304,19 @@ UPDATE jobs SET
     end_s = CASE WHEN :end_s > end_s THEN :end_s ELSE end_s END
 WHERE id = :job AND (start_s > :start_s OR end_s < :end_s)"""
 
-INSERT_PART = """
+_USE_NAMES = ", ".join(name for name, _ in PART_USE)
+_USE_VALUES = ", ".join(f":{name}" for name, _ in PART_USE)
+INSERT_PART = f"""
 INSERT INTO job_parts (job, node, run, start_s, end_s, elapsed_s, cpu_count, cpu_list, gpus_json,
     cpu_j, cpu_method, dram_j, dram_method, gpu_j, gpu_method, total_j, coverage_fraction, status,
-    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256)
+    partial_reasons_json, notes_json, software_version, record_zlib, received_at_s, content_sha256,
+    {_USE_NAMES})
 VALUES (:job, :node, :run, :start_s, :end_s, :elapsed_s, :cpu_count, :cpu_list, :gpus_json,
     :cpu_j, :cpu_method, :dram_j, :dram_method, :gpu_j, :gpu_method, :total_j, :coverage_fraction, :status,
-    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256)
+    :partial_reasons_json, :notes_json, :software_version, :record_zlib, :received_at_s, :content_sha256,
+    {_USE_VALUES})
 ON CONFLICT (job, node) DO NOTHING
-RETURNING id"""
+RETURNING id"""  # noqa: S608 - this module's constant column names
 
 SELECT_PART = """
 SELECT p.id, j.cluster, j.job_id, j.restart_count, p.run, p.node, j.user_name AS user, j.uid, j.gid,
@@ -301,6 +355,9 @@ VALUES (:part_id, :version, 1, :computed_at_s, :it_energy_j, :facility_energy_j,
 RETURNING id"""
 
 RETIRE_FOOTPRINTS = "UPDATE footprints SET is_current = 0 WHERE part_id = :part_id AND is_current = 1"
+RETIRE_FOOTPRINT_MONTHS = """
+UPDATE footprint_months SET is_current = 0
+WHERE footprint_id IN (SELECT id FROM footprints WHERE part_id = :part_id AND is_current = 1)"""
 
 _FOOTPRINT_COLUMNS = "SELECT id, part_id, version, is_current, computed_at_s, fields_json FROM footprints"
 SELECT_FOOTPRINTS = f"{_FOOTPRINT_COLUMNS} WHERE part_id = :part_id ORDER BY version"
@@ -322,16 +379,72 @@ DELETE FROM running_parts
 WHERE cluster = :cluster AND job_id = :job_id AND restart_count = :restart_count AND node = :node
     AND run = :run"""
 
-INSERT_FOOTPRINT_MONTH = """
+INSERT_FOOTPRINT_MONTH = f"""
 INSERT INTO footprint_months (footprint_id, month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j,
-    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json)
-VALUES (:footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
+    gpu_j, estimated_j, series_co2e_g, core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json,
+    {_BAND_NAMES}, {_KEY_NAMES})
+SELECT :footprint_id, :month, :it_energy_j, :facility_energy_j, :co2e_g, :cpu_j, :dram_j, :gpu_j,
     :estimated_j, :series_co2e_g, :core_hours, :node_hours, :gpu_hours, :gpu_hours_json, :zone,
-    :sources_json)"""
+    :sources_json, {_BAND_VALUES}, {_KEY_SOURCES}
+FROM {FOOTPRINT_MONTH_KEYS_FROM} WHERE f.id = :footprint_id"""  # noqa: S608 - this module's constants
 
 DELETE_FOOTPRINT_MONTHS = "DELETE FROM footprint_months WHERE footprint_id = :footprint_id"
 
-SELECT_FOOTPRINT_MONTHS = """
+SELECT_FOOTPRINT_MONTHS = f"""
 SELECT month, it_energy_j, facility_energy_j, co2e_g, cpu_j, dram_j, gpu_j, estimated_j, series_co2e_g,
-    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json
-FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""
+    core_hours, node_hours, gpu_hours, gpu_hours_json, zone, sources_json, {_BAND_NAMES}
+FROM footprint_months WHERE footprint_id = :footprint_id ORDER BY month"""  # noqa: S608 - constant names
+
+# --- the node ledger (version 13) ---------------------------------------------------------------------
+
+# Each node's measured energy per ledger interval, with what its jobs were given of it (docs/methodology.md,
+# "The node ledger"): the remainder is measured - jobs per component. Keyed (cluster, node, t0_s) for
+# exactly-once ingest; a redelivered interval with the same content_sha256 is a duplicate, with another a
+# conflict. Measured columns are null where the node could not measure the component (its jobs' estimate
+# then stands for the node); `job_shares_json` is [[job_id, restart_count, energy_j, core_s], ...].
+NODE_INTERVALS = """
+CREATE TABLE node_intervals (
+    cluster TEXT NOT NULL,
+    node TEXT NOT NULL,
+    t0_s DOUBLE PRECISION NOT NULL,
+    t1_s DOUBLE PRECISION NOT NULL,
+    boot_id TEXT,
+    ncpus INTEGER NOT NULL,
+    cpu_j DOUBLE PRECISION,
+    cpu_method TEXT,
+    dram_j DOUBLE PRECISION,
+    dram_method TEXT,
+    gpu_j DOUBLE PRECISION,
+    jobs_cpu_j DOUBLE PRECISION NOT NULL,
+    jobs_dram_j DOUBLE PRECISION NOT NULL,
+    jobs_gpu_j DOUBLE PRECISION NOT NULL,
+    jobs_core_s DOUBLE PRECISION NOT NULL,
+    unmeasured_s DOUBLE PRECISION NOT NULL,
+    job_shares_json TEXT NOT NULL,
+    notes_json TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    received_at_s DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (cluster, node, t0_s)
+)"""
+
+NODE_INTERVAL_COLUMNS = (
+    "cluster, node, t0_s, t1_s, boot_id, ncpus, cpu_j, cpu_method, dram_j, dram_method, gpu_j, jobs_cpu_j, "
+    "jobs_dram_j, jobs_gpu_j, jobs_core_s, unmeasured_s, job_shares_json, notes_json, content_sha256, "
+    "received_at_s"
+)
+_NODE_INTERVAL_VALUES = ", ".join(f":{name.strip()}" for name in NODE_INTERVAL_COLUMNS.split(","))
+
+# Inserted, or nothing where the interval is stored: RETURNING tells which.
+INSERT_NODE_INTERVAL = f"""
+INSERT INTO node_intervals ({NODE_INTERVAL_COLUMNS})
+VALUES ({_NODE_INTERVAL_VALUES})
+ON CONFLICT (cluster, node, t0_s) DO NOTHING
+RETURNING t0_s"""  # noqa: S608 - this module's constant column names
+
+NODE_INTERVAL_DIGEST = """
+SELECT content_sha256 FROM node_intervals WHERE cluster = :cluster AND node = :node AND t0_s = :t0_s"""
+
+# The intervals overlapping [start, end), for reports (a month) and `jobcarbon report --reconcile`.
+SELECT_NODE_INTERVALS = f"""
+SELECT {NODE_INTERVAL_COLUMNS} FROM node_intervals
+WHERE t0_s < :end AND t1_s > :start ORDER BY cluster, node, t0_s"""  # noqa: S608 - constant column names

@@ -92,7 +92,8 @@ class Store:
         self.db.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (the storage modules beside the store write through it too)."""
         with self.db.errors():
             self.db.begin_write()
             try:
@@ -151,7 +152,7 @@ class Store:
         if prepared.calls:
             part_ids = self._call_add_parts(prepared.calls)
         elif prepared.rows:
-            with self._transaction():
+            with self.transaction():
                 part_ids = [self._insert_part(*row) for row in prepared.rows]
         else:
             return found
@@ -253,7 +254,7 @@ class Store:
     def upsert_intensity(self, points: Iterable[IntensityPoint]) -> int:
         """Store points, replacing any with the same (zone, source, start): actuals replace forecasts."""
         params = [_intensity_params(point) for point in points]
-        with self._transaction():
+        with self.transaction():
             self.db.executemany(schema.UPSERT_INTENSITY, params)
         return len(params)
 
@@ -274,7 +275,7 @@ class Store:
                 params = {"snapshot": snapshot, "record_zlib": row["record_zlib"]}
                 call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, params)
                 return bool(call.fetchone()[0])
-        with self._transaction():
+        with self.transaction():
             if self.db.execute(schema.FIND_PART, key).fetchone():
                 return False
             self.db.execute(schema.UPSERT_RUNNING, row)
@@ -290,8 +291,9 @@ class Store:
 
         `fields["months"]` (from `accounting`), if present, goes to footprint_months, not the JSON."""
         params, months = _footprint_params(fields)
-        with self._transaction():
+        with self.transaction():
             version = self.db.execute(schema.NEXT_VERSION, {"part_id": part_id}).fetchone()[0]
+            self.db.execute(schema.RETIRE_FOOTPRINT_MONTHS, {"part_id": part_id})
             self.db.execute(schema.RETIRE_FOOTPRINTS, {"part_id": part_id})
             self._insert_footprint(part_id, version, params, months)
         return int(version)
@@ -305,7 +307,7 @@ class Store:
 
     def replace_footprint_months(self, footprint_id: int, months: list[dict[str, Any]]) -> None:
         """Store a footprint's monthly figures anew (filled by recompute; the footprint is unchanged)."""
-        with self._transaction():
+        with self.transaction():
             self.db.execute(schema.DELETE_FOOTPRINT_MONTHS, {"footprint_id": footprint_id})
             self._insert_months(footprint_id, months)
 
@@ -454,7 +456,25 @@ def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
         summary = energy[component] or {}
         params[f"{component}_j"] = summary.get("joules")
         params[f"{component}_method"] = summary.get("method")
+    params.update(_use_params(record.get("efficiency")))
     return params
+
+
+def _use_params(use: dict[str, Any] | None) -> dict[str, Any]:
+    """The part's waste (idle GPUs + idle cores) and GPU utilisation columns from its `efficiency`
+    block; null where the record has none (no cgroup reading, or a record of an earlier release)."""
+    if not use:
+        return dict.fromkeys(name for name, _ in schema.PART_USE)
+    idle_gpu_j = use.get("idle_gpu_j", 0.0)
+    sampled = [g for g in (use.get("gpus") or {}).values() if g.get("sampled_s")]
+    sampled_s = sum(g["sampled_s"] for g in sampled)
+    util_s = sum(g["util_mean_pct"] * g["sampled_s"] for g in sampled)
+    return {
+        "idle_gpu_j": idle_gpu_j,
+        "waste_j": round(idle_gpu_j + use["idle_cpu_j"], 3),
+        "gpu_util_pct": round(util_s / sampled_s, 2) if sampled_s else None,
+        "gpu_sampled_s": round(sampled_s, 3) if sampled_s else None,
+    }
 
 
 def _timeline_params(timeline: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,16 @@ if TYPE_CHECKING:
     from slurm_plugin.storage.postgres_backend import PostgresBackend
 
 # Parents before children (foreign keys); the tables with an identity `id`.
-TABLES = ("jobs", "job_parts", "timeline", "intensity", "footprints", "footprint_months", "running_parts")
+TABLES = (
+    "jobs",
+    "job_parts",
+    "timeline",
+    "intensity",
+    "footprints",
+    "footprint_months",
+    "running_parts",
+    "node_intervals",
+)
 IDENTITY = ("jobs", "job_parts", "footprints")
 BATCH = 5000
 COLUMNS = """SELECT column_name FROM information_schema.columns

@@ -18,6 +18,7 @@ from slurm_plugin.storage.dialect import bind_variables
 ADD_PART = "jobcarbon_add_part"
 UPSERT_RUNNING = "jobcarbon_upsert_running"
 PART_DIGEST = "jobcarbon_part_digest"
+ADD_NODE_INTERVALS = "jobcarbon_add_node_intervals"
 # The functions' SQL calls, in the shared placeholder style; footprint and months may be NULL. Parts go
 # as arrays, a batch in one statement: one round trip and one transaction for them all, the function
 # called for each part in the arrays' order (the caller's lock order).
@@ -32,10 +33,14 @@ ORDER BY p.n"""  # noqa: S608 - built from this module's constant
 CALL_UPSERT_RUNNING = f"SELECT {UPSERT_RUNNING}(CAST(:snapshot AS jsonb), :record_zlib)"
 # A stored part's content digest by its key (a digest, never the record: the writer reads no part).
 CALL_PART_DIGEST = f"SELECT {PART_DIGEST}(CAST(:key AS jsonb))"
+# A node record's ledger intervals (version 13): per interval, null where it was stored now, else the stored
+# interval's content digest (a redelivery or a conflict; the writer reads no other column).
+CALL_ADD_NODE_INTERVALS = f"SELECT {ADD_NODE_INTERVALS}(CAST(:rows AS jsonb))"
 SIGNATURES = (
     f"{ADD_PART}(jsonb, jsonb, bytea, bigint, bytea, jsonb, jsonb)",
     f"{UPSERT_RUNNING}(jsonb, bytea)",
     f"{PART_DIGEST}(jsonb)",
+    f"{ADD_NODE_INTERVALS}(jsonb)",
 )
 
 # The roles granted the first writer function, quoted (regrole's text form), the owner left out.
@@ -135,6 +140,26 @@ BEGIN
     RETURN ({bind_variables(schema.PART_DIGEST, _KEY)});
 END"""
 
+_ADD_NODE_INTERVALS_BODY = f"""
+DECLARE
+    new_interval node_intervals;
+    inserted double precision;
+    stored text;
+    answers text[] := ARRAY[]::text[];
+BEGIN
+    FOR new_interval IN SELECT * FROM pg_catalog.jsonb_populate_recordset(NULL::node_intervals, interval_rows)
+    LOOP
+        inserted := NULL;
+        stored := NULL;
+        {bind_variables(schema.INSERT_NODE_INTERVAL, {"*": "new_interval"})} INTO inserted;
+        IF inserted IS NULL THEN
+            {bind_variables(schema.NODE_INTERVAL_DIGEST, {"*": "new_interval"})} INTO stored;
+        END IF;
+        answers := pg_catalog.array_append(answers, stored);
+    END LOOP;
+    RETURN answers;
+END"""  # noqa: S608 - built from this package's constant statements
+
 _FUNCTIONS = (
     (
         f"{ADD_PART}(job_fields jsonb, part_fields jsonb, part_record_zlib bytea, timeline_intervals bigint, "
@@ -143,7 +168,13 @@ _FUNCTIONS = (
     ),
     (f"{UPSERT_RUNNING}(run_fields jsonb, run_record_zlib bytea) RETURNS boolean", _UPSERT_RUNNING_BODY),
     (f"{PART_DIGEST}(key_fields jsonb) RETURNS text", _PART_DIGEST_BODY),
+    (f"{ADD_NODE_INTERVALS}(interval_rows jsonb) RETURNS text[]", _ADD_NODE_INTERVALS_BODY),
 )
+
+
+# A function over a table a later migration adds is created from that migration on (PL/pgSQL resolves its
+# row types when created): an upgrade runs the earlier migrations' `create` before the table exists.
+_NEEDS_TABLE = {ADD_NODE_INTERVALS: "node_intervals"}
 
 
 def create(db: Backend) -> None:
@@ -152,15 +183,20 @@ def create(db: Backend) -> None:
     They run as their owner, so nothing they call may be found where another role can create objects:
     pg_catalog first and functions qualified with it, then only this schema, pg_temp last."""
     where = db.execute("SELECT quote_ident(current_schema())").fetchone()[0]
-    for head, body in _FUNCTIONS:
+    present = [
+        (signature, head, body)
+        for signature, (head, body) in zip(SIGNATURES, _FUNCTIONS, strict=True)
+        if db.has_table(_NEEDS_TABLE.get(signature.partition("(")[0], "jobs"))
+    ]
+    for _, head, body in present:
         db.ddl(
             f"CREATE OR REPLACE FUNCTION {head} LANGUAGE plpgsql SECURITY DEFINER "
             f"SET search_path = pg_catalog, {where}, pg_temp "
             f"AS $body$\n#variable_conflict use_column{body}\n$body$"
         )
-    for signature in SIGNATURES:
+    for signature, _, _ in present:
         db.ddl(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
     # A writer granted before an upgrade added a function gets it too: nodes keep delivering.
     for (writer,) in db.execute(_WRITERS.format(first=f"{where}.{SIGNATURES[0]}")).fetchall():
-        for signature in SIGNATURES:
+        for signature, _, _ in present:
             db.ddl(f"GRANT EXECUTE ON FUNCTION {signature} TO {writer}")

@@ -16,7 +16,7 @@ from slurm_plugin.accounting import join
 from slurm_plugin.config import Accounting, PueRule
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.node.journal import Journal
-from slurm_plugin.storage import Store
+from slurm_plugin.storage import Store, migrations, schema
 from tests.storage.conftest import GPU, count
 
 KWH = 3.6e6
@@ -238,6 +238,16 @@ def test_recompute_versions_footprints_whose_forecasts_were_replaced_by_actuals(
     assert (old["rung"], old["co2e_g"], old["sources"]) == ("forecast_series", pytest.approx(210.0), ["gb"])
     assert old["energy_by_rung_j"] == pytest.approx({"forecast_series": kwh(1)})
     assert old["footprint_id"] == before["footprint_id"]
+    # Reports read footprint months alone: the retired version's months are no longer current.
+    currency = (
+        "SELECT footprint_id, is_current, co2e_g, account, job_id FROM footprint_months"
+        " WHERE footprint_id IN (?, ?)"
+    )
+    found = {
+        row[0]: row[1:] for row in store.db.execute(currency, [old["footprint_id"], new["footprint_id"]])
+    }
+    assert found[old["footprint_id"]] == (0, pytest.approx(210.0), "physics", 7)
+    assert found[new["footprint_id"]] == (1, pytest.approx(200.0), "physics", 7)
 
     steady = store.footprint_history(steady_part)
     assert [(f["version"], f["rung"]) for f in steady] == [(1, "zone_yearly")]
@@ -309,3 +319,39 @@ def test_an_intensity_window_answers_as_the_store_with_one_query_while_requests_
         ("DE", dt.timedelta(minutes=1500) - join.WINDOW_MARGIN),
         ("GB", -join.WINDOW_MARGIN),
     ]
+
+
+def test_a_months_joules_per_method_and_bounds_and_the_migration_that_fills_old_months(store: Store) -> None:
+    # 1 kWh of CPU and 0.25 kWh of DRAM apportioned (0.7-1.3), 0.75 kWh of GPU measured (0.9-1.1); no
+    # series: DE's yearly average (0.6-1.4), PUE 1.
+    part_id = add(store, [(0, 60, kwh(1), kwh(0.25), kwh(0.75))], Accounting(zone="DE"))
+    found = store.footprint(part_id)
+    assert found is not None
+    (month,) = store.footprint_months(found["footprint_id"])
+    assert (month["measured_j"], month["apportioned_j"]) == pytest.approx((kwh(0.75), kwh(1.25)))
+    assert (month["integrated_j"], month["estimated_j"]) == (0.0, 0.0)
+    low, high = (1.25 * 0.7 + 0.75 * 0.9) / 2, (1.25 * 1.3 + 0.75 * 1.1) / 2  # 0.775, 1.225
+    assert (month["it_energy_low_j"], month["it_energy_high_j"]) == pytest.approx(
+        (kwh(2 * low), kwh(2 * high))
+    )
+    assert month["co2e_low_g"] == pytest.approx(2 * DE_YEARLY * low * 0.6)
+    assert month["co2e_high_g"] == pytest.approx(2 * DE_YEARLY * high * 1.4)
+    # A month stored before version 14 gets the same figures from the migration's conservative fill, as
+    # each component here has one method throughout and all its CO2e one rung.
+    store.db.execute(
+        "UPDATE footprint_months SET " + ", ".join(f"{name} = NULL" for name in schema.FOOTPRINT_MONTH_BANDS)  # noqa: S608 - constants
+    )
+    migrations._fill_month_bands(store.db)
+    (filled,) = store.footprint_months(found["footprint_id"])
+    bands = schema.FOOTPRINT_MONTH_BANDS
+    assert {n: filled[n] for n in bands} == pytest.approx({n: month[n] for n in bands})
+    # ... and its job's keys, from its footprint, part and job rows.
+    keys = ", ".join(name for name, _, _ in schema.FOOTPRINT_MONTH_KEYS)
+    stored = store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall()  # noqa: S608 - constants
+    store.db.execute("UPDATE footprint_months SET account = NULL, is_current = NULL, job = NULL")
+    (fill,) = [
+        s for s in migrations.MIGRATIONS[-1].statements if isinstance(s, str) and s.startswith("UPDATE")
+    ]
+    store.db.execute(fill)
+    assert store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall() == stored  # noqa: S608
+    assert stored[0][:1] == (1,)

@@ -171,11 +171,11 @@ def test_json_parses_and_lists_every_check(pilot: Pilot, capsys) -> None:
     assert (code, document["schema"]) == (0, "jobcarbon/doctor/1")
     assert {c["status"] for c in document["checks"]} <= {"ok", "absent", "warning", "error"}
     assert set(names) >= {
-        "config", "procfs", "cgroup", "rapl", "nvml", "cpu_power", "spool", "outbox", "database",
+        "config", "procfs", "cgroup", "rapl", "nvml", "cpu_power", "spool", "outbox", "ledger", "database",
         "database_files", "secrets", "pue", "timezone", "zone", "slurm", "prolog", "epilog",
         "prolog_flags", "prolog_timeout", "slurm_cgroup",
     }  # fmt: skip
-    assert len(doctor.CHECKS) == 16  # a new check is added to this list too
+    assert len(doctor.CHECKS) == 17  # a new check is added to this list too
 
 
 def test_a_pue_below_one_is_an_error_naming_file_and_field(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -409,3 +409,13 @@ def test_without_rapl_the_assumed_tdp_and_idle_power_are_a_warning_naming_the_ke
     assert with_rapl.detail == (
         "RAPL measures; the static share uses TDP 100 W (RAPL's power limit), idle 20 W (cpu.idle_power_w)"
     )
+
+
+def test_the_ledger_check_says_where_the_node_ledger_stands(tmp_path: Path) -> None:
+    node = node_with(tmp_path, f"  url: sqlite:///{tmp_path / 'absent.db'}\n")
+    (check,) = by_name(doctor.run(config.load(node.config)))["ledger"]
+    assert (check.status, check.detail.split(";")[0]) == ("ok", "no node record yet")
+    node.spool.mkdir(mode=0o700, exist_ok=True)
+    (node.spool / "ledger.json").write_text('{"t1_s": 1767225600.0, "boot_id": null}')
+    (check,) = by_name(doctor.run(config.load(node.config)))["ledger"]
+    assert check.detail.startswith("its last node record ends 2026-01-01T00:00:00Z; 0 waiting in the outbox")

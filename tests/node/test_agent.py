@@ -377,17 +377,17 @@ def test_a_full_outbox_keeps_the_record_and_retries_without_resampling(
     import errno
 
     from slurm_plugin import outbox
-    from slurm_plugin.node import agent as agent_module
+    from slurm_plugin.node import agent_records, jobenv
 
     node = SimNode(tmp_path, interval_s=60)
     node.job_cgroup(61, cpu_s=0.0)
     node.set_rapl(1000.0, 100.0)
     log: list[str] = []
     agent = _driven_agent(node, log)
-    monkeypatch.setattr(agent_module, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(agent_records, "RETRY_FIRST_S", 0.01)
     real_write = outbox.write
     try:
-        agent.spool.create_job(agent_module.jobenv.from_env(node.env(61), "sim", NODE), time.time())
+        agent.spool.create_job(jobenv.from_env(node.env(61), "sim", NODE), time.time())
         agent._scan()
         for package in (1010.0, 1020.0):
             time.sleep(0.1)  # the job's wall time, so that coverage means something
@@ -425,14 +425,14 @@ def test_a_record_the_outbox_refused_survives_the_agent(
     import errno
 
     from slurm_plugin import outbox
-    from slurm_plugin.node import agent as agent_module
+    from slurm_plugin.node import jobenv
 
     node = SimNode(tmp_path, interval_s=60)
     node.job_cgroup(62)
     node.set_rapl(1000.0, 100.0)
     log: list[str] = []
     agent = _driven_agent(node, log)
-    agent.spool.create_job(agent_module.jobenv.from_env(node.env(62), "sim", NODE), time.time() - 3)
+    agent.spool.create_job(jobenv.from_env(node.env(62), "sim", NODE), time.time() - 3)
     agent._scan()
     node.set_rapl(1010.0, 100.0)
     agent._tick()
@@ -458,7 +458,7 @@ def test_a_full_disk_keeps_journal_lines_in_memory_until_it_has_room(
     import errno
 
     from slurm_plugin import outbox
-    from slurm_plugin.node import agent as agent_module
+    from slurm_plugin.node import agent_records, jobenv
     from slurm_plugin.node import journal as journal_module
 
     node = SimNode(tmp_path, interval_s=60)
@@ -466,10 +466,10 @@ def test_a_full_disk_keeps_journal_lines_in_memory_until_it_has_room(
     node.set_rapl(1000.0, 100.0)
     log: list[str] = []
     agent = _driven_agent(node, log)
-    monkeypatch.setattr(agent_module, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(agent_records, "RETRY_FIRST_S", 0.01)
     real_write_all, real_write = journal_module.write_all, outbox.write
     try:
-        agent.spool.create_job(agent_module.jobenv.from_env(node.env(63), "sim", NODE), time.time())
+        agent.spool.create_job(jobenv.from_env(node.env(63), "sim", NODE), time.time())
         agent._scan()
         full = _refusing(errno.ENOSPC)
         monkeypatch.setattr(journal_module, "write_all", full)  # spool and outbox on one full disk
@@ -497,3 +497,32 @@ def test_a_full_disk_keeps_journal_lines_in_memory_until_it_has_room(
     assert record["energy"]["cpu"]["method"] == "apportioned"
     assert sum("cannot write its journal" in line for line in log) == 1
     assert sum("record not written yet" in line for line in log) == 1
+
+
+def test_a_record_whose_spool_entry_vanished_is_given_up_so_the_agent_can_leave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+
+    from slurm_plugin import outbox
+    from slurm_plugin.node import jobenv
+
+    node = SimNode(tmp_path, interval_s=60)
+    node.job_cgroup(64)
+    log: list[str] = []
+    agent = _driven_agent(node, log)
+    try:
+        agent.spool.create_job(jobenv.from_env(node.env(64), "sim", NODE), time.time() - 3)
+        agent._scan()
+        monkeypatch.setattr(outbox, "write", _refusing(errno.ENOSPC))
+        agent.spool.request_stop("64.0", time.time())
+        agent._scan()
+        assert "64.0" in agent.unwritten  # kept while the disk refuses it
+        shutil.rmtree(node.spool / "jobs" / "64.0")  # an admin, or a test bed's teardown, removed it
+        agent.unwritten["64.0"].next_try = 0.0
+        agent._retry_records()
+        assert not agent.unwritten
+    finally:
+        agent._close()
+    assert any("job 64.0: its spool entry is gone" in line for line in log)

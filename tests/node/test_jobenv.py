@@ -34,7 +34,7 @@ def test_requeued_job_is_a_new_run(slurm_env: dict[str, str]) -> None:
 
 
 def test_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobenv, "_hostname", lambda: "cn17")
+    monkeypatch.setattr(jobenv, "hostname", lambda: "cn17")
     info = from_env({"SLURM_JOB_ID": "7", "SLURM_JOB_UID": "0", "SLURM_JOB_GID": "0"})
     assert (info.cluster, info.node, info.user, info.restart_count) == ("default", "cn17", "", 0)
     assert (info.account, info.partition, info.sluid, info.cpus_per_node, info.job_gpus) == (None,) * 5

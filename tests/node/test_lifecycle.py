@@ -164,12 +164,12 @@ def test_nvml_start_up_retries_back_off_from_the_retry_interval_to_twenty_times_
     waits = []
     for now in (1000.0, 1029.0, 1030.0, 1089.0, 1090.0, 1210.0, 1450.0, 1930.0, 2530.0, 3130.0):
         tried = len(lines)
-        assert sampler._open_nvml(now) is None
+        assert sampler.nvml.open(now) is None
         if len(lines) > tried:  # a try was due, failed and was logged
-            waits.append(sampler._nvml_retry_at - now)
+            waits.append(sampler.nvml.retry_at - now)
     assert waits == [30, 60, 120, 240, 480, 600, 600, 600]  # not tried at 1029 and 1089
     assert "initialisation failed" in lines[0]
     driver["loaded"] = True
-    assert sampler._open_nvml(3700.0) is None  # not due before 3730
-    assert sampler._open_nvml(3730.0) is not None
+    assert sampler.nvml.open(3700.0) is None  # not due before 3730
+    assert sampler.nvml.open(3730.0) is not None
     assert "NVML opened after an earlier failure" in lines[-1]

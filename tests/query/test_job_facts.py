@@ -166,5 +166,5 @@ def test_fields_choose_the_columns(reader: readonly.Reader) -> None:
     assert lines[2].split()[:3] == ["301", "FAILED", "3:0"]
     assert "fail?[2J me" in lines[2]  # the name printable
     assert lines[2].split()[-2] == f"{job['energy_j'] / 3.6e6:.3g}"
-    with pytest.raises(QueryError, match="unknown field 'gpu_util'"):
-        job_list.field_names(("jobid", "gpu_util"))
+    with pytest.raises(QueryError, match="unknown field 'gpu_load'"):
+        job_list.field_names(("jobid", "gpu_load"))

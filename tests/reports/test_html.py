@@ -40,6 +40,8 @@ def test_the_page_is_self_contained(page: Path) -> None:
     text = page.read_text()
     assert text.count("<svg") == 2
     assert 'id="report-table"' in text
+    assert "kg CO2e high" in text  # the bands' columns
+    assert re.search(r"uncertainty \d{4}-\d\d \S+: [0-9.,]+ kg CO2e \([0-9.,]+ to [0-9.,]+\)", text)
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text), "nothing may be fetched"
     assert "<script" not in text
     assert "@import" not in text

@@ -466,3 +466,21 @@ def test_clusters_and_recomputed_footprints_are_listed_in_code_point_order(db_ur
         ("atlas", "nodeB"),
         ("atlas", "nodea"),
     ]
+
+
+def test_measured_counts_only_counter_joules_and_every_figure_has_a_band(reader: readonly.Reader) -> None:
+    document = build(reader, "2026-01", "partition", top=3)
+    gpus = {r["group"]: r for r in document["rows"]}["gpu"]
+    shares = [gpus[f"{m}_energy_share"] for m in ("measured", "integrated", "apportioned", "estimated")]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+    assert gpus["apportioned_energy_share"] > 0  # DRAM is a share of the node's counter: not measured
+    assert gpus["measured_energy_share"] < 1 - gpus["estimated_energy_share"] - 0.01
+    for entry in (*document["rows"], *document["totals"]):
+        for name in ("co2e_kg", "it_kwh", "facility_kwh"):
+            assert entry[f"{name}_low"] <= entry[name] <= entry[f"{name}_high"]
+    for entry in document["top_jobs"]:
+        assert entry["co2e_kg_low"] <= entry["co2e_kg"] <= entry["co2e_kg_high"]
+    for end in ("co2e_kg_low", "co2e_kg_high", "facility_kwh_low", "facility_kwh_high"):  # lows and highs add
+        assert total(document)[end] == pytest.approx(sum(r[end] for r in document["rows"]), abs=1e-5)
+    assert document["metadata"]["uncertainty"]["energy"]["estimated"]["high"] == 2.0
+    assert "uncertainty 2026-01" in formats.to_table(document)

@@ -19,16 +19,18 @@ import pytest
 
 from slurm_plugin.node.counters import EnergyCounter
 from slurm_plugin.sensors.base import SensorUnavailable, Status
-from slurm_plugin.sensors.nvml import NO_LIBRARY, NvmlSensor
+from slurm_plugin.sensors.nvml import NO_LIBRARY, GpuUse, NvmlSensor
 from testbed.nvml_standin import (
     CONFIG_ENV,
     CONFIG_NAME,
     ENERGY_CALL,
     GPU_IS_LOST,
+    NOT_SUPPORTED,
     POWER_CALL,
     FakeGpu,
     FakeMig,
     call_counts,
+    load_line,
     write_config,
 )
 
@@ -315,3 +317,37 @@ def test_stand_in_charges_the_configured_cpu_per_call_and_counts_calls(
     assert after[ENERGY_CALL] - before.get(ENERGY_CALL, 0) == 5
     assert after[POWER_CALL] - before.get(POWER_CALL, 0) == 1
     assert cpu_s >= 5 * 2000e-6  # a busy wait on the thread's CPU clock: never less than configured
+
+
+def test_utilisation_and_memory_follow_the_gpus_load_file_while_its_process_lives(
+    nvml_standin_env: NvmlStandIn, tmp_path: Path
+) -> None:
+    load_dir = tmp_path / "load"
+    load_dir.mkdir()
+    gpu = FakeGpu(A, minor=7, pci_bus_id="00000000:01:00.0")
+    write_config(nvml_standin_env.config, [gpu], load_dir=load_dir)
+    sensor = NvmlSensor.open(nvml_standin_env.settings())
+    try:
+        assert sensor.use(A) == GpuUse(0, 0)  # no load file: idle
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            (load_dir / "7").write_text(load_line(88, worker.pid, 4096))
+            assert sensor.use(A) == GpuUse(88, 4096 * 2**20)
+        finally:
+            worker.kill()
+            worker.wait()
+        assert sensor.use(A) == GpuUse(0, 0)  # its process gone: idle again
+    finally:
+        sensor.close()
+
+
+def test_unsupported_utilisation_is_not_asked_again(nvml_standin_env: NvmlStandIn) -> None:
+    gpu = FakeGpu(A, minor=0, pci_bus_id="00000000:01:00.0", util_pct=50, mem_used_mib=10)
+    nvml_standin_env.write([replace(gpu, util_error=NOT_SUPPORTED)])
+    sensor = NvmlSensor.open(nvml_standin_env.settings())
+    try:
+        assert sensor.use(A) == GpuUse(None, None)
+        nvml_standin_env.write([gpu])  # would answer now, but NotSupported is a capability
+        assert sensor.use(A) == GpuUse(None, 10 * 2**20)
+    finally:
+        sensor.close()

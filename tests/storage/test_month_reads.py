@@ -78,3 +78,11 @@ def test_a_months_zones_sources_clusters_and_recomputations(reader: readonly.Rea
     later = (DAY + 40 * 24 * HOUR, DAY + 41 * 24 * HOUR)
     assert month_reads.clusters_between(reader, *later, EVERYTHING) == set()
     assert month_reads.recomputed_after(reader, ["2026-01"], DAY + 31 * 24 * HOUR, EVERYTHING) == []
+
+
+@pytest.mark.parametrize("by", ["account", "user"])
+def test_group_keys_by_index_seeks_are_the_distinct_keys(reader: readonly.Reader, by: str) -> None:
+    column = month_reads.GROUP_COLUMNS[by]
+    plain = reader.rows(f"SELECT DISTINCT j.cluster, {column} AS grp FROM jobs j", {})  # noqa: S608
+    expected = sorted(((r["cluster"], r["grp"]) for r in plain), key=str)
+    assert sorted(month_reads.group_keys(reader, by, month_reads.EVERYTHING), key=str) == expected

@@ -23,12 +23,15 @@ from slurm_plugin.storage import (
     StoreError,
     StoreUnavailable,
     migrations,
+    node_intervals,
     readonly,
     roles,
     schema,
     writer_functions,
 )
 from testbed import postgres
+from tests.accounting.test_node_ingest import document as node_document
+from tests.accounting.test_node_ingest import interval
 from tests.storage.conftest import FOOTPRINT, START, count, make_record
 
 SETTINGS = Accounting(zone="DE", pue=1.2)
@@ -330,6 +333,7 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     add(old, make_record(job_id=2, restart_count=1))
     old.save_footprint(first, {**FOOTPRINT, "months": []})  # a second version: history must survive
     old.upsert_running(make_record(job_id=3), b"{}", None)
+    node_intervals.add(old, node_document(interval(START), interval(START + 300)))
     old.close()
     config = tmp_path / "jobcarbon.yaml"
     config.write_text(f"database:\n  url: '{postgres_url}'\n")
@@ -340,7 +344,8 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     assert out.endswith(f"copied 2 jobs into {postgres_url}\n")
     new = Store.open(postgres_url, 5.0)
     old = Store.open(sqlite_url, 5.0)
-    for table in ("jobs", "job_parts", "timeline", "footprints", "footprint_months", "running_parts"):
+    for table in ("jobs", "job_parts", "timeline", "footprints", "footprint_months", "running_parts",
+                  "node_intervals"):  # fmt: skip
         assert count(new, table) == count(old, table), table
     assert new.footprint_history(first) == old.footprint_history(first)
     assert new.timeline(first) == old.timeline(first)
@@ -352,3 +357,26 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     assert "already holds jobs" in capsys.readouterr().err
     assert main.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
     assert capsys.readouterr().err.endswith("expected sqlite:////absolute/path.db\n")
+
+
+def test_the_writer_role_stores_a_parts_waste_and_gpu_utilisation(store: Store, make_role: Callable) -> None:
+    from tests.jobdb import Job, gpu
+
+    idle = gpu(0)
+    document = Job(
+        71, cpu_used=0.5, gpus=[idle], gpu_w={idle["uuid"]: (80.0, "measured")}, gpu_util={idle["uuid"]: 0}
+    ).record()
+    role = make_role("writer")
+    roles.grant(store.db, writer=role.name, reader=None)
+    writer = Store.open(role.url, 5.0, create=False, password_file=role.password_file)
+    try:
+        assert add(writer, document) is not None  # through the functions migration 12 rebuilt
+    finally:
+        writer.close()
+    use = document["efficiency"]
+    row = store.db.execute(
+        "SELECT idle_gpu_j, waste_j, gpu_util_pct, gpu_sampled_s FROM job_parts"
+    ).fetchone()
+    assert row[0] == pytest.approx(use["idle_gpu_j"])
+    assert row[1] == pytest.approx(use["idle_gpu_j"] + use["idle_cpu_j"], abs=1e-3)
+    assert (row[2], row[3]) == (0.0, pytest.approx(3600.0))

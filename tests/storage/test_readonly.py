@@ -69,7 +69,7 @@ def test_a_listing_is_the_newest_jobs_and_the_totals_of_every_match(reader: read
     assert totals["energy_j"] == pytest.approx(sum(r["energy_j"] for r in every_row))
     assert totals["co2e_g"] == pytest.approx(sum(r["co2e_g"] for r in every_row))
     assert {RUNGS[r["rung_rank"]] for r in every_row} <= set(RUNGS)
-    nothing = {"jobs": 0, "energy_j": 0, "facility_energy_j": 0, "co2e_g": 0}
+    nothing = {"jobs": 0, "energy_j": 0, "facility_energy_j": 0, "co2e_g": 0, "waste_j": 0, "waste_co2e_g": 0}
     assert select(reader, everyone, ended=False) == ([], nothing)
 
 

@@ -337,3 +337,22 @@ def test_parts_stored_before_version_9_get_their_content_digest(store: Store) ->
     assert store.stored_digest(documents[0]) == record_contract.digest(documents[0])
     assert store.stored_digest(documents[1]) is None  # unreadable: compared as a duplicate
     assert store.stored_digest(make_record(job_id=3)) is None  # no such part
+
+
+def test_a_part_keeps_its_waste_and_gpu_utilisation_and_an_old_record_none(store: Store) -> None:
+    from tests.jobdb import Job, gpu
+
+    busy = gpu(1)
+    document = Job(
+        72, cpu_used=0.25, gpus=[busy], gpu_w={busy["uuid"]: (300.0, "measured")}, gpu_util={busy["uuid"]: 90}
+    ).record()
+    store.add_part(document)
+    store.add_part(Job(73).record())  # no cgroup reading: no efficiency, no waste figure
+    rows = store.db.execute(
+        "SELECT j.job_id, p.idle_gpu_j, p.waste_j, p.gpu_util_pct "
+        "FROM job_parts p JOIN jobs j ON j.id = p.job ORDER BY j.job_id"
+    ).fetchall()
+    assert [tuple(r) for r in rows] == [
+        (72, 0.0, pytest.approx(document["efficiency"]["idle_cpu_j"]), 90.0),
+        (73, None, None, None),
+    ]

@@ -20,6 +20,7 @@ CHECKS: tuple[Callable[[Site], list[Check]], ...] = (
     node.check_cpu_power,
     node.check_spool,
     node.check_outbox,
+    node.check_ledger,
     node.check_database,
     site.check_database_files,
     site.check_secrets,

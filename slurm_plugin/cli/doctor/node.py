@@ -6,21 +6,25 @@ an unusable or unsafe spool makes the node unable to produce records, or leaks t
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from slurm_plugin import config as config_module
+from slurm_plugin import outbox as outbox_files
 from slurm_plugin.cli.doctor.base import Check, Site, open_to_others
 from slurm_plugin.cli.doctor.slurm import slurmd_spool
 from slurm_plugin.node import agent_client
+from slurm_plugin.node.ledger_writer import STATE_NAME
 from slurm_plugin.node.sampler import FALLBACK_W_PER_CPU, cpu_power_model
 from slurm_plugin.node.spool import Spool
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import Probe, Sensor, SensorUnavailable, Status
 from slurm_plugin.sensors.rapl import RaplSensor
 from slurm_plugin.sensors.registry import NODE_SENSORS
+from slurm_plugin.times import iso_z
 
 # Sources the agent cannot sample without: their absence is an error, not a normal node.
 REQUIRED = frozenset({"procfs", "cgroup"})
@@ -108,6 +112,22 @@ def check_outbox(site: Site) -> list[Check]:
         return [Check("outbox", "error", problem)]
     waiting = sum(1 for p in outbox.glob("*.json")) if outbox.is_dir() else 0
     return [Check("outbox", "ok", f"{outbox}: {waiting} record(s) waiting for ingest")]
+
+
+def check_ledger(site: Site) -> list[Check]:
+    """Where the node ledger stands: its last node record (`ledger.json`) and the records waiting."""
+    if not site.config.ledger.enabled:
+        return [
+            Check("ledger", "absent", f"{site.where('ledger.enabled')} is false: idle energy is not recorded")
+        ]
+    waiting = len(outbox_files.pending_node(site.config.paths.outbox))
+    try:
+        state = json.loads((site.config.paths.spool / STATE_NAME).read_bytes())
+        since = f"its last node record ends {iso_z(float(state['t1_s']), 'seconds')}"
+    except (OSError, ValueError, KeyError, TypeError):
+        since = "no node record yet"
+    resident = "between jobs only a resident agent keeps it (jobcarbon-agent.service)"
+    return [Check("ledger", "ok", f"{since}; {waiting} waiting in the outbox; {resident}")]
 
 
 def check_database(site: Site) -> list[Check]:
