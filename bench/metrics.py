@@ -23,7 +23,7 @@ from bench.node import build_node, simulator
 from bench.stats import summary_ms
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.metrics import Exposition, Health
-from slurm_plugin.node.sampler import COMPONENTS, JobTracker
+from slurm_plugin.node.tracker import COMPONENTS, JobTracker
 
 JOBS = 64
 FIRST_JOB = 6000

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_vm_parser(commands: argparse._SubParsersAction) -> None:
-    """`vm ...`: the virtual-machine bed (testbed/vm.py)."""
-    bed = commands.add_parser("vm", help="the three-node Slurm 24.11 cluster in VMs (testbed/vm.py)")
+    """`vm ...`: the virtual-machine bed (testbed/vm/)."""
+    bed = commands.add_parser("vm", help="the three-node Slurm 24.11 cluster in VMs (testbed/vm/)")
     bed.add_argument("--state", type=Path, default=vm.DEFAULT_STATE, help="overlays, sockets, logs")
     actions = bed.add_subparsers(dest="vm_command", required=True)
     build = actions.add_parser("build", help="build (or reuse) the node image; print its directory")

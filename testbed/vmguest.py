@@ -1,4 +1,4 @@
-"""The guest side of the virtual-machine test bed (testbed/vm.py): runs inside each Debian 13 VM.
+"""The guest side of the virtual-machine test bed (testbed/vm/): runs inside each Debian 13 VM.
 
 `setup` (a boot-time unit) gives the node the identity its kernel command line names (`jcvm.addr=`,
 `jcvm.gpus=`): its address on the bed's bridge, fake GPU devices and the NVML stand-in's programme.

@@ -19,7 +19,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from slurm_plugin.node import metrics
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.metrics import Exposition, Health
-from slurm_plugin.node.sampler import COMPONENTS, JobTracker
+from slurm_plugin.node.tracker import COMPONENTS, JobTracker
 
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "config" / "grafana"

@@ -18,8 +18,9 @@ from slurm_plugin.config import Config
 from slurm_plugin.eventlog import EventLog
 from slurm_plugin.node import jobenv, jobfacts, journal
 from slurm_plugin.node.metrics import Exposition
-from slurm_plugin.node.sampler import JobTracker, NodeSampler
+from slurm_plugin.node.sampler import NodeSampler
 from slurm_plugin.node.spool import Spool, final_record, store_record
+from slurm_plugin.node.tracker import JobTracker
 
 ASK_POLL_S = 0.25  # how often a record waiting for Slurm's answer looks for it
 RETRY_FIRST_S = 1.0  # a record the outbox refused is tried again after this, doubling up to RETRY_MAX_S

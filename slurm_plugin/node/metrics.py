@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from slurm_plugin import outbox
-from slurm_plugin.node.sampler import COMPONENTS, JobTracker, NodeSampler
+from slurm_plugin.node.sampler import NodeSampler
+from slurm_plugin.node.tracker import COMPONENTS, JobTracker
 from slurm_plugin.promtext import escape, family, parse_listen
 from slurm_plugin.safefile import atomic_write
 

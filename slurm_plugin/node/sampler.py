@@ -19,124 +19,33 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from slurm_plugin.config import Config
-from slurm_plugin.config import Cpu as CpuSettings
 from slurm_plugin.methods import Method
 from slurm_plugin.node import attribution
 from slurm_plugin.node.attribution import GpuClaim, JobInterval, NodeInterval, Share
 from slurm_plugin.node.counters import EnergyCounter
+from slurm_plugin.node.cpu_power import FALLBACK_W_PER_CPU, cpu_power_model
 from slurm_plugin.node.gpu_energy import GpuTrack
 from slurm_plugin.node.gpu_reads import NvmlSession
 from slurm_plugin.node.jobenv import JobInfo
 from slurm_plugin.node.journal import JournalWriter
 from slurm_plugin.node.journal import end_line as journal_end_line
 from slurm_plugin.node.ledger import NodeLedger
+from slurm_plugin.node.tracker import COMPONENTS, JobTracker, Tick
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.cgroup import find_job_cgroup
-from slurm_plugin.sensors.cgroup_types import CgroupKey, JobCgroup, JobUsage
+from slurm_plugin.sensors.cgroup_types import CgroupKey, JobUsage
 from slurm_plugin.sensors.rapl import RaplSensor, RaplZone
 
 MAX_PACKAGE_W = 2000.0  # above any CPU package or DRAM domain: a larger jump is a reset, not energy
 LOG_EVERY_S = 60.0  # a journal the disk refuses is logged at most this often per job
 STALE_ANCHORS = 10  # a GPU not anchored for this many counter intervals no longer holds the node ledger
-FALLBACK_W_PER_CPU = 4.0  # CodeCarbon's per-thread default when no TDP is known (core/cpu.py)
 
 Log = Callable[[str, str], None]
-COMPONENTS = ("cpu", "dram", "gpu")
-
-
-@dataclass(slots=True)
-class Tick:
-    """One tick's jobs and per-GPU parts, kept while some job's interval waits for a GPU anchor."""
-
-    time: float
-    jobs: list[JobInterval]
-    gpu_energy: dict[str, Share] = field(default_factory=dict)
-    gpu_use: dict[str, list[int | None]] = field(default_factory=dict)  # [util %, memory MiB]
-    shares: dict[str, dict[str, Share]] | None = None
-
-    def gpu_parts(self, job: JobInterval, final: Callable[[str], bool]) -> dict[str, Share]:
-        """The job's GPU parts; shared across jobs once every GPU of the tick is final."""
-        if self.shares is None and all(final(uuid) for uuid in self.gpu_energy):
-            self.shares = attribution.gpu_shares(self.jobs, self.gpu_energy)
-        if self.shares is not None:
-            return self.shares[job.key]
-        parents = {claim.parent_uuid for claim in job.gpus}
-        own = {uuid: part for uuid, part in self.gpu_energy.items() if uuid in parents}
-        return attribution.gpu_shares(self.jobs, own)[job.key]
-
-
-@dataclass
-class JobTracker:
-    """One job's sampling state: its cgroup, cumulative CPU baseline, GPUs and journal."""
-
-    info: JobInfo
-    start_s: float
-    journal: JournalWriter
-    first_sample: float
-    resumed: str | None = None
-    claims: list[GpuClaim] = field(default_factory=list)
-    cgroup: JobCgroup | None = None
-    usage: JobUsage | None = None
-    baseline_cpu_s: float | None = 0.0  # None: the next reading is a baseline (after a restart)
-    noted: set[str] = field(default_factory=set)
-    journaled_cpus: frozenset[int] = frozenset()
-    pending: deque[tuple[Tick, JobInterval, dict[str, Any]]] = field(default_factory=deque)
-    journal_logged: float | None = None  # time.monotonic() of the last "cannot write its journal"
-    energy_j: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
-    gpu_j: dict[str, float] = field(default_factory=dict)  # per GPU (or MIG) UUID
-    cpu_s: float = 0.0
-
-    def count(self, entry: dict[str, Any]) -> None:
-        """Add a journaled interval to the job's running totals (the metrics' counters): the same
-        figures the record sums, so a finished job's counter ends at its record's energy."""
-        self.cpu_s += entry["cpu_s"]
-        for component in ("cpu", "dram"):
-            if entry[component] is not None:
-                self.energy_j[component] += entry[component][0]
-        for uuid, part in (entry["gpu"] or {}).items():
-            if part is not None:
-                self.energy_j["gpu"] += part[0]
-                self.gpu_j[uuid] = self.gpu_j.get(uuid, 0.0) + part[0]
-
-    def note(self, text: str, now: float) -> bool:
-        """Journal a problem once per job, so it reaches the record without flooding the journal;
-        True the first time."""
-        if text in self.noted:
-            return False
-        self.noted.add(text)
-        self.journal.append({"type": "note", "t": now, "text": text})
-        return True
-
-
-class CpuPower(NamedTuple):
-    """The node's CPU package power model, and where each figure came from (doctor prints it)."""
-
-    tdp_w: float
-    idle_w: float
-    tdp_from: str  # "cpu.tdp_w", "rapl" (the zones' constraint) or "fallback" (FALLBACK_W_PER_CPU per CPU)
-    idle_from: str  # "cpu.idle_power_w" or "cpu.idle_fraction_of_tdp"
-
-
-def cpu_power_model(cpu: CpuSettings, zones: Collection[RaplZone], ncpus: int) -> CpuPower:
-    """TDP and idle power of the node's CPU packages, for the static share and the estimate."""
-    packages = [z for z in zones if z.kind == "package"]
-    count = max(len({z.package for z in packages}), 1)  # sockets, not dies
-    if cpu.tdp_w is not None:
-        tdp, tdp_from = cpu.tdp_w * count, "cpu.tdp_w"
-    elif packages and all(z.tdp_w for z in packages):
-        tdp, tdp_from = sum(z.tdp_w or 0.0 for z in packages), "rapl"
-    else:
-        tdp, tdp_from = FALLBACK_W_PER_CPU * ncpus, "fallback"
-    if cpu.idle_power_w is not None:
-        return CpuPower(tdp, min(cpu.idle_power_w * count, tdp), tdp_from, "cpu.idle_power_w")
-    return CpuPower(tdp, tdp * cpu.idle_fraction_of_tdp, tdp_from, "cpu.idle_fraction_of_tdp")
 
 
 class NodeSampler:

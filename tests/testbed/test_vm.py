@@ -1,12 +1,13 @@
 """The VM bed's pieces that need no VM: kernel options, node identities, Slurm's config, the agent's
-answers and the mirror lookup (testbed/vm.py, testbed/vmguest.py)."""
+answers and the mirror lookup (testbed/vm/, testbed/vmguest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from testbed import vm, vmguest
+from testbed import vmguest
 from testbed.hardware import GPU_POWER_W
+from testbed.vm import config, image
 
 
 def test_kernel_options_keep_only_the_beds_own() -> None:
@@ -23,12 +24,12 @@ def test_each_nodes_gpus_have_their_own_uuids_and_the_gres_minors() -> None:
 
 
 def test_slurm_conf_is_cgroup_v2_with_jobcarbons_hooks_on_the_compute_nodes() -> None:
-    conf = vm.slurm_conf()
+    conf = config.slurm_conf()
     assert "ProctrackType=proctrack/cgroup\n" in conf
     assert "Prolog=/usr/lib/jobcarbon/jobcarbon-prolog\n" in conf
     assert "NodeName=vm[2-3] CPUs=2 " in conf
-    assert f"Gres=gpu:h100:{vm.GPUS_PER_NODE}" in conf
-    assert vm.CGROUP_CONF.startswith("CgroupPlugin=cgroup/v2\n")
+    assert f"Gres=gpu:h100:{config.GPUS_PER_NODE}" in conf
+    assert config.CGROUP_CONF.startswith("CgroupPlugin=cgroup/v2\n")
 
 
 def test_the_agent_reports_status_and_output_and_stops_a_command_at_its_timeout() -> None:
@@ -44,5 +45,5 @@ def test_the_mirror_is_this_machines_debian_mirror(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\n"
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
     )
-    assert vm.debian_mirror(sources) == "http://mirror.example/debian"
-    assert vm.debian_mirror(tmp_path / "missing") == "http://deb.debian.org/debian"
+    assert image.debian_mirror(sources) == "http://mirror.example/debian"
+    assert image.debian_mirror(tmp_path / "missing") == "http://deb.debian.org/debian"

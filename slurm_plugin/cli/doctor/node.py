@@ -17,8 +17,8 @@ from slurm_plugin import outbox as outbox_files
 from slurm_plugin.cli.doctor.base import Check, Site, open_to_others
 from slurm_plugin.cli.doctor.slurm import slurmd_spool
 from slurm_plugin.node import agent_client
+from slurm_plugin.node.cpu_power import FALLBACK_W_PER_CPU, cpu_power_model
 from slurm_plugin.node.ledger_writer import STATE_NAME
-from slurm_plugin.node.sampler import FALLBACK_W_PER_CPU, cpu_power_model
 from slurm_plugin.node.spool import Spool
 from slurm_plugin.sensors import procstat
 from slurm_plugin.sensors.base import Probe, Sensor, SensorUnavailable, Status
