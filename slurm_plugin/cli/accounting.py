@@ -1,4 +1,4 @@
-"""The accounting commands of `jobcarbon`: db upgrade, ingest, intensity sync/show, recompute.
+"""The accounting commands of `jobcarbon`: db upgrade, ingest, intensity sync/show, recompute, rollup.
 
 Each parses nothing itself: it takes parsed arguments, calls the library and renders the result.
 """
@@ -147,6 +147,18 @@ def intensity_show(args: argparse.Namespace, settings: Config) -> int:
     return 0
 
 
+def rollup(args: argparse.Namespace, settings: Config) -> int:
+    """Rebuild the monthly rollups of the months changed since their last build, one transaction each."""
+    from slurm_plugin.storage import rollups
+
+    with _store(settings) as store:
+        for month in rollups.changed_months(store.db):
+            with store.transaction():
+                rollups.build(store.db, month)
+            print(f"{month}: rolled up")
+    return 0
+
+
 def recompute(args: argparse.Namespace, settings: Config) -> int:
     from slurm_plugin.accounting import join
 
@@ -251,6 +263,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--by", default="account", help="group the changes by account (default), user, group or partition"
     )
     again.set_defaults(run=recompute)
+    commands.add_parser(
+        "rollup", help="rebuild the monthly rollups of changed months (reports read them; run it daily)"
+    ).set_defaults(run=rollup)
 
 
 def _path(text: str) -> Path:

@@ -148,9 +148,11 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
         raise ReportError(f"accounting.timezone {request.timezone!r} is not a known time zone") from exc
     span = resolve_months(request.months, request.timezone, request.now_s)
     names = [m.name for m in span]
-    used = month_reads.month_sources(reader, names)
+    rolled = month_reads.rolled_up(reader, names)  # read from rollups: the same figures, fewer rows
+    used = month_reads.month_sources(reader, names, rolled)
     factors = _factors(reader, used, span)
-    found = month_reads.group_sums(reader, request.by, names, request.visible, _by_basis(used, factors))
+    bases = _by_basis(used, factors)
+    found = month_reads.group_sums(reader, request.by, names, request.visible, bases, rolled)
     known = month_reads.group_keys(reader, request.by, request.visible)
     periods = {m.name: _period(m, zone) for m in span}
     span_by_name = {m.name: m for m in span}
@@ -178,7 +180,7 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
         "metadata": _metadata(reader, request, span, found, used, factors),
         "rows": rows,
         "totals": totals,
-        "gpu_models": _gpu_models(reader, request, names, periods),
+        "gpu_models": _gpu_models(reader, request, names, periods, rolled),
         "top_jobs": _top(reader, request, names, periods, "jobs"),
         "top_users": _top(reader, request, names, periods, "users"),
     }
@@ -244,9 +246,9 @@ def _order(key: tuple[str, str, Any]) -> tuple[str, str, bool, str]:
 
 
 def _gpu_models(
-    reader: Reader, request: Request, names: list[str], periods: dict[str, dict[str, str]]
+    reader: Reader, request: Request, names: list[str], periods: dict[str, dict[str, str]], rolled: set[str]
 ) -> list[dict[str, Any]]:
-    found = month_reads.gpu_hours_by_model(reader, request.by, names, request.visible)
+    found = month_reads.gpu_hours_by_model(reader, request.by, names, request.visible, rolled)
     return [
         {**periods[key[0]], "cluster": key[1], "group": group_label(request.by, key[2]), "gpu_model": model,
          "gpu_hours": _r(hours)}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurm_plugin import record, uncertainty
-from slurm_plugin.storage import packed_timeline, schema, writer_functions
+from slurm_plugin.storage import packed_timeline, rollups, schema, writer_functions
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import StoreError
 
@@ -326,6 +326,21 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX footprint_months_current ON footprint_months (month, is_current)",
             "DROP INDEX footprint_months_month",  # the new index leads with the month too
             OnlyOn("postgresql", writer_functions.create),
+        ),
+    ),
+    # Monthly rollups (storage/rollups.py): a month's sums per job keys, which `jobcarbon rollup` builds
+    # and a report reads while no footprint month of that month changed since; triggers mark the changes.
+    Migration(
+        15,
+        "monthly rollups, and the marks of the months changed since",
+        (
+            rollups.MONTH_ROLLUPS,
+            rollups.MONTH_ROLLUP_SOURCES,
+            rollups.ROLLUP_MONTHS,
+            rollups.MONTH_CHANGES,
+            *rollups.INDEXES,
+            *(OnlyOn("sqlite", trigger) for trigger in rollups.SQLITE_TRIGGERS),
+            *(OnlyOn("postgresql", step) for step in rollups.POSTGRES_TRIGGER),
         ),
     ),
 ]

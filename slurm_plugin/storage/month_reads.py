@@ -13,10 +13,10 @@ Text is ordered by the caller, not by ORDER BY: PostgreSQL sorts by the server's
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from slurm_plugin.storage import schema
+from slurm_plugin.storage import rollups, schema
 from slurm_plugin.storage.readonly import Reader
 
 # The report's groupings and their column; `group` is the Unix group by gid, for sites that bill by group.
@@ -58,7 +58,22 @@ _GROUPS = (
     + _CURRENT
     + " GROUP BY j.month, j.cluster, grp"
 )
-_GPU_MODELS = "SELECT j.month, j.cluster, {col} AS grp, j.gpu_hours_json " + _CURRENT + " AND j.gpu_hours > 0"
+# The same from the months' rollups (storage/rollups.py), which carry the job keys the groupings and the
+# viewer's condition name; a job is in one rollup row a month, so its rows' job counts add up.
+_ROLLED = "FROM {table} j WHERE j.month IN ({months}) AND j.level = :level AND {visible}"
+_ROLLED_GROUPS = (
+    "SELECT j.month, j.cluster, {col} AS grp, SUM(j.jobs) AS jobs, "
+    + ", ".join(f"SUM(j.{name}) AS {name}" for name in (*SUMS, *WASTE_SUMS))
+    + ", MAX(j.computed_s) AS computed_s, MAX(j.received_s) AS received_s "
+    + _ROLLED.format(table="month_rollups", months="{months}", visible="{visible}")
+    + " GROUP BY j.month, j.cluster, grp"
+)
+_ROLLED_BASES = (
+    "SELECT j.month, j.cluster, {col} AS grp{bases} "
+    + _ROLLED.format(table="month_rollup_sources", months="{months}", visible="{visible}")
+    + " GROUP BY j.month, j.cluster, grp"
+)
+_GPU_MODELS = "SELECT j.month, j.cluster, {col} AS grp, j.gpu_hours_json {source} AND j.gpu_hours > 0"
 # The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
 _PER_ITEM = (
     "SELECT j.month, j.cluster, {col} AS grp, {item} AS item, SUM(j.co2e_g) AS co2e_g, "
@@ -72,6 +87,9 @@ _TOP = (
 TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
 _SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
 WHERE m.month IN ({months}) AND m.is_current = 1"""
+# Every level of rollup rows holds every zone and set of sources: the accounts' level is the smallest.
+_ROLLED_SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM month_rollup_sources m
+WHERE m.month IN ({months}) AND m.level = 'account'"""
 _FACTORS = """SELECT DISTINCT source, scope FROM intensity
 WHERE zone IN ({zones}) AND start_s < :end_s AND end_s > :start_s"""
 _CLUSTERS = """SELECT DISTINCT j.cluster FROM jobs j
@@ -89,21 +107,59 @@ def _in(months: Sequence[str], visible: Visible) -> tuple[dict[str, str], dict[s
     return fields, {**names, **visible[1]}
 
 
+def rolled_up(reader: Reader, months: Sequence[str]) -> set[str]:
+    """Those of the months whose rollup is current: built, and no footprint month of theirs changed since."""
+    fields, params = _in(months, EVERYTHING)
+    return {row["month"] for row in reader.rows(rollups.FRESH.format(**fields), params)}
+
+
 def group_sums(
-    reader: Reader, by: str, months: Sequence[str], visible: Visible, bases: Mapping[str, Sequence[str]]
+    reader: Reader,
+    by: str,
+    months: Sequence[str],
+    visible: Visible,
+    bases: Mapping[str, Sequence[str]],
+    rolled: Collection[str] = (),
 ) -> dict[Key, dict[str, Any]]:
     """Per (month, cluster, group key) with energy: `jobs`, each of SUMS, the newest `computed_s` and
     `received_s` of its footprints and parts, and per name in `bases` the CO2e of the footprint months
-    whose `sources_json` is one of its texts (`month_sources` gives them)."""
-    fields, params = _in(months, visible)
-    cases = []
+    whose `sources_json` is one of its texts (`month_sources` gives them). Months in `rolled`
+    (`rolled_up`) are read from their rollups, the others from their footprint months."""
+    cases, basis_params = _cases(bases)
+    col = GROUP_COLUMNS[by]
+    found: dict[Key, dict[str, Any]] = {}
+    if live := [month for month in months if month not in rolled]:
+        fields, params = _in(live, visible)
+        sql = _GROUPS.format(col=col, bases=cases, **fields)
+        found.update(_keyed(reader.rows(sql, {**params, **basis_params})))
+    if done := [month for month in months if month in rolled]:
+        fields, params = _in(done, visible)
+        params["level"] = _level(by, visible)
+        found.update(_keyed(reader.rows(_ROLLED_GROUPS.format(col=col, **fields), params)))
+        sql = _ROLLED_BASES.format(col=col, bases=cases or ", 0 AS none", **fields)
+        for key, row in _keyed(reader.rows(sql, {**params, **basis_params})).items():
+            found[key].update({name: row[name] for name in bases})
+    return found
+
+
+def _level(by: str, visible: Visible) -> str:
+    """The level of rollup rows the grouping reads for the viewer (rollups.level)."""
+    return rollups.level(GROUP_COLUMNS[by].removeprefix("j."), visible == EVERYTHING)
+
+
+def _cases(bases: Mapping[str, Sequence[str]]) -> tuple[str, dict[str, Any]]:
+    """The select list's CO2e per basis (footprint months whose sources_json is one of its texts)."""
+    cases, params = [], {}
     for b, (name, texts) in enumerate(bases.items()):
         names = {f"basis{b}_{i}": text for i, text in enumerate(texts)}
         listed = ", ".join(f":{n}" for n in names) or "NULL"
         cases.append(f", SUM(CASE WHEN j.sources_json IN ({listed}) THEN j.co2e_g ELSE 0 END) AS {name}")
         params.update(names)
-    sql = _GROUPS.format(col=GROUP_COLUMNS[by], bases="".join(cases), **fields)
-    return {(row["month"], row["cluster"], row["grp"]): row for row in reader.rows(sql, params)}
+    return "".join(cases), params
+
+
+def _keyed(rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    return {(row["month"], row["cluster"], row["grp"]): row for row in rows}
 
 
 # The distinct values of an indexed column, one index seek each (a loose index scan): DISTINCT read every
@@ -134,16 +190,27 @@ def _distinct(reader: Reader, column: str) -> list[Any]:
 
 
 def gpu_hours_by_model(
-    reader: Reader, by: str, months: Sequence[str], visible: Visible
+    reader: Reader, by: str, months: Sequence[str], visible: Visible, rolled: Collection[str] = ()
 ) -> dict[Key, dict[str, float]]:
-    """Per (month, cluster, group key), its GPU-hours per GPU model."""
-    fields, params = _in(months, visible)
+    """Per (month, cluster, group key), its GPU-hours per GPU model; months in `rolled` from rollups."""
     found: dict[Key, dict[str, float]] = {}
-    for row in reader.rows(_GPU_MODELS.format(col=GROUP_COLUMNS[by], **fields), params):
-        models = found.setdefault((row["month"], row["cluster"], row["grp"]), {})
-        for model, hours in json.loads(row["gpu_hours_json"]).items():
-            models[model] = models.get(model, 0.0) + hours
+    for source, these in _split(months, rolled):
+        fields, params = _in(these, visible)
+        params["level"] = _level(by, visible)
+        sql = _GPU_MODELS.format(col=GROUP_COLUMNS[by], source=source.format(**fields))
+        for row in reader.rows(sql, params):
+            models = found.setdefault((row["month"], row["cluster"], row["grp"]), {})
+            for model, hours in json.loads(row["gpu_hours_json"]).items():
+                models[model] = models.get(model, 0.0) + hours
     return found
+
+
+def _split(months: Sequence[str], rolled: Collection[str]) -> list[tuple[str, list[str]]]:
+    """The FROM ... WHERE text (with format fields) of the live months and of the rolled-up ones."""
+    live = [month for month in months if month not in rolled]
+    done = [month for month in months if month in rolled]
+    rollup_source = _ROLLED.format(table="month_rollups", months="{months}", visible="{visible}")
+    return [(text, these) for text, these in ((_CURRENT, live), (rollup_source, done)) if these]
 
 
 def top(
@@ -156,11 +223,22 @@ def top(
     return reader.rows(sql, {**params, "limit": limit})
 
 
-def month_sources(reader: Reader, months: Sequence[str]) -> set[tuple[str | None, str]]:
+def month_sources(
+    reader: Reader, months: Sequence[str], rolled: Collection[str] = ()
+) -> set[tuple[str | None, str]]:
     """The (zone, sources_json) pairs of the months' current footprints: the grid zones and the
     intensity sources they used, each footprint month's set of sources as stored."""
-    fields, params = _in(months, EVERYTHING)
-    return {(row["zone"], row["sources_json"]) for row in reader.rows(_SOURCES.format(**fields), params)}
+    found: set[tuple[str | None, str]] = set()
+    for sql, these in (
+        (_SOURCES, [m for m in months if m not in rolled]),
+        (_ROLLED_SOURCES, [m for m in months if m in rolled]),
+    ):
+        if these:
+            fields, params = _in(these, EVERYTHING)
+            found.update(
+                (row["zone"], row["sources_json"]) for row in reader.rows(sql.format(**fields), params)
+            )
+    return found
 
 
 def source_factors(

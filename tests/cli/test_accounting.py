@@ -364,3 +364,15 @@ def test_recompute_since_updates_only_later_parts(node: Node, store: Store, caps
         "2 parts checked, 1 footprints updated (previous versions kept)\n"
     )
     assert run(capsys, "recompute")[1] == "2 parts checked, 0 footprints updated (previous versions kept)\n"
+
+
+# --- rollup ------------------------------------------------------------------------------------
+
+
+def test_rollup_rebuilds_the_months_changed_since_and_only_those(node: Node, store: Store, capsys) -> None:
+    store.add_part(make_record(job_id=1, start=START), account=join.accountant(store, Accounting(zone="DE")))
+    code, out, err = run(capsys, "rollup")
+    assert (code, err) == (0, "")
+    (line,) = out.splitlines()
+    assert line.startswith("2026-01: ")
+    assert run(capsys, "rollup") == (0, "", "")  # nothing changed since
