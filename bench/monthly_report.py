@@ -40,11 +40,11 @@ MONTH_STARTS = [calendar.parse(f"2026-{m:02d}", "UTC").start_s for m in range(1,
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
-    """Rows in the table's column order; columns later migrations added (nullable) are left NULL."""
-    width = len(conn.execute(f"PRAGMA table_info({table})").fetchall())
-    padding = (None,) * (width - len(rows[0]))
-    statement = f"INSERT INTO {table} VALUES ({','.join('?' * width)})"  # noqa: S608 - our table names
-    conn.executemany(statement, [(*r, *padding) for r in rows])
+    """Rows giving the table's first columns in order; the columns later migrations added take their
+    defaults (NULL, or e.g. a job's legacy run '')."""
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")][: len(rows[0])]
+    names, marks = ",".join(columns), ",".join("?" * len(columns))
+    conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608 - our tables
 
 
 def build(path: Path, jobs: int, accounts: int, months: int = 1) -> None:
