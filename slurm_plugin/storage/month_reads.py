@@ -22,26 +22,8 @@ from slurm_plugin.storage.readonly import Reader
 # The report's groupings and their column; `group` is the Unix group by gid, for sites that bill by group.
 GROUP_COLUMNS = {"account": "j.account", "user": "j.user_name", "group": "j.gid", "partition": "j.partition"}
 # ... the same columns in footprint_months (_CURRENT) and in jobs (group_keys).
-SUMS = (
-    "core_hours",
-    "node_hours",
-    "gpu_hours",
-    "cpu_j",
-    "dram_j",
-    "gpu_j",
-    "it_energy_j",
-    "facility_energy_j",
-    "co2e_g",
-    "estimated_j",
-    "series_co2e_g",
-    *schema.FOOTPRINT_MONTH_BANDS,
-)
-# Waste (idle GPUs + idle cores, docs/attribution.md): a part's waste falls in a month by the month's
-# share of the part's IT energy, and its CO2e is that share of the month's; parts without a figure add 0.
-WASTE_SUMS = {
-    "waste_j": "j.it_energy_j * j.waste_share",
-    "waste_co2e_g": "j.co2e_g * j.waste_share",
-}
+SUMS = schema.FOOTPRINT_MONTH_SUMS
+WASTE_SUMS = schema.FOOTPRINT_MONTH_WASTE
 Visible = tuple[str, dict[str, Any]]  # readonly.visible_filter's WHERE condition and its parameters
 Key = tuple[str, str, Any]  # (month, cluster, group key)
 EVERYTHING: Visible = ("1 = 1", {})

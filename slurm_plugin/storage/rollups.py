@@ -23,33 +23,13 @@ import json
 import time
 from typing import Any
 
+from slurm_plugin.storage import schema
 from slurm_plugin.storage.backend import Backend
 
 # The job keys a rollup row is summed by: every grouping of the report and the viewer's condition.
 KEYS = ("cluster", "account", "user_name", "uid", "gid", "partition")
-_SUMMED = (
-    "core_hours",
-    "node_hours",
-    "gpu_hours",
-    "cpu_j",
-    "dram_j",
-    "gpu_j",
-    "it_energy_j",
-    "facility_energy_j",
-    "co2e_g",
-    "estimated_j",
-    "series_co2e_g",
-    "measured_j",
-    "integrated_j",
-    "apportioned_j",
-    "it_energy_low_j",
-    "it_energy_high_j",
-    "facility_energy_low_j",
-    "facility_energy_high_j",
-    "co2e_low_g",
-    "co2e_high_g",
-)
-WASTE = {"waste_j": "it_energy_j * waste_share", "waste_co2e_g": "co2e_g * waste_share"}
+_SUMMED = schema.FOOTPRINT_MONTH_SUMS
+WASTE = schema.FOOTPRINT_MONTH_WASTE
 _KEY_COLUMNS = "cluster TEXT NOT NULL, account TEXT, user_name TEXT, uid INTEGER, gid INTEGER, partition TEXT"
 _REAL = "DOUBLE PRECISION"
 

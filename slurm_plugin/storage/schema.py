@@ -223,6 +223,24 @@ FOOTPRINT_MONTH_BANDS = (
     "co2e_high_g",
 )
 _BAND_NAMES = ", ".join(FOOTPRINT_MONTH_BANDS)
+# What a report sums of footprint months (and a rollup row holds): the figures, hours and bands, and the
+# waste (idle GPUs + idle cores, docs/attribution.md), which falls in a month by the month's share of the
+# part's IT energy, its CO2e that share of the month's; months without a waste figure add nothing.
+FOOTPRINT_MONTH_SUMS = (
+    "core_hours",
+    "node_hours",
+    "gpu_hours",
+    "cpu_j",
+    "dram_j",
+    "gpu_j",
+    "it_energy_j",
+    "facility_energy_j",
+    "co2e_g",
+    "estimated_j",
+    "series_co2e_g",
+    *FOOTPRINT_MONTH_BANDS,
+)
+FOOTPRINT_MONTH_WASTE = {"waste_j": "it_energy_j * waste_share", "waste_co2e_g": "co2e_g * waste_share"}
 _BAND_VALUES = ", ".join(f":{name}" for name in FOOTPRINT_MONTH_BANDS)
 # Version 14 too: the job's keys and the footprint's currency copied into each footprint month, so that a
 # report (a month, a year of ten million jobs) reads this one table, never joining footprints, parts and
