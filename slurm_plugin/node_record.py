@@ -13,7 +13,7 @@ from typing import Any
 
 from slurm_plugin import __version__
 from slurm_plugin.methods import Method
-from slurm_plugin.record import MAX_INT, NAME, RecordError, digest
+from slurm_plugin.record import MAX_INT, NAME, RecordError, digest, json_object
 
 SCHEMA = "jobcarbon/node-ledger/1"
 COMPONENTS = ("cpu", "dram", "gpu")
@@ -67,12 +67,7 @@ def remainder_j(interval: dict[str, Any], component: str) -> float:
 def parse(data: bytes) -> dict[str, Any]:
     """The node record in `data`, checked for every field the store reads; RecordError names the first
     bad one, as `intervals[3].cpu_j`."""
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise RecordError(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise RecordError("record: must be a JSON object")
+    document = json_object(data)
     for field, (valid, expected) in FIELDS.items():
         _check(field, document.get(field, _MISSING), valid, expected)
     if not document["intervals"]:

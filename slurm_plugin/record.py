@@ -253,15 +253,21 @@ def digest(record: dict[str, Any]) -> str:
 # --- checking a record read back -----------------------------------------------------------------
 
 
+def json_object(data: bytes) -> dict[str, Any]:
+    """`data` as a JSON object; RecordError otherwise (a record of any kind is one)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise RecordError("record: must be a JSON object")
+    return document
+
+
 def parse(data: bytes, statuses: tuple[str, ...] = ("complete", "partial")) -> dict[str, Any]:
     """The record in `data`, checked for every field the store reads; RecordError names the first bad one.
     A finished record is complete or partial; `statuses=("running",)` reads a running job's snapshot."""
-    try:
-        record = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise RecordError(f"not JSON: {exc}") from None
-    if not isinstance(record, dict):
-        raise RecordError("record: must be a JSON object")
+    record = json_object(data)
     for field, (valid, expected) in FIELDS.items():
         _check(record, field, valid, expected)
     _check(record, "status", statuses.__contains__, " or ".join(map(repr, statuses)))

@@ -350,7 +350,9 @@ def test_a_months_joules_per_method_and_bounds_and_the_migration_that_fills_old_
     stored = store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall()  # noqa: S608 - constants
     store.db.execute("UPDATE footprint_months SET account = NULL, is_current = NULL, job = NULL")
     (fill,) = [
-        s for s in migrations.MIGRATIONS[-1].statements if isinstance(s, str) and s.startswith("UPDATE")
+        s
+        for s in next(m for m in migrations.MIGRATIONS if m.version == 14).statements
+        if isinstance(s, str) and s.startswith("UPDATE")
     ]
     store.db.execute(fill)
     assert store.db.execute(f"SELECT {keys} FROM footprint_months").fetchall() == stored  # noqa: S608
