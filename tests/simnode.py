@@ -32,6 +32,19 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = 
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def driven_agent(node: SimNode, log: list[str] | None = None, persistent: bool = False) -> Any:
+    """An agent in this process, driven a step at a time (no loop, no socket), its spool prepared;
+    its log lines go to `log` as "level: text"."""
+    from slurm_plugin import config as config_module
+    from slurm_plugin.node.agent import Agent
+
+    lines = log if log is not None else []
+    settings = config_module.load(node.config)
+    agent = Agent(settings, lambda level, text: lines.append(f"{level}: {text}"), persistent=persistent)
+    agent.spool.prepare()
+    return agent
+
+
 class SimNode:
     def __init__(self, root: Path, interval_s: float = 0.2, extra_config: str = "", slurm_query_s: float = 0):
         self.root = root

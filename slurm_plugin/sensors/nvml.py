@@ -290,13 +290,13 @@ class NvmlSensor:
         except self._nvml.NVMLError:
             return GpuUse(None, None)
         util = memory = None
+        # Any other NVML error is transient: no reading this tick, the next one asks again.
         if uuid not in self._no_util:
-            try:
-                util = int(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            except self._nvml.NVMLError_NotSupported:
-                self._no_util.add(uuid)
-            except self._nvml.NVMLError:
-                pass
+            with contextlib.suppress(self._nvml.NVMLError):
+                try:
+                    util = int(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                except self._nvml.NVMLError_NotSupported:
+                    self._no_util.add(uuid)
         with contextlib.suppress(self._nvml.NVMLError):
             memory = int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
         return GpuUse(util, memory)

@@ -5,6 +5,7 @@ the package list or mirror changes); the image is rebuilt when any file it is ma
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -49,12 +50,10 @@ class Image:
 
 def debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
     """The Debian mirror this machine's apt uses (its deb822 `URIs:`), else deb.debian.org."""
-    try:
+    with contextlib.suppress(OSError):  # no deb822 sources: the default mirror
         for line in sources.read_text().splitlines():
             if line.startswith("URIs:") and "security" not in line:
                 return line.split()[1]
-    except OSError:
-        pass
     return "http://deb.debian.org/debian"
 
 

@@ -17,7 +17,7 @@ from slurm_plugin import node_record
 from slurm_plugin.node import jobenv
 from slurm_plugin.node.agent import Agent
 from slurm_plugin.times import utc
-from tests.simnode import NODE, SimNode
+from tests.simnode import NODE, SimNode, driven_agent
 
 LEDGER = "ledger:\n  interval_s: 0.25\n  record_interval_s: 0.01\n"
 STEP_S = 0.06
@@ -81,8 +81,7 @@ def node_intervals(outbox: Path) -> list[dict[str, Any]]:
 def ran(tmp_path: Path) -> tuple[SimNode, Counters, list[str]]:
     node = SimNode(tmp_path, interval_s=60, extra_config=LEDGER)
     log: list[str] = []
-    agent = Agent(config_module.load(node.config), lambda level, text: log.append(f"{level}: {text}"))
-    agent.spool.prepare()
+    agent = driven_agent(node, log)
     counters = Counters(node)
     try:
         _run(node, agent, counters)
@@ -155,8 +154,7 @@ def test_a_restarted_agent_flags_the_gap_before_its_first_interval(
 
 def _run_resident(node: SimNode) -> None:
     """A resident agent watching every GPU for 13 ticks."""
-    agent = Agent(config_module.load(node.config), lambda level, text: None, persistent=True)
-    agent.spool.prepare()
+    agent = driven_agent(node, persistent=True)
     try:
         agent.sampler.watch_all_gpus()
         for _ in range(12):

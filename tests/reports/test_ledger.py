@@ -17,12 +17,11 @@ from slurm_plugin.accounting.ingest import ingest_outbox
 from slurm_plugin.accounting.node_ingest import ingest_node_outbox
 from slurm_plugin.cli import main
 from slurm_plugin.cli.report import answer
-from slurm_plugin.node.agent import Agent
 from slurm_plugin.query.visibility import Scope
 from slurm_plugin.reports import ledger
 from slurm_plugin.storage import Store, readonly
 from tests.node.test_ledger_agent import LEDGER, Counters, _run
-from tests.simnode import SimNode
+from tests.simnode import SimNode, driven_agent
 
 SETTINGS = "accounting:\n  zone: DE\n  pue: 1.25\n"
 
@@ -35,8 +34,7 @@ def site(tmp_path: Path) -> tuple[SimNode, config_module.Config, Counters]:
         (tmp_path / "config.yaml").read_text() + f"database:\n  url: sqlite:///{tmp_path / 'db.sqlite'}\n"
     )
     settings = config_module.load(node.config)
-    agent = Agent(settings, lambda level, text: None)
-    agent.spool.prepare()
+    agent = driven_agent(node)
     counters = Counters(node)
     try:
         _run(node, agent, counters)

@@ -9,7 +9,6 @@ import datetime as dt
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -53,21 +52,6 @@ def fill(url: str) -> Store:
     opened.upsert_intensity(jobdb.day_series())
     jobdb.store_jobs(opened, jobs(), SETTINGS)
     return opened
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    """The jobs on SQLite and on PostgreSQL in turn (`db_url`)."""
-    opened = fill(db_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reader(store: Store, db_url: str) -> Iterator[readonly.Reader]:
-    opened = readonly.Reader.open(db_url)
-    yield opened
-    opened.close()
 
 
 def build(reader: readonly.Reader, month: str, by: str = "account", **extra) -> dict:

@@ -5,15 +5,12 @@ month's footprint months (a new job, a recompute) makes its rollup stale until i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from slurm_plugin.reports import monthly
 from slurm_plugin.storage import Store, month_reads, readonly, rollups
 from tests import jobdb
 from tests.jobdb import HOUR, Job
-from tests.reports.test_monthly import BERLIN, JAN31, MONTHS, SETTINGS, fill
+from tests.reports.test_monthly import BERLIN, JAN31, MONTHS, SETTINGS
 
 PERIOD = f"{MONTHS[0]}..{MONTHS[-1]}"
 VIEWERS = {
@@ -21,20 +18,6 @@ VIEWERS = {
     "bob": readonly.visible_filter(False, 1001, ()),
     "bio coordinator": readonly.visible_filter(False, 4000, ("bio",)),
 }
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    opened = fill(db_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reader(store: Store, db_url: str) -> Iterator[readonly.Reader]:
-    opened = readonly.Reader.open(db_url)
-    yield opened
-    opened.close()
 
 
 def reports(reader: readonly.Reader) -> dict[tuple[str, str], dict]:
