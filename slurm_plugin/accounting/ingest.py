@@ -22,7 +22,8 @@ from slurm_plugin import outbox as outbox_files
 from slurm_plugin import record as record_contract
 from slurm_plugin.safefile import atomic_write, ensure_dir
 from slurm_plugin.storage import RecordRejected, Store, StoreUnavailable
-from slurm_plugin.storage.store import Account, NewPart, PreparedParts, part_key
+from slurm_plugin.storage.record_rows import part_key
+from slurm_plugin.storage.store import Account, NewPart, PreparedParts
 
 Log = Callable[[str, str], None]
 BATCH = 32  # records per transaction when an outbox holds many: one commit (fsync) for them all

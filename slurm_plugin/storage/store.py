@@ -20,47 +20,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from slurm_plugin import record as record_contract
 from slurm_plugin import runs
 from slurm_plugin.intensity import IntensityPoint
 from slurm_plugin.storage import backend, dialect, migrations, packed_timeline, schema, writer_functions
 from slurm_plugin.storage.errors import RecordRejected, StoreError, StoreUnavailable
-from slurm_plugin.times import iso_z, utc
+from slurm_plugin.storage.record_rows import (
+    ZLIB_LEVEL,
+    compact_json,
+    epoch,
+    job_params,
+    part_key,
+    part_params,
+    record_order,
+    timeline_params,
+)
+from slurm_plugin.times import utc
 
 __all__ = ["RecordRejected", "Store", "StoreError", "StoreUnavailable"]
 
 HEADLINE = schema.FOOTPRINT_HEADLINE  # the fields a footprint must have
 # Added to a footprint's fields when read back, so they may not be fields themselves.
 PROVENANCE = frozenset({"footprint_id", "part_id", "version", "current", "computed_at"})
-ZLIB_LEVEL = 1  # three times faster than the default for a 13% larger blob: compression is on the hot path
 Row = tuple[float, float, float | None, float | None, float | None]
 Account = Callable[["NewPart"], dict[str, Any] | None]  # a new part's first footprint, if any
 Fields = dict[str, Any]  # one statement's named parameters
 First = tuple[Fields, list[Fields]]  # a first footprint's row and its months' rows
 
 
-def _epoch(moment: datetime) -> float:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{moment!r} is a naive datetime; the store takes UTC-aware datetimes")
-    return moment.timestamp()
-
-
 def _moment(epoch_s: float | None) -> datetime | None:
     return None if epoch_s is None else utc(epoch_s)
-
-
-def _iso_epoch(text: str) -> float:
-    return _epoch(datetime.fromisoformat(text))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_z(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class Store:
@@ -130,12 +118,12 @@ class Store:
         Beside `account`'s intensity, only SQLite reads here: a redelivery is skipped without the write
         lock and its footprint."""
         prepared = PreparedParts(len(items))
-        for index in sorted(range(len(items)), key=lambda i: _record_key(items[i][0])):
+        for index in sorted(range(len(items)), key=lambda i: record_order(items[i][0])):
             record, raw, account = items[index]
-            job, part = _job_params(record), _part_params(record, raw or _json(record).encode())
+            job, part = job_params(record), part_params(record, raw or compact_json(record).encode())
             if self.db.name == dialect.SQLITE and self._stored(part_key(record)):
                 continue  # a redelivery: no write lock, no footprint (PostgreSQL's function tells later)
-            timeline = _timeline_params(record["timeline"])
+            timeline = timeline_params(record["timeline"])
             fields = account(NewPart(record, job, part, timeline["columns_f64"])) if account else None
             first = _footprint_params(fields) if fields is not None else None
             prepared.indexes.append(index)
@@ -170,7 +158,8 @@ class Store:
         key = part_key(record)
         with self.db.errors():
             if self.db.name == dialect.POSTGRESQL:
-                row = self.db.execute(writer_functions.CALL_PART_DIGEST, {"key": _json(key)}).fetchone()
+                call = {"key": compact_json(key)}
+                row = self.db.execute(writer_functions.CALL_PART_DIGEST, call).fetchone()
             else:
                 row = self.db.execute(schema.PART_DIGEST, key).fetchone()
         return None if row is None or row[0] is None else str(row[0])
@@ -248,7 +237,7 @@ class Store:
 
     def parts(self, since: datetime | None = None) -> list[int]:
         """Ids of the parts that ended at or after `since` (all parts without it), oldest id first."""
-        bound = float("-inf") if since is None else _epoch(since)
+        bound = float("-inf") if since is None else epoch(since)
         return [r["id"] for r in self._rows(schema.SELECT_PARTS, {"since": bound})]
 
     def upsert_intensity(self, points: Iterable[IntensityPoint]) -> int:
@@ -260,17 +249,17 @@ class Store:
 
     def upsert_running(self, record: dict[str, Any], raw: bytes, footprint: dict[str, Any] | None) -> bool:
         """Keep the newest snapshot of a running job's part; False once its finished record is stored."""
-        job = _job_params(record)
+        job = job_params(record)
         key = part_key(record)
         row = key | {
             "uid": job["uid"],
             "account": job["account"],
             "updated_s": job["end_s"],
             "record_zlib": zlib.compress(raw, ZLIB_LEVEL),
-            "footprint_json": _json(footprint) if footprint is not None else None,
+            "footprint_json": compact_json(footprint) if footprint is not None else None,
         }
         if self.db.name == dialect.POSTGRESQL:
-            snapshot = _json({k: v for k, v in row.items() if k != "record_zlib"})
+            snapshot = compact_json({k: v for k, v in row.items() if k != "record_zlib"})
             with self.db.errors():
                 params = {"snapshot": snapshot, "record_zlib": row["record_zlib"]}
                 call = self.db.execute(writer_functions.CALL_UPSERT_RUNNING, params)
@@ -283,7 +272,7 @@ class Store:
 
     def intensity(self, zone: str, start: datetime, end: datetime) -> list[IntensityPoint]:
         """The zone's points overlapping [start, end), by start time then source."""
-        rows = self._rows(schema.SELECT_INTENSITY, {"zone": zone, "start": _epoch(start), "end": _epoch(end)})
+        rows = self._rows(schema.SELECT_INTENSITY, {"zone": zone, "start": epoch(start), "end": epoch(end)})
         return [_intensity_point(row) for row in rows]
 
     def save_footprint(self, part_id: int, fields: dict[str, Any]) -> int:
@@ -343,7 +332,7 @@ def _footprint_params(fields: dict[str, Any]) -> First:
     if missing or PROVENANCE & fields.keys():
         raise ValueError(f"footprint lacks {missing} or has reserved {sorted(PROVENANCE & fields.keys())}")
     params = {name: fields[name] for name in HEADLINE}
-    params.update(computed_at_s=time.time(), fields_json=_json(fields))
+    params.update(computed_at_s=time.time(), fields_json=compact_json(fields))
     return params, months
 
 
@@ -383,112 +372,21 @@ class NewPart:
 def _add_part_call(job: Fields, part: Fields, timeline: Fields, first: First | None) -> Fields:
     """PostgreSQL: one part's fields as `writer_functions`' function takes them."""
     return {
-        "job": _json(job),
-        "part": _json({k: v for k, v in part.items() if k != "record_zlib"}),
+        "job": compact_json(job),
+        "part": compact_json({k: v for k, v in part.items() if k != "record_zlib"}),
         "record_zlib": part["record_zlib"],
         **timeline,
-        "footprint": _json(first[0]) if first else None,
-        "months": _json([_month_params(0, m) for m in first[1]]) if first else None,
+        "footprint": compact_json(first[0]) if first else None,
+        "months": compact_json([_month_params(0, m) for m in first[1]]) if first else None,
     }
-
-
-def _record_key(record: dict[str, Any]) -> tuple[str, int, int, int, str, str]:
-    """The order parts are stored (and, on PostgreSQL, locked) in: a job's user before its nodes, so the
-    job lock a `seen:` part takes (writer_functions) is always taken in the same order."""
-    key = part_key(record)
-    return (key["cluster"], key["job_id"], key["restart_count"], key["uid"], key["run"], key["node"])
-
-
-def part_key(record: dict[str, Any]) -> dict[str, Any]:
-    """The part's key as FIND_PART takes it: two records with the same key are the same part, delivered
-    twice (the same content) or in conflict. A record of a release before runs has the legacy run."""
-    key = {k: record[k] for k in ("cluster", "job_id", "restart_count", "uid", "node")}
-    return {**key, "run": record.get("run", runs.LEGACY)}
-
-
-def _job_params(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cluster": record["cluster"],
-        "job_id": record["job_id"],
-        "restart_count": record["restart_count"],
-        "run": record.get("run", runs.LEGACY),
-        "user_name": record["user"],
-        "uid": record["uid"],
-        "gid": record["gid"],
-        "account": record["account"],
-        "partition": record["partition"],
-        "start_s": _iso_epoch(record["start"]),
-        "end_s": _iso_epoch(record["end"]),
-        **_fact_params(record.get("slurm") or {}),
-    }
-
-
-def _fact_params(slurm: dict[str, Any]) -> dict[str, Any]:
-    """The jobs row's columns from the record's `slurm` block (all null for a record without one)."""
-    renamed = {"slurm_state": "state", "exit_signal": "signal"}
-    params = {name: slurm.get(renamed.get(name, name)) for name, _ in schema.JOB_FACTS}
-    params["submit_s"] = _iso_epoch(slurm["submit"]) if slurm.get("submit") else None
-    return params
-
-
-def _part_params(record: dict[str, Any], raw: bytes) -> dict[str, Any]:
-    energy = record["energy"]
-    params: dict[str, Any] = {
-        "node": record["node"],
-        "run": record.get("run", runs.LEGACY),
-        "start_s": _iso_epoch(record["start"]),
-        "end_s": _iso_epoch(record["end"]),
-        "elapsed_s": record["elapsed_s"],
-        "cpu_count": record["allocated_cpus"]["count"],
-        "cpu_list": record["allocated_cpus"]["list"],
-        "gpus_json": _json(record["gpus"]),
-        "total_j": energy["total_joules"],
-        "coverage_fraction": record["coverage"]["fraction"],
-        "status": record["status"],
-        "partial_reasons_json": _json(record["partial_reasons"]),
-        "notes_json": _json(record["notes"]),
-        "software_version": record["software"]["version"],
-        "record_zlib": zlib.compress(raw, ZLIB_LEVEL),
-        "content_sha256": record_contract.digest(record),
-        "received_at_s": time.time(),
-    }
-    for component in ("cpu", "dram", "gpu"):
-        summary = energy[component] or {}
-        params[f"{component}_j"] = summary.get("joules")
-        params[f"{component}_method"] = summary.get("method")
-    params.update(_use_params(record.get("efficiency")))
-    return params
-
-
-def _use_params(use: dict[str, Any] | None) -> dict[str, Any]:
-    """The part's waste (idle GPUs + idle cores) and GPU utilisation columns from its `efficiency`
-    block; null where the record has none (no cgroup reading, or a record of an earlier release)."""
-    if not use:
-        return dict.fromkeys(name for name, _ in schema.PART_USE)
-    idle_gpu_j = use.get("idle_gpu_j", 0.0)
-    sampled = [g for g in (use.get("gpus") or {}).values() if g.get("sampled_s")]
-    sampled_s = sum(g["sampled_s"] for g in sampled)
-    util_s = sum(g["util_mean_pct"] * g["sampled_s"] for g in sampled)
-    return {
-        "idle_gpu_j": idle_gpu_j,
-        "waste_j": round(idle_gpu_j + use["idle_cpu_j"], 3),
-        "gpu_util_pct": round(util_s / sampled_s, 2) if sampled_s else None,
-        "gpu_sampled_s": round(sampled_s, 3) if sampled_s else None,
-    }
-
-
-def _timeline_params(timeline: dict[str, Any]) -> dict[str, Any]:
-    rows = timeline["rows"]
-    blob = packed_timeline.encode(rows, _iso_epoch(timeline["origin"]))
-    return {"intervals": len(rows), "columns_f64": blob}
 
 
 def _intensity_params(point: IntensityPoint) -> dict[str, Any]:
     params: dict[str, Any] = {name: getattr(point, name) for name in ("zone", "source", "g_per_kwh", "scope")}
-    params.update(start_s=_epoch(point.start), end_s=_epoch(point.end), fetched_at_s=None)
+    params.update(start_s=epoch(point.start), end_s=epoch(point.end), fetched_at_s=None)
     params.update(estimated=int(point.estimated), forecast=int(point.forecast))
     if point.fetched_at is not None:
-        params["fetched_at_s"] = _epoch(point.fetched_at)
+        params["fetched_at_s"] = epoch(point.fetched_at)
     return params
 
 
@@ -510,8 +408,8 @@ def _month_params(footprint_id: int, month: dict[str, Any]) -> dict[str, Any]:
     params = {k: v for k, v in month.items() if k not in ("gpu_hours_by_model", "sources")}
     params.update(
         footprint_id=footprint_id,
-        gpu_hours_json=_json(month["gpu_hours_by_model"]),
-        sources_json=_json(month["sources"]),
+        gpu_hours_json=compact_json(month["gpu_hours_by_model"]),
+        sources_json=compact_json(month["sources"]),
     )
     return params
 

@@ -152,14 +152,14 @@ def test_a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_
 ) -> None:
     for node in ("node001", "node002", "node003"):
         write(outbox, make_record(node=node))
-    part_params = store_module._part_params
+    part_params = store_module.part_params
 
     def refused_on_node002(record: dict, raw: bytes) -> dict:
         """A value validation lets through but the database's CHECK constraint refuses."""
         params = part_params(record, raw)
         return params | {"coverage_fraction": 2.0} if record["node"] == "node002" else params
 
-    monkeypatch.setattr(store_module, "_part_params", refused_on_node002)
+    monkeypatch.setattr(store_module, "part_params", refused_on_node002)
     log = Lines()
     assert ingest_outbox(store, outbox, quarantine, accountant(store), log) == IngestResult(
         stored=2, quarantined=1
