@@ -65,7 +65,7 @@ _PART_LOCK = (
 )
 # A `seen:` part's job (its id, restart and user) as a lock, taken before the part's: two nodes' parts
 # of one job stored at once would otherwise each find no job to join and insert one each. Parts are
-# stored in key order (store._record_key), so these locks too are always taken in one order.
+# stored in key order (record_rows.record_order), so these locks too are always taken in one order.
 _SEEN_JOB_LOCK = (
     "pg_catalog.hashtextextended('seen/' || new_job.cluster || '/' || new_job.job_id || '/'"
     " || new_job.restart_count || '/' || new_job.uid, 0)"
