@@ -88,18 +88,32 @@ def array_summary(
             "energy_j": round(sum(task["energy_j"] for task in tasks), 3),
             "facility_energy_j": _total(tasks, "facility_energy_j") if complete else None,
             "co2e_g": _total(tasks, "co2e_g") if complete else None,
+            **_waste(tasks),
         },
         "most_energy": {"task_id": biggest["task_id"], "energy_j": biggest["energy_j"]},
     }
 
 
 def _task(row: dict[str, Any]) -> dict[str, Any]:
+    ended = job_list.ended_run(row)
     return {
         "task_id": row["array_task_id"],
         "job_id": row["job_id"],
         "restart_count": row["restart_count"],
         "state": row["slurm_state"],
-        **job_list.ended_run(row),
+        **ended,
+        **job_list.run_use(row, ended["co2e_g"] is not None),
+    }
+
+
+def _waste(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tasks' waste (idle GPUs + idle cores), or null where a task has no figure: a sum over some
+    tasks would pass for the array's."""
+    known = all(task["waste_j"] is not None for task in tasks)
+    priced = known and all(task["waste_co2e_g"] is not None for task in tasks)
+    return {
+        "waste_j": round(sum(task["waste_j"] for task in tasks), 3) if known else None,
+        "waste_co2e_g": _total(tasks, "waste_co2e_g") if priced else None,
     }
 
 
@@ -129,16 +143,30 @@ def text(document: dict[str, Any]) -> str:
         for task, energy, grams in zip(tasks, energies, co2e, strict=True)
     ]
     headers = ["Task", "JobID", "State", "ExitCode", "Elapsed", unit, "CO2e g"]
+    if any(task["gpu_util_pct"] is not None for task in tasks):  # the GPUs' mean use, as `jobs` shows it
+        headers.append("GPU util")
+        for row, task in zip(rows, tasks, strict=True):
+            row.append(job_list.percent(task["gpu_util_pct"]))
     totals = document["totals"]
     states = ", ".join(f"{count} {state}" for state, count in document["states"].items())
     total_co2e = "-" if totals["co2e_g"] is None else f"{figures.mass(totals['co2e_g'])} CO2e"
     most = document["most_energy"]
     head = f"array {document['array_job_id']} on cluster {document['cluster']}: {totals['tasks']} tasks"
-    return "\n".join(
-        [
-            f"{head} ({states})",
-            tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
-            f"total: {figures.energy(totals['energy_j'])} IT, {total_co2e}, {duration(totals['elapsed_s'])} "
-            f"of task time; most energy: task {most['task_id']} ({figures.energy(most['energy_j'])})",
-        ]
-    )
+    lines = [
+        f"{head} ({states})",
+        tabulate(rows, headers=headers, disable_numparse=True, stralign="left"),
+        f"total: {figures.energy(totals['energy_j'])} IT, {total_co2e}, {duration(totals['elapsed_s'])} "
+        f"of task time; most energy: task {most['task_id']} ({figures.energy(most['energy_j'])})",
+    ]
+    return "\n".join(lines + _waste_line(totals))
+
+
+def _waste_line(totals: dict[str, Any]) -> list[str]:
+    """The tasks' waste, where every task has a figure and there is some (docs/attribution.md)."""
+    if not totals["waste_j"]:
+        return []
+    grams = totals["waste_co2e_g"]
+    co2e = "" if grams is None else f", {figures.mass(grams)} CO2e"
+    share = totals["waste_j"] / totals["energy_j"] if totals["energy_j"] else 0.0
+    wasted = figures.energy(totals["waste_j"])
+    return [f"wasted: {wasted}{co2e} ({share:.0%} of the IT energy: idle GPUs and cores)"]

@@ -197,11 +197,11 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "quality": QUALITY.get(rung or "", None) if complete else None,
         "coverage_fraction": round(row["covered_s"] / row["parts_s"], 4) if row["parts_s"] else 0.0,
         "partial": bool(row["partial"]),
-        **_use(row, complete),
+        **run_use(row, complete),
     }
 
 
-def _use(row: dict[str, Any], complete: bool) -> dict[str, Any]:
+def run_use(row: dict[str, Any], complete: bool) -> dict[str, Any]:
     """Waste (idle GPUs + idle cores, docs/attribution.md) and the GPUs' mean utilisation; null where a
     part has no figure (stored before version 12, or no cgroup reading) or no GPU was read."""
     known = row["waste_parts"] == row["nodes"]
@@ -287,7 +287,7 @@ FIELDS: dict[str, Field] = {
     "coverage": Field(
         "Cover", lambda job, tz: f"{job['coverage_fraction']:.0%}{'*' if job['partial'] else ''}"
     ),
-    "gpu_util": Field("GPU util", lambda job, tz: _percent(job["gpu_util_pct"])),
+    "gpu_util": Field("GPU util", lambda job, tz: percent(job["gpu_util_pct"])),
     "waste_kwh": Field(
         "Waste kWh", lambda job, tz: None if job["waste_j"] is None else job["waste_j"] / J_PER_KWH
     ),
@@ -299,7 +299,7 @@ WIDE = ("jobid", "user", "account", "partition", "state", "start", "elapsed", "n
 NARROW = tuple(name for name in WIDE if name not in {"partition", "nodes", "g_per_kwh", "quality"})
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} %"
 
 

@@ -90,20 +90,31 @@ _RUNNING = """SELECT cluster, job_id, restart_count, run, node, uid, account, up
     footprint_json FROM running_parts WHERE job_id = ? ORDER BY cluster, restart_count, node"""
 
 
+# A part's waste in CO2e: its share of the part's IT energy, at the part's footprint (PUE included), as
+# `jobcarbon <jobid>` computes it (query/job_summary.py).
+WASTE_CO2E = "CASE WHEN f.it_energy_j > 0 THEN f.co2e_g * p.waste_j / f.it_energy_j END"
+# What a run's parts used and wasted, summed (query/job_list.run_use reads them): a listed job's and an
+# array task's alike.
+_USE = (
+    "SUM(p.waste_j) AS waste_j, COUNT(p.waste_j) AS waste_parts, "
+    f"SUM({WASTE_CO2E}) AS waste_co2e_g, SUM(p.gpu_util_pct * p.gpu_sampled_s) AS gpu_util_s, "
+    "SUM(p.gpu_sampled_s) AS gpu_sampled_s"
+)
+
 _MEMBER = """SELECT job_id, cluster, uid, account FROM jobs WHERE {group} = ? AND {member} = ?
 ORDER BY end_s, id"""
 _GROUPS = {"_": ("array_job_id", "array_task_id"), "+": ("het_job_id", "het_job_offset")}
 
-_ARRAY = """SELECT j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
+_ARRAY = f"""SELECT j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
     j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s, COUNT(p.id) AS nodes,
     SUM(p.total_j) AS energy_j, SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g,
-    COUNT(f.id) AS footprints
+    COUNT(f.id) AS footprints, {_USE}
 FROM jobs j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 WHERE j.array_job_id = ?
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.array_task_id, j.user_name, j.uid, j.account,
     j.job_name, j.slurm_state, j.exit_code, j.exit_signal, j.start_s, j.end_s
-ORDER BY j.cluster, j.array_task_id, j.restart_count"""
+ORDER BY j.cluster, j.array_task_id, j.restart_count"""  # noqa: S608 - constant text
 
 
 def member_runs(reader: Reader, separator: str, group_id: int, index: int) -> list[dict[str, Any]]:
@@ -249,18 +260,13 @@ SELECT j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.accoun
     SUM(p.coverage_fraction * p.elapsed_s) AS covered_s, SUM(p.elapsed_s) AS parts_s,
     MAX(CASE WHEN p.status = 'partial' THEN 1 ELSE 0 END) AS partial, SUM(f.it_energy_j) AS it_energy_j,
     SUM(f.facility_energy_j) AS facility_energy_j, SUM(f.co2e_g) AS co2e_g, COUNT(f.id) AS footprints,
-    MAX({rung_rank}) AS rung_rank, SUM(p.waste_j) AS waste_j, COUNT(p.waste_j) AS waste_parts,
-    SUM({waste_co2e}) AS waste_co2e_g, SUM(p.gpu_util_pct * p.gpu_sampled_s) AS gpu_util_s,
-    SUM(p.gpu_sampled_s) AS gpu_sampled_s
+    MAX({rung_rank}) AS rung_rank, {use}
 FROM picked j JOIN job_parts p ON p.job = j.id
 LEFT JOIN footprints f ON f.part_id = p.id AND f.is_current = 1
 GROUP BY j.id, j.cluster, j.job_id, j.restart_count, j.run, j.user_name, j.uid, j.account, j.partition,
     j.start_s, j.end_s, j.job_name, j.slurm_state, j.exit_code, j.exit_signal
 ORDER BY j.end_s DESC, j.id DESC"""
 
-# A part's waste in CO2e: its share of the part's IT energy, at the part's footprint (PUE included), as
-# `jobcarbon <jobid>` computes it (query/job_summary.py).
-WASTE_CO2E = "CASE WHEN f.it_energy_j > 0 THEN f.co2e_g * p.waste_j / f.it_energy_j END"
 
 _TOTALS = """SELECT COUNT(DISTINCT j.id) AS jobs, COALESCE(SUM(p.total_j), 0) AS energy_j,
     COALESCE(SUM(f.facility_energy_j), 0) AS facility_energy_j, COALESCE(SUM(f.co2e_g), 0) AS co2e_g,
@@ -277,7 +283,7 @@ def job_listing(reader: Reader, wanted: JobSelection) -> tuple[list[dict[str, An
     rank = " ".join(f"WHEN :rung{i} THEN {i}" for i in range(len(wanted.rungs)))
     params.update({f"rung{i}": rung for i, rung in enumerate(wanted.rungs)}, limit=wanted.limit)
     rung_rank = f"CASE f.rung {rank} END"
-    rows = reader.rows(_LIST.format(where=where, rung_rank=rung_rank, waste_co2e=WASTE_CO2E), params)
+    rows = reader.rows(_LIST.format(where=where, rung_rank=rung_rank, use=_USE), params)
     totals = reader.rows(_TOTALS.format(where=where, waste_co2e=WASTE_CO2E), params)[0]
     return rows, totals
 

@@ -156,6 +156,52 @@ def test_array_tasks_and_het_components_resolve_from_the_records(array_reader: r
         arrays.show(array_reader, Scope(False, 1001), {"job_id": 300, "cluster": None})
 
 
+IDLE_GPU = jobdb.gpu(0)
+WASTEFUL_ARRAY = [
+    Job(320, slurm=facts(array_job_id=320, array_task_id=0), cpu_used=0.9, start=DAY + 10 * HOUR),
+    Job(
+        321,
+        slurm=facts(array_job_id=320, array_task_id=1),
+        cpu_used=0.9,
+        gpus=[IDLE_GPU],
+        gpu_w={IDLE_GPU["uuid"]: (60.0, "measured")},
+        gpu_util={IDLE_GPU["uuid"]: 0},
+        start=DAY + 11 * HOUR,
+    ),
+]
+
+
+def test_an_arrays_waste_is_its_tasks_waste(db_url: str) -> None:
+    reader = readonly.Reader.open(jobdb.fill(db_url, WASTEFUL_ARRAY))
+    try:
+        document = arrays.show(reader, EVERYTHING, {"job_id": 320, "cluster": None})
+        listed = job_list.job_list(reader, EVERYTHING, JobFilter(0, 2e9, mine=False))
+    finally:
+        reader.close()
+    jsonschema.validate(document, json.loads((SCHEMAS / "array_summary_schema.json").read_text()))
+    as_listed = {job["job_id"]: job for job in listed["jobs"]}
+    cpu_only, with_gpu = document["tasks"]
+    for task in document["tasks"]:  # each task's figures are the job list's
+        job = as_listed[task["job_id"]]
+        assert (task["waste_j"], task["waste_co2e_g"], task["gpu_util_pct"]) == (
+            job["waste_j"], job["waste_co2e_g"], job["gpu_util_pct"],
+        )  # fmt: skip
+    assert cpu_only["gpu_util_pct"] is None
+    assert with_gpu["gpu_util_pct"] == 0.0
+    # the idle GPU's whole energy is waste, with the idle tenth of the cores of both tasks
+    gpu_j = WASTEFUL_ARRAY[1].record()["energy"]["gpu"]["joules"]
+    assert with_gpu["waste_j"] - cpu_only["waste_j"] == pytest.approx(gpu_j, rel=1e-3)
+    totals = document["totals"]
+    assert totals["waste_j"] == pytest.approx(cpu_only["waste_j"] + with_gpu["waste_j"])
+    grams = cpu_only["waste_co2e_g"] + with_gpu["waste_co2e_g"]
+    assert totals["waste_co2e_g"] == pytest.approx(grams, rel=1e-3)
+    text = arrays.text(document).splitlines()
+    assert text[1].split()[-2:] == ["GPU", "util"]
+    assert text[3].endswith("-")
+    assert text[4].endswith("0 %")
+    assert text[-1] == "wasted: 76.8 Wh, 20.4 g CO2e (21% of the IT energy: idle GPUs and cores)"
+
+
 def test_fields_choose_the_columns(reader: readonly.Reader) -> None:
     wanted = JobFilter(DAY, DAY + 2 * 24 * HOUR, states=("failed",), mine=False)
     document = job_list.job_list(reader, EVERYTHING, wanted)
