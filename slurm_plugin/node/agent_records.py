@@ -129,7 +129,8 @@ class RecordWriting:
         retried with a backoff and logged at most once a minute, and never touches the job's sampling,
         coverage or status. A journal the record cannot be built from is set aside."""
         entry = self.unwritten[key]
-        if entry.asking is not None and entry.asking.is_alive():
+        asking = entry.asking is not None and entry.asking.is_alive()
+        if asking and self.spool.job_dir(key).is_dir():  # no answer is awaited for a vanished entry
             entry.next_try = time.monotonic() + ASK_POLL_S
             return
         entry.tries += 1

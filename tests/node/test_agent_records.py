@@ -156,11 +156,14 @@ def test_a_record_whose_spool_entry_vanished_is_given_up_so_the_agent_can_leave(
 ) -> None:
     import errno
     import shutil
+    import threading
 
     from slurm_plugin import outbox
-    from slurm_plugin.node import jobenv
+    from slurm_plugin.node import jobenv, jobfacts
 
-    node = SimNode(tmp_path, interval_s=60)
+    slurm_answers = threading.Event()  # unanswered, as if its thread had not run yet (CI)
+    monkeypatch.setattr(jobfacts, "query", lambda *_args, **_kw: slurm_answers.wait(30) and {})
+    node = SimNode(tmp_path, interval_s=60, slurm_query_s=30)
     node.job_cgroup(64)
     log: list[str] = []
     agent = driven_agent(node, log)
@@ -176,5 +179,6 @@ def test_a_record_whose_spool_entry_vanished_is_given_up_so_the_agent_can_leave(
         agent._retry_records()
         assert not agent.unwritten
     finally:
+        slurm_answers.set()
         agent._close()
     assert any("job 64.0: its spool entry is gone" in line for line in log)
