@@ -1,17 +1,17 @@
 """`jobcarbon report --month` over a million jobs in 200 accounts: wall time and peak memory.
 
-`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200]
-[--months 1] [--by account] [--format csv] [--month 2026-01] [--top 0]`. Builds (once, cached under
-/var/tmp/jobcarbon-bench) an SQLite database at the current schema with that many finished jobs, one
-part, one current footprint and its monthly figures (uncertainty ends included) each, written directly
-with executemany; 5% of the jobs have a GPU and 2% run longer. The jobs are spread evenly over the first
-`--months` months of 2026, stored month after month as ingest stores them: with 1, every job is in the
-reported month (the worst case for a month); a year of 10 M jobs is `--jobs 10000000 --months 12`, its
-trend `--month 2026-01..2026-12`. For PostgreSQL it is copied (once, kept in a schema of the loopback
-test server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole
-`jobcarbon report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the
-children). Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice SQLite's time. A range of months
-(`--month 2026-01..2026-12`) reads the same rows; `--top N` adds the ranking query.
+`python3 -m bench.monthly_report [--backend sqlite|postgresql] [--jobs 1000000] [--accounts 200] [--months 1]
+[--by account] [--format csv] [--month 2026-01] [--top 0]`. Builds (once, cached under
+/var/tmp/jobcarbon-bench, migrated in place by later schema versions) an SQLite database with that many
+finished jobs, one part, one current footprint and its monthly figures (uncertainty ends included) each,
+written directly with executemany; 5% of the jobs have a GPU and 2% run longer. The jobs are spread evenly
+over the first `--months` months of 2026, stored month after month as ingest stores them: with 1, every job is
+in the reported month (the worst case for a month); a year of 10 M jobs is `--jobs 10000000 --months 12`, its
+trend `--month 2026-01..2026-12`. For PostgreSQL it is copied (once, kept in a schema of the loopback test
+server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole `jobcarbon
+report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the children).
+Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice SQLite's time. A range of months (`--month
+2026-01..2026-12`) reads the same rows; `--top N` adds the ranking query.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import resource
 import sqlite3
 import subprocess
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from slurm_plugin import uncertainty
 from slurm_plugin.accounting import months as calendar
-from slurm_plugin.storage import Store, StoreError, dialect, migrations, transfer
+from slurm_plugin.storage import Store, StoreError, dialect, transfer
 from testbed import postgres
 
 TARGET_S = 5.0
@@ -160,9 +161,13 @@ def _ends(value: float, measured: float) -> tuple[float, float]:
 
 
 def cached(jobs: int, accounts: int, months: int = 1) -> Path:
+    """The database of `jobs` jobs, built once and kept across schema versions: opening it migrates it in
+    place (building ten million jobs takes half an hour, a migration minutes)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    suffix = "" if months == 1 else f"-{months}m"
-    path = CACHE / f"v{migrations.latest()}-{jobs}-{accounts}{suffix}.db"
+    name = f"{jobs}-{accounts}" + ("" if months == 1 else f"-{months}m")
+    path = CACHE / f"monthly-{name}.db"
+    if not path.exists():
+        _adopt(path, name)
     if not path.exists():
         began = time.monotonic()
         partial = path.with_suffix(".partial")
@@ -170,17 +175,31 @@ def cached(jobs: int, accounts: int, months: int = 1) -> Path:
         build(partial, jobs, accounts, months)
         partial.rename(path)
         print(f"built {path} in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    Store.open(f"sqlite:///{path}", 10.0).close()  # to this version's schema
     return path
 
 
+def _adopt(path: Path, name: str) -> None:
+    """The newest cache file of the naming before (`v15-{name}.db`: its schema version), renamed to `path`
+    with its WAL."""
+    found = [(int(m[1]), f) for f in CACHE.iterdir() if (m := re.fullmatch(rf"v(\d+)-{name}\.db", f.name))]
+    if found:
+        newest = max(found)[1]
+        for end in ("-wal", "-shm", ""):
+            if Path(f"{newest}{end}").exists():
+                Path(f"{newest}{end}").replace(f"{path}{end}")
+        print(f"renamed {newest} to {path}", file=sys.stderr)
+
+
 def postgres_copy(path: Path, jobs: int, accounts: int, months: int = 1) -> tuple[str, str]:
-    """The cached SQLite database copied into a schema of the test server (once); its URL and password
-    file."""
+    """The cached SQLite database copied into a schema of the test server (once, kept across schema
+    versions as the file is); its URL and password file."""
     server = postgres.ensure_server()
-    name = f"bench_monthly_v{migrations.latest()}_{jobs}_{accounts}" + ("" if months == 1 else f"_{months}m")
+    name = f"bench_monthly_{jobs}_{accounts}" + ("" if months == 1 else f"_{months}m")
+    _adopt_schema(name)
     url = postgres.schema_url(server, name)
     password_file = str(server.password_file)
-    if not _complete(url, password_file, jobs):
+    if not _complete(url, password_file, path):
         began = time.monotonic()
         postgres.drop_schema(name)  # what an interrupted copy left
         postgres.create_schema(name)
@@ -197,14 +216,29 @@ def postgres_copy(path: Path, jobs: int, accounts: int, months: int = 1) -> tupl
     return url, password_file
 
 
-def _complete(url: str, password_file: str, jobs: int) -> bool:
-    """Whether the schema holds the whole copy (an interrupted one is rolled back, but its schema stays)."""
+def _adopt_schema(name: str) -> None:
+    """The newest schema of the naming before (`bench_monthly_v15_...`), renamed to `name`."""
+    _, _, rest = name.partition("bench_monthly_")
+    schemas = postgres.schemas()
+    found = [(int(m[1]), s) for s in schemas if (m := re.fullmatch(rf"bench_monthly_v(\d+)_{rest}", s))]
+    if name not in schemas and found:
+        postgres.rename_schema(max(found)[1], name)
+
+
+def _complete(url: str, password_file: str, path: Path) -> bool:
+    """Whether the schema holds the whole copy of the file (an interrupted one is rolled back, but its
+    schema stays; ledger intervals may have been added to the file since): opening it migrates it."""
     try:
         store = Store.open(url, 10.0, create=False, password_file=password_file)
     except StoreError:
         return False
     try:
-        return store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == jobs
+        with sqlite3.connect(path) as source:
+            return all(
+                store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - constants
+                == source.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+                for table in ("jobs", "node_intervals")
+            )
     finally:
         store.close()
 

@@ -154,6 +154,15 @@ def drop_schema(name: str) -> None:
     _as_admin(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+def schemas() -> list[str]:
+    """The schemas of the test database."""
+    return _psql("SELECT nspname FROM pg_namespace", capture=True, database=DATABASE).split()
+
+
+def rename_schema(old: str, new: str) -> None:
+    _as_admin(f'ALTER SCHEMA "{old}" RENAME TO "{new}"')
+
+
 def _as_admin(sql: str) -> None:
     """One statement as the admin over loopback: quicker than a psql process, which tests pay per test."""
     import psycopg
