@@ -205,8 +205,7 @@ def postgres_copy(path: Path, jobs: int, accounts: int, months: int = 1) -> tupl
         postgres.create_schema(name)
         target = Store.open(url, 10.0, password_file=password_file)
         try:
-            transfer.copy_into(f"sqlite:///{path}", target, lambda table, rows: None)
-            target.db.ddl("ANALYZE")
+            transfer.copy_into(f"sqlite:///{path}", target, lambda table, rows: None)  # ANALYZEs them too
         except BaseException:
             target.close()
             postgres.drop_schema(name)

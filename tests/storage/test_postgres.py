@@ -338,7 +338,9 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     config = tmp_path / "jobcarbon.yaml"
     config.write_text(f"database:\n  url: '{postgres_url}'\n")
     monkeypatch.setenv("JOBCARBON_CONFIG", str(config))
+    schema_before = _keys_indexes_and_triggers(postgres_url)
     assert main.main(["db", "migrate", "--from", sqlite_url]) == 0
+    assert _keys_indexes_and_triggers(postgres_url) == schema_before  # dropped for the COPY, made again
     out = capsys.readouterr().out
     assert "jobs: 2 rows" in out
     assert out.endswith(f"copied 2 jobs into {postgres_url}\n")
@@ -357,6 +359,19 @@ def test_an_sqlite_database_migrates_into_postgresql_whole(
     assert "already holds jobs" in capsys.readouterr().err
     assert main.main(["db", "migrate", "--from", str(tmp_path / "old.db")]) == 1
     assert capsys.readouterr().err.endswith("expected sqlite:////absolute/path.db\n")
+
+
+def _keys_indexes_and_triggers(url: str) -> set[tuple[str, ...]]:
+    store = Store.open(url, 5.0)
+    found = store.db.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = current_schema()::regnamespace "
+        "UNION SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+        "UNION SELECT tgrelid::regclass::text, tgname, tgenabled::text FROM pg_trigger "
+        "WHERE tgrelid::regclass::text NOT LIKE '%.%' AND NOT tgisinternal"
+    ).fetchall()
+    store.close()
+    return set(found)
 
 
 def test_the_writer_role_stores_a_parts_waste_and_gpu_utilisation(store: Store, make_role: Callable) -> None:
