@@ -175,11 +175,7 @@ def answer(request: dict[str, Any], reader: Reader, scope: Scope, settings: Conf
 def _ledger(reader: Reader, document: dict[str, Any], settings: Config) -> dict[str, Any]:
     from slurm_plugin.reports import ledger
 
-    accounting = settings.accounting
-    wanted = ledger.Settings(
-        accounting.timezone, settings.ledger.share_by, accounting.pue, accounting.pue_rules
-    )
-    return ledger.section(reader, document, wanted)
+    return ledger.section(reader, document, ledger.settings(settings))
 
 
 def _html_renderer() -> Callable:
