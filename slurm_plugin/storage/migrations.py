@@ -359,6 +359,13 @@ MIGRATIONS: list[Migration] = [
             *(OnlyOn("postgresql", step) for step in ledger_rollups.POSTGRES_TRIGGERS),
         ),
     ),
+    # The largest jobs and users of each month's groups in its rollup (storage/rollups.py), for `--top`;
+    # the rollups built before hold none, so they are unbuilt: `jobcarbon rollup` builds them again.
+    Migration(
+        17,
+        "monthly rollups: the largest jobs and users per group",
+        (rollups.MONTH_ROLLUP_TOP, rollups.TOP_INDEX, "DELETE FROM rollup_months"),
+    ),
 ]
 
 
