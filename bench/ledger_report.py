@@ -1,6 +1,7 @@
 """What the node ledger adds to `jobcarbon report`: a month of 300 s intervals for NODES nodes (half of
 each node's intervals shared by two jobs), and the time `reports.ledger.section` takes on SQLite: the
-sums (one GROUP BY) and the proportional policy (every shared interval's job shares, in Python).
+sums (one GROUP BY) and the proportional policy (every shared interval's job shares, in Python); then
+`jobcarbon rollup`'s ledger rollup of the month, and the section again from it (the same figures).
 
     python3 -m bench.ledger_report [--nodes N]      (prints JSON)
 """
@@ -50,6 +51,17 @@ def _fill(url: str, nodes: int) -> int:
     return len(rows)
 
 
+def _sections(reader: readonly.Reader) -> tuple[dict[str, float], dict]:
+    """The section under each weight: its time, and the last section."""
+    document = {"metadata": {"months": ["2026-01"], "by": "account"}, "totals": [], "rows": []}
+    timings = {}
+    for share_by in ("energy", "core_hours"):
+        started = time.perf_counter()
+        section = ledger.section(reader, document, ledger.Settings("UTC", share_by, 1.2))
+        timings[share_by] = time.perf_counter() - started
+    return timings, section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=20)
@@ -60,13 +72,15 @@ def main() -> None:
         count = _fill(url, args.nodes)
         filled_s = time.perf_counter() - started
         reader = readonly.Reader.open(url)
-        document = {"metadata": {"months": ["2026-01"], "by": "account"}, "totals": [], "rows": []}
-        timings = {}
-        for share_by in ("energy", "core_hours"):
-            started = time.perf_counter()
-            section = ledger.section(reader, document, ledger.Settings("UTC", share_by, 1.2))
-            timings[share_by] = time.perf_counter() - started
+        timings, section = _sections(reader)
+        store = Store.open(url, 30.0)
+        started = time.perf_counter()
+        ledger.roll_up(store, ledger.Settings("UTC", pue=1.2))
+        rollup_s = time.perf_counter() - started
+        store.close()
+        rolled, rolled_section = _sections(reader)
         reader.close()
+    assert rolled_section == section
     (total,) = section["totals"]
     print(
         json.dumps(
@@ -76,6 +90,8 @@ def main() -> None:
                 "fill_s": round(filled_s, 2),
                 "section_s": {k: round(v, 3) for k, v in timings.items()},
                 "per_million_intervals_s": round(timings["energy"] / count * 1e6, 2),
+                "rollup_build_s": round(rollup_s, 2),
+                "rolled_section_s": {k: round(v, 4) for k, v in rolled.items()},
                 "remainder_kwh": total["remainder_kwh"],
                 "groups": len(section["shares"]),
             },

@@ -148,7 +148,9 @@ def intensity_show(args: argparse.Namespace, settings: Config) -> int:
 
 
 def rollup(args: argparse.Namespace, settings: Config) -> int:
-    """Rebuild the monthly rollups of the months changed since their last build, one transaction each."""
+    """Rebuild the monthly rollups of the months changed since their last build, one transaction each,
+    then the node ledger's."""
+    from slurm_plugin.reports import ledger
     from slurm_plugin.storage import rollups
 
     with _store(settings) as store:
@@ -156,6 +158,8 @@ def rollup(args: argparse.Namespace, settings: Config) -> int:
             with store.transaction():
                 rollups.build(store.db, month)
             print(f"{month}: rolled up")
+        for month in ledger.roll_up(store, ledger.settings(settings)):
+            print(f"{month}: node ledger rolled up")
     return 0
 
 

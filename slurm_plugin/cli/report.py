@@ -26,7 +26,7 @@ PARTS = ("rows", "totals", "gpu_models", "top_jobs", "top_users", "ledger", "led
 QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 YEAR = re.compile(r"^\d{4}$")
 HTML_TOP = 5  # the largest jobs and users the HTML page lists unless --top says otherwise
-MAX_TOP = 100
+MAX_TOP = 100  # as many as storage.rollups.TOP_KEPT keeps (tests/reports/test_monthly_rollups.py)
 
 
 def report(args: argparse.Namespace, settings: Config) -> int:
@@ -175,11 +175,7 @@ def answer(request: dict[str, Any], reader: Reader, scope: Scope, settings: Conf
 def _ledger(reader: Reader, document: dict[str, Any], settings: Config) -> dict[str, Any]:
     from slurm_plugin.reports import ledger
 
-    accounting = settings.accounting
-    wanted = ledger.Settings(
-        accounting.timezone, settings.ledger.share_by, accounting.pue, accounting.pue_rules
-    )
-    return ledger.section(reader, document, wanted)
+    return ledger.section(reader, document, ledger.settings(settings))
 
 
 def _html_renderer() -> Callable:

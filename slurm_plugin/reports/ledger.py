@@ -20,10 +20,11 @@ from typing import Any
 
 from slurm_plugin.accounting import months, pue
 from slurm_plugin.accounting.footprint import J_PER_KWH
-from slurm_plugin.config import PueRule
+from slurm_plugin.config import Config, PueRule
 from slurm_plugin.reports.monthly import group_label
-from slurm_plugin.storage import ledger_reads, month_reads
+from slurm_plugin.storage import ledger_reads, ledger_rollups, month_reads
 from slurm_plugin.storage.readonly import Reader
+from slurm_plugin.storage.store import Store
 
 COMPONENTS = ledger_reads.COMPONENTS
 DIGITS = 6
@@ -61,41 +62,91 @@ class Settings:
     pue_rules: Sequence[PueRule] = ()  # accounting.pue_rules (node energy takes the rules of no partition)
 
 
+def settings(config: Config) -> Settings:
+    """The section's settings from the configuration."""
+    accounting = config.accounting
+    return Settings(accounting.timezone, config.ledger.share_by, accounting.pue, accounting.pue_rules)
+
+
 def section(reader: Reader, document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The ledger section of a monthly report `document` (`monthly.build`): totals per month and
-    cluster, and the remainder per group under the `proportional` policy."""
+    cluster, and the remainder per group under the `proportional` policy; from a month's rollup where it
+    is current (storage/ledger_rollups.py), else from the intervals, with the same figures."""
     by = document["metadata"]["by"]
+    key = month_reads.GROUP_COLUMNS[by].removeprefix("j.")
     records = {(t["month"], t["cluster"]): t["it_kwh"] for t in document["totals"]}
     groups = {(r["month"], r["cluster"], r["group"]): r["it_kwh"] for r in document["rows"]}
+    rolled_up = reader.db.has_table("ledger_rollup_months")
     totals: list[dict[str, Any]] = []
     shares: list[dict[str, Any]] = []
     for name in document["metadata"]["months"]:
         month = months.parse(name, settings.timezone)
-        for cluster, figures in sorted(_month_sums(reader, month, settings).items()):
+        edges = pieces(month, settings)
+        if rolled_up and ledger_rollups.fresh(reader.rows, name, month.start_s, month.end_s, edges):
+            piece_rows = ledger_rollups.sums(reader.rows, name)
+            spread = ledger_rollups.spread(reader.rows, name, key, settings.share_by)
+        else:
+            piece_rows = [
+                {**row, "piece_start_s": start}
+                for start, end in itertools.pairwise(edges)
+                for row in ledger_reads.sums(reader.rows, start, end)
+            ]
+            spread = ledger_reads.spread(
+                reader.rows, month.start_s, month.end_s, (key,), (settings.share_by,)
+            )
+        for cluster, figures in sorted(_month_sums(piece_rows, settings).items()):
             total = _total(name, cluster, figures, records.get((name, cluster), 0.0))
             totals.append(total)
-            spread = _proportional(reader, month, cluster, by, settings.share_by)
-            shares += _share_rows(name, cluster, total, spread, groups)
+            labelled = _labelled(spread.get((cluster, key, settings.share_by), {}), by)
+            shares += _share_rows(name, cluster, total, labelled, groups)
     return {"share_by": settings.share_by, "totals": totals, "shares": shares}
 
 
-def _month_sums(reader: Reader, month: months.Month, settings: Settings) -> dict[str, dict[str, float]]:
-    """Per cluster, the month's sums, split where a PUE rule changes so each piece takes its own PUE."""
-    edges = [month.start_s, *pue.change_points(settings.pue_rules, month.start_s, month.end_s), month.end_s]
+def pieces(month: months.Month, settings: Settings) -> list[float]:
+    """The month's bounds and the times within it where a PUE rule changes: each piece takes its own PUE."""
+    return [month.start_s, *pue.change_points(settings.pue_rules, month.start_s, month.end_s), month.end_s]
+
+
+def roll_up(store: Store, settings: Settings) -> list[str]:
+    """Rebuild the ledger rollup of every month of the ledger whose rollup is missing or out of date
+    (`jobcarbon rollup`): the marks off in one transaction, the sums read, then written in another, so
+    writers wait on neither the reading nor the Python pass over the shared intervals."""
+    found = ledger_rollups.span(store.db)
+    if found is None:
+        with store.transaction():
+            ledger_rollups.prune(store.db, 0.0, 0.0)
+        return []
+    built = []
+    spanned = months.spanning(found[0], found[1], settings.timezone)
+    for month in spanned:
+        edges = pieces(month, settings)
+        if ledger_rollups.fresh(store.db.query, month.name, month.start_s, month.end_s, edges):
+            continue
+        with store.transaction():
+            ledger_rollups.unmark(store.db, month.name, month.start_s, month.end_s)
+        spread = ledger_rollups.summed(store.db.query, month.start_s, month.end_s)
+        with store.transaction():
+            ledger_rollups.save(store.db, month.name, month.start_s, month.end_s, edges, spread)
+        built.append(month.name)
+    with store.transaction():
+        ledger_rollups.prune(store.db, spanned[0].start_s, spanned[-1].end_s)
+    return built
+
+
+def _month_sums(piece_rows: list[dict[str, Any]], settings: Settings) -> dict[str, dict[str, float]]:
+    """Per cluster, the month's sums from its pieces' (`piece_start_s`), each piece at its own PUE."""
     found: dict[str, dict[str, float]] = {}
-    for start, end in itertools.pairwise(edges):
-        factor = pue.pue_at(settings.pue_rules, settings.pue, None, start)
-        for row in ledger_reads.sums(reader, start, end):
-            into = found.setdefault(row["cluster"], {"facility_j": 0.0, "jobs_facility_j": 0.0})
-            measured = sum(row[f"{c}_j"] or 0.0 for c in COMPONENTS)
-            jobs = sum(row[f"jobs_{c}_j"] or 0.0 for c in COMPONENTS)
-            for key, value in row.items():
-                if key == "nodes":  # a count, not a sum: the most any piece of the month saw
-                    into[key] = max(into.get(key, 0.0), float(value or 0))
-                elif key != "cluster":
-                    into[key] = into.get(key, 0.0) + float(value or 0.0)
-            into["facility_j"] += measured * factor
-            into["jobs_facility_j"] += jobs * factor
+    for row in piece_rows:
+        factor = pue.pue_at(settings.pue_rules, settings.pue, None, row["piece_start_s"])
+        into = found.setdefault(row["cluster"], {"facility_j": 0.0, "jobs_facility_j": 0.0})
+        measured = sum(row[f"{c}_j"] or 0.0 for c in COMPONENTS)
+        jobs = sum(row[f"jobs_{c}_j"] or 0.0 for c in COMPONENTS)
+        for name in ledger_reads.SUM_COLUMNS:
+            value = float(row[name] or 0.0)
+            # nodes is a count, not a sum: the most any piece of the month saw
+            into[name] = max(into.get(name, 0.0), value) if name == "nodes" else into.get(name, 0.0) + value
+        into["facility_j"] += measured * factor
+        into["jobs_facility_j"] += jobs * factor
     return found
 
 
@@ -122,27 +173,13 @@ def _total(name: str, cluster: str, f: dict[str, float], job_records_kwh: float)
     }
 
 
-def _proportional(
-    reader: Reader, month: months.Month, cluster: str, by: str, share_by: str
-) -> dict[str, float]:
-    """Joules of the remainder per group: each interval's shared out by its jobs' `share_by`."""
-    column = month_reads.GROUP_COLUMNS[by]
-    group_of = ledger_reads.job_groups(reader, cluster, column, month.start_s, month.end_s)
-    spread: dict[str, float] = {}
-    weight_at = 2 if share_by == "energy" else 3
-    for row in ledger_reads.with_jobs(reader, month.start_s, month.end_s):
-        if row["cluster"] != cluster or not row["remainder_j"]:
-            continue
-        jobs = json.loads(row["job_shares_json"])
-        weights = [share[weight_at] for share in jobs]
-        if sum(weights) <= 0:
-            weights = [share[3] for share in jobs]  # jobs that drew nothing: by core-hours
-        whole = sum(weights)
-        for share, weight in zip(jobs, weights, strict=True):
-            key = (int(share[0]), int(share[1]))
-            label = group_label(by, group_of[key]) if key in group_of else NO_RECORD
-            spread[label] = spread.get(label, 0.0) + row["remainder_j"] * weight / whole
-    return spread
+def _labelled(spread: dict[str | None, float], by: str) -> dict[str, float]:
+    """Joules of the remainder per group label: a share whose job has no record is NO_RECORD's."""
+    found: dict[str, float] = {}
+    for value, joules in spread.items():
+        label = NO_RECORD if value is None else group_label(by, json.loads(value))
+        found[label] = found.get(label, 0.0) + joules
+    return found
 
 
 def _share_rows(

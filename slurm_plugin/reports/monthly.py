@@ -181,8 +181,8 @@ def build(reader: Reader, request: Request) -> dict[str, Any]:
         "rows": rows,
         "totals": totals,
         "gpu_models": _gpu_models(reader, request, names, periods, rolled),
-        "top_jobs": _top(reader, request, names, periods, "jobs"),
-        "top_users": _top(reader, request, names, periods, "users"),
+        "top_jobs": _top(reader, request, names, periods, "jobs", rolled),
+        "top_users": _top(reader, request, names, periods, "users", rolled),
     }
 
 
@@ -258,11 +258,16 @@ def _gpu_models(
 
 
 def _top(
-    reader: Reader, request: Request, names: list[str], periods: dict[str, dict[str, str]], items: str
+    reader: Reader,
+    request: Request,
+    names: list[str],
+    periods: dict[str, dict[str, str]],
+    items: str,
+    rolled: set[str],
 ) -> list[dict[str, Any]]:
     if request.top <= 0 or (items == "users" and request.by == "user"):  # a user's largest user: itself
         return []
-    found = month_reads.top(reader, request.by, names, request.visible, items, request.top)
+    found = month_reads.top(reader, request.by, names, request.visible, items, request.top, rolled)
     listed = [
         {**periods[r["month"]], "cluster": r["cluster"], "group": group_label(request.by, r["grp"]),
          "place": int(r["place"]), "item": str(r["item"]), "co2e_kg": _r((r["co2e_g"] or 0) / 1000),

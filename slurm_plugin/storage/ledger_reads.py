@@ -1,5 +1,6 @@
-"""The node ledger's reads (`reports/ledger.py`): per cluster, a period's node energy, its jobs' part
-and the remainder, and the job shares the `proportional` policy spreads the remainder by.
+"""The node ledger's reads (`reports/ledger.py`, `storage/ledger_rollups.py`): per cluster, a period's node
+energy, its jobs' part and the remainder, and the remainder spread over the jobs' groups by the
+`proportional` policy.
 
 An interval counts in the period its start falls in, so the periods of a report never count one twice.
 Sums are one GROUP BY; the remainder of an interval is measured - jobs where positive, and what jobs were
@@ -8,11 +9,15 @@ given beyond the node (rounding only: attribution never gives more) is summed ap
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from slurm_plugin.storage.readonly import Reader
-
+Rows = Callable[[str, dict[str, Any]], list[dict[str, Any]]]  # Reader.rows or Backend.query
 COMPONENTS = ("cpu", "dram", "gpu")
+GROUP_KEYS = ("account", "user_name", "gid", "partition")  # the jobs' columns a report groups by
+SHARE_BY = ("energy", "core_hours")  # ledger.share_by
+DAY_S = 86400.0  # the intervals a spread holds in memory at once: a day's
 
 
 def _remainder(c: str) -> str:
@@ -23,14 +28,26 @@ def _excess(c: str) -> str:
     return f"CASE WHEN {c}_j IS NOT NULL AND jobs_{c}_j > {c}_j THEN jobs_{c}_j - {c}_j ELSE 0 END"
 
 
-_SUMS = (
-    "SELECT cluster, COUNT(DISTINCT node) AS nodes, SUM(t1_s - t0_s) AS covered_s, "  # noqa: S608 - constant column names
-    "SUM(unmeasured_s) AS unmeasured_s, SUM(jobs_core_s) AS jobs_core_s, "
-    + ", ".join(
-        f"SUM(COALESCE({c}_j, 0)) AS {c}_j, SUM(jobs_{c}_j) AS jobs_{c}_j, "
-        f"SUM({_remainder(c)}) AS remainder_{c}_j, SUM({_excess(c)}) AS excess_{c}_j"
+_SUMMED = {
+    "nodes": "COUNT(DISTINCT node)",
+    "covered_s": "SUM(t1_s - t0_s)",
+    "unmeasured_s": "SUM(unmeasured_s)",
+    "jobs_core_s": "SUM(jobs_core_s)",
+    **{
+        name: sql
         for c in COMPONENTS
-    )
+        for name, sql in (
+            (f"{c}_j", f"SUM(COALESCE({c}_j, 0))"),
+            (f"jobs_{c}_j", f"SUM(jobs_{c}_j)"),
+            (f"remainder_{c}_j", f"SUM({_remainder(c)})"),
+            (f"excess_{c}_j", f"SUM({_excess(c)})"),
+        )
+    },
+}
+SUM_COLUMNS = tuple(_SUMMED)
+SUMS = (
+    "SELECT {lead}cluster, "  # noqa: S608 - constant column names
+    + ", ".join(f"{sql} AS {name}" for name, sql in _SUMMED.items())
     + " FROM node_intervals WHERE t0_s >= :start AND t0_s < :end GROUP BY cluster"
 )
 
@@ -40,26 +57,62 @@ _WITH_JOBS = (
     + " AS remainder_j FROM node_intervals WHERE t0_s >= :start AND t0_s < :end AND jobs_core_s > 0"
 )
 
-_GROUPS = """SELECT job_id, restart_count, {col} AS grp FROM jobs j
-WHERE cluster = :cluster AND end_s >= :start AND start_s < :end"""
+_GROUPS = f"""SELECT cluster, job_id, restart_count, {", ".join(GROUP_KEYS)} FROM jobs
+WHERE end_s >= :start AND start_s < :end"""  # noqa: S608 - constant column names
+
+Spread = dict[tuple[str, str, str], dict[str | None, float]]  # (cluster, group key, share_by) -> joules
 
 
-def sums(reader: Reader, start_s: float, end_s: float) -> list[dict[str, Any]]:
+def sums(rows: Rows, start_s: float, end_s: float) -> list[dict[str, Any]]:
     """Per cluster, the sums of the intervals starting in [start_s, end_s)."""
-    return reader.rows(_SUMS, {"start": start_s, "end": end_s})
+    return rows(SUMS.format(lead=""), {"start": start_s, "end": end_s})
 
 
-def with_jobs(reader: Reader, start_s: float, end_s: float) -> list[dict[str, Any]]:
-    """The intervals starting in [start_s, end_s) that some job shared, with their remainder."""
-    return reader.rows(_WITH_JOBS, {"start": start_s, "end": end_s})
+def spread(rows: Rows, start_s: float, end_s: float, keys: Sequence[str], share_bys: Sequence[str]) -> Spread:
+    """The remainder of the intervals starting in [start_s, end_s) that jobs shared, spread over their
+    jobs by each of `share_bys` and summed per cluster and value of each of `keys` (GROUP_KEYS): the
+    value as JSON, None for a share whose job has no record (yet). Read a day at a time."""
+    groups = _job_groups(rows, start_s, end_s, keys)
+    found: Spread = {}
+    day = start_s
+    while day < end_s:
+        for row in rows(_WITH_JOBS, {"start": day, "end": min(day + DAY_S, end_s)}):
+            if row["remainder_j"]:
+                _spread_interval(row, groups, keys, share_bys, found)
+        day += DAY_S
+    return found
 
 
-def job_groups(
-    reader: Reader, cluster: str, column: str, start_s: float, end_s: float
-) -> dict[tuple[int, int], Any]:
-    """(job_id, restart_count) -> the job's group (`month_reads.GROUP_COLUMNS`' column) for the jobs of a
-    cluster that ran in the period (a little wider: an interval may start before its job's record does)."""
-    rows = reader.rows(
-        _GROUPS.format(col=column), {"cluster": cluster, "start": start_s - 3600, "end": end_s}
-    )
-    return {(int(r["job_id"]), int(r["restart_count"])): r["grp"] for r in rows}
+def _spread_interval(
+    row: dict[str, Any],
+    groups: dict[tuple[str, int, int], tuple[str, ...]],
+    keys: Sequence[str],
+    share_bys: Sequence[str],
+    found: Spread,
+) -> None:
+    """Add one interval's remainder, shared by its jobs' energy (or core-hours)."""
+    cluster, remainder = row["cluster"], row["remainder_j"]
+    jobs = json.loads(row["job_shares_json"])
+    for share_by in share_bys:
+        weights = [share[2 if share_by == "energy" else 3] for share in jobs]
+        if sum(weights) <= 0:
+            weights = [share[3] for share in jobs]  # jobs that drew nothing: by core-hours
+        whole = sum(weights)
+        for share, weight in zip(jobs, weights, strict=True):
+            values = groups.get((cluster, int(share[0]), int(share[1])))
+            for index, key in enumerate(keys):
+                into = found.setdefault((cluster, key, share_by), {})
+                label = None if values is None else values[index]
+                into[label] = into.get(label, 0.0) + remainder * weight / whole
+
+
+def _job_groups(
+    rows: Rows, start_s: float, end_s: float, keys: Sequence[str]
+) -> dict[tuple[str, int, int], tuple[str, ...]]:
+    """(cluster, job_id, restart_count) -> the JSON of each of the job's `keys`, for the jobs that ran
+    in the period, and an hour past it: the period's last interval may start before its job's record."""
+    found = rows(_GROUPS, {"start": start_s, "end": end_s + 3600})
+    return {
+        (r["cluster"], int(r["job_id"]), int(r["restart_count"])): tuple(json.dumps(r[k]) for k in keys)
+        for r in found
+    }

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurm_plugin import record, uncertainty
-from slurm_plugin.storage import packed_timeline, rollups, schema, writer_functions
+from slurm_plugin.storage import ledger_rollups, packed_timeline, rollups, schema, writer_functions
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import StoreError
 
@@ -342,6 +342,29 @@ MIGRATIONS: list[Migration] = [
             *(OnlyOn("sqlite", trigger) for trigger in rollups.SQLITE_TRIGGERS),
             *(OnlyOn("postgresql", step) for step in rollups.POSTGRES_TRIGGER),
         ),
+    ),
+    # Ledger rollups (storage/ledger_rollups.py): a month's node-ledger sums and proportional shares,
+    # which `jobcarbon rollup` builds and a report reads while no interval or job of the month changed
+    # since; triggers mark the changes. The index on the intervals' start serves every month's read.
+    Migration(
+        16,
+        "ledger rollups, and the marks of the intervals and jobs changed since",
+        (
+            ledger_rollups.LEDGER_ROLLUP_MONTHS,
+            ledger_rollups.LEDGER_ROLLUP_SUMS,
+            ledger_rollups.LEDGER_ROLLUP_SHARES,
+            ledger_rollups.LEDGER_CHANGES,
+            *ledger_rollups.INDEXES,
+            *(OnlyOn("sqlite", trigger) for trigger in ledger_rollups.SQLITE_TRIGGERS),
+            *(OnlyOn("postgresql", step) for step in ledger_rollups.POSTGRES_TRIGGERS),
+        ),
+    ),
+    # The largest jobs and users of each month's groups in its rollup (storage/rollups.py), for `--top`;
+    # the rollups built before hold none, so they are unbuilt: `jobcarbon rollup` builds them again.
+    Migration(
+        17,
+        "monthly rollups: the largest jobs and users per group",
+        (rollups.MONTH_ROLLUP_TOP, rollups.TOP_INDEX, "DELETE FROM rollup_months"),
     ),
 ]
 

@@ -30,8 +30,7 @@ EVERYTHING: Visible = ("1 = 1", {})
 # One table: footprint_months carries each part's job keys (schema.FOOTPRINT_MONTH_KEYS), so it stands in
 # for the jobs table (alias j) in the groupings and in the viewer's condition; joining footprints, parts
 # and jobs row by row cost a year of ten million jobs most of its time (docs/benchmarks.md).
-_CURRENT = """FROM footprint_months j
-WHERE j.month IN ({months}) AND j.is_current = 1 AND {visible}"""
+_CURRENT = rollups.CURRENT
 _GROUPS = (
     "SELECT j.month, j.cluster, {col} AS grp, COUNT(DISTINCT j.job) AS jobs, "
     + ", ".join(f"SUM(j.{name}) AS {name}" for name in SUMS)
@@ -56,17 +55,7 @@ _ROLLED_BASES = (
     + " GROUP BY j.month, j.cluster, grp"
 )
 _GPU_MODELS = "SELECT j.month, j.cluster, {col} AS grp, j.gpu_hours_json {source} AND j.gpu_hours > 0"
-# The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
-_PER_ITEM = (
-    "SELECT j.month, j.cluster, {col} AS grp, {item} AS item, SUM(j.co2e_g) AS co2e_g, "
-    "SUM(j.co2e_low_g) AS co2e_low_g, SUM(j.co2e_high_g) AS co2e_high_g, "
-    "SUM(j.facility_energy_j) AS facility_energy_j " + _CURRENT + " GROUP BY j.month, j.cluster, grp, item"
-)
-_TOP = (
-    "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.month, t.cluster, t.grp "  # noqa: S608
-    "ORDER BY t.co2e_g DESC, t.item) AS place FROM (" + _PER_ITEM + ") t) ranked WHERE place <= :limit"
-)
-TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
+TOP_ITEMS = rollups.TOP_ITEMS
 _SOURCES = """SELECT DISTINCT m.zone, m.sources_json FROM footprint_months m
 WHERE m.month IN ({months}) AND m.is_current = 1"""
 # Every level of rollup rows holds every zone and set of sources: the accounts' level is the smallest.
@@ -196,13 +185,31 @@ def _split(months: Sequence[str], rolled: Collection[str]) -> list[tuple[str, li
 
 
 def top(
-    reader: Reader, by: str, months: Sequence[str], visible: Visible, items: str, limit: int
+    reader: Reader,
+    by: str,
+    months: Sequence[str],
+    visible: Visible,
+    items: str,
+    limit: int,
+    rolled: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The `limit` largest jobs or users (`items`, a key of TOP_ITEMS) by CO2e per month, cluster and
-    group: month, cluster, grp, item, co2e_g, co2e_low_g, co2e_high_g, facility_energy_j, place."""
-    fields, params = _in(months, visible)
-    sql = _TOP.format(col=GROUP_COLUMNS[by], item=TOP_ITEMS[items], **fields)
-    return reader.rows(sql, {**params, "limit": limit})
+    group: month, cluster, grp, item, co2e_g, co2e_low_g, co2e_high_g, facility_energy_j, place. Months
+    in `rolled` are read from their rollups where they hold the answer: a viewer of every job, at most
+    rollups.TOP_KEPT (the top of what a viewer may see of a group is not the group's top)."""
+    col = GROUP_COLUMNS[by]
+    from_rollups = visible == EVERYTHING and limit <= rollups.TOP_KEPT
+    done = [month for month in months if month in rolled] if from_rollups else []
+    found = []
+    if live := [month for month in months if month not in done]:
+        fields, params = _in(live, visible)
+        sql = rollups.TOP_RANKED.format(col=col, item=TOP_ITEMS[items], **fields)
+        found += reader.rows(sql, {**params, "limit": limit})
+    if done:
+        fields, params = _in(done, visible)
+        params.update(key=col.removeprefix("j."), items=items, limit=limit)
+        found += reader.rows(rollups.TOP_READ.format(**fields), params)
+    return found
 
 
 def month_sources(

@@ -53,6 +53,21 @@ CREATE TABLE month_rollup_sources (
     sources_json TEXT NOT NULL,
     co2e_g {_REAL}
 )"""
+# The largest jobs and users (`--top`) per month, grouping column, cluster and group, ranked as a report
+# of a viewer of every job ranks them (TOP_RANKED), the first TOP_KEPT of each; group and item as text.
+TOP_KEPT = 100
+MONTH_ROLLUP_TOP = f"""
+CREATE TABLE month_rollup_top (
+    month TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    items TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    grp TEXT,
+    item TEXT NOT NULL,
+    {", ".join(f"{name} {_REAL}" for name in ("co2e_g", "co2e_low_g", "co2e_high_g", "facility_energy_j"))},
+    place INTEGER NOT NULL
+)"""
+TOP_INDEX = "CREATE INDEX month_rollup_top_month ON month_rollup_top (month, group_key, items, place)"
 ROLLUP_MONTHS = "CREATE TABLE rollup_months (month TEXT PRIMARY KEY, built_at_s DOUBLE PRECISION NOT NULL)"
 MONTH_CHANGES = "CREATE TABLE month_changes (month TEXT NOT NULL)"
 INDEXES = (
@@ -87,6 +102,38 @@ END $$""",
 )
 
 _KEYS = ", ".join(KEYS)
+# A month's current footprint months as the report reads them: they carry the job keys (alias j).
+CURRENT = """FROM footprint_months j
+WHERE j.month IN ({months}) AND j.is_current = 1 AND {visible}"""
+TOP_ITEMS = {"jobs": "j.job_id", "users": "j.user_name"}
+_TOP_FIGURES = ("co2e_g", "co2e_low_g", "co2e_high_g", "facility_energy_j")
+# The `limit` largest items (a job, or a user) per month and group, by CO2e; ties by the item.
+_PER_ITEM = (
+    "SELECT j.month, j.cluster, {col} AS grp, {item} AS item, "
+    + ", ".join(f"SUM(j.{name}) AS {name}" for name in _TOP_FIGURES)
+    + " "
+    + CURRENT
+    + " GROUP BY j.month, j.cluster, grp, item"
+)
+TOP_RANKED = (
+    "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.month, t.cluster, t.grp "  # noqa: S608
+    "ORDER BY t.co2e_g DESC, t.item) AS place FROM (" + _PER_ITEM + ") t) ranked WHERE place <= :limit"
+)
+_TOP_INTO = (
+    "INSERT INTO month_rollup_top (month, group_key, items, cluster, grp, item, "  # noqa: S608
+    + ", ".join(_TOP_FIGURES)
+    + ", place) SELECT month, '{key}', '{items}', cluster, CAST(grp AS TEXT), CAST(item AS TEXT), "
+    + ", ".join(_TOP_FIGURES)
+    + ", place FROM ("
+    + TOP_RANKED.format(col="j.{key}", item="{item}", months=":month", visible="1 = 1")
+    + ") r"
+)
+TOP_READ = (
+    "SELECT month, cluster, grp, item, "  # noqa: S608 - constant names
+    + ", ".join(_TOP_FIGURES)
+    + ", place FROM month_rollup_top WHERE month IN ({months}) AND group_key = :key AND items = :items"
+    " AND place <= :limit"
+)
 _SUMS = (
     "COUNT(DISTINCT job) AS jobs, "
     + ", ".join(f"SUM({name}) AS {name}" for name in _SUMMED)
@@ -161,7 +208,7 @@ def build(db: Backend, month: str) -> None:
     """Rebuild one month's rollup in the caller's write transaction."""
     params = {"month": month}
     db.execute("DELETE FROM month_changes WHERE month = :month", params)  # first: see the module's text
-    for table in ("month_rollups", "month_rollup_sources", "rollup_months"):
+    for table in ("month_rollups", "month_rollup_sources", "month_rollup_top", "rollup_months"):
         db.execute(f"DELETE FROM {table} WHERE month = :month", params)  # noqa: S608 - constant names
     db.execute(_WITHOUT_GPUS, params)
     _insert_with_gpus(db, month, "", KEYS, db.query(_WITH_GPUS, params), db.query(_GPU, params))
@@ -173,8 +220,19 @@ def build(db: Backend, month: str) -> None:
             db, month, col, ("cluster", col), rows, db.query(_LEVEL_GPU.format(col=col), params)
         )
         db.execute(_LEVEL_SOURCES.format(col=col), params)
+    _build_top(db, params)
     now = {**params, "now": time.time()}
     db.execute("INSERT INTO rollup_months (month, built_at_s) VALUES (:month, :now)", now)
+
+
+def _build_top(db: Backend, params: dict[str, Any]) -> None:
+    """The month's largest jobs and users per group of each grouping column (a user's largest user is
+    itself: none kept)."""
+    for key in LEVELS:
+        for items, item in TOP_ITEMS.items():
+            if not (key == "user_name" and items == "users"):
+                sql = _TOP_INTO.format(key=key, items=items, item=item)
+                db.execute(sql, {**params, "limit": TOP_KEPT})
 
 
 def _insert_with_gpus(

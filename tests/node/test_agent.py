@@ -43,13 +43,18 @@ def _run_two_jobs(node: SimNode) -> tuple[dict, dict, float, float]:
     return burner, sleeper, package - 1000.0, dram - 100.0
 
 
+# Records keep joules to the millijoule (intervals to 0.1 mJ), so two jobs may read up to ~2 mJ
+# over the node's counter by rounding alone: 489.999 + 10.002 against 500 J was seen.
+ROUNDING_J = 2e-3
+
+
 def test_burner_gets_more_cpu_energy_and_jobs_never_exceed_the_node(node: SimNode) -> None:
     burner, sleeper, package_j, dram_j = _run_two_jobs(node)
     burner_cpu, sleeper_cpu = burner["energy"]["cpu"]["joules"], sleeper["energy"]["cpu"]["joules"]
     assert burner_cpu > 2 * sleeper_cpu
-    assert burner_cpu + sleeper_cpu <= package_j + 1e-6
+    assert burner_cpu + sleeper_cpu <= package_j + ROUNDING_J
     burner_dram, sleeper_dram = burner["energy"]["dram"]["joules"], sleeper["energy"]["dram"]["joules"]
-    assert burner_dram + sleeper_dram <= dram_j + 1e-6
+    assert burner_dram + sleeper_dram <= dram_j + ROUNDING_J
     assert burner_dram == pytest.approx(4 * sleeper_dram, rel=0.05)
     assert burner["energy"]["cpu"]["method"] == "apportioned"
     assert burner["status"] == sleeper["status"] == "complete"

@@ -72,3 +72,21 @@ def test_retired_and_deleted_footprint_months_mark_their_months(store: Store) ->
     months = [m["month"] for m in store.footprint_months(second)]
     store.replace_footprint_months(second, [])
     assert rollups.changed_months(store.db) == months
+
+
+def test_the_largest_jobs_and_users_come_from_the_rollups_up_to_what_they_keep(
+    store: Store, reader: readonly.Reader
+) -> None:
+    from slurm_plugin.cli import report
+
+    roll_up(store)
+    sql: list[str] = []
+    read = reader.rows
+    reader.rows = lambda text, params=(): sql.append(text) or read(text, params)  # type: ignore[method-assign]
+    ranked = month_reads.top(reader, "account", MONTHS, month_reads.EVERYTHING, "jobs", 3, set(MONTHS))
+    assert ranked
+    assert all("month_rollup_top" in text for text in sql)
+    sql.clear()
+    month_reads.top(reader, "account", MONTHS, VIEWERS["bob"], "jobs", 3, set(MONTHS))
+    assert not any("month_rollup_top" in text for text in sql)  # a viewer's top is not the group's
+    assert report.MAX_TOP == rollups.TOP_KEPT  # --top never asks for more than the rollups keep
