@@ -37,6 +37,7 @@ TARGET_MB = 500.0
 MONTH = "2026-01"
 CACHE = Path("/var/tmp/jobcarbon-bench")
 BATCH = 50_000
+ENTRY = "import sys; from slurm_plugin.cli.main import main; sys.exit(main())"  # as `jobcarbon` runs
 MONTH_STARTS = [calendar.parse(f"2026-{m:02d}", "UTC").start_s for m in range(1, 13)]
 
 
@@ -242,6 +243,18 @@ def _complete(url: str, password_file: str, path: Path) -> bool:
         store.close()
 
 
+def configure(backend: str, jobs: int, accounts: int, months: int) -> Path:
+    """A `jobcarbon` configuration file naming the cached database of that many jobs on the backend."""
+    database = cached(jobs, accounts, months)
+    url, password_file = f"sqlite:///{database}", None
+    if backend == dialect.POSTGRESQL:
+        url, password_file = postgres_copy(database, jobs, accounts, months)
+    config = CACHE / f"jobcarbon-{backend}.yaml"
+    secret = f"\n  password_file: {password_file}" if password_file else ""
+    config.write_text(f"database:\n  url: '{url}'{secret}\naccounting:\n  timezone: UTC\n")
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=(dialect.SQLITE, dialect.POSTGRESQL), default=dialect.SQLITE)
@@ -253,18 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--month", default=MONTH, help="a month, range or list (report --month)")
     parser.add_argument("--top", default="0", help="--top N: the largest jobs and users per group and month")
     args = parser.parse_args(argv)
-    database = cached(args.jobs, args.accounts, args.months)
-    url, password_file = f"sqlite:///{database}", None
-    if args.backend == dialect.POSTGRESQL:
-        url, password_file = postgres_copy(database, args.jobs, args.accounts, args.months)
-    config = CACHE / f"jobcarbon-{args.backend}.yaml"
-    secret = f"\n  password_file: {password_file}" if password_file else ""
-    config.write_text(f"database:\n  url: '{url}'{secret}\naccounting:\n  timezone: UTC\n")
-    entry = "import sys; from slurm_plugin.cli.main import main; sys.exit(main())"  # as `jobcarbon` runs
+    config = configure(args.backend, args.jobs, args.accounts, args.months)
     command = [
         sys.executable,
         "-c",
-        entry,
+        ENTRY,
         "--config",
         str(config),
         "report",

@@ -1,10 +1,11 @@
 """`jobcarbon rollup` over bench.monthly_report's database: a year's rollups, then one month's.
 
-`python3 -m bench.rollup [--jobs 10000000] [--accounts 200] [--months 12]`: takes (or builds) the cached
-database of bench.monthly_report, runs the whole `jobcarbon rollup` process that builds every month's
-rollup, then marks one month changed (as a stored footprint month would) and runs it again: wall time and
-peak RSS of each. Then `python3 -m bench.monthly_report` with the same arguments measures the reports,
-which read the rollups.
+`python3 -m bench.rollup [--backend sqlite|postgresql] [--jobs 10000000] [--accounts 200] [--months 12]`:
+takes (or builds) the cached database of bench.monthly_report (with bench.year_ledger's node intervals, if
+added, the node ledger's rollups too), runs the whole `jobcarbon rollup` process that builds every month's
+rollups, then marks one month changed (a stored footprint month and a node interval, as their triggers
+would) and runs it again: wall time and peak RSS of each. Then `python3 -m bench.monthly_report` with the
+same arguments measures the reports, which read the rollups.
 """
 
 from __future__ import annotations
@@ -12,44 +13,60 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sqlite3
 import subprocess
 import sys
 import time
 
 from bench import monthly_report
-
-ENTRY = "import sys; from slurm_plugin.cli.main import main; sys.exit(main())"  # as `jobcarbon` runs
+from slurm_plugin import config as settings
+from slurm_plugin.accounting import months as calendar
+from slurm_plugin.storage import Store, dialect
 
 
 def _rollup(config: str) -> dict[str, float | int]:
-    """One `jobcarbon rollup` process: its wall time, peak RSS and the months it rebuilt."""
+    """One `jobcarbon rollup` process: its wall time, peak RSS and the lines it printed (one a month and
+    ledger rebuilt)."""
     began = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", ENTRY, "--config", config, "rollup"], capture_output=True, check=True
+        [sys.executable, "-c", monthly_report.ENTRY, "--config", config, "rollup"],
+        capture_output=True,
+        check=True,
     )
     return {
         "wall_s": round(time.monotonic() - began, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-        "months": done.stdout.decode().count("\n"),
+        "rebuilt": done.stdout.decode().count("\n"),
     }
+
+
+def _mark(config: str, month: str) -> None:
+    """What the triggers add when a footprint month and a node interval of `month` are stored."""
+    database = settings.load(config).database
+    store = Store.open(database.url, 10.0, False, database.password_file)
+    start_s = calendar.parse(month, "UTC").start_s
+    try:
+        with store.transaction():
+            store.db.execute("INSERT INTO month_changes (month) VALUES (:month)", {"month": month})
+            store.db.execute(
+                "INSERT INTO ledger_changes (t0_s, t1_s) VALUES (:t, :t)", {"t": start_s + 86400}
+            )
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=(dialect.SQLITE, dialect.POSTGRESQL), default=dialect.SQLITE)
     parser.add_argument("--jobs", type=int, default=10_000_000)
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--months", type=int, default=12, choices=range(1, 13))
     parser.add_argument("--month", default="2026-03", help="the month marked changed for the second run")
     args = parser.parse_args(argv)
-    database = monthly_report.cached(args.jobs, args.accounts, args.months)
-    config = monthly_report.CACHE / "jobcarbon-rollup.yaml"
-    config.write_text(f"database:\n  url: 'sqlite:///{database}'\naccounting:\n  timezone: UTC\n")
-    every = _rollup(str(config))
-    with sqlite3.connect(database) as conn:  # what the trigger adds when a footprint month is stored
-        conn.execute("INSERT INTO month_changes (month) VALUES (?)", (args.month,))
-    one = _rollup(str(config))
-    print(json.dumps({"jobs": args.jobs, "every_month": every, "one_month": one}))
+    config = str(monthly_report.configure(args.backend, args.jobs, args.accounts, args.months))
+    every = _rollup(config)
+    _mark(config, args.month)
+    one = _rollup(config)
+    print(json.dumps({"backend": args.backend, "jobs": args.jobs, "every_month": every, "one_month": one}))
     return 0
 
 
