@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
@@ -30,6 +30,15 @@ Params = dict[str, Any] | Sequence[Any]  # a statement's values, by `:name` or b
 
 class UrlError(JobcarbonError):
     """The database URL is not one jobcarbon can use; the message says what is wrong."""
+
+
+def placeholders(prefix: str, values: Iterable[Any], params: dict[str, Any]) -> str:
+    """`:prefix0, :prefix1, ...` for an IN list, each value added to `params` under its name."""
+    names = []
+    for i, value in enumerate(values):
+        params[f"{prefix}{i}"] = value
+        names.append(f":{prefix}{i}")
+    return ", ".join(names)
 
 
 def backend_of(url: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slurm_plugin.errors import JobcarbonError
-from slurm_plugin.storage import backend, packed_timeline, schema
+from slurm_plugin.storage import backend, dialect, packed_timeline, schema
 from slurm_plugin.storage.backend import Backend
 from slurm_plugin.storage.errors import DeadlinePassed, StoreError
 
@@ -301,19 +301,11 @@ def _where(wanted: JobSelection) -> tuple[str, dict[str, Any]]:
         ("partition", wanted.partitions),
     ):
         if values:
-            clauses.append(f"j.{column} IN ({_placeholders(column, values, params)})")
+            clauses.append(f"j.{column} IN ({dialect.placeholders(column, values, params)})")
     if wanted.slurm_states:
-        known = f"j.slurm_state IN ({_placeholders('state', wanted.slurm_states, params)})"
+        known = f"j.slurm_state IN ({dialect.placeholders('state', wanted.slurm_states, params)})"
         unknown = " OR j.slurm_state IS NULL" if "COMPLETED" in wanted.slurm_states else ""
         clauses.append(f"({known}{unknown})")
     if not wanted.ended:
         clauses.append("0 = 1")
     return " AND ".join(clauses), params
-
-
-def _placeholders(prefix: str, values: Iterable[str], params: dict[str, Any]) -> str:
-    names = []
-    for i, value in enumerate(values):
-        params[f"{prefix}{i}"] = value
-        names.append(f":{prefix}{i}")
-    return ", ".join(names)

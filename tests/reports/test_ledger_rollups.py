@@ -16,7 +16,7 @@ from slurm_plugin import node_record
 from slurm_plugin.accounting import months
 from slurm_plugin.config import PueRule
 from slurm_plugin.reports import ledger, monthly
-from slurm_plugin.storage import Store, ledger_rollups, node_intervals, readonly
+from slurm_plugin.storage import Store, ledger_reads, ledger_rollups, node_intervals, readonly
 from tests.storage.conftest import make_record
 
 HOUR = 3600.0
@@ -98,6 +98,15 @@ def test_sections_from_ledger_rollups_equal_sections_from_the_intervals(
     assert (jan["nodes"], feb["nodes"]) == (1, 2)  # the most nodes any PUE piece of the month saw
     assert 1.2 < jan["pue"] < 1.5  # Jan 15 at 1.2, Jan 31 at 1.5
     assert feb["pue"] == 1.5
+
+
+def test_jobs_looked_up_one_at_a_time_give_the_same_sections(
+    reader: readonly.Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proportional pass looks a day's jobs up by id, LOOKUP at a time: batches change nothing."""
+    live = sections(reader)
+    monkeypatch.setattr(ledger_reads, "LOOKUP", 1)
+    assert sections(reader) == live
 
 
 def test_a_late_interval_or_job_record_makes_only_its_months_rollups_stale(
