@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -24,18 +24,21 @@ from slurm_plugin.storage import Store, dialect
 
 
 def _rollup(config: str) -> dict[str, float | int]:
-    """One `jobcarbon rollup` process: its wall time, peak RSS and the lines it printed (one a month and
-    ledger rebuilt)."""
+    """One `jobcarbon rollup` process: its wall time, its own peak RSS (wait4: not the largest of every
+    child so far) and the lines it printed (one a month and ledger rebuilt)."""
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", monthly_report.ENTRY, "--config", config, "rollup"],
-        capture_output=True,
-        check=True,
-    )
+    command = [sys.executable, "-c", monthly_report.ENTRY, "--config", config, "rollup"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE)  # its errors on ours
+    assert child.stdout is not None
+    printed = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, command)
     return {
         "wall_s": round(time.monotonic() - began, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-        "rebuilt": done.stdout.decode().count("\n"),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "rebuilt": printed.decode().count("\n"),
     }
 
 
