@@ -10,7 +10,8 @@ in the reported month (the worst case for a month); a year of 10 M jobs is `--jo
 trend `--month 2026-01..2026-12`. For PostgreSQL it is copied (once, kept in a schema of the loopback test
 server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole `jobcarbon
 report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the children).
-Targets: SQLite <= 5 s, <= 500 MB; PostgreSQL within twice SQLite's time. A range of months (`--month
+Targets (issue 15): a month <= 5 s, a range of months (the year trend) <= 15 s, <= 500 MB, on both
+backends. A range of months (`--month
 2026-01..2026-12`) reads the same rows; `--top N` adds the ranking query.
 """
 
@@ -32,7 +33,8 @@ from slurm_plugin.accounting import months as calendar
 from slurm_plugin.storage import Store, StoreError, dialect, transfer
 from testbed import postgres
 
-TARGET_S = 5.0
+TARGET_S = 5.0  # a month
+TARGET_PERIOD_S = 15.0  # a range or list of months: the year trend
 TARGET_MB = 500.0
 MONTH = "2026-01"
 CACHE = Path("/var/tmp/jobcarbon-bench")
@@ -283,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "--top",
         args.top,
     ]
+    target_s = TARGET_PERIOD_S if ".." in args.month or "," in args.month else TARGET_S
     began = time.monotonic()
     done = subprocess.run(command, capture_output=True, check=False)
     wall_s = time.monotonic() - began
@@ -302,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall_s, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "output_lines": lines,
-        "target_s": TARGET_S,
+        "target_s": target_s,
         "target_mb": TARGET_MB,
-        "ok": wall_s <= TARGET_S and peak_mb <= TARGET_MB,  # PostgreSQL's: compare with SQLite's run
+        "ok": wall_s <= target_s and peak_mb <= TARGET_MB,
     }
     print(json.dumps(result))
     return 0
