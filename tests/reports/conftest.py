@@ -1,5 +1,5 @@
 """The monthly reports' database: test_monthly's jobs on SQLite and on PostgreSQL in turn (`db_url`);
-a module with data of its own defines its own `reader`."""
+a module with data of its own defines its own `store` (the `reader` here opens it) or `reader`."""
 
 from __future__ import annotations
 

@@ -58,13 +58,6 @@ def store(db_url: str) -> Iterator[Store]:
     opened.close()
 
 
-@pytest.fixture
-def reader(store: Store, db_url: str) -> Iterator[readonly.Reader]:
-    opened = readonly.Reader.open(db_url)
-    yield opened
-    opened.close()
-
-
 def sections(reader: readonly.Reader, timezone: str = "UTC", rules: tuple = RULES) -> dict:
     """The ledger section of every grouping's report of both months, under both weights."""
     found = {}
