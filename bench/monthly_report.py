@@ -10,9 +10,8 @@ in the reported month (the worst case for a month); a year of 10 M jobs is `--jo
 trend `--month 2026-01..2026-12`. For PostgreSQL it is copied (once, kept in a schema of the loopback test
 server, testbed/postgres.py) with `jobcarbon db migrate`'s code, then ANALYZEd. Then runs the whole `jobcarbon
 report` process, as an admin would, and reports its wall time and peak RSS (getrusage of the children).
-Targets (issue 15): a month <= 5 s, a range of months (the year trend) <= 15 s, <= 500 MB, on both
-backends. A range of months (`--month
-2026-01..2026-12`) reads the same rows; `--top N` adds the ranking query.
+Targets (issue 15): a month <= 5 s, a range or list of months (the year trend, `--month
+2026-01..2026-12`) <= 15 s, <= 500 MB, on both backends; `--top N` adds the largest jobs and users.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ def _rollup(config: str) -> dict[str, float | int]:
     child so far) and the lines it printed (one a month and ledger rebuilt)."""
     began = time.monotonic()
     command = [sys.executable, "-c", monthly_report.ENTRY, "--config", config, "rollup"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE)  # its errors on ours
-    assert child.stdout is not None
-    printed = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as child:  # its errors on ours
+        assert child.stdout is not None
+        printed = child.stdout.read()  # not communicate(): it would reap the child before wait4
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise subprocess.CalledProcessError(child.returncode, command)
     return {

@@ -109,13 +109,13 @@ def _spread_interval(
     found: Spread,
 ) -> None:
     """Add one interval's remainder, shared by its jobs' energy (or core-hours)."""
+    job_values = [groups.get((cluster, int(share[0]), int(share[1]))) for share in jobs]
     for share_by in share_bys:
         weights = [share[2 if share_by == "energy" else 3] for share in jobs]
         if sum(weights) <= 0:
             weights = [share[3] for share in jobs]  # jobs that drew nothing: by core-hours
         whole = sum(weights)
-        for share, weight in zip(jobs, weights, strict=True):
-            values = groups.get((cluster, int(share[0]), int(share[1])))
+        for values, weight in zip(job_values, weights, strict=True):
             for index, key in enumerate(keys):
                 into = found.setdefault((cluster, key, share_by), {})
                 label = None if values is None else values[index]
